@@ -1,0 +1,122 @@
+//! Type erasure for registered channels: the session holds `Box<dyn ErasedChannel<S>>` and
+//! never sees the user's types. Only channels registered on the builder can be instantiated;
+//! a client cannot name anything else.
+
+use super::{Channel, ChannelContext};
+use crate::error::ChannelError;
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+use std::marker::PhantomData;
+
+/// Why a `message` command did nothing.
+pub(crate) struct PerformError {
+    pub(crate) action: String,
+    pub(crate) error: ChannelError,
+}
+
+#[async_trait]
+pub(crate) trait ErasedFactory<S>: Send + Sync {
+    async fn subscribe(
+        &self,
+        ctx: &mut ChannelContext<S>,
+    ) -> Result<Box<dyn ErasedChannel<S>>, ChannelError>;
+}
+
+#[async_trait]
+pub(crate) trait ErasedChannel<S>: Send {
+    async fn message(
+        &mut self,
+        ctx: &mut ChannelContext<S>,
+        data: &str,
+    ) -> Result<(), PerformError>;
+    async fn unsubscribed(&mut self, ctx: &mut ChannelContext<S>) -> Result<(), ChannelError>;
+}
+
+pub(crate) struct Factory<C>(PhantomData<fn() -> C>);
+
+impl<C> Factory<C> {
+    pub(crate) fn new() -> Factory<C> {
+        Factory(PhantomData)
+    }
+}
+
+struct Erased<C>(C);
+
+#[async_trait]
+impl<S, C> ErasedFactory<S> for Factory<C>
+where
+    S: Send + Sync + 'static,
+    C: Channel<S>,
+{
+    async fn subscribe(
+        &self,
+        ctx: &mut ChannelContext<S>,
+    ) -> Result<Box<dyn ErasedChannel<S>>, ChannelError> {
+        let params = Value::Object(ctx.params().clone());
+        let params = C::Params::deserialize(&params)
+            .map_err(|e| ChannelError::msg(format_args!("invalid params: {e}")))?;
+        let channel = C::subscribed(ctx, params).await?;
+        Ok(Box::new(Erased(channel)))
+    }
+}
+
+#[async_trait]
+impl<S, C> ErasedChannel<S> for Erased<C>
+where
+    S: Send + Sync + 'static,
+    C: Channel<S>,
+{
+    async fn message(
+        &mut self,
+        ctx: &mut ChannelContext<S>,
+        data: &str,
+    ) -> Result<(), PerformError> {
+        let fail = |action: &str, error: ChannelError| PerformError {
+            action: action.to_owned(),
+            error,
+        };
+        let data: Value = serde_json::from_str(data).map_err(|e| fail("?", e.into()))?;
+        let action = match &data {
+            Value::Object(map) => match map.get("action") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if s.is_empty() => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => {
+                    return Err(fail(
+                        &other.to_string(),
+                        ChannelError::msg("`action` is not a string"),
+                    ));
+                }
+            },
+            _ => return Err(fail("?", ChannelError::msg("`data` is not a JSON object"))),
+        };
+        match action {
+            None => self
+                .0
+                .receive(ctx, data)
+                .await
+                .map_err(|e| fail("receive", e)),
+            Some(name) => {
+                let action = C::Action::deserialize(&data).map_err(|e| fail(&name, e.into()))?;
+                self.0
+                    .perform(ctx, action)
+                    .await
+                    .map_err(|e| fail(&name, e))
+            }
+        }
+    }
+
+    async fn unsubscribed(&mut self, ctx: &mut ChannelContext<S>) -> Result<(), ChannelError> {
+        self.0.unsubscribed(ctx).await
+    }
+}
+
+impl From<ChannelError> for PerformError {
+    fn from(error: ChannelError) -> Self {
+        PerformError {
+            action: "?".into(),
+            error,
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Error types.
+//!
+//! Framework operations have one `thiserror` enum each ([`BroadcastError`], [`PubSubError`],
+//! [`ConfigError`]). User code in channels returns [`ChannelError`], which any error converts
+//! into with `?`, the way `anyhow::Error` does; it also carries the deliberate outcome
+//! "reject this subscription".
+
+use std::fmt;
+
+/// A boxed error, what user hooks may return.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The error of a channel callback or action.
+///
+/// Returned from `subscribed` it rejects the subscription (`reject_subscription` on the wire);
+/// returned from an action it is logged with the channel, action and identifier, and the
+/// connection and its other subscriptions carry on, as in Rails.
+///
+/// Any `std::error::Error` converts into it, so `?` works in channel code:
+///
+/// ```
+/// use actioncable::ChannelError;
+/// fn parse(n: &str) -> Result<u32, ChannelError> {
+///     Ok(n.parse::<u32>()?)
+/// }
+/// assert!(parse("x").is_err());
+/// assert!(ChannelError::reject().is_rejection());
+/// ```
+pub struct ChannelError {
+    kind: Kind,
+}
+
+enum Kind {
+    Rejected,
+    Failed(BoxError),
+}
+
+impl ChannelError {
+    /// Rejects the subscription on purpose (Rails' `reject`). Logged at debug level only.
+    pub fn reject() -> ChannelError {
+        ChannelError {
+            kind: Kind::Rejected,
+        }
+    }
+
+    /// Wraps any error.
+    pub fn new(error: impl Into<BoxError>) -> ChannelError {
+        ChannelError {
+            kind: Kind::Failed(error.into()),
+        }
+    }
+
+    /// An error with just a message.
+    pub fn msg(message: impl fmt::Display) -> ChannelError {
+        ChannelError::new(message.to_string())
+    }
+
+    /// Whether this is a deliberate rejection rather than a failure.
+    pub fn is_rejection(&self) -> bool {
+        matches!(self.kind, Kind::Rejected)
+    }
+
+    /// The underlying error, unless this is a rejection.
+    pub fn source_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match &self.kind {
+            Kind::Rejected => None,
+            Kind::Failed(e) => Some(e.as_ref()),
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for ChannelError {
+    fn from(error: E) -> Self {
+        ChannelError::new(error)
+    }
+}
+
+impl fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Rejected => f.write_str("subscription rejected"),
+            Kind::Failed(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl fmt::Debug for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Rejected => f.write_str("ChannelError::Rejected"),
+            Kind::Failed(e) => f.debug_tuple("ChannelError").field(e).finish(),
+        }
+    }
+}
+
+/// A pub/sub adapter failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PubSubError {
+    /// The backend cannot be reached right now (e.g. Redis is down).
+    #[error("pub/sub backend unavailable: {0}")]
+    Unavailable(String),
+    /// The adapter was shut down.
+    #[error("pub/sub adapter is shut down")]
+    Closed,
+    /// Any other backend error.
+    #[error("pub/sub backend error: {0}")]
+    Backend(#[source] BoxError),
+}
+
+/// A broadcast was not accepted. Nothing was delivered to anyone.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BroadcastError {
+    /// The message could not be serialized to JSON.
+    #[error("broadcast message is not serializable: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The pub/sub adapter did not take the message.
+    #[error(transparent)]
+    PubSub(#[from] PubSubError),
+}
+
+/// The server was configured wrongly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Two channels were registered under the same class name.
+    #[error("channel {0:?} is registered twice")]
+    DuplicateChannel(&'static str),
+    /// A setting has a value that cannot work.
+    #[error("invalid setting `{name}`: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// Why it cannot work.
+        reason: String,
+    },
+    /// The pub/sub adapter failed to start.
+    #[error("pub/sub adapter failed to start: {0}")]
+    PubSub(#[from] PubSubError),
+}
+
+/// Authentication helpers failed (bad token, bad key, tampered cookie).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No credential was presented.
+    #[error("no credentials")]
+    Missing,
+    /// The JWT is invalid: bad signature, expired, wrong algorithm, malformed.
+    #[error("invalid token: {0}")]
+    InvalidToken(#[from] jsonwebtoken::errors::Error),
+    /// A key or secret is unusable.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+}

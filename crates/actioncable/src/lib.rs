@@ -1,0 +1,76 @@
+//! # actioncable
+//!
+//! An [ActionCable](https://guides.rubyonrails.org/action_cable_overview.html)-compatible
+//! channel server for [axum]. The unmodified `@rails/actioncable` JavaScript consumer connects
+//! to it, subscribes to channels written in Rust, performs their actions and receives their
+//! broadcasts, exactly as it would against Rails.
+//!
+//! - [`Connection`] authenticates the WebSocket request (cookies, JWT, anything in the request)
+//!   and gives it an [`Identity`], or rejects it. Helpers in [`auth`].
+//! - [`Channel`] is what a subscription does: `subscribed`, typed actions, `unsubscribed`, with
+//!   [`ChannelContext`] to `transmit`, `stream_from`, `stream_for` and `broadcast`.
+//! - [`Cable`] is the server: built with [`Cable::builder`], mounted with one line in a
+//!   [`Router`](axum::Router), broadcast to from anywhere through a [`CableHandle`].
+//! - [`PubSub`](pubsub::PubSub) carries broadcasts between nodes: [`MemoryPubSub`](pubsub::MemoryPubSub)
+//!   in one process, the `actioncable-redis` crate across many (wire-compatible with Rails).
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use actioncable::{async_trait, channel::AnyAction, AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams};
+//! use axum::Router;
+//!
+//! /// Echoes every action back to its sender.
+//! struct EchoChannel;
+//!
+//! #[async_trait]
+//! impl Channel for EchoChannel {
+//!     const NAME: &'static str = "EchoChannel";
+//!     type Params = NoParams;
+//!     type Action = AnyAction;
+//!
+//!     async fn subscribed(_: &mut ChannelContext, _: NoParams) -> Result<Self, ChannelError> {
+//!         Ok(EchoChannel)
+//!     }
+//!
+//!     async fn perform(&mut self, ctx: &mut ChannelContext, action: AnyAction) -> Result<(), ChannelError> {
+//!         ctx.transmit(&action.data)
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let cable = Cable::builder()
+//!         .channel::<EchoChannel>()
+//!         .allowed_origins(AllowedOrigins::same_origin().allow_any_port("http://localhost"))
+//!         .build()?;
+//!     let app: Router = Router::new().merge(cable.router("/cable"));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     axum::serve(listener, app).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The wire protocol, the differences from Rails, and the architecture are described in the
+//! repository's `docs/` folder (`protocol.md`, `guide.md`, `architecture.md`).
+
+pub mod auth;
+pub mod channel;
+pub mod connection;
+pub mod error;
+mod hub;
+pub mod protocol;
+pub mod pubsub;
+mod server;
+pub mod stream;
+
+#[doc(inline)]
+pub use channel::{Channel, ChannelContext, NoParams};
+#[doc(inline)]
+pub use connection::{AcceptAll, ConnectRequest, Connection, Identity, Reject};
+#[doc(inline)]
+pub use error::{BroadcastError, ChannelError, ConfigError, PubSubError};
+pub use server::{AllowedOrigins, Cable, CableBuilder, CableHandle};
+
+/// Re-exported so channel and connection impls need no direct dependency.
+pub use async_trait::async_trait;

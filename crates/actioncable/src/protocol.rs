@@ -1,0 +1,505 @@
+//! The ActionCable v1 JSON wire protocol: what the client sends and what the server answers.
+//!
+//! Every wire string of the protocol lives in this module and nowhere else, so the rest of the
+//! crate cannot drift from what the stock `@rails/actioncable` consumer expects. The module does
+//! no I/O: decoding and encoding are plain functions, cheap to unit-test, property-test and fuzz.
+//!
+//! Two facts shape the API:
+//!
+//! * The consumer matches subscriptions by comparing the identifier **string** (`===`), so the
+//!   identifier is kept byte-for-byte as the client sent it ([`Identifier::as_str`]) and echoed
+//!   back unchanged. Its parsed form is only used to pick the channel and its params.
+//! * `message.data` is a JSON document *encoded as a string* inside the command (the consumer
+//!   calls `JSON.stringify` twice), so decoding a `message` yields that inner text as is.
+//!
+//! ```
+//! use actioncable::protocol::{Command, ServerMessage};
+//!
+//! let cmd = Command::decode(r#"{"command":"subscribe","identifier":"{\"channel\":\"ChatChannel\"}"}"#).unwrap();
+//! assert!(matches!(cmd, Command::Subscribe { .. }));
+//!
+//! let frame = ServerMessage::Confirm { identifier: r#"{"channel":"ChatChannel"}"# }.encode();
+//! assert_eq!(frame, r#"{"identifier":"{\"channel\":\"ChatChannel\"}","type":"confirm_subscription"}"#);
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::fmt;
+use std::sync::Arc;
+
+/// The subprotocol the stock consumer offers first and the server selects.
+pub const PROTOCOL: &str = "actioncable-v1-json";
+/// The marker protocol the consumer also offers; selected only when the client offers no
+/// protocol this server speaks, which makes the consumer stop with "protocol unsupported".
+pub const UNSUPPORTED_PROTOCOL: &str = "actioncable-unsupported";
+/// The subprotocols this server can select, in order of preference.
+pub const PROTOCOLS: [&str; 2] = [PROTOCOL, UNSUPPORTED_PROTOCOL];
+/// Body of the 404 Rails answers for a non-WebSocket request or a refused origin.
+pub const PAGE_NOT_FOUND: &str = "Page not found";
+
+/// A command from the client, decoded from one text frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// `{"command":"subscribe","identifier":"…"}`
+    Subscribe {
+        /// The identifier exactly as sent.
+        identifier: String,
+    },
+    /// `{"command":"unsubscribe","identifier":"…"}` (no reply is sent, as in Rails).
+    Unsubscribe {
+        /// The identifier exactly as sent.
+        identifier: String,
+    },
+    /// `{"command":"message","identifier":"…","data":"<JSON text>"}`
+    Message {
+        /// The identifier exactly as sent.
+        identifier: String,
+        /// The inner JSON text carried as a string in `data`, not yet decoded.
+        data: String,
+    },
+}
+
+/// Why a frame could not be decoded as a [`Command`]. Rails logs these and sends nothing.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The frame is not JSON.
+    #[error("frame is not JSON: {0}")]
+    Json(String),
+    /// The frame is JSON but not an object (an array, a string, …).
+    #[error("frame is not a JSON object")]
+    NotAnObject,
+    /// The `command` field is missing or names no known command.
+    #[error("unrecognized command {0:?}")]
+    UnknownCommand(String),
+    /// The `identifier` field is missing or not a string.
+    #[error("`identifier` is missing or not a string")]
+    MissingIdentifier,
+    /// A `message` command whose `data` is missing or not a string.
+    #[error("`data` is missing or not a string")]
+    MissingData,
+}
+
+#[derive(Deserialize)]
+struct RawCommand {
+    command: Option<Value>,
+    identifier: Option<Value>,
+    data: Option<Value>,
+}
+
+impl Command {
+    /// Decodes one text frame.
+    ///
+    /// # Errors
+    /// Returns a [`DecodeError`] naming what is wrong with the frame; the caller logs it.
+    pub fn decode(frame: &str) -> Result<Command, DecodeError> {
+        let value: Value =
+            serde_json::from_str(frame).map_err(|e| DecodeError::Json(e.to_string()))?;
+        if !value.is_object() {
+            return Err(DecodeError::NotAnObject);
+        }
+        let raw: RawCommand =
+            serde_json::from_value(value).map_err(|e| DecodeError::Json(e.to_string()))?;
+        let command = match raw.command {
+            Some(Value::String(c)) => c,
+            Some(other) => return Err(DecodeError::UnknownCommand(other.to_string())),
+            None => return Err(DecodeError::UnknownCommand(String::new())),
+        };
+        let identifier = match raw.identifier {
+            Some(Value::String(id)) => Some(id),
+            _ => None,
+        };
+        match command.as_str() {
+            "subscribe" => Ok(Command::Subscribe {
+                identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
+            }),
+            "unsubscribe" => Ok(Command::Unsubscribe {
+                identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
+            }),
+            "message" => {
+                let identifier = identifier.ok_or(DecodeError::MissingIdentifier)?;
+                match raw.data {
+                    Some(Value::String(data)) => Ok(Command::Message { identifier, data }),
+                    _ => Err(DecodeError::MissingData),
+                }
+            }
+            _ => Err(DecodeError::UnknownCommand(command)),
+        }
+    }
+
+    /// The identifier the command is about.
+    pub fn identifier(&self) -> &str {
+        match self {
+            Command::Subscribe { identifier }
+            | Command::Unsubscribe { identifier }
+            | Command::Message { identifier, .. } => identifier,
+        }
+    }
+}
+
+/// A subscription identifier: the exact string the client sent, plus its parsed params.
+///
+/// The string is what the consumer compares, so it is never re-serialized.
+#[derive(Clone, PartialEq)]
+pub struct Identifier {
+    raw: Arc<str>,
+    params: Arc<Map<String, Value>>,
+    channel: Arc<str>,
+}
+
+/// Why an identifier cannot name a subscription.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentifierError {
+    /// The identifier is not JSON.
+    #[error("identifier is not JSON")]
+    NotJson,
+    /// The identifier is JSON but not an object.
+    #[error("identifier is not a JSON object")]
+    NotAnObject,
+    /// The identifier has no string `channel` key.
+    #[error("identifier has no `channel`")]
+    NoChannel,
+}
+
+impl Identifier {
+    /// Parses the identifier string of a `subscribe` command.
+    ///
+    /// ```
+    /// use actioncable::protocol::Identifier;
+    /// let id = Identifier::parse(r#"{"channel":"ChatChannel","room":"lobby"}"#).unwrap();
+    /// assert_eq!(id.channel(), "ChatChannel");
+    /// assert_eq!(id.params()["room"], "lobby");
+    /// assert!(Identifier::parse("[1]").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// Fails when the string is not a JSON object with a string `channel` key.
+    pub fn parse(raw: &str) -> Result<Identifier, IdentifierError> {
+        let value: Value = serde_json::from_str(raw).map_err(|_| IdentifierError::NotJson)?;
+        let Value::Object(params) = value else {
+            return Err(IdentifierError::NotAnObject);
+        };
+        let channel = match params.get("channel") {
+            Some(Value::String(c)) => Arc::from(c.as_str()),
+            _ => return Err(IdentifierError::NoChannel),
+        };
+        Ok(Identifier {
+            raw: Arc::from(raw),
+            params: Arc::new(params),
+            channel,
+        })
+    }
+
+    /// The identifier exactly as the client sent it.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The channel class named by the identifier, e.g. `ChatChannel`.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// All params, including `channel`.
+    pub fn params(&self) -> &Map<String, Value> {
+        &self.params
+    }
+
+    pub(crate) fn shared_str(&self) -> Arc<str> {
+        self.raw.clone()
+    }
+}
+
+impl fmt::Debug for Identifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Identifier").field(&self.raw).finish()
+    }
+}
+
+impl fmt::Display for Identifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+/// Why the server closes a connection, sent as `reason` in a `disconnect` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// `connect` rejected the connection (`reject_unauthorized_connection`).
+    Unauthorized,
+    /// The request could not be served.
+    InvalidRequest,
+    /// The server is restarting or shutting down.
+    ServerRestart,
+    /// Disconnected on request from elsewhere (`remote_connections…disconnect`).
+    Remote,
+    /// The client did not read its messages fast enough (an AnyCable reason).
+    TooSlow,
+    /// Any other reason; the stock consumer only logs it.
+    Other(String),
+}
+
+impl DisconnectReason {
+    /// The wire string.
+    pub fn as_str(&self) -> &str {
+        match self {
+            DisconnectReason::Unauthorized => "unauthorized",
+            DisconnectReason::InvalidRequest => "invalid_request",
+            DisconnectReason::ServerRestart => "server_restart",
+            DisconnectReason::Remote => "remote",
+            DisconnectReason::TooSlow => "too_slow",
+            DisconnectReason::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A message from the server. [`ServerMessage::encode`] gives the frame text.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum ServerMessage<'a> {
+    /// `{"type":"welcome"}`, after a successful connect.
+    Welcome {
+        /// Always `"welcome"`.
+        #[serde(rename = "type")]
+        kind: Welcome,
+    },
+    /// `{"type":"ping","message":<unix seconds>}`, every beat.
+    Ping {
+        /// Always `"ping"`.
+        #[serde(rename = "type")]
+        kind: Ping,
+        /// Unix time in whole seconds.
+        message: u64,
+    },
+    /// `{"identifier":…,"type":"confirm_subscription"}`
+    Confirm {
+        /// The identifier exactly as sent.
+        identifier: &'a str,
+    },
+    /// `{"identifier":…,"type":"reject_subscription"}`
+    Reject {
+        /// The identifier exactly as sent.
+        identifier: &'a str,
+    },
+    /// `{"type":"disconnect","reason":…,"reconnect":…}`
+    Disconnect {
+        /// Always `"disconnect"`.
+        #[serde(rename = "type")]
+        kind: Disconnect,
+        /// The reason's wire string.
+        reason: &'a str,
+        /// Whether the consumer should reconnect.
+        reconnect: bool,
+    },
+    /// `{"identifier":…,"message":…}`: a `transmit` or a stream delivery.
+    Data {
+        /// The identifier exactly as sent.
+        identifier: &'a str,
+        /// The payload, already JSON.
+        message: &'a RawValue,
+    },
+}
+
+macro_rules! tag {
+    ($name:ident, $s:literal) => {
+        #[doc = concat!("The `\"", $s, "\"` tag.")]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct $name;
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str($s)
+            }
+        }
+    };
+}
+tag!(Welcome, "welcome");
+tag!(Ping, "ping");
+tag!(Disconnect, "disconnect");
+
+#[derive(Serialize)]
+struct Typed<'a> {
+    identifier: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+impl ServerMessage<'_> {
+    /// `{"type":"welcome"}`
+    pub const WELCOME: ServerMessage<'static> = ServerMessage::Welcome { kind: Welcome };
+
+    /// A ping carrying `unix_seconds`.
+    pub fn ping(unix_seconds: u64) -> ServerMessage<'static> {
+        ServerMessage::Ping {
+            kind: Ping,
+            message: unix_seconds,
+        }
+    }
+
+    /// A disconnect message.
+    pub fn disconnect(reason: &DisconnectReason, reconnect: bool) -> ServerMessage<'_> {
+        ServerMessage::Disconnect {
+            kind: Disconnect,
+            reason: reason.as_str(),
+            reconnect,
+        }
+    }
+
+    /// The frame text.
+    pub fn encode(&self) -> String {
+        // Serializing these shapes cannot fail: every field is a string, a number, a bool or
+        // already-valid JSON. The fallback keeps this function total anyway.
+        let out = match self {
+            ServerMessage::Confirm { identifier } => serde_json::to_string(&Typed {
+                identifier,
+                kind: "confirm_subscription",
+            }),
+            ServerMessage::Reject { identifier } => serde_json::to_string(&Typed {
+                identifier,
+                kind: "reject_subscription",
+            }),
+            other => serde_json::to_string(other),
+        };
+        out.unwrap_or_default()
+    }
+}
+
+/// Encodes a data frame `{"identifier":…,"message":…}` around an already-encoded payload.
+pub fn encode_data(identifier: &str, message: &RawValue) -> String {
+    ServerMessage::Data {
+        identifier,
+        message,
+    }
+    .encode()
+}
+
+/// Checks that `payload` is one JSON value and returns it as a raw value.
+///
+/// # Errors
+/// Returns the parse error when `payload` is not JSON.
+pub fn raw_json(payload: &str) -> Result<&RawValue, serde_json::Error> {
+    serde_json::from_str(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_messages_match_rails_frames() {
+        assert_eq!(ServerMessage::WELCOME.encode(), r#"{"type":"welcome"}"#);
+        assert_eq!(
+            ServerMessage::ping(1724310000).encode(),
+            r#"{"type":"ping","message":1724310000}"#
+        );
+        assert_eq!(
+            ServerMessage::disconnect(&DisconnectReason::Unauthorized, false).encode(),
+            r#"{"type":"disconnect","reason":"unauthorized","reconnect":false}"#
+        );
+        assert_eq!(
+            ServerMessage::Reject {
+                identifier: r#"{"channel":"X"}"#
+            }
+            .encode(),
+            r#"{"identifier":"{\"channel\":\"X\"}","type":"reject_subscription"}"#
+        );
+        let msg = raw_json(r#"{"a": [1, 2]}"#).unwrap();
+        assert_eq!(
+            encode_data("id", msg),
+            r#"{"identifier":"id","message":{"a": [1, 2]}}"#
+        );
+    }
+
+    #[test]
+    fn decodes_the_three_commands() {
+        assert_eq!(
+            Command::decode(r#"{"command":"subscribe","identifier":"{\"channel\":\"A\"}"}"#),
+            Ok(Command::Subscribe {
+                identifier: r#"{"channel":"A"}"#.into()
+            })
+        );
+        assert_eq!(
+            Command::decode(r#"{"command":"unsubscribe","identifier":"x"}"#),
+            Ok(Command::Unsubscribe {
+                identifier: "x".into()
+            })
+        );
+        assert_eq!(
+            Command::decode(
+                r#"{"command":"message","identifier":"x","data":"{\"action\":\"go\"}"}"#
+            ),
+            Ok(Command::Message {
+                identifier: "x".into(),
+                data: r#"{"action":"go"}"#.into()
+            })
+        );
+    }
+
+    #[test]
+    fn keeps_identifier_bytes_verbatim() {
+        let raw = r#"{ "room":"é","channel":"ChatChannel" }"#;
+        let frame = serde_json::json!({"command": "subscribe", "identifier": raw}).to_string();
+        let Command::Subscribe { identifier } = Command::decode(&frame).unwrap() else {
+            panic!()
+        };
+        assert_eq!(identifier, raw);
+        assert_eq!(Identifier::parse(&identifier).unwrap().as_str(), raw);
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        assert!(matches!(Command::decode("nope"), Err(DecodeError::Json(_))));
+        assert_eq!(Command::decode("[1]"), Err(DecodeError::NotAnObject));
+        assert_eq!(Command::decode("3"), Err(DecodeError::NotAnObject));
+        assert_eq!(
+            Command::decode("{}"),
+            Err(DecodeError::UnknownCommand(String::new()))
+        );
+        assert_eq!(
+            Command::decode(r#"{"command":"dance","identifier":"x"}"#),
+            Err(DecodeError::UnknownCommand("dance".into()))
+        );
+        assert_eq!(
+            Command::decode(r#"{"command":"subscribe"}"#),
+            Err(DecodeError::MissingIdentifier)
+        );
+        assert_eq!(
+            Command::decode(r#"{"command":"subscribe","identifier":{"channel":"A"}}"#),
+            Err(DecodeError::MissingIdentifier)
+        );
+        assert_eq!(
+            Command::decode(r#"{"command":"message","identifier":"x","data":{"a":1}}"#),
+            Err(DecodeError::MissingData)
+        );
+    }
+
+    #[test]
+    fn identifiers_must_be_objects_with_a_channel() {
+        assert_eq!(
+            Identifier::parse("nope").unwrap_err(),
+            IdentifierError::NotJson
+        );
+        assert_eq!(
+            Identifier::parse("null").unwrap_err(),
+            IdentifierError::NotAnObject
+        );
+        assert_eq!(
+            Identifier::parse("{}").unwrap_err(),
+            IdentifierError::NoChannel
+        );
+        assert_eq!(
+            Identifier::parse(r#"{"channel":1}"#).unwrap_err(),
+            IdentifierError::NoChannel
+        );
+    }
+}

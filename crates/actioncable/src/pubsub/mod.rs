@@ -1,0 +1,78 @@
+//! Moving broadcasts between server nodes: the [`PubSub`] adapter trait.
+//!
+//! A broadcast goes to the adapter (`publish`), and the adapter hands every message of a
+//! subscribed stream to the local fan-out through [`Inbound`]. With [`MemoryPubSub`] that is a
+//! direct call inside one process; the Redis adapter (crate `actioncable-redis`) publishes to
+//! Redis and delivers what its one subscriber connection receives, which connects many nodes.
+//!
+//! The adapter only hears about streams, never about subscribers: the server calls
+//! [`subscribe`](PubSub::subscribe) when a stream's first local subscriber appears and
+//! [`unsubscribe`](PubSub::unsubscribe) when its last one leaves. For one stream these two
+//! calls never overlap and always alternate, so an adapter needs no reference counting of its
+//! own. A subscription is confirmed to the client only once `subscribe` has returned `Ok`,
+//! which is how "a broadcast made right after `confirm_subscription` is never missed" holds
+//! across nodes.
+
+mod memory;
+
+pub use memory::MemoryPubSub;
+
+use crate::error::PubSubError;
+use crate::hub::Hub;
+use async_trait::async_trait;
+use std::fmt;
+use std::sync::Arc;
+
+/// Carries broadcasts between server nodes. The server owns one, as `Arc<dyn PubSub>`.
+///
+/// See the [module docs](self) for the contract.
+#[async_trait]
+pub trait PubSub: Send + Sync + fmt::Debug + 'static {
+    /// Called once when the server is built, inside the Tokio runtime. Messages for subscribed
+    /// streams go to `inbound`. An adapter that needs a background task spawns it here.
+    ///
+    /// # Errors
+    /// A configuration the adapter cannot work with.
+    fn start(&self, inbound: Inbound) -> Result<(), PubSubError>;
+
+    /// The first local subscriber of `stream` appeared; return once messages published to it
+    /// from now on will reach `inbound`.
+    async fn subscribe(&self, stream: &str) -> Result<(), PubSubError>;
+
+    /// The last local subscriber of `stream` left.
+    async fn unsubscribe(&self, stream: &str) -> Result<(), PubSubError>;
+
+    /// Sends `payload` (one JSON document) to every node subscribed to `stream`, this one
+    /// included. An `Err` means the message was not accepted and reached no one.
+    async fn publish(&self, stream: &str, payload: &str) -> Result<(), PubSubError>;
+
+    /// Stops the adapter's background work.
+    async fn shutdown(&self) -> Result<(), PubSubError> {
+        Ok(())
+    }
+}
+
+/// Where an adapter delivers the messages of subscribed streams.
+#[derive(Clone)]
+pub struct Inbound {
+    hub: Arc<Hub>,
+}
+
+impl Inbound {
+    pub(crate) fn new(hub: Arc<Hub>) -> Inbound {
+        Inbound { hub }
+    }
+
+    /// Delivers `payload` to every local subscriber of `stream` and returns how many
+    /// subscriptions it reached. A payload that is not JSON is dropped with an error log, as
+    /// Rails does.
+    pub fn deliver(&self, stream: &str, payload: &str) -> usize {
+        self.hub.deliver(stream, payload)
+    }
+}
+
+impl fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbound").finish_non_exhaustive()
+    }
+}

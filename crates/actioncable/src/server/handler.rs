@@ -1,0 +1,69 @@
+//! The axum side: check the request, authenticate, upgrade, hand the socket to a session.
+
+use super::{Shared, session};
+use crate::connection::ConnectRequest;
+use crate::protocol::{PAGE_NOT_FOUND, PROTOCOLS};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Rails' answer to anything that is not an acceptable WebSocket upgrade.
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain")],
+        PAGE_NOT_FOUND,
+    )
+        .into_response()
+}
+
+pub(crate) async fn cable<S: Send + Sync + 'static>(
+    State(shared): State<Arc<Shared<S>>>,
+    request: Request,
+) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            tracing::debug!(method = %parts.method, reason = %rejection, "not a WebSocket upgrade; 404");
+            return not_found();
+        }
+    };
+    let core = &shared.core;
+    if !core.config.origins.allows_request(&parts.headers) {
+        let origin = parts
+            .headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::warn!(origin, "Request origin not allowed");
+        return not_found();
+    }
+    if core.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Server is restarting").into_response();
+    }
+    let remote = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let request = ConnectRequest::new(parts, remote);
+    let outcome = shared.connection.connect(&request).await;
+    drop(request);
+
+    let config = &core.config;
+    let tracker = core.tracker.clone();
+    let shared = shared.clone();
+    upgrade
+        .protocols(PROTOCOLS)
+        .read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(config.write_buffer_size)
+        .max_message_size(config.max_message_size)
+        .max_frame_size(config.max_message_size)
+        .on_failed_upgrade(|e| tracing::warn!(error = %e, "WebSocket upgrade failed"))
+        .on_upgrade(move |socket| {
+            tracker.track_future(session::run(socket, shared, outcome, remote))
+        })
+}

@@ -1,0 +1,481 @@
+//! The server: [`Cable`] (built once with [`CableBuilder`]), its axum route, and the cloneable
+//! [`CableHandle`] that broadcasts from anywhere.
+//!
+//! ```no_run
+//! use actioncable::{AcceptAll, Cable};
+//! use axum::Router;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cable = Cable::builder().connection(AcceptAll).build()?;
+//! let handle = cable.handle();
+//! let app: Router = Router::new().merge(cable.router("/cable"));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! let server = axum::serve(listener, app).with_graceful_shutdown(async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! });
+//! tokio::spawn(async move { handle.broadcast("news", &"hello").await });
+//! server.await?;
+//! # Ok(()) }
+//! ```
+
+mod handler;
+mod origin;
+mod session;
+
+pub use origin::AllowedOrigins;
+
+use crate::channel::Channel;
+use crate::channel::registry::{ErasedFactory, Factory};
+use crate::connection::{AcceptAll, Connection, Identity};
+use crate::error::{BroadcastError, ConfigError};
+use crate::hub::{Hub, Outbox};
+use crate::protocol::{DisconnectReason, ServerMessage};
+use crate::pubsub::{Inbound, MemoryPubSub, PubSub};
+use crate::stream::{self, ToStreamParam};
+use axum::Router;
+use axum::extract::ws::Utf8Bytes;
+use axum::routing::any;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Server settings. Every field has a default; see the builder methods.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) ping_interval: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_subscriptions: usize,
+    pub(crate) outbound_capacity: usize,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) close_timeout: Duration,
+    pub(crate) origins: AllowedOrigins,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ping_interval: Duration::from_secs(3),
+            max_message_size: 1024 * 1024,
+            max_subscriptions: 256,
+            outbound_capacity: 1024,
+            read_buffer_size: 4096,
+            write_buffer_size: 0,
+            close_timeout: Duration::from_secs(2),
+            origins: AllowedOrigins::same_origin(),
+        }
+    }
+}
+
+/// What every connection shares, whatever the app state type.
+pub(crate) struct Core {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) config: Config,
+    sessions: Mutex<HashMap<u64, SessionEntry>>,
+    next_id: AtomicU64,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+struct SessionEntry {
+    outbox: Outbox,
+    identity: Arc<Identity>,
+}
+
+impl Core {
+    pub(crate) fn register(&self, outbox: &Outbox, identity: &Arc<Identity>) {
+        let entry = SessionEntry {
+            outbox: outbox.clone(),
+            identity: identity.clone(),
+        };
+        self.lock_sessions().insert(outbox.id(), entry);
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        self.lock_sessions().remove(&id);
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SessionEntry>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn beat(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let frame = Utf8Bytes::from(ServerMessage::ping(now).encode());
+        for entry in self.lock_sessions().values() {
+            entry.outbox.push(frame.clone());
+        }
+    }
+}
+
+/// Everything a session needs: the core plus the typed parts (state, channels, connection).
+pub(crate) struct Shared<S> {
+    pub(crate) core: Arc<Core>,
+    pub(crate) state: S,
+    pub(crate) connection: Arc<dyn Connection>,
+    pub(crate) channels: HashMap<&'static str, Registered<S>>,
+}
+
+pub(crate) struct Registered<S> {
+    pub(crate) name: &'static str,
+    pub(crate) factory: Arc<dyn ErasedFactory<S>>,
+}
+
+impl<S> Clone for Registered<S> {
+    fn clone(&self) -> Self {
+        Registered {
+            name: self.name,
+            factory: self.factory.clone(),
+        }
+    }
+}
+
+/// A configured ActionCable server. Mount it with [`router`](Cable::router); broadcast through
+/// [`handle`](Cable::handle).
+pub struct Cable<S = ()> {
+    shared: Arc<Shared<S>>,
+}
+
+impl Cable<()> {
+    /// A builder for a cable without app state.
+    pub fn builder() -> CableBuilder<()> {
+        CableBuilder::new(())
+    }
+}
+
+impl<S: Send + Sync + 'static> Cable<S> {
+    /// A builder for a cable whose channels reach `state` through `ChannelContext::state`
+    /// (implement `Channel<S>` for them).
+    pub fn builder_with_state(state: S) -> CableBuilder<S> {
+        CableBuilder::new(state)
+    }
+
+    /// An axum router serving the cable at `path` (Rails mounts it at `/cable`). Merge it into
+    /// the app's router; it works with any router state.
+    pub fn router<RS: Clone + Send + Sync + 'static>(&self, path: &str) -> Router<RS> {
+        Router::new().route(
+            path,
+            any(handler::cable::<S>).with_state(self.shared.clone()),
+        )
+    }
+
+    /// A cloneable handle to broadcast and to shut down.
+    pub fn handle(&self) -> CableHandle {
+        CableHandle::new(self.shared.core.clone())
+    }
+}
+
+impl<S> fmt::Debug for Cable<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.shared.channels.keys().collect();
+        names.sort();
+        f.debug_struct("Cable")
+            .field("channels", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Cable`]. Defaults follow Rails: ping every 3 s, same-origin check, in-memory
+/// pub/sub.
+#[must_use]
+pub struct CableBuilder<S = ()> {
+    state: S,
+    config: Config,
+    connection: Arc<dyn Connection>,
+    pubsub: Arc<dyn PubSub>,
+    channels: Vec<Registered<S>>,
+}
+
+impl<S: Send + Sync + 'static> CableBuilder<S> {
+    fn new(state: S) -> CableBuilder<S> {
+        CableBuilder {
+            state,
+            config: Config::default(),
+            connection: Arc::new(AcceptAll),
+            pubsub: Arc::new(MemoryPubSub::new()),
+            channels: Vec::new(),
+        }
+    }
+
+    /// How connections authenticate (default: [`AcceptAll`]).
+    pub fn connection(mut self, connection: impl Connection) -> Self {
+        self.connection = Arc::new(connection);
+        self
+    }
+
+    /// Registers channel `C` under `C::NAME`. Only registered channels can be subscribed to.
+    pub fn channel<C: Channel<S>>(mut self) -> Self {
+        self.channels.push(Registered {
+            name: C::NAME,
+            factory: Arc::new(Factory::<C>::new()),
+        });
+        self
+    }
+
+    /// The pub/sub adapter (default: [`MemoryPubSub`]).
+    pub fn pubsub(self, pubsub: impl PubSub) -> Self {
+        self.pubsub_arc(Arc::new(pubsub))
+    }
+
+    /// The pub/sub adapter, already shared.
+    pub fn pubsub_arc(mut self, pubsub: Arc<dyn PubSub>) -> Self {
+        self.pubsub = pubsub;
+        self
+    }
+
+    /// Interval between `ping` messages (Rails' `BEAT_INTERVAL`: 3 s). The consumer considers a
+    /// connection stale after 6 s without a message.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.config.ping_interval = interval;
+        self
+    }
+
+    /// Largest accepted message (and frame), in bytes (default 1 MiB, what Rails accepts).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// Most subscriptions one connection may hold (default 256); further `subscribe`s are
+    /// rejected.
+    pub fn max_subscriptions(mut self, count: usize) -> Self {
+        self.config.max_subscriptions = count;
+        self
+    }
+
+    /// Frames that may wait for one slow client (default 1024). When a client falls this far
+    /// behind it is disconnected with reason `too_slow` and `reconnect: true`.
+    pub fn outbound_capacity(mut self, frames: usize) -> Self {
+        self.config.outbound_capacity = frames;
+        self
+    }
+
+    /// WebSocket read buffer per connection (default 4 KiB); it decides most of the memory an
+    /// idle connection costs.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.read_buffer_size = bytes;
+        self
+    }
+
+    /// WebSocket write buffer per connection (default 0: frames go out as they are written).
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.write_buffer_size = bytes;
+        self
+    }
+
+    /// How long to wait for a client's close reply and for final writes (default 2 s).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// Which `Origin`s may connect (default: only the same origin as the `Host` header).
+    pub fn allowed_origins(mut self, origins: AllowedOrigins) -> Self {
+        self.config.origins = origins;
+        self
+    }
+
+    /// Builds the cable, starts the pub/sub adapter and the ping timer.
+    ///
+    /// # Errors
+    /// A channel name registered twice, an unusable setting, or an adapter that fails to start.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn build(self) -> Result<Cable<S>, ConfigError> {
+        let mut channels = HashMap::new();
+        for reg in self.channels {
+            if channels.insert(reg.name, reg.clone()).is_some() {
+                return Err(ConfigError::DuplicateChannel(reg.name));
+            }
+        }
+        let c = &self.config;
+        if c.ping_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "ping_interval",
+                reason: "must be positive".into(),
+            });
+        }
+        if c.max_message_size < 1024 {
+            return Err(ConfigError::Invalid {
+                name: "max_message_size",
+                reason: "must be at least 1 KiB".into(),
+            });
+        }
+        if c.outbound_capacity == 0 || c.max_subscriptions == 0 {
+            return Err(ConfigError::Invalid {
+                name: "outbound_capacity/max_subscriptions",
+                reason: "must be positive".into(),
+            });
+        }
+        let hub = Arc::new(Hub::new(self.pubsub.clone()));
+        self.pubsub.start(Inbound::new(hub.clone()))?;
+        let core = Arc::new(Core {
+            hub,
+            config: self.config,
+            sessions: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        spawn_beat(&core);
+        let shared = Shared {
+            core,
+            state: self.state,
+            connection: self.connection,
+            channels,
+        };
+        Ok(Cable {
+            shared: Arc::new(shared),
+        })
+    }
+}
+
+impl<S> fmt::Debug for CableBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CableBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One timer pings every connection at the same moment, like Rails' beat, so an idle
+/// connection costs no timer of its own.
+fn spawn_beat(core: &Arc<Core>) {
+    let weak = Arc::downgrade(core);
+    let interval = core.config.ping_interval;
+    let stop = core.shutdown.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let Some(core) = weak.upgrade() else { return };
+            core.beat();
+        }
+    });
+}
+
+/// A cloneable handle to the server: broadcast from an axum handler or a background task
+/// (Rails' `ActionCable.server.broadcast`), count connections, shut down.
+#[derive(Clone)]
+pub struct CableHandle {
+    core: Arc<Core>,
+}
+
+impl CableHandle {
+    pub(crate) fn new(core: Arc<Core>) -> CableHandle {
+        CableHandle { core }
+    }
+
+    /// Broadcasts `message`, serialized to JSON, to every subscriber of `stream` on every node.
+    ///
+    /// # Errors
+    /// When the message does not serialize or the pub/sub adapter does not accept it; then
+    /// nobody received it.
+    pub async fn broadcast<T: Serialize + ?Sized>(
+        &self,
+        stream: &str,
+        message: &T,
+    ) -> Result<(), BroadcastError> {
+        let json = serde_json::to_string(message)?;
+        self.broadcast_json(stream, &json).await
+    }
+
+    /// Broadcasts an already-encoded JSON document.
+    ///
+    /// # Errors
+    /// When `json` is not JSON or the adapter does not accept it.
+    pub async fn broadcast_json(&self, stream: &str, json: &str) -> Result<(), BroadcastError> {
+        crate::protocol::raw_json(json)?;
+        match self.core.hub.pubsub().publish(stream, json).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!(stream, error = %e, "broadcast failed");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Broadcasts to the stream `stream_for(model)` gives in channel class `channel_class`
+    /// (Rails' `NotificationChannel.broadcast_to(user, message)`).
+    ///
+    /// # Errors
+    /// As [`broadcast`](Self::broadcast).
+    pub async fn broadcast_to<M: ToStreamParam + ?Sized, T: Serialize + ?Sized>(
+        &self,
+        channel_class: &str,
+        model: &M,
+        message: &T,
+    ) -> Result<(), BroadcastError> {
+        self.broadcast(&stream::stream_for(channel_class, model), message)
+            .await
+    }
+
+    /// Number of open connections on this node.
+    pub fn connection_count(&self) -> usize {
+        self.core.lock_sessions().len()
+    }
+
+    /// Number of streams with subscribers on this node.
+    pub fn stream_count(&self) -> usize {
+        self.core.hub.stream_count()
+    }
+
+    /// Closes every connection on this node whose identity has identifier `name` equal to
+    /// `value`, sending `disconnect` with reason `remote`. Returns how many were closed.
+    pub fn disconnect_local(&self, name: &str, value: &str, reconnect: bool) -> usize {
+        let sessions = self.core.lock_sessions();
+        let mut n = 0;
+        for entry in sessions
+            .values()
+            .filter(|e| e.identity.get(name) == Some(value))
+        {
+            entry.outbox.close(DisconnectReason::Remote, reconnect);
+            n += 1;
+        }
+        n
+    }
+
+    /// Stops accepting connections, sends every client `disconnect` with reason
+    /// `server_restart` and `reconnect: true`, runs the `unsubscribed` and `disconnect`
+    /// callbacks, and waits up to `deadline` for all of it. Returns whether everything
+    /// finished in time.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        self.core.shutdown.cancel();
+        for entry in self.core.lock_sessions().values() {
+            entry.outbox.close(DisconnectReason::ServerRestart, true);
+        }
+        self.core.tracker.close();
+        let done = tokio::time::timeout(deadline, self.core.tracker.wait())
+            .await
+            .is_ok();
+        if let Err(e) = self.core.hub.pubsub().shutdown().await {
+            tracing::warn!(error = %e, "pub/sub shutdown failed");
+        }
+        done
+    }
+}
+
+impl fmt::Debug for CableHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CableHandle")
+            .field("connections", &self.connection_count())
+            .finish()
+    }
+}

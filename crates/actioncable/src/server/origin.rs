@@ -1,0 +1,138 @@
+use http::HeaderMap;
+use http::header::{HOST, ORIGIN};
+
+/// Which `Origin` headers may open a cable (Rails' `allowed_request_origins` and
+/// `allow_same_origin_as_host`). A refused origin gets Rails' `404 Page not found` before any
+/// upgrade.
+///
+/// ```
+/// use actioncable::AllowedOrigins;
+/// let origins = AllowedOrigins::same_origin()
+///     .allow("https://app.example.com")
+///     .allow_any_port("http://localhost");
+/// assert!(origins.allows(Some("http://localhost:5173"), Some("127.0.0.1:3000")));
+/// assert!(origins.allows(Some("http://127.0.0.1:3000"), Some("127.0.0.1:3000")));
+/// assert!(!origins.allows(Some("http://evil.example"), Some("127.0.0.1:3000")));
+/// assert!(!origins.allows(None, Some("127.0.0.1:3000")));
+/// assert!(AllowedOrigins::any().allows(None, None));
+/// ```
+#[derive(Debug, Clone)]
+pub struct AllowedOrigins {
+    any: bool,
+    same_origin: bool,
+    exact: Vec<String>,
+    any_port: Vec<String>,
+}
+
+impl AllowedOrigins {
+    /// Only the same origin as the `Host` header (`http://` or `https://` + host), Rails'
+    /// default with `allow_same_origin_as_host`.
+    pub fn same_origin() -> AllowedOrigins {
+        AllowedOrigins {
+            any: false,
+            same_origin: true,
+            exact: Vec::new(),
+            any_port: Vec::new(),
+        }
+    }
+
+    /// No origin check at all (Rails' `disable_request_forgery_protection`): for load tools and
+    /// non-browser clients, which send no `Origin`.
+    pub fn any() -> AllowedOrigins {
+        AllowedOrigins {
+            any: true,
+            ..AllowedOrigins::none()
+        }
+    }
+
+    /// Nothing allowed until added.
+    pub fn none() -> AllowedOrigins {
+        AllowedOrigins {
+            any: false,
+            same_origin: false,
+            exact: Vec::new(),
+            any_port: Vec::new(),
+        }
+    }
+
+    /// Also allows exactly `origin`, e.g. `https://app.example.com`.
+    #[must_use]
+    pub fn allow(mut self, origin: impl Into<String>) -> AllowedOrigins {
+        self.exact
+            .push(origin.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Also allows `origin` on any port (or none), e.g. `http://localhost` allows
+    /// `http://localhost:5173`, like Rails' development default regexp.
+    #[must_use]
+    pub fn allow_any_port(mut self, origin: impl Into<String>) -> AllowedOrigins {
+        self.any_port
+            .push(origin.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Whether a request with this `Origin` and `Host` may connect.
+    pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        if self.any {
+            return true;
+        }
+        let Some(origin) = origin else { return false };
+        if let (true, Some(host)) = (self.same_origin, host) {
+            let rest = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            if rest.is_some_and(|r| r.eq_ignore_ascii_case(host)) {
+                return true;
+            }
+        }
+        if self.exact.iter().any(|o| o == origin) {
+            return true;
+        }
+        self.any_port
+            .iter()
+            .any(|base| match origin.strip_prefix(base.as_str()) {
+                Some("") => true,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+                None => false,
+            })
+    }
+
+    pub(crate) fn allows_request(&self, headers: &HeaderMap) -> bool {
+        let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
+        let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+        self.allows(origin, host)
+    }
+}
+
+impl Default for AllowedOrigins {
+    fn default() -> Self {
+        AllowedOrigins::same_origin()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_patterns_do_not_match_other_hosts() {
+        let o = AllowedOrigins::none().allow_any_port("http://localhost");
+        assert!(o.allows(Some("http://localhost"), None));
+        assert!(o.allows(Some("http://localhost:1"), None));
+        assert!(!o.allows(Some("http://localhost.evil.example"), None));
+        assert!(!o.allows(Some("http://localhost:"), None));
+        assert!(!o.allows(Some("http://localhost:80x"), None));
+        assert!(!o.allows(Some("https://localhost"), None));
+    }
+
+    #[test]
+    fn same_origin_needs_a_host() {
+        let o = AllowedOrigins::same_origin();
+        assert!(o.allows(Some("https://a.example"), Some("a.example")));
+        assert!(!o.allows(Some("https://a.example"), None));
+        assert!(!o.allows(Some("https://a.example.evil"), Some("a.example")));
+    }
+}

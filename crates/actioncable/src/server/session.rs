@@ -1,0 +1,350 @@
+//! One task per WebSocket: read commands, run them in order, write queued frames.
+//!
+//! A session handles its client's commands one after another, in the order they arrived
+//! (Rails dispatches them to a worker pool in any order, which causes its
+//! unsubscribe/subscribe races). Everything sent to the client — confirmations, transmits,
+//! stream deliveries, pings — goes through the session's bounded [`Outbox`], so frames leave
+//! in the order they were queued and nothing any other task does ever waits on this socket.
+//!
+//! What each kind of bad input does is decided here, once: a frame that does not decode, a
+//! message for an unknown subscription or an action that fails is logged and ignored (as in
+//! Rails); a `subscribe` that cannot succeed gets `reject_subscription` (Rails stays silent,
+//! which makes the stock consumer retry every 500 ms forever).
+
+use super::Shared;
+use crate::channel::ChannelContext;
+use crate::channel::registry::{ErasedChannel, PerformError};
+use crate::connection::{Identity, Reject};
+use crate::error::ChannelError;
+use crate::hub::Outbox;
+use crate::protocol::{Command, DisconnectReason, Identifier, ServerMessage};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{FutureExt as _, SinkExt as _};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+/// Close code for a message over the size limit.
+const CLOSE_TOO_BIG: u16 = 1009;
+/// Frames written per flush when a backlog is waiting.
+const WRITE_BATCH: usize = 64;
+
+struct Subscription<S> {
+    channel: Box<dyn ErasedChannel<S>>,
+    ctx: ChannelContext<S>,
+}
+
+struct Session<S> {
+    shared: Arc<Shared<S>>,
+    socket: WebSocket,
+    outbox: Outbox,
+    rx: mpsc::Receiver<Utf8Bytes>,
+    identity: Arc<Identity>,
+    subscriptions: HashMap<Arc<str>, Subscription<S>>,
+}
+
+/// How the read loop ended.
+enum End {
+    /// The client closed or the socket failed: nothing more can be sent.
+    Gone,
+    /// The server closes with `disconnect` then a close frame.
+    Disconnect(DisconnectReason, bool),
+    /// The client broke a protocol limit: close with this code.
+    Close(u16, &'static str),
+}
+
+pub(crate) async fn run<S: Send + Sync + 'static>(
+    socket: WebSocket,
+    shared: Arc<Shared<S>>,
+    outcome: Result<Identity, Reject>,
+    remote: Option<SocketAddr>,
+) {
+    let id = shared.core.next_id();
+    let identity = match outcome {
+        Ok(identity) => Arc::new(identity),
+        Err(Reject) => {
+            let span = tracing::info_span!("cable", conn = id, ?remote);
+            reject_unauthorized(socket, &shared).instrument(span).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("cable", conn = id, identity = %identity);
+    let (outbox, rx) = Outbox::new(id, shared.core.config.outbound_capacity);
+    let session = Session {
+        shared,
+        socket,
+        outbox,
+        rx,
+        identity,
+        subscriptions: HashMap::new(),
+    };
+    session.run().instrument(span).await;
+}
+
+/// Rails: upgrade, `disconnect` unauthorized without reconnect, close 1000, no welcome.
+async fn reject_unauthorized<S>(mut socket: WebSocket, shared: &Shared<S>) {
+    tracing::info!("An unauthorized connection attempt was rejected");
+    let frame = ServerMessage::disconnect(&DisconnectReason::Unauthorized, false).encode();
+    close_politely(&mut socket, Some(frame), shared.core.config.close_timeout).await;
+}
+
+/// Sends an optional last frame and a close 1000, then waits (bounded) for the client's close.
+async fn close_politely(
+    socket: &mut WebSocket,
+    last: Option<String>,
+    timeout: std::time::Duration,
+) {
+    let _ = tokio::time::timeout(timeout, async {
+        if let Some(frame) = last {
+            socket.send(Message::Text(frame.into())).await?;
+        }
+        socket
+            .send(Message::Close(Some(CloseFrame {
+                code: 1000,
+                reason: Utf8Bytes::default(),
+            })))
+            .await?;
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+        Ok::<_, axum::Error>(())
+    })
+    .await;
+}
+
+impl<S: Send + Sync + 'static> Session<S> {
+    async fn run(mut self) {
+        self.shared.core.register(&self.outbox, &self.identity);
+        tracing::debug!("connected");
+        let end = match self
+            .socket
+            .send(Message::Text(ServerMessage::WELCOME.encode().into()))
+            .await
+        {
+            Ok(()) => self.serve().await,
+            Err(_) => End::Gone,
+        };
+        self.finish(end).await;
+    }
+
+    async fn serve(&mut self) -> End {
+        let outbox = self.outbox.clone();
+        loop {
+            tokio::select! {
+                biased;
+                (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
+                frame = self.rx.recv() => {
+                    let Some(frame) = frame else { return End::Gone };
+                    // A client that stops reading blocks this write; a close request (too slow,
+                    // shutdown) still gets through.
+                    tokio::select! {
+                        biased;
+                        (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
+                        written = self.write_batch(frame) => if written.is_err() { return End::Gone },
+                    }
+                }
+                message = self.socket.recv() => match message {
+                    Some(Ok(Message::Text(text))) => self.handle(&text).await,
+                    Some(Ok(Message::Binary(bytes))) => {
+                        tracing::warn!(len = bytes.len(), "ignoring a binary frame: commands are text");
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => return End::Gone,
+                    Some(Err(e)) => return read_error(e),
+                },
+            }
+        }
+    }
+
+    async fn write_batch(&mut self, first: Utf8Bytes) -> Result<(), axum::Error> {
+        self.socket.feed(Message::Text(first)).await?;
+        for _ in 1..WRITE_BATCH {
+            match self.rx.try_recv() {
+                Ok(frame) => self.socket.feed(Message::Text(frame)).await?,
+                Err(_) => break,
+            }
+        }
+        self.socket.flush().await
+    }
+
+    async fn handle(&mut self, text: &str) {
+        match Command::decode(text) {
+            Ok(Command::Subscribe { identifier }) => self.subscribe(identifier).await,
+            Ok(Command::Unsubscribe { identifier }) => self.unsubscribe(&identifier).await,
+            Ok(Command::Message { identifier, data }) => self.message(&identifier, &data).await,
+            Err(e) => {
+                tracing::warn!(error = %e, frame = %clip(text), "ignoring a frame that is not a command")
+            }
+        }
+    }
+
+    fn send(&self, message: ServerMessage<'_>) {
+        self.outbox.push(Utf8Bytes::from(message.encode()));
+    }
+
+    async fn subscribe(&mut self, identifier: String) {
+        if self.subscriptions.contains_key(identifier.as_str()) {
+            tracing::debug!(identifier = %clip(&identifier), "already subscribed; ignored");
+            return;
+        }
+        let parsed = match Identifier::parse(&identifier) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::warn!(identifier = %clip(&identifier), error = %e, "rejecting a subscription");
+                return self.send(ServerMessage::Reject {
+                    identifier: &identifier,
+                });
+            }
+        };
+        if self.subscriptions.len() >= self.shared.core.config.max_subscriptions {
+            tracing::warn!(identifier = %clip(&identifier), limit = self.shared.core.config.max_subscriptions,
+                "rejecting a subscription: too many on this connection");
+            return self.send(ServerMessage::Reject {
+                identifier: &identifier,
+            });
+        }
+        let Some(registered) = self.shared.channels.get(parsed.channel()).cloned() else {
+            tracing::warn!(channel = %clip(parsed.channel()), "Subscription class not found; rejecting");
+            return self.send(ServerMessage::Reject {
+                identifier: &identifier,
+            });
+        };
+        let mut ctx = ChannelContext::new(
+            self.shared.clone(),
+            parsed,
+            registered.name,
+            self.outbox.clone(),
+            self.identity.clone(),
+        );
+        let subscribed = guard(registered.factory.subscribe(&mut ctx)).await;
+        match subscribed {
+            Ok(channel) => {
+                tracing::debug!(channel = registered.name, identifier = %clip(&identifier), "subscribed");
+                self.send(ServerMessage::Confirm {
+                    identifier: &identifier,
+                });
+                self.subscriptions
+                    .insert(Arc::from(identifier), Subscription { channel, ctx });
+            }
+            Err(e) => {
+                if e.is_rejection() {
+                    tracing::debug!(channel = registered.name, identifier = %clip(&identifier), "subscription rejected");
+                } else {
+                    tracing::error!(channel = registered.name, identifier = %clip(&identifier), error = %e,
+                        "subscribe failed; rejecting");
+                }
+                ctx.stop_all_streams().await;
+                self.send(ServerMessage::Reject {
+                    identifier: &identifier,
+                });
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, identifier: &str) {
+        let Some(sub) = self.subscriptions.remove(identifier) else {
+            tracing::warn!(identifier = %clip(identifier), "unsubscribe: no subscription with this identifier");
+            return;
+        };
+        end_subscription(sub).await;
+    }
+
+    async fn message(&mut self, identifier: &str, data: &str) {
+        let Some(sub) = self.subscriptions.get_mut(identifier) else {
+            tracing::warn!(identifier = %clip(identifier), "message: no subscription with this identifier");
+            return;
+        };
+        let result = guard(sub.channel.message(&mut sub.ctx, data)).await;
+        if let Err(PerformError { action, error }) = result {
+            tracing::error!(channel = sub.ctx.channel_name(), action = %clip(&action), identifier = %clip(identifier),
+                error = %error, "Unable to process {}#{}", sub.ctx.channel_name(), clip(&action));
+        }
+    }
+
+    async fn finish(mut self, end: End) {
+        let timeout = self.shared.core.config.close_timeout;
+        match end {
+            End::Gone => {}
+            End::Disconnect(reason, reconnect) => {
+                tracing::info!(%reason, reconnect, dropped_frames = self.outbox.dropped(), "disconnecting");
+                let frame = ServerMessage::disconnect(&reason, reconnect).encode();
+                close_politely(&mut self.socket, Some(frame), timeout).await;
+            }
+            End::Close(code, why) => {
+                tracing::warn!(code, why, "closing");
+                let close = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(why),
+                };
+                let _ =
+                    tokio::time::timeout(timeout, self.socket.send(Message::Close(Some(close))))
+                        .await;
+            }
+        }
+        drop(self.socket);
+        for (_, sub) in self.subscriptions.drain() {
+            end_subscription(sub).await;
+        }
+        let connection = self.shared.connection.clone();
+        if guard(async {
+            connection.disconnect(&self.identity).await;
+            Ok::<_, ChannelError>(())
+        })
+        .await
+        .is_err()
+        {
+            tracing::error!("the connection's disconnect callback panicked");
+        }
+        self.shared.core.unregister(self.outbox.id());
+        tracing::debug!("closed");
+    }
+}
+
+async fn end_subscription<S: Send + Sync + 'static>(mut sub: Subscription<S>) {
+    if let Err(e) = guard(sub.channel.unsubscribed(&mut sub.ctx)).await {
+        tracing::error!(channel = sub.ctx.channel_name(), identifier = %clip(sub.ctx.identifier()), error = %e,
+            "unsubscribed failed");
+    }
+    sub.ctx.stop_all_streams().await;
+}
+
+fn read_error(e: axum::Error) -> End {
+    use std::error::Error as _;
+    let too_big = e
+        .source()
+        .and_then(|s| s.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|t| matches!(t, tungstenite::Error::Capacity(_)));
+    if too_big {
+        return End::Close(CLOSE_TOO_BIG, "message too big");
+    }
+    tracing::info!(error = %e, "WebSocket error");
+    End::Gone
+}
+
+/// Runs user code; a panic becomes an error instead of killing the session mid-way (which
+/// would leave its streams registered).
+async fn guard<T, E: From<ChannelError>>(fut: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => Err(ChannelError::msg("callback panicked").into()),
+    }
+}
+
+/// Client-provided text, shortened for logs.
+fn clip(s: &str) -> &str {
+    const MAX: usize = 200;
+    if s.len() <= MAX {
+        return s;
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
