@@ -74,3 +74,8 @@ pub use server::{AllowedOrigins, Cable, CableBuilder, CableHandle};
 
 /// Re-exported so channel and connection impls need no direct dependency.
 pub use async_trait::async_trait;
+
+/// The guide's examples are compiled as doctests so the guide cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/guide.md")]
+struct GuideDoctests;

@@ -49,8 +49,10 @@ struct Session<S> {
 
 /// How the read loop ended.
 enum End {
-    /// The client closed or the socket failed: nothing more can be sent.
+    /// The socket failed or vanished: nothing more can be sent.
     Gone,
+    /// The client sent a close frame: echo it (tungstenite queued the reply), as Rails does.
+    ClientClosed,
     /// The server closes with `disconnect` then a close frame.
     Disconnect(DisconnectReason, bool),
     /// The client broke a protocol limit: close with this code.
@@ -155,7 +157,8 @@ impl<S: Send + Sync + 'static> Session<S> {
                         tracing::warn!(len = bytes.len(), "ignoring a binary frame: commands are text");
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => return End::Gone,
+                    Some(Ok(Message::Close(_))) => return End::ClientClosed,
+                    None => return End::Gone,
                     Some(Err(e)) => return read_error(e),
                 },
             }
@@ -271,6 +274,9 @@ impl<S: Send + Sync + 'static> Session<S> {
         let timeout = self.shared.core.config.close_timeout;
         match end {
             End::Gone => {}
+            End::ClientClosed => {
+                let _ = tokio::time::timeout(timeout, self.socket.flush()).await;
+            }
             End::Disconnect(reason, reconnect) => {
                 tracing::info!(%reason, reconnect, dropped_frames = self.outbox.dropped(), "disconnecting");
                 let frame = ServerMessage::disconnect(&reason, reconnect).encode();

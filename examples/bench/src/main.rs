@@ -1,0 +1,90 @@
+//! The `BenchmarkChannel` of the public websocket-shootout benchmarks, so public load tools
+//! (and this workspace's own `cable-bench`) can drive the framework.
+//!
+//! Run with: `cargo run --release -p example-bench`
+//!
+//! - Every client subscribes to `{"channel":"BenchmarkChannel"}`, which streams from `"all"`.
+//! - action `echo`: transmits the data back to the sender.
+//! - action `broadcast`: broadcasts the data to `"all"`, then transmits it back to the sender
+//!   with `"action":"broadcastResult"`.
+//!
+//! Any connection is accepted, with or without an `Origin` header (load tools send none).
+//! Settings: `PORT` (3000), `BIND` (127.0.0.1), `CABLE_ADAPTER` (`memory`).
+
+use actioncable::channel::AnyAction;
+use actioncable::{
+    AcceptAll, AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams, async_trait,
+};
+use serde_json::Value;
+use std::time::Duration;
+
+/// The websocket-shootout channel.
+struct BenchmarkChannel;
+
+#[async_trait]
+impl Channel for BenchmarkChannel {
+    const NAME: &'static str = "BenchmarkChannel";
+    type Params = NoParams;
+    type Action = AnyAction;
+
+    async fn subscribed(ctx: &mut ChannelContext, _: NoParams) -> Result<Self, ChannelError> {
+        ctx.stream_from("all").await?;
+        Ok(BenchmarkChannel)
+    }
+
+    async fn perform(
+        &mut self,
+        ctx: &mut ChannelContext,
+        action: AnyAction,
+    ) -> Result<(), ChannelError> {
+        let mut data = action.data;
+        match action.name.as_str() {
+            "echo" => ctx.transmit(&data),
+            "broadcast" => {
+                ctx.broadcast("all", &data).await?;
+                data.insert("action".into(), Value::from("broadcastResult"));
+                ctx.transmit(&data)
+            }
+            other => Err(ChannelError::msg(format!("unknown action {other:?}"))),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let adapter = std::env::var("CABLE_ADAPTER").unwrap_or_else(|_| "memory".into());
+    if adapter != "memory" {
+        return Err(format!(
+            "CABLE_ADAPTER={adapter} is not available in this build; use `memory`"
+        )
+        .into());
+    }
+    let cable = Cable::builder()
+        .connection(AcceptAll)
+        .channel::<BenchmarkChannel>()
+        .allowed_origins(AllowedOrigins::any())
+        .build()?;
+    let handle = cable.handle();
+    let app = axum::Router::new().merge(cable.router("/cable"));
+
+    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+    let listener = tokio::net::TcpListener::bind(format!("{bind}:{port}")).await?;
+    println!(
+        "bench listening on ws://{}/cable (pid {})",
+        listener.local_addr()?,
+        std::process::id()
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            handle.shutdown(Duration::from_secs(5)).await;
+        })
+        .await?;
+    Ok(())
+}
