@@ -79,3 +79,8 @@ pub use async_trait::async_trait;
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/guide.md")]
 struct GuideDoctests;
+
+/// The README's example is compiled too.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -30,6 +30,10 @@ use tracing::Instrument as _;
 
 /// Close code for a message over the size limit.
 const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for a frame that breaks the WebSocket protocol.
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// Close code for a text frame that is not UTF-8.
+const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// Frames written per flush when a backlog is waiting.
 const WRITE_BATCH: usize = 64;
 
@@ -39,10 +43,16 @@ struct Subscription<S> {
 }
 
 struct Session<S> {
-    shared: Arc<Shared<S>>,
     socket: WebSocket,
-    outbox: Outbox,
     rx: mpsc::Receiver<Utf8Bytes>,
+    commands: Commands<S>,
+}
+
+/// What running a command touches: everything but the socket and the outbox's receiving end,
+/// so that queued frames can be written while a command runs.
+struct Commands<S> {
+    shared: Arc<Shared<S>>,
+    outbox: Outbox,
     identity: Arc<Identity>,
     subscriptions: HashMap<Arc<str>, Subscription<S>>,
 }
@@ -77,12 +87,14 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     let span = tracing::info_span!("cable", conn = id, identity = %identity);
     let (outbox, rx) = Outbox::new(id, shared.core.config.outbound_capacity);
     let session = Session {
-        shared,
         socket,
-        outbox,
         rx,
-        identity,
-        subscriptions: HashMap::new(),
+        commands: Commands {
+            shared,
+            outbox,
+            identity,
+            subscriptions: HashMap::new(),
+        },
     };
     session.run().instrument(span).await;
 }
@@ -122,7 +134,16 @@ async fn close_politely(
 
 impl<S: Send + Sync + 'static> Session<S> {
     async fn run(mut self) {
-        self.shared.core.register(&self.outbox, &self.identity);
+        let core = &self.commands.shared.core;
+        core.register(&self.commands.outbox, &self.commands.identity);
+        // A shutdown that began while this connection was authenticating did not see it in
+        // the session list: close it here. (Registering first means one of the two always
+        // sees the other.)
+        if core.shutdown.is_cancelled() {
+            self.commands
+                .outbox
+                .close(DisconnectReason::ServerRestart, true);
+        }
         tracing::debug!("connected");
         let end = match self
             .socket
@@ -136,7 +157,7 @@ impl<S: Send + Sync + 'static> Session<S> {
     }
 
     async fn serve(&mut self) -> End {
-        let outbox = self.outbox.clone();
+        let outbox = self.commands.outbox.clone();
         loop {
             tokio::select! {
                 biased;
@@ -148,11 +169,15 @@ impl<S: Send + Sync + 'static> Session<S> {
                     tokio::select! {
                         biased;
                         (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
-                        written = self.write_batch(frame) => if written.is_err() { return End::Gone },
+                        written = write_batch(&mut self.socket, &mut self.rx, frame) => if written.is_err() { return End::Gone },
                     }
                 }
                 message = self.socket.recv() => match message {
-                    Some(Ok(Message::Text(text))) => self.handle(&text).await,
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(end) = self.handle_while_writing(&text).await {
+                            return end;
+                        }
+                    }
                     Some(Ok(Message::Binary(bytes))) => {
                         tracing::warn!(len = bytes.len(), "ignoring a binary frame: commands are text");
                     }
@@ -165,17 +190,56 @@ impl<S: Send + Sync + 'static> Session<S> {
         }
     }
 
-    async fn write_batch(&mut self, first: Utf8Bytes) -> Result<(), axum::Error> {
-        self.socket.feed(Message::Text(first)).await?;
-        for _ in 1..WRITE_BATCH {
-            match self.rx.try_recv() {
-                Ok(frame) => self.socket.feed(Message::Text(frame)).await?,
-                Err(_) => break,
+    /// Runs one command while still writing the frames queued meanwhile (its own transmits,
+    /// stream deliveries, pings), so a command that awaits something does not make its own
+    /// client look too slow. The command itself is never cancelled: dropping it half-way could
+    /// leave streams registered for a subscription that no longer exists. A close request or a
+    /// dead socket only stops the writing; the command finishes first.
+    async fn handle_while_writing(&mut self, text: &str) -> Option<End> {
+        let Session {
+            socket,
+            rx,
+            commands,
+        } = self;
+        let outbox = commands.outbox.clone();
+        let command = commands.handle(text);
+        tokio::pin!(command);
+        let end = loop {
+            tokio::select! {
+                biased;
+                () = &mut command => return None,
+                (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
+                frame = rx.recv() => {
+                    let Some(frame) = frame else { break End::Gone };
+                    tokio::select! {
+                        biased;
+                        (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
+                        written = write_batch(socket, rx, frame) => if written.is_err() { break End::Gone },
+                    }
+                }
             }
-        }
-        self.socket.flush().await
+        };
+        command.await;
+        Some(end)
     }
+}
 
+async fn write_batch(
+    socket: &mut WebSocket,
+    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    first: Utf8Bytes,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(frame) => socket.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
+}
+
+impl<S: Send + Sync + 'static> Commands<S> {
     async fn handle(&mut self, text: &str) {
         match Command::decode(text) {
             Ok(Command::Subscribe { identifier }) => self.subscribe(identifier).await,
@@ -269,18 +333,25 @@ impl<S: Send + Sync + 'static> Session<S> {
                 error = %error, "Unable to process {}#{}", sub.ctx.channel_name(), clip(&action));
         }
     }
+}
 
-    async fn finish(mut self, end: End) {
-        let timeout = self.shared.core.config.close_timeout;
+impl<S: Send + Sync + 'static> Session<S> {
+    async fn finish(self, end: End) {
+        let Session {
+            mut socket,
+            rx: _,
+            mut commands,
+        } = self;
+        let timeout = commands.shared.core.config.close_timeout;
         match end {
             End::Gone => {}
             End::ClientClosed => {
-                let _ = tokio::time::timeout(timeout, self.socket.flush()).await;
+                let _ = tokio::time::timeout(timeout, socket.flush()).await;
             }
             End::Disconnect(reason, reconnect) => {
-                tracing::info!(%reason, reconnect, dropped_frames = self.outbox.dropped(), "disconnecting");
+                tracing::info!(%reason, reconnect, dropped_frames = commands.outbox.dropped(), "disconnecting");
                 let frame = ServerMessage::disconnect(&reason, reconnect).encode();
-                close_politely(&mut self.socket, Some(frame), timeout).await;
+                close_politely(&mut socket, Some(frame), timeout).await;
             }
             End::Close(code, why) => {
                 tracing::warn!(code, why, "closing");
@@ -289,17 +360,16 @@ impl<S: Send + Sync + 'static> Session<S> {
                     reason: Utf8Bytes::from_static(why),
                 };
                 let _ =
-                    tokio::time::timeout(timeout, self.socket.send(Message::Close(Some(close))))
-                        .await;
+                    tokio::time::timeout(timeout, socket.send(Message::Close(Some(close)))).await;
             }
         }
-        drop(self.socket);
-        for (_, sub) in self.subscriptions.drain() {
+        drop(socket);
+        for (_, sub) in commands.subscriptions.drain() {
             end_subscription(sub).await;
         }
-        let connection = self.shared.connection.clone();
+        let connection = commands.shared.connection.clone();
         if guard(async {
-            connection.disconnect(&self.identity).await;
+            connection.disconnect(&commands.identity).await;
             Ok::<_, ChannelError>(())
         })
         .await
@@ -307,7 +377,7 @@ impl<S: Send + Sync + 'static> Session<S> {
         {
             tracing::error!("the connection's disconnect callback panicked");
         }
-        self.shared.core.unregister(self.outbox.id());
+        commands.shared.core.unregister(commands.outbox.id());
         tracing::debug!("closed");
     }
 }
@@ -322,15 +392,29 @@ async fn end_subscription<S: Send + Sync + 'static>(mut sub: Subscription<S>) {
 
 fn read_error(e: axum::Error) -> End {
     use std::error::Error as _;
-    let too_big = e
+    use tungstenite::error::ProtocolError as P;
+    match e
         .source()
         .and_then(|s| s.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|t| matches!(t, tungstenite::Error::Capacity(_)));
-    if too_big {
-        return End::Close(CLOSE_TOO_BIG, "message too big");
+    {
+        Some(tungstenite::Error::Capacity(_)) => End::Close(CLOSE_TOO_BIG, "message too big"),
+        // RFC 6455 (7.1.7, 8.1): fail the connection with a close frame saying why, as Rails'
+        // websocket-driver does, rather than just dropping it.
+        Some(tungstenite::Error::Utf8(_)) => End::Close(CLOSE_INVALID_PAYLOAD, "invalid UTF-8"),
+        Some(tungstenite::Error::Protocol(p))
+            if !matches!(
+                p,
+                P::ResetWithoutClosingHandshake | P::SendAfterClosing | P::ReceivedAfterClosing
+            ) =>
+        {
+            tracing::info!(error = %p, "WebSocket protocol error");
+            End::Close(CLOSE_PROTOCOL_ERROR, "protocol error")
+        }
+        _ => {
+            tracing::info!(error = %e, "WebSocket error");
+            End::Gone
+        }
     }
-    tracing::info!(error = %e, "WebSocket error");
-    End::Gone
 }
 
 /// Runs user code; a panic becomes an error instead of killing the session mid-way (which
