@@ -23,6 +23,13 @@
 //! let key = CookieKey::derive_from_secret(secret).unwrap();
 //! let header = key.signed_set_cookie("user", "alice");
 //! assert!(header.starts_with("user="));
+//!
+//! // An HTTP handler reads it back from the request's `Cookie` header:
+//! let cookie = header.split(';').next().unwrap();
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert(http::header::COOKIE, cookie.parse().unwrap());
+//! assert_eq!(key.signed_cookie(&headers, "user").as_deref(), Some("alice"));
+//! assert!(CookieKey::removal_set_cookie("user").contains("Max-Age=0"));
 //! ```
 
 use crate::error::AuthError;
@@ -53,6 +60,26 @@ impl CookieKey {
 
     pub(crate) fn inner(&self) -> &Key {
         &self.0
+    }
+
+    /// The value of signed cookie `name` in a request's headers, if its signature verifies.
+    /// For plain HTTP handlers; in `Connection::connect` use `ConnectRequest::signed_cookie`.
+    pub fn signed_cookie(&self, headers: &http::HeaderMap, name: &str) -> Option<String> {
+        let jar = crate::connection::cookie_jar(headers);
+        jar.signed(&self.0).get(name).map(|c| c.value().to_owned())
+    }
+
+    /// The value of private cookie `name` in a request's headers, if it decrypts.
+    pub fn private_cookie(&self, headers: &http::HeaderMap, name: &str) -> Option<String> {
+        let jar = crate::connection::cookie_jar(headers);
+        jar.private(&self.0).get(name).map(|c| c.value().to_owned())
+    }
+
+    /// A `Set-Cookie` header value that deletes cookie `name` (for logout).
+    pub fn removal_set_cookie(name: &str) -> String {
+        let mut cookie = base_cookie(name, "");
+        cookie.make_removal();
+        cookie.encoded().to_string()
     }
 
     /// A `Set-Cookie` header value for a signed cookie (`Path=/; HttpOnly; SameSite=Lax`).

@@ -126,16 +126,7 @@ impl ConnectRequest {
 
     /// The cookies sent with the request.
     pub fn cookies(&self) -> &CookieJar {
-        self.jar.get_or_init(|| {
-            let mut jar = CookieJar::new();
-            for value in self.parts.headers.get_all(http::header::COOKIE) {
-                let Ok(value) = value.to_str() else { continue };
-                for cookie in cookie::Cookie::split_parse_encoded(value.to_owned()).flatten() {
-                    jar.add_original(cookie);
-                }
-            }
-            jar
-        })
+        self.jar.get_or_init(|| cookie_jar(&self.parts.headers))
     }
 
     /// A plain cookie's value.
@@ -168,6 +159,18 @@ impl fmt::Debug for ConnectRequest {
             .field("remote_addr", &self.remote_addr)
             .finish_non_exhaustive()
     }
+}
+
+/// The cookies of a request's `Cookie` headers (unparsable ones are skipped).
+pub(crate) fn cookie_jar(headers: &HeaderMap) -> CookieJar {
+    let mut jar = CookieJar::new();
+    for value in headers.get_all(http::header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for cookie in cookie::Cookie::split_parse_encoded(value.to_owned()).flatten() {
+            jar.add_original(cookie);
+        }
+    }
+    jar
 }
 
 /// Who a connection belongs to: Rails' `identified_by` values, plus optional typed data.

@@ -31,7 +31,7 @@ pub struct ChannelError {
 }
 
 enum Kind {
-    Rejected,
+    Rejected(Option<String>),
     Failed(BoxError),
 }
 
@@ -39,7 +39,23 @@ impl ChannelError {
     /// Rejects the subscription on purpose (Rails' `reject`). Logged at debug level only.
     pub fn reject() -> ChannelError {
         ChannelError {
-            kind: Kind::Rejected,
+            kind: Kind::Rejected(None),
+        }
+    }
+
+    /// Rejects the subscription because of something the client sent (bad params, say).
+    /// Logged at warning level with `reason`, never as a server error.
+    pub fn reject_because(reason: impl fmt::Display) -> ChannelError {
+        ChannelError {
+            kind: Kind::Rejected(Some(reason.to_string())),
+        }
+    }
+
+    /// The reason given to [`reject_because`](Self::reject_because).
+    pub fn rejection_reason(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Rejected(reason) => reason.as_deref(),
+            Kind::Failed(_) => None,
         }
     }
 
@@ -57,13 +73,13 @@ impl ChannelError {
 
     /// Whether this is a deliberate rejection rather than a failure.
     pub fn is_rejection(&self) -> bool {
-        matches!(self.kind, Kind::Rejected)
+        matches!(self.kind, Kind::Rejected(_))
     }
 
     /// The underlying error, unless this is a rejection.
     pub fn source_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         match &self.kind {
-            Kind::Rejected => None,
+            Kind::Rejected(_) => None,
             Kind::Failed(e) => Some(e.as_ref()),
         }
     }
@@ -78,7 +94,8 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for ChannelError {
 impl fmt::Display for ChannelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Rejected => f.write_str("subscription rejected"),
+            Kind::Rejected(None) => f.write_str("subscription rejected"),
+            Kind::Rejected(Some(reason)) => write!(f, "subscription rejected: {reason}"),
             Kind::Failed(e) => fmt::Display::fmt(e, f),
         }
     }
@@ -87,7 +104,10 @@ impl fmt::Display for ChannelError {
 impl fmt::Debug for ChannelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Rejected => f.write_str("ChannelError::Rejected"),
+            Kind::Rejected(reason) => f
+                .debug_tuple("ChannelError::Rejected")
+                .field(reason)
+                .finish(),
             Kind::Failed(e) => f.debug_tuple("ChannelError").field(e).finish(),
         }
     }

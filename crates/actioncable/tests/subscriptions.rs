@@ -360,3 +360,23 @@ async fn a_perform_sent_before_the_confirm_arrives_is_handled() {
     }
     c.expect_data(LOBBY, &json!({ "user": "anonymous" })).await;
 }
+
+#[tokio::test]
+async fn a_broadcast_made_in_subscribed_arrives_after_the_confirmation() {
+    let (server, _) = spawn_default().await;
+    let id = r#"{"channel":"ChatChannel","room":"announce"}"#;
+    let mut first = server.client().await;
+    first.confirm(id).await;
+    first.expect_data(id, &json!({ "type": "joined" })).await;
+
+    // Rails sends the confirmation first (or loses the broadcast); we always send both, in
+    // that order, so the stock consumer calls `connected()` before `received()`.
+    for _ in 0..20 {
+        let mut c = server.client().await;
+        c.send_subscribe(id).await;
+        c.expect_confirm(id).await;
+        c.expect_data(id, &json!({ "type": "joined" })).await;
+        first.expect_data(id, &json!({ "type": "joined" })).await;
+        c.close().await;
+    }
+}

@@ -8,7 +8,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What a channel can do and see for its subscription: transmit to its subscriber, manage
 /// its streams, broadcast, and read the identity, params and app state.
@@ -19,6 +19,8 @@ pub struct ChannelContext<S = ()> {
     outbox: Outbox,
     identity: Arc<Identity>,
     streams: Vec<Arc<str>>,
+    /// `Some` while `subscribed` runs: broadcasts wait there until the confirmation is queued.
+    deferred: Mutex<Option<Vec<(String, String)>>>,
 }
 
 impl<S: Send + Sync + 'static> ChannelContext<S> {
@@ -36,7 +38,17 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             outbox,
             identity,
             streams: Vec::new(),
+            deferred: Mutex::new(Some(Vec::new())),
         }
+    }
+
+    /// Ends the `subscribed` phase and returns the broadcasts it deferred.
+    pub(crate) fn take_deferred_broadcasts(&mut self) -> Vec<(String, String)> {
+        self.deferred
+            .get_mut()
+            .ok()
+            .and_then(Option::take)
+            .unwrap_or_default()
     }
 
     /// The subscription's identifier, exactly as the client sent it.
@@ -157,6 +169,10 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     /// Broadcasts `message` to every subscriber of `stream`, on every node
     /// (Rails' `ActionCable.server.broadcast`).
     ///
+    /// Called from `subscribed`, the broadcast is published right after the client's
+    /// `confirm_subscription` (or rejection) is queued, so the new subscriber receives its own
+    /// announcement after `connected()`; a failure to publish it then is logged.
+    ///
     /// # Errors
     /// When the message does not serialize or the pub/sub adapter does not accept it.
     pub async fn broadcast<T: Serialize + ?Sized>(
@@ -164,7 +180,14 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         stream: impl AsRef<str>,
         message: &T,
     ) -> Result<(), BroadcastError> {
-        self.cable().broadcast(stream.as_ref(), message).await
+        let json = serde_json::to_string(message)?;
+        if let Ok(mut deferred) = self.deferred.lock()
+            && let Some(pending) = deferred.as_mut()
+        {
+            pending.push((stream.as_ref().to_owned(), json));
+            return Ok(());
+        }
+        self.cable().broadcast_json(stream.as_ref(), &json).await
     }
 
     /// Broadcasts to the stream of `model` in this channel (Rails' `broadcast_to`).

@@ -55,7 +55,7 @@ where
     ) -> Result<Box<dyn ErasedChannel<S>>, ChannelError> {
         let params = Value::Object(ctx.params().clone());
         let params = C::Params::deserialize(&params)
-            .map_err(|e| ChannelError::msg(format_args!("invalid params: {e}")))?;
+            .map_err(|e| ChannelError::reject_because(format_args!("invalid params: {e}")))?;
         let channel = C::subscribed(ctx, params).await?;
         Ok(Box::new(Erased(channel)))
     }

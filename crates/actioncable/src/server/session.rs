@@ -11,7 +11,7 @@
 //! Rails); a `subscribe` that cannot succeed gets `reject_subscription` (Rails stays silent,
 //! which makes the stock consumer retry every 500 ms forever).
 
-use super::Shared;
+use super::{CableHandle, Shared};
 use crate::channel::ChannelContext;
 use crate::channel::registry::{ErasedChannel, PerformError};
 use crate::connection::{Identity, Reject};
@@ -290,6 +290,9 @@ impl<S: Send + Sync + 'static> Commands<S> {
             self.identity.clone(),
         );
         let subscribed = guard(registered.factory.subscribe(&mut ctx)).await;
+        // Broadcasts made during `subscribed` go out once the answer is queued, so the new
+        // subscriber sees its own `joined` after `connected`, as Rails intends.
+        let deferred = ctx.take_deferred_broadcasts();
         match subscribed {
             Ok(channel) => {
                 tracing::debug!(channel = registered.name, identifier = %clip(&identifier), "subscribed");
@@ -300,7 +303,10 @@ impl<S: Send + Sync + 'static> Commands<S> {
                     .insert(Arc::from(identifier), Subscription { channel, ctx });
             }
             Err(e) => {
-                if e.is_rejection() {
+                if let Some(reason) = e.rejection_reason() {
+                    tracing::warn!(channel = registered.name, identifier = %clip(&identifier), %reason,
+                        "subscription rejected");
+                } else if e.is_rejection() {
                     tracing::debug!(channel = registered.name, identifier = %clip(&identifier), "subscription rejected");
                 } else {
                     tracing::error!(channel = registered.name, identifier = %clip(&identifier), error = %e,
@@ -311,6 +317,12 @@ impl<S: Send + Sync + 'static> Commands<S> {
                     identifier: &identifier,
                 });
             }
+        }
+        let cable = CableHandle::new(self.shared.core.clone());
+        for (stream, json) in deferred {
+            // `broadcast_json` logs a failure itself; the caller was told at `broadcast` time
+            // that the message would go out after the confirmation.
+            let _ = cable.broadcast_json(&stream, &json).await;
         }
     }
 

@@ -361,6 +361,11 @@ impl Channel<TestState> for ChatChannel {
             _ => return Err(ChannelError::reject()),
         };
         ctx.stream_from(format!("chat:{room}")).await?;
+        if room.starts_with("announce") {
+            // Like the demo's `joined`: a broadcast to its own stream from `subscribed`.
+            ctx.broadcast(format!("chat:{room}"), &json!({ "type": "joined" }))
+                .await?;
+        }
         if room == "forbidden" {
             return Err(ChannelError::reject());
         }
