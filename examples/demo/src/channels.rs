@@ -1,0 +1,340 @@
+//! The two channels: `ChatChannel` (rooms) and `NotificationChannel` (one stream per user).
+//!
+//! Client mistakes (a blank message, an unknown notification, a field of the wrong type) are
+//! answered with `{"type":"error","error":…}` to the sender only; they are not server errors.
+
+use crate::auth::CURRENT_USER;
+use crate::config::{PrivateRooms, may_enter};
+use crate::db::{Db, Message};
+use crate::validate::{chat_text, history_limit, is_valid_room};
+use actioncable::{Channel, ChannelContext, ChannelError, NoParams, async_trait};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::sync::Arc;
+
+/// What the channels reach through `ChannelContext::state`.
+#[derive(Debug, Clone)]
+pub struct DemoState {
+    /// Storage.
+    pub db: Db,
+    /// Private rooms and their members.
+    pub private_rooms: Arc<PrivateRooms>,
+}
+
+/// A field that is either a well-typed `T` or something else the client sent (kept apart so
+/// a wrong type gets a helpful error instead of failing the whole action).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loose<T> {
+    /// The field has the expected type.
+    Valid(T),
+    /// The field is present but of another type.
+    Invalid,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Loose<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(match T::deserialize(value) {
+            Ok(v) => Loose::Valid(v),
+            Err(_) => Loose::Invalid,
+        })
+    }
+}
+
+/// The identifier's params: `{"channel":"ChatChannel","room":"lobby"}`.
+#[derive(Debug, Deserialize)]
+pub struct ChatParams {
+    #[serde(default)]
+    room: Option<Loose<String>>,
+}
+
+/// What a chat subscriber may do.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ChatAction {
+    /// `perform("speak", {text})`: say something to the room.
+    Speak {
+        /// The text (trimmed; 1..=500 characters).
+        #[serde(default)]
+        text: Option<Loose<String>>,
+    },
+    /// `perform("typing")`: tell the room you are typing.
+    Typing,
+    /// `perform("history", {limit})`: the last messages, to the sender only.
+    History {
+        /// How many (default 50, at most 200).
+        #[serde(default)]
+        limit: Option<Loose<i64>>,
+    },
+}
+
+/// What a room's stream carries.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ChatEvent<'a> {
+    Joined { user: &'a str },
+    Left { user: &'a str },
+    Typing { user: &'a str },
+    Message(&'a Message),
+}
+
+/// What only the sender gets.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Reply<'a> {
+    Error { error: &'a str },
+    History { messages: &'a [Message] },
+    MarkedRead { id: i64 },
+}
+
+/// The user a connection was identified as. `DemoConnection` always sets one.
+fn current_user<S: Send + Sync + 'static>(ctx: &ChannelContext<S>) -> Result<String, ChannelError> {
+    ctx.identity()
+        .get(CURRENT_USER)
+        .map(str::to_owned)
+        .ok_or_else(|| ChannelError::msg("connection has no current_user"))
+}
+
+/// One subscription to a chat room.
+#[derive(Debug)]
+pub struct ChatChannel {
+    room: String,
+    stream: String,
+    user: String,
+}
+
+#[async_trait]
+impl Channel<DemoState> for ChatChannel {
+    const NAME: &'static str = "ChatChannel";
+    type Params = ChatParams;
+    type Action = ChatAction;
+
+    async fn subscribed(
+        ctx: &mut ChannelContext<DemoState>,
+        params: ChatParams,
+    ) -> Result<Self, ChannelError> {
+        let user = current_user(ctx)?;
+        let Some(Loose::Valid(room)) = params.room else {
+            tracing::debug!(%user, "ChatChannel: missing or non-string room; rejected");
+            return Err(ChannelError::reject());
+        };
+        if !is_valid_room(&room) {
+            tracing::debug!(%user, "ChatChannel: invalid room name; rejected");
+            return Err(ChannelError::reject());
+        }
+        if !may_enter(&ctx.state().private_rooms, &room, &user) {
+            tracing::info!(%user, %room, "ChatChannel: not a member of this private room; rejected");
+            return Err(ChannelError::reject());
+        }
+        let stream = format!("chat:{room}");
+        ctx.stream_from(stream.clone()).await?;
+        // Published right after the confirmation, so the joiner sees its own `joined` too.
+        ctx.broadcast(&stream, &ChatEvent::Joined { user: &user })
+            .await?;
+        Ok(ChatChannel { room, stream, user })
+    }
+
+    async fn perform(
+        &mut self,
+        ctx: &mut ChannelContext<DemoState>,
+        action: ChatAction,
+    ) -> Result<(), ChannelError> {
+        match action {
+            ChatAction::Speak { text } => {
+                let text = match text {
+                    Some(Loose::Valid(text)) => text,
+                    Some(Loose::Invalid) => return error(ctx, "text must be a string"),
+                    None => String::new(),
+                };
+                let text = match chat_text(&text) {
+                    Ok(text) => text,
+                    Err(reason) => return error(ctx, reason),
+                };
+                let message = match ctx
+                    .state()
+                    .db
+                    .add_message(&self.room, &self.user, text)
+                    .await
+                {
+                    Ok(message) => message,
+                    Err(e) => {
+                        error(ctx, "the message could not be stored")?;
+                        return Err(e.into());
+                    }
+                };
+                ctx.broadcast(&self.stream, &ChatEvent::Message(&message))
+                    .await?;
+            }
+            ChatAction::Typing => {
+                ctx.broadcast(&self.stream, &ChatEvent::Typing { user: &self.user })
+                    .await?;
+            }
+            ChatAction::History { limit } => {
+                let limit = match limit {
+                    None => history_limit(None),
+                    Some(Loose::Valid(n)) => history_limit(Some(n)),
+                    Some(Loose::Invalid) => return error(ctx, "limit must be an integer"),
+                };
+                let messages = match ctx.state().db.recent_messages(&self.room, limit).await {
+                    Ok(messages) => messages,
+                    Err(e) => {
+                        error(ctx, "the history could not be loaded")?;
+                        return Err(e.into());
+                    }
+                };
+                ctx.transmit(&Reply::History {
+                    messages: &messages,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribed(
+        &mut self,
+        ctx: &mut ChannelContext<DemoState>,
+    ) -> Result<(), ChannelError> {
+        ctx.broadcast(&self.stream, &ChatEvent::Left { user: &self.user })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The identifier's params for NotificationChannel: none.
+type NotificationParams = NoParams;
+
+/// What a notification subscriber may do.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum NotificationAction {
+    /// `perform("mark_read", {id})`: mark one of your notifications read.
+    MarkRead {
+        /// The notification's id.
+        #[serde(default)]
+        id: Option<Loose<i64>>,
+    },
+}
+
+/// One user's notification feed: streams `notification:<user>`.
+#[derive(Debug)]
+pub struct NotificationChannel {
+    user: String,
+}
+
+#[async_trait]
+impl Channel<DemoState> for NotificationChannel {
+    const NAME: &'static str = "NotificationChannel";
+    type Params = NotificationParams;
+    type Action = NotificationAction;
+
+    async fn subscribed(
+        ctx: &mut ChannelContext<DemoState>,
+        _: NoParams,
+    ) -> Result<Self, ChannelError> {
+        let user = current_user(ctx)?;
+        ctx.stream_for(&user).await?;
+        Ok(NotificationChannel { user })
+    }
+
+    async fn perform(
+        &mut self,
+        ctx: &mut ChannelContext<DemoState>,
+        action: NotificationAction,
+    ) -> Result<(), ChannelError> {
+        match action {
+            NotificationAction::MarkRead { id } => {
+                // Someone else's id and a missing one look the same, so ids reveal nothing.
+                let Some(Loose::Valid(id)) = id else {
+                    return error(ctx, "notification not found");
+                };
+                match ctx.state().db.mark_read(id, &self.user).await {
+                    Ok(true) => ctx.transmit(&Reply::MarkedRead { id }),
+                    Ok(false) => error(ctx, "notification not found"),
+                    Err(e) => {
+                        error(ctx, "the notification could not be updated")?;
+                        Err(e.into())
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends `{"type":"error","error":reason}` to the sender only.
+fn error<S: Send + Sync + 'static>(
+    ctx: &ChannelContext<S>,
+    reason: &str,
+) -> Result<(), ChannelError> {
+    ctx.transmit(&Reply::Error { error: reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn actions_decode_leniently() {
+        let a: ChatAction = serde_json::from_value(json!({"action":"speak","text":"hi"})).unwrap();
+        assert!(matches!(a, ChatAction::Speak { text: Some(Loose::Valid(t)) } if t == "hi"));
+        let a: ChatAction = serde_json::from_value(json!({"action":"speak","text":5})).unwrap();
+        assert!(matches!(
+            a,
+            ChatAction::Speak {
+                text: Some(Loose::Invalid)
+            }
+        ));
+        let a: ChatAction = serde_json::from_value(json!({"action":"speak"})).unwrap();
+        assert!(matches!(a, ChatAction::Speak { text: None }));
+        let a: ChatAction = serde_json::from_value(json!({"action":"history"})).unwrap();
+        assert!(matches!(a, ChatAction::History { limit: None }));
+        let a: ChatAction = serde_json::from_value(json!({"action":"typing","x":1})).unwrap();
+        assert!(matches!(a, ChatAction::Typing));
+        assert!(serde_json::from_value::<ChatAction>(json!({"action":"shout"})).is_err());
+        let a: NotificationAction =
+            serde_json::from_value(json!({"action":"mark_read","id":"7"})).unwrap();
+        assert!(matches!(
+            a,
+            NotificationAction::MarkRead {
+                id: Some(Loose::Invalid)
+            }
+        ));
+    }
+
+    #[test]
+    fn events_have_the_wire_shape() {
+        let m = Message {
+            id: 3,
+            user: "alice".into(),
+            text: "hi".into(),
+            sent_at: "2026-11-25T18:00:00.123Z".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(ChatEvent::Message(&m)).unwrap(),
+            json!({"type":"message","id":3,"user":"alice","text":"hi","sent_at":"2026-11-25T18:00:00.123Z"})
+        );
+        assert_eq!(
+            serde_json::to_value(ChatEvent::Joined { user: "bob" }).unwrap(),
+            json!({"type":"joined","user":"bob"})
+        );
+        assert_eq!(
+            serde_json::to_value(Reply::MarkedRead { id: 9 }).unwrap(),
+            json!({"type":"marked_read","id":9})
+        );
+        assert_eq!(
+            serde_json::to_value(Reply::History { messages: &[] }).unwrap(),
+            json!({"type":"history","messages":[]})
+        );
+    }
+
+    #[test]
+    fn params_decode_leniently() {
+        let p: ChatParams =
+            serde_json::from_value(json!({"channel":"ChatChannel","room":"lobby"})).unwrap();
+        assert_eq!(p.room, Some(Loose::Valid("lobby".to_owned())));
+        let p: ChatParams = serde_json::from_value(json!({"channel":"ChatChannel"})).unwrap();
+        assert_eq!(p.room, None);
+        let p: ChatParams =
+            serde_json::from_value(json!({"channel":"ChatChannel","room":[1]})).unwrap();
+        assert_eq!(p.room, Some(Loose::Invalid));
+    }
+}

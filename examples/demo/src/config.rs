@@ -1,0 +1,377 @@
+//! Settings, read once from the environment at startup.
+//!
+//! Every setting has a default, so `cargo run -p example-demo` works as is. Values are
+//! validated here so a typo stops the server with a clear message instead of surfacing later.
+
+use crate::validate::{is_valid_name, is_valid_room};
+use anyhow::{Context as _, bail};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The development secret used when `SECRET_KEY_BASE` is unset (a WARN says so at startup).
+const DEV_SECRET: &str = "example-demo development secret: never use this one in production";
+
+/// The only pub/sub adapter this build has.
+const MEMORY_ADAPTER: &str = "memory";
+
+/// Who may enter each private room.
+pub type PrivateRooms = BTreeMap<String, BTreeSet<String>>;
+
+/// The demo's settings.
+#[derive(Clone)]
+pub struct Config {
+    /// Address to bind (`BIND`, default `127.0.0.1`).
+    pub bind: IpAddr,
+    /// Port to bind (`PORT`, default 3000; 0 picks a free one).
+    pub port: u16,
+    /// Signs login tokens and derives the cookie key (`SECRET_KEY_BASE`, >= 32 bytes).
+    secret_key_base: String,
+    /// Whether `secret_key_base` is the built-in development secret.
+    pub using_dev_secret: bool,
+    /// Extra exact origins allowed to open the cable (`ALLOWED_ORIGINS`); `None` means the
+    /// development default (`http://localhost` and `http://127.0.0.1` on any port). The
+    /// same origin as the `Host` header is always allowed.
+    pub allowed_origins: Option<Vec<String>>,
+    /// SQLite database path (`DEMO_DATABASE`, default `demo.sqlite3`; `:memory:` for none).
+    pub database: String,
+    /// Private rooms and their members (`PRIVATE_ROOMS`, default `staff=admin`).
+    pub private_rooms: PrivateRooms,
+    /// Cable ping interval (`PING_INTERVAL_MS`, default 3000).
+    pub ping_interval: Duration,
+}
+
+impl Config {
+    /// Reads the settings from the process environment.
+    ///
+    /// # Errors
+    /// A setting with a value that cannot work (the message names it).
+    pub fn from_env() -> anyhow::Result<Config> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a map in tests).
+    ///
+    /// Unset settings take their defaults. A blank `PORT`, `BIND`, `CABLE_ADAPTER`,
+    /// `DEMO_DATABASE` or `PING_INTERVAL_MS` counts as unset; a blank `ALLOWED_ORIGINS` means
+    /// "same origin only", a blank `PRIVATE_ROOMS` means "no private rooms", and a blank
+    /// `SECRET_KEY_BASE` is an error (it is too short).
+    ///
+    /// # Errors
+    /// A setting with a value that cannot work (the message names it).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let non_blank = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let adapter = non_blank("CABLE_ADAPTER").unwrap_or_else(|| MEMORY_ADAPTER.to_owned());
+        if adapter.trim() != MEMORY_ADAPTER {
+            bail!(
+                "CABLE_ADAPTER={:?} is not available: only `memory` is built in (the redis adapter arrives with actioncable-redis)",
+                adapter.trim()
+            );
+        }
+
+        let port = match non_blank("PORT") {
+            Some(v) => v
+                .trim()
+                .parse::<u16>()
+                .with_context(|| format!("PORT={v:?} is not a port number (0-65535)"))?,
+            None => 3000,
+        };
+        let bind = match non_blank("BIND") {
+            Some(v) => v
+                .trim()
+                .parse::<IpAddr>()
+                .with_context(|| format!("BIND={v:?} is not an IP address"))?,
+            None => IpAddr::from([127, 0, 0, 1]),
+        };
+
+        let (secret_key_base, using_dev_secret) = match lookup("SECRET_KEY_BASE") {
+            Some(secret) => (secret, false),
+            None => (DEV_SECRET.to_owned(), true),
+        };
+        if secret_key_base.len() < 32 {
+            // Never echo the secret itself.
+            bail!(
+                "SECRET_KEY_BASE is too short ({} bytes): it must be at least 32 bytes",
+                secret_key_base.len()
+            );
+        }
+
+        let allowed_origins = match lookup("ALLOWED_ORIGINS") {
+            Some(v) => Some(parse_allowed_origins(&v).context("ALLOWED_ORIGINS")?),
+            None => None,
+        };
+
+        let database = non_blank("DEMO_DATABASE").unwrap_or_else(|| "demo.sqlite3".to_owned());
+
+        let private_rooms = match lookup("PRIVATE_ROOMS") {
+            Some(v) => parse_private_rooms(&v).context("PRIVATE_ROOMS")?,
+            None => parse_private_rooms("staff=admin")?,
+        };
+
+        let ping_interval = match non_blank("PING_INTERVAL_MS") {
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => bail!("PING_INTERVAL_MS={v:?} is not a positive number of milliseconds"),
+            },
+            None => Duration::from_secs(3),
+        };
+
+        Ok(Config {
+            bind,
+            port,
+            secret_key_base,
+            using_dev_secret,
+            allowed_origins,
+            database,
+            private_rooms,
+            ping_interval,
+        })
+    }
+
+    /// The secret that signs tokens and cookies.
+    pub fn secret_key_base(&self) -> &str {
+        &self.secret_key_base
+    }
+
+    /// Whether `user` may enter `room` (everyone may enter a room that is not private).
+    pub fn may_enter(&self, room: &str, user: &str) -> bool {
+        may_enter(&self.private_rooms, room, user)
+    }
+}
+
+/// Whether `user` may enter `room` given the private rooms.
+pub fn may_enter(private_rooms: &PrivateRooms, room: &str, user: &str) -> bool {
+    private_rooms
+        .get(room)
+        .is_none_or(|members| members.contains(user))
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secret is left out on purpose.
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("port", &self.port)
+            .field("using_dev_secret", &self.using_dev_secret)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("database", &self.database)
+            .field("private_rooms", &self.private_rooms)
+            .field("ping_interval", &self.ping_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses `ALLOWED_ORIGINS`: comma-separated exact origins such as
+/// `https://chat.example.com,http://localhost:5173`. Blank entries are skipped; a trailing `/`
+/// is dropped.
+///
+/// # Errors
+/// An entry that is not `http(s)://host[:port]`.
+pub fn parse_allowed_origins(value: &str) -> anyhow::Result<Vec<String>> {
+    let mut origins = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let origin = entry.trim_end_matches('/');
+        let rest = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        let valid = rest.is_some_and(|host| {
+            !host.is_empty()
+                && !host.contains(['/', '?', '#', '@', ' ', '*'])
+                && !host.starts_with(':')
+                && !host.ends_with(':')
+        });
+        if !valid {
+            bail!("{entry:?} is not an origin like https://example.com or http://localhost:5173");
+        }
+        if !origins.iter().any(|o| o == origin) {
+            origins.push(origin.to_owned());
+        }
+    }
+    Ok(origins)
+}
+
+/// Parses `PRIVATE_ROOMS`: `room=user|user;room2=user`.
+///
+/// # Errors
+/// A malformed entry, an invalid room or user name, a room listed twice, or a room without
+/// members.
+pub fn parse_private_rooms(value: &str) -> anyhow::Result<PrivateRooms> {
+    let mut rooms = PrivateRooms::new();
+    for entry in value.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((room, members)) = entry.split_once('=') else {
+            bail!("{entry:?} is not `room=user|user`");
+        };
+        let room = room.trim();
+        if !is_valid_room(room) {
+            bail!(
+                "{room:?} is not a valid room name (a-z, 0-9 and -, at most 40, starting with a letter or digit)"
+            );
+        }
+        let mut set = BTreeSet::new();
+        for user in members.split('|').map(str::trim).filter(|u| !u.is_empty()) {
+            if !is_valid_name(user) {
+                bail!("{user:?} (in room {room:?}) is not a valid user name");
+            }
+            set.insert(user.to_owned());
+        }
+        if set.is_empty() {
+            bail!("private room {room:?} lists no members");
+        }
+        if rooms.insert(room.to_owned(), set).is_some() {
+            bail!("private room {room:?} is listed twice");
+        }
+    }
+    Ok(rooms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.bind.to_string(), "127.0.0.1");
+        assert!(c.using_dev_secret);
+        assert!(c.secret_key_base().len() >= 32);
+        assert_eq!(c.allowed_origins, None);
+        assert_eq!(c.database, "demo.sqlite3");
+        assert_eq!(c.ping_interval, Duration::from_secs(3));
+        assert!(c.may_enter("staff", "admin"));
+        assert!(!c.may_enter("staff", "alice"));
+        assert!(c.may_enter("lobby", "alice"));
+    }
+
+    #[test]
+    fn explicit_values() {
+        let c = config(&[
+            ("PORT", "0"),
+            ("BIND", "0.0.0.0"),
+            ("SECRET_KEY_BASE", "0123456789abcdef0123456789abcdef"),
+            ("DEMO_DATABASE", ":memory:"),
+            ("PING_INTERVAL_MS", "250"),
+            ("CABLE_ADAPTER", "memory"),
+        ])
+        .unwrap();
+        assert_eq!(c.port, 0);
+        assert_eq!(c.bind.to_string(), "0.0.0.0");
+        assert!(!c.using_dev_secret);
+        assert_eq!(c.database, ":memory:");
+        assert_eq!(c.ping_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        for vars in [
+            &[("PORT", "70000")][..],
+            &[("PORT", "abc")],
+            &[("BIND", "localhost:3000")],
+            &[("SECRET_KEY_BASE", "short")],
+            &[("SECRET_KEY_BASE", "")],
+            &[("PING_INTERVAL_MS", "0")],
+            &[("PING_INTERVAL_MS", "-5")],
+            &[("ALLOWED_ORIGINS", "example.com")],
+            &[("PRIVATE_ROOMS", "Staff=admin")],
+        ] {
+            assert!(config(vars).is_err(), "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn other_adapters_are_refused_clearly() {
+        let err = config(&[("CABLE_ADAPTER", "redis")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("redis adapter arrives with actioncable-redis"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn short_secret_error_does_not_echo_it() {
+        let err = config(&[("SECRET_KEY_BASE", "hunter2-secret")]).unwrap_err();
+        assert!(!format!("{err:#}").contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let c = config(&[("SECRET_KEY_BASE", "a-very-secret-value-that-is-long-enough")]).unwrap();
+        assert!(!format!("{c:?}").contains("a-very-secret"));
+    }
+
+    #[test]
+    fn blank_settings() {
+        let c = config(&[
+            ("PORT", ""),
+            ("PRIVATE_ROOMS", " "),
+            ("ALLOWED_ORIGINS", ""),
+        ])
+        .unwrap();
+        assert_eq!(c.port, 3000);
+        assert!(c.private_rooms.is_empty());
+        assert_eq!(c.allowed_origins, Some(vec![]));
+    }
+
+    #[test]
+    fn private_rooms_parse() {
+        let rooms = parse_private_rooms(" staff = admin | bob ; ops=carol;; ").unwrap();
+        assert_eq!(rooms.len(), 2);
+        assert!(may_enter(&rooms, "staff", "admin"));
+        assert!(may_enter(&rooms, "staff", "bob"));
+        assert!(!may_enter(&rooms, "staff", "carol"));
+        assert!(may_enter(&rooms, "ops", "carol"));
+        assert!(may_enter(&rooms, "lobby", "anyone"));
+        assert!(parse_private_rooms("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn private_rooms_reject_bad_entries() {
+        for bad in [
+            "staff",
+            "staff=",
+            "staff=|",
+            "=admin",
+            "-staff=admin",
+            "staff=admin;staff=bob",
+            "staff=ad min",
+            "staff=admin!",
+        ] {
+            assert!(parse_private_rooms(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_origins_parse() {
+        assert_eq!(
+            parse_allowed_origins("https://chat.example.com/, http://localhost:5173,,").unwrap(),
+            vec!["https://chat.example.com", "http://localhost:5173"]
+        );
+        assert_eq!(
+            parse_allowed_origins("http://a.test,http://a.test").unwrap(),
+            vec!["http://a.test"]
+        );
+        assert!(parse_allowed_origins("").unwrap().is_empty());
+        for bad in [
+            "chat.example.com",
+            "ftp://x.test",
+            "https://",
+            "https://x.test/path",
+            "http://*.test",
+            "http://x.test:",
+            "http://user@x.test",
+        ] {
+            assert!(parse_allowed_origins(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! SQLite storage: chat messages and notifications.
+//!
+//! One connection behind a `std::sync::Mutex`; every query runs on Tokio's blocking pool
+//! (`spawn_blocking`) and holds the lock only inside that closure, so no lock ever spans an
+//! `.await` and the async workers never block on disk.
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The query task panicked or was cancelled.
+    #[error("database task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A stored chat message, as the HTTP API and `history` return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// Row id.
+    pub id: i64,
+    /// Who said it.
+    pub user: String,
+    /// The trimmed text.
+    pub text: String,
+    /// When, RFC 3339 UTC.
+    pub sent_at: String,
+}
+
+/// A stored notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notification {
+    /// Row id.
+    pub id: i64,
+    /// Whom it is for.
+    pub user: String,
+    /// The text.
+    pub message: String,
+    /// Its kind (`info` by default).
+    pub kind: String,
+    /// An optional link.
+    pub link: Option<String>,
+    /// Whether its owner marked it read.
+    pub read: bool,
+    /// When, RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// A new notification, before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    /// Whom it is for.
+    pub user: String,
+    /// The text.
+    pub message: String,
+    /// Its kind.
+    pub kind: String,
+    /// An optional link.
+    pub link: Option<String>,
+}
+
+/// The demo's database. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db(..)")
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    room TEXT NOT NULL,
+    user TEXT NOT NULL,
+    text TEXT NOT NULL,
+    sent_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    message TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    link TEXT,
+    read INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications (user, id);
+";
+
+impl Db {
+    /// Opens (creating if needed) the database at `path`; `:memory:` keeps it in memory.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or the schema cannot be created.
+    pub fn open(path: &str) -> Result<Db, DbError> {
+        let conn = if path == ":memory:" {
+            Connection::open_in_memory()?
+        } else {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            // WAL lets readers (a `sqlite3` shell, say) look while the demo writes.
+            let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            conn
+        };
+        conn.execute_batch(SCHEMA)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            // A panic in an earlier query poisons the lock but leaves SQLite consistent.
+            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&guard)
+        })
+        .await?;
+        Ok(result?)
+    }
+
+    /// Stores a chat message and returns it.
+    pub async fn add_message(
+        &self,
+        room: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<Message, DbError> {
+        let (room, user, text) = (room.to_owned(), user.to_owned(), text.to_owned());
+        let sent_at = now_rfc3339();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO messages (room, user, text, sent_at) VALUES (?1, ?2, ?3, ?4)",
+                params![room, user, text, sent_at],
+            )?;
+            Ok(Message {
+                id: c.last_insert_rowid(),
+                user,
+                text,
+                sent_at,
+            })
+        })
+        .await
+    }
+
+    /// The last `limit` messages of `room`, oldest first.
+    pub async fn recent_messages(&self, room: &str, limit: u32) -> Result<Vec<Message>, DbError> {
+        let room = room.to_owned();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, user, text, sent_at FROM (
+                     SELECT id, user, text, sent_at FROM messages
+                     WHERE room = ?1 ORDER BY id DESC LIMIT ?2
+                 ) ORDER BY id ASC",
+            )?;
+            let rows = stmt.query_map(params![room, limit], |r| {
+                Ok(Message {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    text: r.get(2)?,
+                    sent_at: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Stores a notification (unread) and returns it.
+    pub async fn add_notification(&self, new: NewNotification) -> Result<Notification, DbError> {
+        let created_at = now_rfc3339();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO notifications (user, message, kind, link, read, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                params![new.user, new.message, new.kind, new.link, created_at],
+            )?;
+            Ok(Notification {
+                id: c.last_insert_rowid(),
+                user: new.user,
+                message: new.message,
+                kind: new.kind,
+                link: new.link,
+                read: false,
+                created_at,
+            })
+        })
+        .await
+    }
+
+    /// The newest `limit` notifications of `user`, newest first.
+    pub async fn notifications_for(
+        &self,
+        user: &str,
+        limit: u32,
+    ) -> Result<Vec<Notification>, DbError> {
+        let user = user.to_owned();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, user, message, kind, link, read, created_at FROM notifications
+                 WHERE user = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![user, limit], |r| {
+                Ok(Notification {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    message: r.get(2)?,
+                    kind: r.get(3)?,
+                    link: r.get(4)?,
+                    read: r.get(5)?,
+                    created_at: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Marks notification `id` read if it belongs to `user`; returns whether it does.
+    pub async fn mark_read(&self, id: i64, user: &str) -> Result<bool, DbError> {
+        let user = user.to_owned();
+        self.call(move |c| {
+            let changed = c.execute(
+                "UPDATE notifications SET read = 1 WHERE id = ?1 AND user = ?2",
+                params![id, user],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+}
+
+/// Now, as RFC 3339 UTC with milliseconds: `2026-11-25T18:00:00.123Z`.
+pub fn now_rfc3339() -> String {
+    rfc3339(OffsetDateTime::now_utc())
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let at = at.to_offset(time::UtcOffset::UTC);
+    // Formatting a UTC date with a fixed description only fails for years past 9999.
+    at.format(&format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_millis() {
+        assert_eq!(
+            rfc3339(datetime!(2026-11-25 18:00:00.123456 UTC)),
+            "2026-11-25T18:00:00.123Z"
+        );
+        assert_eq!(
+            rfc3339(datetime!(2026-11-25 19:00:00 +01:00)),
+            "2026-11-25T18:00:00.000Z"
+        );
+        let now = now_rfc3339();
+        assert_eq!(now.len(), 24, "{now}");
+        assert!(now.ends_with('Z'));
+    }
+
+    #[tokio::test]
+    async fn messages_and_notifications_round_trip() {
+        let db = Db::open(":memory:").unwrap();
+        for i in 0..5 {
+            db.add_message("lobby", "alice", &format!("m{i}"))
+                .await
+                .unwrap();
+        }
+        db.add_message("other", "bob", "elsewhere").await.unwrap();
+        let last3 = db.recent_messages("lobby", 3).await.unwrap();
+        let texts: Vec<_> = last3.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["m2", "m3", "m4"]);
+
+        let n = db
+            .add_notification(NewNotification {
+                user: "bob".into(),
+                message: "hi".into(),
+                kind: "info".into(),
+                link: None,
+            })
+            .await
+            .unwrap();
+        assert!(!n.read);
+        assert!(!db.mark_read(n.id, "alice").await.unwrap());
+        assert!(!db.mark_read(n.id + 100, "bob").await.unwrap());
+        assert!(db.mark_read(n.id, "bob").await.unwrap());
+        assert!(db.mark_read(n.id, "bob").await.unwrap(), "idempotent");
+        let list = db.notifications_for("bob", 10).await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(list[0].read);
+        assert!(db.notifications_for("alice", 10).await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,366 @@
+//! The HTTP API: login/logout, room history, notifications, health.
+//!
+//! Every error answer is JSON `{"error":"…"}` (401 without credentials, 403 for a private room,
+//! 422 for invalid input, 400 for a body that is not JSON, 500 for a storage failure).
+
+use crate::auth::Auth;
+use crate::config::{PrivateRooms, may_enter};
+use crate::db::{Db, NewNotification, Notification};
+use crate::validate::{history_limit, is_valid_kind, is_valid_link, is_valid_name, is_valid_room};
+use actioncable::{CableHandle, ConnectRequest};
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Most notifications `GET /notifications` returns.
+const MAX_NOTIFICATIONS: u32 = 200;
+/// Longest notification message, in characters.
+const MAX_NOTIFICATION_CHARS: usize = 1000;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Storage.
+    pub db: Db,
+    /// Credentials.
+    pub auth: Arc<Auth>,
+    /// Broadcasts to cable subscribers.
+    pub cable: CableHandle,
+    /// Private rooms and their members.
+    pub private_rooms: Arc<PrivateRooms>,
+}
+
+/// The HTTP routes (the cable is merged in by [`crate::app`]).
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/rooms/{room}/messages", get(room_messages))
+        .route(
+            "/notifications",
+            post(create_notification).get(list_notifications),
+        )
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+/// An error answer: a status and `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError(status, message.into())
+    }
+
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+
+    fn internal(what: &str, error: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(%error, "{what}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// The authenticated user: `Authorization: Bearer <JWT>` or the signed `user` cookie.
+#[derive(Debug)]
+pub struct CurrentUser(pub String);
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Reuse the cable's request view so both sides read credentials the same way.
+        let request = ConnectRequest::new(parts.clone(), None);
+        state
+            .auth
+            .http_user(&request)
+            .map(CurrentUser)
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "authentication required"))
+    }
+}
+
+/// Parses a JSON body whatever its `Content-Type` (the demo's pages and `curl -d` both work).
+fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, format!("invalid JSON body: {e}"))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginBody {
+    #[serde(default)]
+    name: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct LoginReply {
+    token: String,
+    user: String,
+}
+
+/// `POST /login {"name":"alice"}` → a token and the signed cookie.
+async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let body: LoginBody = json_body(&body)?;
+    let name = match body.name {
+        Some(serde_json::Value::String(name)) if is_valid_name(&name) => name,
+        _ => {
+            return Err(ApiError::invalid(
+                "name must be 1 to 32 characters of letters, digits, '_', '.' or '-'",
+            ));
+        }
+    };
+    let token = state
+        .auth
+        .issue_token(&name)
+        .map_err(|e| ApiError::internal("cannot issue a token", &e))?;
+    let cookie = state.auth.login_cookie(&name);
+    tracing::info!(user = %name, "logged in");
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Json(LoginReply { token, user: name }),
+    )
+        .into_response())
+}
+
+/// `POST /logout` → 204 and an expired cookie.
+async fn logout() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, Auth::logout_cookie())],
+    )
+        .into_response()
+}
+
+/// `GET /rooms/{room}/messages?limit=50` → the last messages, oldest first.
+async fn room_messages(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(room): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    if !is_valid_room(&room) {
+        return Err(ApiError::invalid("invalid room name"));
+    }
+    if !may_enter(&state.private_rooms, &room, &user) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this room is private"));
+    }
+    let Ok(Query(query)) = query else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed query string",
+        ));
+    };
+    let limit = match query.get("limit") {
+        None => history_limit(None),
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(n) => history_limit(Some(n)),
+            Err(_) => return Err(ApiError::invalid("limit must be an integer")),
+        },
+    };
+    let messages = state
+        .db
+        .recent_messages(&room, limit)
+        .await
+        .map_err(|e| ApiError::internal("cannot load messages", &e))?;
+    Ok(Json(messages).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct NotificationBody {
+    #[serde(default)]
+    user: Option<serde_json::Value>,
+    #[serde(default)]
+    message: Option<serde_json::Value>,
+    #[serde(default)]
+    kind: Option<serde_json::Value>,
+    #[serde(default)]
+    link: Option<serde_json::Value>,
+}
+
+/// What a user's notification stream carries.
+#[derive(Debug, Serialize)]
+struct NotificationPush<'a> {
+    id: i64,
+    message: &'a str,
+    kind: &'a str,
+    link: Option<&'a str>,
+    created_at: &'a str,
+}
+
+/// A notification as its owner lists it.
+#[derive(Debug, Serialize)]
+struct NotificationView<'a> {
+    id: i64,
+    message: &'a str,
+    kind: &'a str,
+    link: Option<&'a str>,
+    read: bool,
+    created_at: &'a str,
+}
+
+impl<'a> From<&'a Notification> for NotificationView<'a> {
+    fn from(n: &'a Notification) -> Self {
+        NotificationView {
+            id: n.id,
+            message: &n.message,
+            kind: &n.kind,
+            link: n.link.as_deref(),
+            read: n.read,
+            created_at: &n.created_at,
+        }
+    }
+}
+
+/// Checks a `POST /notifications` body.
+fn new_notification(body: NotificationBody) -> Result<NewNotification, ApiError> {
+    use serde_json::Value;
+    let user = match body.user {
+        Some(Value::String(u)) if !u.trim().is_empty() => u,
+        _ => return Err(ApiError::invalid("user is required")),
+    };
+    if !is_valid_name(&user) {
+        return Err(ApiError::invalid("user is not a valid user name"));
+    }
+    let message = match body.message {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_owned(),
+        _ => return Err(ApiError::invalid("message is required")),
+    };
+    if message.chars().count() > MAX_NOTIFICATION_CHARS {
+        return Err(ApiError::invalid(
+            "message is too long (at most 1000 characters)",
+        ));
+    }
+    let kind = match body.kind {
+        None | Some(Value::Null) => "info".to_owned(),
+        Some(Value::String(k)) if is_valid_kind(&k) => k,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "kind must be 1 to 32 characters of a-z, 0-9, '_' or '-'",
+            ));
+        }
+    };
+    let link = match body.link {
+        None | Some(Value::Null) => None,
+        Some(Value::String(l)) if is_valid_link(&l) => Some(l),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "link must be a path starting with '/' or an http(s) URL",
+            ));
+        }
+    };
+    Ok(NewNotification {
+        user,
+        message,
+        kind,
+        link,
+    })
+}
+
+/// `POST /notifications` → stores it, pushes it to its owner's stream, 201.
+async fn create_notification(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let new = new_notification(json_body(&body)?)?;
+    let stored = state
+        .db
+        .add_notification(new)
+        .await
+        .map_err(|e| ApiError::internal("cannot store a notification", &e))?;
+    let push = NotificationPush {
+        id: stored.id,
+        message: &stored.message,
+        kind: &stored.kind,
+        link: stored.link.as_deref(),
+        created_at: &stored.created_at,
+    };
+    // Stored is what counts: the owner sees it in GET /notifications even if the push fails.
+    if let Err(e) = state
+        .cable
+        .broadcast_to("NotificationChannel", &stored.user, &push)
+        .await
+    {
+        tracing::warn!(error = %e, id = stored.id, "notification stored but not pushed");
+    }
+    Ok((StatusCode::CREATED, Json(&stored)).into_response())
+}
+
+/// `GET /notifications` → the caller's notifications, newest first.
+async fn list_notifications(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Response, ApiError> {
+    let list = state
+        .db
+        .notifications_for(&user, MAX_NOTIFICATIONS)
+        .await
+        .map_err(|e| ApiError::internal("cannot load notifications", &e))?;
+    let view: Vec<NotificationView<'_>> = list.iter().map(NotificationView::from).collect();
+    Ok(Json(view).into_response())
+}
+
+/// `GET /health` → `ok`.
+async fn health() -> &'static str {
+    "ok"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: serde_json::Value) -> NotificationBody {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn notification_bodies() {
+        let n = new_notification(body(json!({"user":"bob","message":" hi "}))).unwrap();
+        assert_eq!(
+            (n.user.as_str(), n.message.as_str(), n.kind.as_str()),
+            ("bob", "hi", "info")
+        );
+        assert_eq!(n.link, None);
+        let n = new_notification(body(
+            json!({"user":"bob","message":"hi","kind":"alert","link":"/x"}),
+        ))
+        .unwrap();
+        assert_eq!((n.kind.as_str(), n.link.as_deref()), ("alert", Some("/x")));
+        for bad in [
+            json!({}),
+            json!({"user":"","message":"hi"}),
+            json!({"user":"bob"}),
+            json!({"user":"bob","message":"  "}),
+            json!({"user":5,"message":"hi"}),
+            json!({"user":"b o b","message":"hi"}),
+            json!({"user":"bob","message":"hi","link":"javascript:x"}),
+            json!({"user":"bob","message":"hi","kind":""}),
+        ] {
+            let err = new_notification(body(bad.clone())).unwrap_err();
+            assert_eq!(err.0, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The demo app as a library, so the binary stays thin and tests can run the real router
+//! in-process.
+//!
+//! Modelled on the classic Rails chat + notifications app:
+//!
+//! - [`config`]: settings from the environment;
+//! - [`db`]: SQLite storage (messages, notifications);
+//! - [`auth`]: login tokens, the signed `user` cookie, and the cable's `Connection`;
+//! - [`channels`]: `ChatChannel` and `NotificationChannel`;
+//! - [`http`]: the JSON API, which broadcasts to the cable through a `CableHandle`.
+//!
+//! [`app`] wires them into one axum router with the cable mounted at `/cable`; [`serve`] runs
+//! it with graceful shutdown.
+
+pub mod auth;
+pub mod channels;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod validate;
+
+use actioncable::{AllowedOrigins, Cable, CableHandle};
+use anyhow::Context as _;
+use axum::Router;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::Config;
+
+/// How long the cable gets to say goodbye to its clients on shutdown.
+pub const CABLE_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+/// How long plain HTTP requests get to finish after the cable has shut down.
+pub const HTTP_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The assembled app: the router (HTTP API + `/cable`) and a handle to the cable.
+#[derive(Debug)]
+pub struct Demo {
+    /// Serve this (with connect info, see [`serve`]).
+    pub router: Router,
+    /// Broadcast or shut down through this.
+    pub cable: CableHandle,
+}
+
+/// Builds the app: opens the database, builds the cable, mounts everything.
+///
+/// Must be called inside a Tokio runtime (the cable starts its ping timer).
+///
+/// # Errors
+/// When the database cannot be opened or the cable cannot be built.
+pub fn app(config: &Config) -> anyhow::Result<Demo> {
+    let db = db::Db::open(&config.database)
+        .with_context(|| format!("cannot open the database {:?}", config.database))?;
+    let auth = Arc::new(auth::Auth::new(config.secret_key_base())?);
+    let private_rooms = Arc::new(config.private_rooms.clone());
+
+    let state = channels::DemoState {
+        db: db.clone(),
+        private_rooms: private_rooms.clone(),
+    };
+    let cable = Cable::builder_with_state(state)
+        .connection(auth::DemoConnection::new(auth.clone()))
+        .channel::<channels::ChatChannel>()
+        .channel::<channels::NotificationChannel>()
+        .allowed_origins(allowed_origins(config))
+        .ping_interval(config.ping_interval)
+        .build()
+        .context("cannot build the cable")?;
+    let handle = cable.handle();
+
+    let http_state = http::AppState {
+        db,
+        auth,
+        cable: handle.clone(),
+        private_rooms,
+    };
+    let router = http::routes(http_state).merge(cable.router("/cable"));
+    Ok(Demo {
+        router,
+        cable: handle,
+    })
+}
+
+/// The same origin as the `Host` header, plus `ALLOWED_ORIGINS` when set, else the
+/// development default: `http://localhost` and `http://127.0.0.1` on any port.
+fn allowed_origins(config: &Config) -> AllowedOrigins {
+    match &config.allowed_origins {
+        Some(list) => list
+            .iter()
+            .fold(AllowedOrigins::same_origin(), |o, origin| o.allow(origin)),
+        None => AllowedOrigins::same_origin()
+            .allow_any_port("http://localhost")
+            .allow_any_port("http://127.0.0.1"),
+    }
+}
+
+/// Serves `demo` on `listener` until `shutdown` resolves, then shuts the cable down (every
+/// client gets `disconnect` `server_restart` with `reconnect: true`) before the HTTP server
+/// finishes. axum's graceful shutdown does not track upgraded WebSockets; the cable's own
+/// shutdown does.
+///
+/// # Errors
+/// When the server fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    demo: Demo,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let cable = demo.cable;
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        demo.router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing cable connections");
+        if cable.shutdown(CABLE_SHUTDOWN_DEADLINE).await {
+            tracing::info!("cable closed");
+        } else {
+            tracing::warn!("cable connections did not all close in time");
+        }
+        let _ = drained_tx.send(());
+    });
+    // Once the cable is down, HTTP requests still in flight get a bounded time to finish.
+    let deadline = async {
+        if drained_rx.await.is_ok() {
+            tokio::time::sleep(HTTP_SHUTDOWN_DEADLINE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result.context("HTTP server failed")?,
+        () = deadline => tracing::warn!("HTTP requests did not finish in time; stopping anyway"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
