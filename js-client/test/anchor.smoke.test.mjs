@@ -15,6 +15,7 @@ import {
   closeAllConsumers,
   waitForConsumerState,
   waitForFrame,
+  consumerState,
   currentSocket,
 } from "./support/consumer.mjs";
 
@@ -79,7 +80,7 @@ describe("stock @rails/actioncable consumer against the Rails anchor", () => {
     assert.equal(consumerState(consumer), "open"); // the connection itself stays up
   });
 
-  test("banned is refused: disconnect(unauthorized, reconnect:false), then close 1000, no reconnect", { skip }, async () => {
+  test("banned is refused: disconnect(unauthorized, reconnect:false), then close, no reconnect", { skip }, async () => {
     const consumer = createConsumer(cableUrl("banned"));
     const chat = subscribe(consumer, { channel: "ChatChannel", room: "lobby" });
 
@@ -87,13 +88,11 @@ describe("stock @rails/actioncable consumer against the Rails anchor", () => {
     const frame = await waitForFrame(consumer, (f) => f.type === "disconnect", TIMEOUT, "disconnect frame");
     assert.deepEqual(frame, { type: "disconnect", reason: "unauthorized", reconnect: false });
     await waitForConsumerState(consumer, "closed", TIMEOUT);
-    assert.equal(currentSocket(consumer).closeInfo.code, 1000);
+    // Rails sends close 1000 right after the disconnect frame, while the consumer answers the frame
+    // with its own close(); in ~1% of runs Rails drops TCP first and `ws` reports 1006.
+    assert.ok([1000, 1006].includes(currentSocket(consumer).closeInfo.code), JSON.stringify(currentSocket(consumer).closeInfo));
     assert.ok(!chat.events.some((e) => e.type === "connected"), "never confirmed");
     assert.ok(!consumer.connection.monitor.isRunning(), "monitor stopped: the consumer will not reconnect");
     assert.equal(consumer.sockets.length, 1);
   });
 });
-
-function consumerState(consumer) {
-  return consumer.connection.getState();
-}

@@ -1,0 +1,421 @@
+// End-to-end tests of the Rust demo server (examples/demo, the contract is /tmp/demo-spec.md at
+// the time of writing): each test starts `example-demo` as a real process (PORT=0 or a fixed
+// free port, DEMO_DATABASE=:memory: unless stated) and drives it ONLY through the stock
+// `@rails/actioncable` consumer, plus `fetch` for the HTTP endpoints.
+//
+// The binary must be built first (scripts/test.sh does `cargo build --workspace --bins`):
+//   cargo build -p example-demo && (cd js-client && npm test)
+// DEMO_BIN overrides its path. Demo logs: test-artifacts/demo/<test name>.log.
+
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { subscribe, sleep, currentSocket, consumerState, waitForFrame } from "./support/consumer.mjs";
+import {
+  Scope, login, http, signJwt, nowSecs, freePort, TEST_SECRET, RFC3339_UTC,
+} from "./support/demo.mjs";
+
+const T = 5000; // every single wait
+const QUIET_MS = 500; // "receives nothing" windows
+
+/** A node:test test with its own Scope (consumers, processes, temp dirs), always cleaned up. */
+function demoTest(name, { timeout = 20000 } = {}, fn) {
+  test(name, { timeout }, async (t) => {
+    const scope = new Scope(name);
+    try {
+      await fn(scope, t);
+    } finally {
+      await scope.cleanup();
+    }
+  });
+}
+
+const chatId = (room) => JSON.stringify({ channel: "ChatChannel", room });
+
+/** Login + a consumer authenticated by ?token= (default) or by the signed cookie. */
+async function connectUser(scope, demo, name, { via = "token" } = {}) {
+  const creds = await login(demo.baseUrl, name);
+  const consumer = via === "token"
+    ? scope.consumer(`${demo.cableUrl}?token=${encodeURIComponent(creds.token)}`)
+    : scope.consumer(demo.cableUrl, { headers: { Cookie: creds.cookie } });
+  return { ...creds, consumer };
+}
+
+/** Subscribe to a chat room and wait for the confirmation and for our own `joined`. */
+async function joinRoom(user, room) {
+  const chat = subscribe(user.consumer, { channel: "ChatChannel", room });
+  assert.deepEqual(await chat.waitConnected(T), { reconnected: false });
+  await chat.waitFor((m) => m.type === "joined" && m.user === user.user, T);
+  return chat;
+}
+
+function assertMessage(m, { user, text }) {
+  assert.deepEqual(Object.keys(m).sort(), ["id", "sent_at", "text", "type", "user"], JSON.stringify(m));
+  assert.equal(m.type, "message");
+  assert.equal(m.user, user);
+  assert.equal(m.text, text);
+  assert.ok(Number.isInteger(m.id) && m.id > 0, `integer id: ${JSON.stringify(m)}`);
+  assert.match(m.sent_at, RFC3339_UTC);
+  assert.ok(Math.abs(Date.parse(m.sent_at) - Date.now()) < 60_000, `sent_at is now-ish: ${m.sent_at}`);
+}
+
+describe("example-demo through the stock @rails/actioncable consumer", () => {
+  demoTest("two users chat in lobby: joined, speak both ways, typing, history, left", {}, async (scope) => {
+    const demo = await scope.demo();
+    const alice = await connectUser(scope, demo, "alice", { via: "token" });
+    const bob = await connectUser(scope, demo, "bob", { via: "cookie" });
+    assert.match(bob.setCookie, /^user=[^;]+;.*HttpOnly/i, "login sets the signed, HttpOnly user cookie");
+
+    const aliceChat = await joinRoom(alice, "lobby");
+    assert.equal(aliceChat.identifier, chatId("lobby"));
+    const bobChat = await joinRoom(bob, "lobby");
+    assert.deepEqual(await aliceChat.waitFor((m) => m.type === "joined" && m.user === "bob", T), { type: "joined", user: "bob" });
+    // `joined` is a broadcast, not presence: bob (who came later) sees alice's only when she (re)joins.
+    const mark = bobChat.events.length;
+    aliceChat.unsubscribe();
+    assert.deepEqual(await bobChat.waitFor((m) => m.type === "left", T, { fromIndex: mark }), { type: "left", user: "alice" });
+    const aliceChat2 = subscribe(alice.consumer, { channel: "ChatChannel", room: "lobby" });
+    await aliceChat2.waitConnected(T);
+    assert.deepEqual(await bobChat.waitFor((m) => m.type === "joined", T, { fromIndex: mark }), { type: "joined", user: "alice" });
+
+    // alice → bob
+    aliceChat2.perform("speak", { text: "hello bob" });
+    const m1b = await bobChat.waitFor((m) => m.type === "message" && m.text === "hello bob", T);
+    const m1a = await aliceChat2.waitFor((m) => m.type === "message" && m.text === "hello bob", T);
+    assertMessage(m1b, { user: "alice", text: "hello bob" });
+    assert.deepEqual(m1a, m1b, "sender and receiver get the same broadcast");
+
+    // bob → alice (text is trimmed; unicode survives)
+    bobChat.perform("speak", { text: "  hi alice — ça va? 👋 \n" });
+    const m2a = await aliceChat2.waitFor((m) => m.type === "message" && m.user === "bob", T);
+    assertMessage(m2a, { user: "bob", text: "hi alice — ça va? 👋" });
+    assert.ok(m2a.id > m1b.id, "ids increase");
+    assert.deepEqual(await bobChat.waitFor((m) => m.type === "message" && m.user === "bob", T), m2a);
+
+    // typing reaches the other
+    const typingMark = bobChat.events.length;
+    aliceChat2.perform("typing");
+    assert.deepEqual(await bobChat.waitFor((m) => m.type === "typing", T, { fromIndex: typingMark }), { type: "typing", user: "alice" });
+
+    // history goes to the sender only, oldest first
+    bobChat.perform("history", {});
+    const hist = await bobChat.waitFor((m) => m.type === "history", T);
+    assert.deepEqual(Object.keys(hist).sort(), ["messages", "type"]);
+    const strip = ({ id, user, text, sent_at }) => ({ id, user, text, sent_at }); // a broadcast without "type"
+    assert.deepEqual(hist.messages, [strip(m1b), strip(m2a)]);
+    bobChat.perform("history", { limit: 1 });
+    const hist1 = await bobChat.waitFor((m) => m.type === "history" && m.messages.length === 1, T);
+    assert.deepEqual(hist1.messages, [strip(m2a)], "limit keeps the newest, still oldest first");
+    // The HTTP API has the same history (Bearer token and cookie both work).
+    assert.deepEqual((await http(demo.baseUrl, "/rooms/lobby/messages", { token: alice.token })).body, hist.messages);
+    assert.deepEqual((await http(demo.baseUrl, "/rooms/lobby/messages?limit=1", { cookie: bob.cookie })).body, hist1.messages);
+    assert.equal((await http(demo.baseUrl, "/rooms/lobby/messages")).status, 401);
+
+    // bob leaves: alice sees `left`; alice never got bob's history replies
+    const leftMark = aliceChat2.events.length;
+    bobChat.unsubscribe();
+    assert.deepEqual(await aliceChat2.waitFor((m) => m.type === "left", T, { fromIndex: leftMark }), { type: "left", user: "bob" });
+    assert.ok(!aliceChat2.received.some((m) => m.type === "history"), "history is not broadcast");
+  });
+
+  demoTest("invalid speak: only the sender gets an error, nobody gets a message", {}, async (scope) => {
+    const demo = await scope.demo();
+    const alice = await connectUser(scope, demo, "alice");
+    const bob = await connectUser(scope, demo, "bob");
+    const aliceChat = await joinRoom(alice, "errors");
+    const bobChat = await joinRoom(bob, "errors");
+    await aliceChat.waitFor((m) => m.type === "joined" && m.user === "bob", T);
+    const aMark = aliceChat.events.length;
+    const bMark = bobChat.events.length;
+
+    const bad = [{ text: "" }, { text: " \t\n  " }, { text: "x".repeat(501) }, { text: ` ${"é".repeat(501)} ` }, {}];
+    for (const data of bad) aliceChat.perform("speak", data);
+    // Then a valid message at the limit (500 characters, 1000 bytes; surrounding blanks trimmed).
+    const longest = "é".repeat(500);
+    aliceChat.perform("speak", { text: `  ${longest}  ` });
+
+    const ok = await bobChat.waitFor((m) => m.type === "message", T, { fromIndex: bMark });
+    assertMessage(ok, { user: "alice", text: longest });
+    await aliceChat.waitFor((m) => m.type === "message", T, { fromIndex: aMark });
+    // Everything the room's stream carried for alice's speaks came before that broadcast, and
+    // the errors are transmitted in order before it too.
+    await sleep(100);
+    const aliceGot = aliceChat.events.slice(aMark).filter((e) => e.type === "received").map((e) => e.data);
+    const errors = aliceGot.filter((m) => m.type === "error");
+    assert.equal(errors.length, bad.length, `one error per bad speak; got ${JSON.stringify(aliceGot)}`);
+    for (const e of errors) {
+      assert.deepEqual(Object.keys(e).sort(), ["error", "type"]);
+      assert.equal(typeof e.error, "string");
+      assert.ok(e.error.length > 0);
+    }
+    assert.match(errors[0].error, /empty/i);
+    assert.match(errors[2].error, /long/i);
+    const bobGot = bobChat.events.slice(bMark).filter((e) => e.type === "received").map((e) => e.data);
+    assert.deepEqual(bobGot, [ok], "bob got only the valid message, no errors");
+    assert.deepEqual(aliceGot.filter((m) => m.type !== "error"), [ok], "alice: the errors, then only the valid message");
+    // Nothing invalid was stored.
+    const stored = (await http(demo.baseUrl, "/rooms/errors/messages", { token: bob.token })).body;
+    assert.deepEqual(stored.map((m) => m.text), [longest]);
+  });
+
+  demoTest("rejected connections: no credentials, forged/expired/unsigned tokens, tampered cookie", {}, async (scope) => {
+    const demo = await scope.demo();
+    const alice = await login(demo.baseUrl, "alice");
+    const now = nowSecs();
+    const claims = { sub: "alice", iat: now, exp: now + 3600 };
+    const [sig] = alice.cookie.slice("user=".length).split(/alice$/);
+    const cases = {
+      "no token, no cookie": [demo.cableUrl, {}],
+      "token signed with another secret": [`${demo.cableUrl}?token=${signJwt(claims, "another-secret-that-is-long-enough-0123456789")}`, {}],
+      "expired token (right secret)": [`${demo.cableUrl}?token=${signJwt({ ...claims, iat: now - 7200, exp: now - 3600 }, TEST_SECRET)}`, {}],
+      "alg none token": [`${demo.cableUrl}?token=${signJwt(claims, null, { alg: "none" })}`, {}],
+      "garbage token + valid cookie": [`${demo.cableUrl}?token=nope`, { headers: { Cookie: alice.cookie } }],
+      "cookie signed for alice, value changed to admin": [demo.cableUrl, { headers: { Cookie: `user=${sig}admin` } }],
+      "unsigned cookie": [demo.cableUrl, { headers: { Cookie: "user=alice" } }],
+    };
+    const runs = Object.entries(cases).map(([label, [url, opts]]) => {
+      const consumer = scope.consumer(url, opts);
+      return { label, consumer, chat: subscribe(consumer, { channel: "ChatChannel", room: "lobby" }) };
+    });
+    // Positive control: a token the test signs with the server's secret is accepted, so the
+    // failures above are about the credentials, not about how the test builds tokens.
+    const control = scope.consumer(`${demo.cableUrl}?token=${signJwt(claims, TEST_SECRET)}`);
+    const controlChat = subscribe(control, { channel: "ChatChannel", room: "lobby" });
+
+    for (const { label, consumer, chat } of runs) {
+      assert.deepEqual(await chat.waitDisconnected(T), { willAttemptReconnect: false }, label);
+      const frame = await waitForFrame(consumer, (f) => f.type === "disconnect", T, `${label}: disconnect frame`);
+      assert.deepEqual(frame, { type: "disconnect", reason: "unauthorized", reconnect: false }, label);
+    }
+    await controlChat.waitConnected(T);
+    await sleep(QUIET_MS); // no reconnect attempts, no late confirmation
+    for (const { label, consumer, chat } of runs) {
+      assert.ok(!chat.events.some((e) => e.type === "connected"), `${label}: never connected`);
+      assert.equal(consumer.sockets.length, 1, `${label}: no reconnect`);
+      assert.equal(consumerState(consumer), "closed", label);
+      assert.ok(!currentSocket(consumer).frames.some((f) => f.data.includes("welcome")), `${label}: no welcome`);
+    }
+  });
+
+  demoTest("rejected subscriptions: missing room, invalid rooms, private room for a non-member", {}, async (scope) => {
+    const demo = await scope.demo();
+    const alice = await connectUser(scope, demo, "alice");
+    const admin = await connectUser(scope, demo, "admin", { via: "cookie" });
+    const rejectedParams = [
+      { channel: "ChatChannel" },
+      { channel: "ChatChannel", room: "" },
+      { channel: "ChatChannel", room: "Lobby" },
+      { channel: "ChatChannel", room: "-lobby" },
+      { channel: "ChatChannel", room: "lobby room" },
+      { channel: "ChatChannel", room: "a".repeat(41) },
+      { channel: "ChatChannel", room: 5 },
+      { channel: "ChatChannel", room: "staff" },
+      { channel: "NoSuchChannel" }, // actioncable-rs rejects unknown channels (Rails stays silent; docs/protocol.md)
+    ];
+    const subs = rejectedParams.map((p) => subscribe(alice.consumer, p));
+    for (const [i, s] of subs.entries()) {
+      assert.equal(await s.waitRejected(T), true, JSON.stringify(rejectedParams[i]));
+    }
+    // The connection survives rejections and still works.
+    const ok = await joinRoom(alice, `${"a".repeat(40)}`);
+    assert.equal(consumerState(alice.consumer), "open");
+    assert.equal(alice.consumer.sockets.length, 1);
+    assert.ok(subs.every((s) => !s.events.some((e) => e.type === "connected")));
+    ok.perform("speak", { text: "still here" });
+    await ok.waitFor((m) => m.type === "message" && m.text === "still here", T);
+
+    // The member gets in (positive control for the private room), and so does the HTTP rule.
+    const staff = await joinRoom(admin, "staff");
+    staff.perform("speak", { text: "staff only" });
+    await staff.waitFor((m) => m.type === "message" && m.text === "staff only", T);
+    assert.equal((await http(demo.baseUrl, "/rooms/staff/messages", { token: alice.token })).status, 403);
+    const adminView = await http(demo.baseUrl, "/rooms/staff/messages", { token: admin.token });
+    assert.equal(adminView.status, 200);
+    assert.deepEqual(adminView.body.map((m) => m.text), ["staff only"]);
+  });
+
+  demoTest("notifications: only the addressee gets them; mark_read for own ids only", {}, async (scope) => {
+    const demo = await scope.demo();
+    const alice = await connectUser(scope, demo, "alice");
+    const bob = await connectUser(scope, demo, "bob", { via: "cookie" });
+    const aliceN = subscribe(alice.consumer, { channel: "NotificationChannel" });
+    const bobN = subscribe(bob.consumer, { channel: "NotificationChannel" });
+    assert.equal(bobN.identifier, '{"channel":"NotificationChannel"}');
+    await aliceN.waitConnected(T);
+    await bobN.waitConnected(T);
+
+    const created = await http(demo.baseUrl, "/notifications", {
+      method: "POST", json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const n1 = created.body;
+    assert.deepEqual(Object.keys(n1).sort(), ["created_at", "id", "kind", "link", "message", "read", "user"]);
+    assert.ok(Number.isInteger(n1.id));
+    assert.match(n1.created_at, RFC3339_UTC);
+    assert.deepEqual({ ...n1, id: 0, created_at: "" },
+      { id: 0, user: "bob", message: "Your build passed", kind: "success", link: "/builds/42", read: false, created_at: "" });
+
+    const pushed = await bobN.waitFor((m) => m.id === n1.id, T);
+    assert.deepEqual(pushed, { id: n1.id, message: n1.message, kind: n1.kind, link: n1.link, created_at: n1.created_at });
+
+    // Defaults: kind "info", link null.
+    const n2 = (await http(demo.baseUrl, "/notifications", { method: "POST", json: { user: "bob", message: "second" } })).body;
+    assert.deepEqual(await bobN.waitFor((m) => m.id === n2.id, T),
+      { id: n2.id, message: "second", kind: "info", link: null, created_at: n2.created_at });
+
+    await sleep(QUIET_MS);
+    assert.deepEqual(aliceN.received, [], "alice got nothing");
+
+    // Invalid bodies are refused and push nothing.
+    for (const json of [{ message: "x" }, { user: "", message: "x" }, { user: "bob" }, { user: "bob", message: "  " }]) {
+      const r = await http(demo.baseUrl, "/notifications", { method: "POST", json });
+      assert.equal(r.status, 422, JSON.stringify(json));
+      assert.equal(typeof r.body.error, "string");
+    }
+
+    // bob marks n1 read.
+    bobN.perform("mark_read", { id: n1.id });
+    assert.deepEqual(await bobN.waitFor((m) => m.type === "marked_read", T), { type: "marked_read", id: n1.id });
+    const list = await http(demo.baseUrl, "/notifications", { token: bob.token });
+    assert.equal(list.status, 200);
+    assert.deepEqual(list.body.map((n) => [n.id, n.read]), [[n2.id, false], [n1.id, true]], "newest first");
+    assert.deepEqual(Object.keys(list.body[0]).sort(), ["created_at", "id", "kind", "link", "message", "read"]);
+
+    // alice cannot mark bob's n2, and cannot see it.
+    aliceN.perform("mark_read", { id: n2.id });
+    assert.deepEqual(await aliceN.waitFor((m) => m.type === "error", T), { type: "error", error: "notification not found" });
+    const errMark = aliceN.events.length;
+    aliceN.perform("mark_read", { id: 999999 });
+    assert.deepEqual(await aliceN.waitFor((m) => m.type === "error", T, { fromIndex: errMark }),
+      { type: "error", error: "notification not found" }, "someone else's id and a missing id look the same");
+    const after = await http(demo.baseUrl, "/notifications", { cookie: bob.cookie });
+    assert.deepEqual(after.body.map((n) => [n.id, n.read]), [[n2.id, false], [n1.id, true]], "n2 stays unread");
+    assert.deepEqual((await http(demo.baseUrl, "/notifications", { token: alice.token })).body, []);
+    assert.equal((await http(demo.baseUrl, "/notifications")).status, 401);
+    assert.ok(!bobN.received.some((m) => m.type === "error"), "bob got no errors");
+  });
+
+  demoTest("unsubscribe stops delivery (checked on the wire, not just in the consumer)", {}, async (scope) => {
+    const demo = await scope.demo();
+    const alice = await connectUser(scope, demo, "alice");
+    const bob = await connectUser(scope, demo, "bob");
+    const aliceChat = await joinRoom(alice, "quiet");
+    const bobChat = await joinRoom(bob, "quiet");
+
+    aliceChat.perform("speak", { text: "before" });
+    await bobChat.waitFor((m) => m.type === "message" && m.text === "before", T);
+
+    const leftMark = aliceChat.events.length;
+    bobChat.unsubscribe();
+    await aliceChat.waitFor((m) => m.type === "left" && m.user === "bob", T, { fromIndex: leftMark });
+    const socket = currentSocket(bob.consumer);
+    const frameMark = socket.frames.length;
+    const bobMark = bobChat.events.length;
+
+    for (const text of ["after 1", "after 2", "after 3"]) aliceChat.perform("speak", { text });
+    await aliceChat.waitFor((m) => m.type === "message" && m.text === "after 3", T);
+    await sleep(QUIET_MS);
+    assert.deepEqual(bobChat.events.slice(bobMark), [], "bob's subscription got nothing");
+    const leaked = socket.frames.slice(frameMark).filter((f) => f.data.includes("after "));
+    assert.deepEqual(leaked, [], "the server sent nothing for the room to bob's connection");
+    assert.equal(consumerState(bob.consumer), "open", "bob's connection stays up");
+
+    // Re-subscribing brings delivery back.
+    const again = await joinRoom(bob, "quiet");
+    aliceChat.perform("speak", { text: "welcome back" });
+    await again.waitFor((m) => m.type === "message" && m.text === "welcome back", T);
+  });
+
+  demoTest("the consumer reconnects by itself after the server restarts", { timeout: 60000 }, async (scope, t) => {
+    const port = await freePort();
+    const database = join(scope.tempDir(), "demo.sqlite3");
+    let demo = await scope.demo({ port, database });
+    const alice = await connectUser(scope, demo, "alice");
+    const bob = await connectUser(scope, demo, "bob", { via: "cookie" });
+    const aliceChat = await joinRoom(alice, "restart");
+    const bobChat = await joinRoom(bob, "restart");
+    aliceChat.perform("speak", { text: "before restart" });
+    const before = await bobChat.waitFor((m) => m.type === "message" && m.text === "before restart", T);
+
+    const aMark = aliceChat.events.length;
+    const bMark = bobChat.events.length;
+    const stoppedAt = Date.now();
+    assert.deepEqual(await demo.stop({ graceMs: 8000 }), { code: 0, signal: null }, "graceful exit on SIGTERM");
+    const stopMs = Date.now() - stoppedAt;
+    for (const [name, user, chat, mark] of [["alice", alice, aliceChat, aMark], ["bob", bob, bobChat, bMark]]) {
+      assert.deepEqual(user.consumer.sockets.at(-1).frames.map((f) => JSON.parse(f.data)).find((f) => f.type === "disconnect"),
+        { type: "disconnect", reason: "server_restart", reconnect: true }, name);
+      assert.deepEqual(await chat.waitDisconnected(T, { fromIndex: mark }), { willAttemptReconnect: true }, name);
+    }
+
+    const restartAt = Date.now();
+    demo = await scope.demo({ port, database });
+    const upMs = Date.now() - restartAt;
+
+    const [aliceBack, bobBack] = await Promise.all([
+      aliceChat.waitForEvent((e) => e.type === "connected", 30000, { fromIndex: aMark, label: "alice reconnected" }),
+      bobChat.waitForEvent((e) => e.type === "connected", 30000, { fromIndex: bMark, label: "bob reconnected" }),
+    ]);
+    assert.deepEqual(aliceBack.data, { reconnected: true });
+    assert.deepEqual(bobBack.data, { reconnected: true });
+    const tookA = aliceBack.at - stoppedAt;
+    const tookB = bobBack.at - stoppedAt;
+    t.diagnostic(`server stop took ${stopMs} ms, restart ${upMs} ms; subscriptions reconnected ` +
+      `${tookA} ms (alice) / ${tookB} ms (bob) after the SIGTERM (stock ConnectionMonitor: stale threshold 6 s, poll 6-12 s)`);
+
+    // New messages flow both ways, and the file database kept the old one.
+    bobChat.perform("speak", { text: "after restart" });
+    const after = await aliceChat.waitFor((m) => m.type === "message" && m.text === "after restart", T);
+    assertMessage(after, { user: "bob", text: "after restart" });
+    assert.ok(after.id > before.id);
+    aliceChat.perform("history", {});
+    const hist = await aliceChat.waitFor((m) => m.type === "history", T);
+    assert.deepEqual(hist.messages.map((m) => m.text), ["before restart", "after restart"]);
+    assert.ok(alice.consumer.sockets.length >= 2);
+  });
+
+  demoTest("HTTP GET /cable is 404; a cross-origin consumer never connects", {}, async (scope) => {
+    const demo = await scope.demo();
+    const plain = await http(demo.baseUrl, "/cable");
+    assert.equal(plain.status, 404);
+    assert.equal(plain.body, "Page not found");
+    assert.equal((await http(demo.baseUrl, "/health")).body, "ok");
+
+    const alice = await login(demo.baseUrl, "alice");
+    const url = `${demo.cableUrl}?token=${encodeURIComponent(alice.token)}`;
+    const evil = scope.consumer(url, { origin: "http://evil.example" });
+    const evilChat = subscribe(evil, { channel: "ChatChannel", room: "lobby" });
+    const noOrigin = scope.consumer(url, { origin: null }); // not a browser: no Origin header at all
+    const noOriginChat = subscribe(noOrigin, { channel: "ChatChannel", room: "lobby" });
+    // Positive controls: the default allowed origins (localhost / 127.0.0.1, any port, and same origin).
+    const same = scope.consumer(url, { origin: demo.baseUrl });
+    const sameChat = subscribe(same, { channel: "ChatChannel", room: "lobby" });
+    const local = scope.consumer(url, { origin: "http://localhost:5173" });
+    const localChat = subscribe(local, { channel: "ChatChannel", room: "lobby" });
+    await sameChat.waitConnected(T);
+    await localChat.waitConnected(T);
+
+    await sleep(1500);
+    for (const [label, consumer, chat] of [["evil origin", evil, evilChat], ["no origin", noOrigin, noOriginChat]]) {
+      assert.deepEqual(chat.events.map((e) => e.type), ["initialized"], `${label}: never connected`);
+      const sock = consumer.sockets[0];
+      assert.deepEqual(sock.frames, [], `${label}: no frames`);
+      assert.equal(sock.upgradeHeaders, null, `${label}: no upgrade`);
+      assert.ok(sock.errors.some((e) => /Unexpected server response: 404/.test(e)), `${label}: ${JSON.stringify(sock.errors)}`);
+    }
+    assert.ok(demo.proc.lines.some((l) => /origin not allowed/i.test(l) && l.includes("http://evil.example")), "logged");
+  });
+
+  demoTest("ALLOWED_ORIGINS replaces the localhost default", {}, async (scope) => {
+    const demo = await scope.demo({ env: { ALLOWED_ORIGINS: "https://chat.example.com" } });
+    const alice = await login(demo.baseUrl, "alice");
+    const url = `${demo.cableUrl}?token=${encodeURIComponent(alice.token)}`;
+    const allowed = subscribe(scope.consumer(url, { origin: "https://chat.example.com" }), { channel: "ChatChannel", room: "lobby" });
+    const local = scope.consumer(url, { origin: "http://localhost:5173" });
+    const localChat = subscribe(local, { channel: "ChatChannel", room: "lobby" });
+    await allowed.waitConnected(T);
+    await sleep(QUIET_MS);
+    assert.deepEqual(localChat.events.map((e) => e.type), ["initialized"]);
+    assert.ok(local.sockets[0].errors.some((e) => /404/.test(e)), JSON.stringify(local.sockets[0].errors));
+  });
+});
