@@ -7,6 +7,24 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# The real Rails ActionCable server (from Debian's packages) runs beside ours so the js-client
+# tests can compare behaviour; without Ruby those tests are skipped with a message.
+start_rails_anchor() {
+  local dir="${RAILS_ANCHOR_DIR:-$PWD/../shared/anchors/rails}"
+  if [[ -x "$dir/start.sh" ]] && command -v puma >/dev/null && ruby -e 'require "action_cable"' 2>/dev/null; then
+    local port; port="$(free_port)"
+    export ANCHOR_STATE_DIR; ANCHOR_STATE_DIR="$(mktemp -d)"
+    PORT="$port" "$dir/start.sh"
+    trap "\"$dir/stop.sh\" >/dev/null" EXIT
+    export RAILS_ANCHOR_URL="ws://127.0.0.1:$port/cable"
+  else
+    echo "Rails anchor not available: the side-by-side tests will be skipped."
+    echo "  (install it with: sudo apt-get install ruby ruby-actioncable puma ruby-redis)"
+  fi
+}
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -21,6 +39,8 @@ if [[ -f js-client/package.json ]]; then
   (cd js-client && npm ci --no-audit --no-fund)
   step "js-client: build example servers"
   cargo build --workspace --bins
+  step "js-client: Rails anchor for side-by-side tests"
+  start_rails_anchor
   step "js-client: node --test"
   (cd js-client && npm test)
 fi
