@@ -25,8 +25,9 @@ pub struct AllowedOrigins {
 }
 
 impl AllowedOrigins {
-    /// Only the same origin as the `Host` header (`http://` or `https://` + host), Rails'
-    /// default with `allow_same_origin_as_host`.
+    /// Only the same origin as the request: `<scheme>://<Host header>`, Rails' default with
+    /// `allow_same_origin_as_host`. The scheme is `https` when a TLS-terminating proxy says so
+    /// with `X-Forwarded-Proto: https` (Rails' `request.ssl?`), else `http`.
     pub fn same_origin() -> AllowedOrigins {
         AllowedOrigins {
             any: false,
@@ -72,17 +73,22 @@ impl AllowedOrigins {
         self
     }
 
-    /// Whether a request with this `Origin` and `Host` may connect.
+    /// Whether a plain-HTTP request with this `Origin` and `Host` may connect.
     pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        self.check(origin, host, "http")
+    }
+
+    fn check(&self, origin: Option<&str>, host: Option<&str>, scheme: &str) -> bool {
         if self.any {
             return true;
         }
         let Some(origin) = origin else { return false };
         if let (true, Some(host)) = (self.same_origin, host) {
-            let rest = origin
-                .strip_prefix("http://")
-                .or_else(|| origin.strip_prefix("https://"));
-            if rest.is_some_and(|r| r.eq_ignore_ascii_case(host)) {
+            let same = origin
+                .strip_prefix(scheme)
+                .and_then(|r| r.strip_prefix("://"))
+                .is_some_and(|r| r.eq_ignore_ascii_case(host));
+            if same {
                 return true;
             }
         }
@@ -103,7 +109,12 @@ impl AllowedOrigins {
     pub(crate) fn allows_request(&self, headers: &HeaderMap) -> bool {
         let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
         let host = headers.get(HOST).and_then(|v| v.to_str().ok());
-        self.allows(origin, host)
+        let https = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+        self.check(origin, host, if https { "https" } else { "http" })
     }
 }
 
@@ -131,8 +142,33 @@ mod tests {
     #[test]
     fn same_origin_needs_a_host() {
         let o = AllowedOrigins::same_origin();
-        assert!(o.allows(Some("https://a.example"), Some("a.example")));
-        assert!(!o.allows(Some("https://a.example"), None));
-        assert!(!o.allows(Some("https://a.example.evil"), Some("a.example")));
+        assert!(o.allows(Some("http://a.example"), Some("a.example")));
+        assert!(!o.allows(Some("http://a.example"), None));
+        assert!(!o.allows(Some("http://a.example.evil"), Some("a.example")));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_compares_the_scheme_like_rails() {
+        let o = AllowedOrigins::same_origin();
+        let plain = |origin| headers(&[("origin", origin), ("host", "a.example")]);
+        assert!(o.allows_request(&plain("http://a.example")));
+        assert!(!o.allows_request(&plain("https://a.example")));
+        let proxied = |origin| {
+            headers(&[
+                ("origin", origin),
+                ("host", "a.example"),
+                ("x-forwarded-proto", "https"),
+            ])
+        };
+        assert!(o.allows_request(&proxied("https://a.example")));
+        assert!(!o.allows_request(&proxied("http://a.example")));
     }
 }
