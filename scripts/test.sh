@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command: formatting, lints, every Rust test, and the end-to-end
 # tests that drive our servers through the stock @rails/actioncable consumer.
-# It installs what it needs on a fresh machine (npm packages) by itself.
+# It installs what it needs on a fresh machine (Debian packages, npm packages) by itself and
+# starts a Redis on 127.0.0.1:6379 if none answers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,6 +25,38 @@ start_rails_anchor() {
     echo "  (install it with: sudo apt-get install ruby ruby-actioncable puma ruby-redis)"
   fi
 }
+
+# Debian packages the tests run for real: redis-server/redis-cli/redis-sentinel (the Redis
+# adapter's tests start their own servers), openssl (a TLS test's certificates), nginx (the
+# load-balanced topology), python3 (free ports).
+ensure_packages() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v nginx >/dev/null || missing+=(nginx-light)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  if ((${#missing[@]})); then
+    step "installing ${missing[*]}"
+    local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_redis() {
+  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return; fi
+  step "starting redis-server on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
+    --logfile /tmp/actioncable-test-redis.log
+  for _ in $(seq 1 50); do redis-cli -p 6379 ping >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "redis-server did not start" >&2; exit 1
+}
+
+step "system packages and services"
+ensure_packages
+ensure_redis
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

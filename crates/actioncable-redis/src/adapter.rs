@@ -1,0 +1,601 @@
+//! [`RedisPubSub`]: the adapter, its two connection supervisors and the desired set.
+
+use crate::config::{RedisConfig, RedisConfigError};
+use crate::link::{Backoff, Connector, LinkState, Role, Up, describe, is_connection_error};
+use crate::wire::{self, INTERNAL_CHANNEL, Naming};
+use actioncable::PubSubError;
+use actioncable::pubsub::{Inbound, PubSub};
+use async_trait::async_trait;
+use redis::aio::MultiplexedConnection;
+use redis::{PushInfo, PushKind, Value};
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+/// How many channels one `SUBSCRIBE`/`UNSUBSCRIBE` names when resubscribing.
+const CHUNK: usize = 512;
+
+/// The Redis pub/sub adapter. See the [crate docs](crate) for how it works.
+///
+/// Cloning gives another handle to the same adapter (keep one to ask
+/// [`is_connected`](Self::is_connected) after handing a clone to the cable).
+///
+/// ```no_run
+/// use actioncable::Cable;
+/// use actioncable_redis::{RedisConfig, RedisPubSub};
+///
+/// async fn doc_main() -> Result<(), Box<dyn std::error::Error>> {
+///     let redis = RedisPubSub::new(
+///         RedisConfig::from_url("redis://127.0.0.1:6379/1")?
+///             .channel_prefix(Some("myapp_production".into())),
+///     );
+///     let cable = Cable::builder().pubsub(redis.clone()).build()?;
+///     cable.handle().broadcast("chat:lobby", &"hello").await?;
+///     assert!(redis.is_connected());
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct RedisPubSub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RedisConfig,
+    naming: Naming,
+    connector: Connector,
+    /// The Redis channels that should be subscribed, and the subscriber connection.
+    desired: Mutex<Desired>,
+    /// The subscriber connection. Written only while `desired` is locked, so that a stream
+    /// added to `desired` is either seen by a resubscription or finds the connection up.
+    subscriber: watch::Sender<LinkState>,
+    publisher: watch::Sender<LinkState>,
+    generation: AtomicU64,
+    started: AtomicBool,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Desired {
+    channels: HashSet<String>,
+    /// Bumped on every change, so a resubscription can tell it is out of date.
+    version: u64,
+}
+
+impl RedisPubSub {
+    /// An adapter for `config`. It connects when the cable starts it.
+    pub fn new(config: RedisConfig) -> RedisPubSub {
+        let now = Instant::now();
+        let inner = Inner {
+            naming: Naming::new(config.prefix()),
+            connector: Connector::new(&config),
+            config,
+            desired: Mutex::new(Desired::default()),
+            subscriber: watch::Sender::new(LinkState::Down { since: now }),
+            publisher: watch::Sender::new(LinkState::Down { since: now }),
+            generation: AtomicU64::new(0),
+            started: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
+        };
+        RedisPubSub {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// An adapter configured by [`RedisConfig::from_env`].
+    ///
+    /// # Errors
+    /// As [`RedisConfig::from_env`].
+    pub fn from_env() -> Result<RedisPubSub, RedisConfigError> {
+        Ok(RedisPubSub::new(RedisConfig::from_env()?))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// Whether both connections (subscriber and publisher) are up right now. Useful for a
+    /// readiness probe; broadcasts fail while this is `false` for longer than the publish
+    /// timeout.
+    pub fn is_connected(&self) -> bool {
+        matches!(*self.inner.subscriber.borrow(), LinkState::Up(_))
+            && matches!(*self.inner.publisher.borrow(), LinkState::Up(_))
+    }
+}
+
+impl fmt::Debug for RedisPubSub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPubSub")
+            .field("config", &self.inner.config)
+            .field("connected", &self.is_connected())
+            .field("streams", &self.inner.lock_desired().channels.len())
+            .finish()
+    }
+}
+
+impl Inner {
+    fn lock_desired(&self) -> MutexGuard<'_, Desired> {
+        // Every update is a single insert/remove plus a counter, so a poisoned lock still
+        // holds a consistent set.
+        self.desired.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the desired set and returns the subscriber connection as it is at that moment.
+    fn update_desired(&self, change: impl FnOnce(&mut HashSet<String>)) -> LinkState {
+        let mut desired = self.lock_desired();
+        change(&mut desired.channels);
+        desired.version += 1;
+        self.subscriber.borrow().clone()
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn not_running(&self) -> Option<PubSubError> {
+        if self.stop.is_cancelled() {
+            Some(PubSubError::Closed)
+        } else if !self.started.load(Ordering::Acquire) {
+            Some(PubSubError::Unavailable(
+                "the Redis adapter was not started".into(),
+            ))
+        } else {
+            None
+        }
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+    }
+}
+
+#[async_trait]
+impl PubSub for RedisPubSub {
+    fn start(&self, inbound: Inbound) -> Result<(), PubSubError> {
+        let inner = &self.inner;
+        let name = inner.connector.client_name();
+        if name.is_empty() || name.chars().any(|c| c == ' ' || c.is_control()) {
+            return Err(PubSubError::Backend(
+                format!("invalid Redis client name {name:?}: no spaces or control characters")
+                    .into(),
+            ));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(PubSubError::Backend(
+                "the Redis adapter must be started inside a Tokio runtime".into(),
+            ));
+        }
+        if inner.started.swap(true, Ordering::AcqRel) {
+            return Err(PubSubError::Backend(
+                "this RedisPubSub was already started (use one per cable)".into(),
+            ));
+        }
+        #[cfg(feature = "tls")]
+        {
+            // rustls needs a process-wide crypto provider; keep one the app installed.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let now = Instant::now();
+        inner
+            .subscriber
+            .send_replace(LinkState::Down { since: now });
+        inner.publisher.send_replace(LinkState::Down { since: now });
+        inner.spawn(run_subscriber(self.inner.clone(), inbound));
+        inner.spawn(run_publisher(self.inner.clone()));
+        tracing::debug!(config = ?inner.config, "Redis pub/sub adapter started");
+        Ok(())
+    }
+
+    async fn subscribe(&self, stream: &str) -> Result<(), PubSubError> {
+        let inner = &self.inner;
+        if let Some(e) = inner.not_running() {
+            return Err(e);
+        }
+        let channel = inner.naming.channel(stream).into_owned();
+        let deadline = Instant::now() + inner.config.subscribe_timeout;
+        let mut changes = inner.subscriber.subscribe();
+        let mut state = inner.update_desired(|d| {
+            d.insert(channel.clone());
+        });
+        let mut failed_generation = None;
+        let mut reason = format!(
+            "no Redis connection within {:?}",
+            inner.config.subscribe_timeout
+        );
+        let outcome = loop {
+            match &state {
+                LinkState::Closed => break Err(PubSubError::Closed),
+                LinkState::Up(up) if failed_generation != Some(up.generation) => {
+                    let mut conn = up.conn.clone();
+                    match timeout_at(deadline, conn.subscribe(&channel)).await {
+                        Ok(Ok(())) => return Ok(()),
+                        Ok(Err(e)) if !is_connection_error(&e) => {
+                            break Err(PubSubError::Backend(
+                                format!("Redis refused SUBSCRIBE {channel}: {e}").into(),
+                            ));
+                        }
+                        Ok(Err(e)) => {
+                            // The connection is broken; wait for its replacement, which
+                            // subscribes everything in the desired set.
+                            reason = describe(&e);
+                            failed_generation = Some(up.generation);
+                            up.alive.cancel();
+                        }
+                        Err(_) => {
+                            reason = "Redis did not acknowledge SUBSCRIBE in time".into();
+                            // A connection that does not answer is replaced.
+                            up.alive.cancel();
+                            break Err(PubSubError::Unavailable(reason));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            match timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => state = changes.borrow_and_update().clone(),
+                Ok(Err(_)) => break Err(PubSubError::Closed),
+                Err(_) => break Err(PubSubError::Unavailable(reason)),
+            }
+        };
+        // The caller treats the stream as not subscribed: forget it. A SUBSCRIBE that is
+        // still in flight may succeed later; the next reconnection drops it.
+        inner.update_desired(|d| {
+            d.remove(&channel);
+        });
+        if let Err(e) = &outcome {
+            tracing::warn!(stream, error = %e, "Redis SUBSCRIBE failed");
+        }
+        outcome
+    }
+
+    async fn unsubscribe(&self, stream: &str) -> Result<(), PubSubError> {
+        let inner = &self.inner;
+        if let Some(e) = inner.not_running() {
+            return Err(e);
+        }
+        let channel = inner.naming.channel(stream);
+        let state = inner.update_desired(|d| {
+            d.remove(channel.as_ref());
+        });
+        let LinkState::Up(up) = state else {
+            // Not connected: the next connection subscribes only the desired set.
+            return Ok(());
+        };
+        if channel == INTERNAL_CHANNEL {
+            return Ok(());
+        }
+        let mut conn = up.conn.clone();
+        match timeout(inner.config.subscribe_timeout, conn.unsubscribe(&*channel)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if !is_connection_error(&e) => Err(PubSubError::Backend(
+                format!("Redis refused UNSUBSCRIBE {channel}: {e}").into(),
+            )),
+            // The connection is gone, and with it the subscription; its replacement does
+            // not subscribe what is no longer desired.
+            Ok(Err(_)) => Ok(()),
+            Err(_) => {
+                up.alive.cancel();
+                Err(PubSubError::Unavailable(
+                    "Redis did not acknowledge UNSUBSCRIBE in time; reconnecting".into(),
+                ))
+            }
+        }
+    }
+
+    async fn publish(&self, stream: &str, payload: &str) -> Result<(), PubSubError> {
+        let inner = &self.inner;
+        if let Some(e) = inner.not_running() {
+            return Err(e);
+        }
+        let limit = inner.config.publish_timeout;
+        let mut changes = inner.publisher.subscribe();
+        let up = loop {
+            let state = changes.borrow_and_update().clone();
+            match state {
+                LinkState::Up(up) => break up,
+                LinkState::Closed => return Err(PubSubError::Closed),
+                LinkState::Down { since } => {
+                    // Right after a connection is lost (or at startup) wait for it a little;
+                    // during a longer outage fail at once.
+                    let deadline = since + limit;
+                    let unavailable = || {
+                        PubSubError::Unavailable(format!(
+                            "no Redis connection (down for {:.1?})",
+                            since.elapsed()
+                        ))
+                    };
+                    if Instant::now() >= deadline {
+                        return Err(unavailable());
+                    }
+                    if timeout_at(deadline, changes.changed()).await.is_err() {
+                        return Err(unavailable());
+                    }
+                }
+            }
+        };
+        let channel = inner.naming.channel(stream);
+        let mut conn = up.conn;
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(channel.as_ref()).arg(payload);
+        match timeout(limit, command.query_async::<i64>(&mut conn)).await {
+            Ok(Ok(_receivers)) => Ok(()),
+            Ok(Err(e)) => {
+                if is_connection_error(&e) {
+                    up.alive.cancel();
+                    Err(PubSubError::Unavailable(describe(&e)))
+                } else {
+                    Err(PubSubError::Backend(
+                        format!("Redis refused PUBLISH: {e}").into(),
+                    ))
+                }
+            }
+            Err(_) => {
+                up.alive.cancel();
+                Err(PubSubError::Unavailable(format!(
+                    "Redis did not answer PUBLISH within {limit:?}"
+                )))
+            }
+        }
+    }
+
+    async fn shutdown(&self) -> Result<(), PubSubError> {
+        let inner = &self.inner;
+        inner.stop.cancel();
+        let tasks = std::mem::take(&mut *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            if timeout(Duration::from_secs(2), task).await.is_err() {
+                tracing::warn!("a Redis adapter task did not stop in time");
+            }
+        }
+        inner.subscriber.send_replace(LinkState::Closed);
+        inner.publisher.send_replace(LinkState::Closed);
+        Ok(())
+    }
+}
+
+/// Keeps the publisher connection up.
+async fn run_publisher(inner: Arc<Inner>) {
+    let role = Role::Publisher;
+    loop {
+        let Some((conn, alive)) = inner
+            .connector
+            .connect_with_retry(role, &inner.stop, publisher_push)
+            .await
+        else {
+            break;
+        };
+        let up = Up {
+            generation: inner.next_generation(),
+            conn,
+            alive,
+        };
+        inner.publisher.send_replace(LinkState::Up(up.clone()));
+        let lost = watch_connection(&inner, role, up.conn, up.alive).await;
+        inner.publisher.send_replace(LinkState::Down {
+            since: Instant::now(),
+        });
+        if !lost {
+            break;
+        }
+    }
+    inner.publisher.send_replace(LinkState::Closed);
+}
+
+/// Keeps the subscriber connection up and subscribed to every desired channel.
+async fn run_subscriber(inner: Arc<Inner>, inbound: Inbound) {
+    let role = Role::Subscriber;
+    let naming = Arc::new(inner.naming.clone());
+    // Paces reconnections after failed resubscriptions (connecting has its own backoff).
+    let mut backoff = Backoff::new(inner.config.backoff_min, inner.config.backoff_max);
+    loop {
+        let make_push = |alive: CancellationToken| subscriber_push(&naming, &inbound, alive);
+        let Some((mut conn, alive)) = inner
+            .connector
+            .connect_with_retry(role, &inner.stop, make_push)
+            .await
+        else {
+            break;
+        };
+        let resubscribed = tokio::select! {
+            _ = inner.stop.cancelled() => break,
+            _ = alive.cancelled() => Err("the connection closed while resubscribing".to_owned()),
+            r = resubscribe(&inner, &mut conn, &alive) => r,
+        };
+        if let Err(error) = resubscribed {
+            alive.cancel();
+            let delay = backoff.next_delay();
+            tracing::warn!(%role, error, retry_in = ?delay, "cannot resubscribe; reconnecting");
+            tokio::select! {
+                _ = inner.stop.cancelled() => break,
+                _ = tokio::time::sleep(delay) => continue,
+            }
+        }
+        backoff = Backoff::new(inner.config.backoff_min, inner.config.backoff_max);
+        let lost = watch_connection(&inner, role, conn, alive).await;
+        {
+            let _desired = inner.lock_desired();
+            inner.subscriber.send_replace(LinkState::Down {
+                since: Instant::now(),
+            });
+        }
+        if !lost {
+            break;
+        }
+    }
+    inner.subscriber.send_replace(LinkState::Closed);
+}
+
+/// Subscribes a fresh connection to `_action_cable_internal` and every desired channel, then
+/// publishes it as the subscriber connection. Repeats until the desired set did not change
+/// during the round trip, so no concurrent `subscribe`/`unsubscribe` is missed.
+async fn resubscribe(
+    inner: &Inner,
+    conn: &mut MultiplexedConnection,
+    alive: &CancellationToken,
+) -> Result<(), String> {
+    let refused = subscribe_all(inner, conn, &[INTERNAL_CHANNEL]).await?;
+    if !refused.is_empty() {
+        // Only a marker for Redis tools; streams work without it.
+        tracing::warn!("Redis refused SUBSCRIBE _action_cable_internal; continuing without it");
+    }
+    let limit = inner.config.subscribe_timeout;
+    let mut acked: HashSet<String> = HashSet::new();
+    loop {
+        let (wanted, version) = {
+            let desired = inner.lock_desired();
+            (desired.channels.clone(), desired.version)
+        };
+        let add: Vec<&str> = wanted.difference(&acked).map(String::as_str).collect();
+        let remove: Vec<&str> = acked
+            .difference(&wanted)
+            .map(String::as_str)
+            .filter(|c| *c != INTERNAL_CHANNEL)
+            .collect();
+        let refused = subscribe_all(inner, conn, &add).await?;
+        for chunk in remove.chunks(CHUNK) {
+            match timeout(limit, conn.unsubscribe(chunk)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("UNSUBSCRIBE: {}", describe(&e))),
+                Err(_) => return Err(format!("UNSUBSCRIBE: no answer within {limit:?}")),
+            }
+        }
+        if !add.is_empty() || !remove.is_empty() {
+            tracing::debug!(
+                subscribed = add.len() - refused.len(),
+                unsubscribed = remove.len(),
+                "resubscribed Redis channels"
+            );
+        }
+        acked = wanted;
+        let mut desired = inner.lock_desired();
+        if !refused.is_empty() {
+            // Redis (e.g. a changed ACL) refuses these channels: their streams get nothing
+            // more until they are subscribed anew.
+            tracing::error!(channels = ?refused, "Redis refused SUBSCRIBE; those streams receive nothing");
+            for channel in &refused {
+                acked.remove(channel);
+                desired.channels.remove(channel);
+            }
+            desired.version += 1;
+            continue;
+        }
+        if desired.version == version {
+            inner.subscriber.send_replace(LinkState::Up(Up {
+                generation: inner.next_generation(),
+                conn: conn.clone(),
+                alive: alive.clone(),
+            }));
+            return Ok(());
+        }
+    }
+}
+
+/// `SUBSCRIBE`s `channels` in chunks and returns those Redis refuses (an ACL, say); a chunk
+/// that is refused is retried channel by channel. `Err` when the connection fails.
+async fn subscribe_all(
+    inner: &Inner,
+    conn: &mut MultiplexedConnection,
+    channels: &[&str],
+) -> Result<Vec<String>, String> {
+    let limit = inner.config.subscribe_timeout;
+    let mut refused = Vec::new();
+    for chunk in channels.chunks(CHUNK) {
+        match timeout(limit, conn.subscribe(chunk)).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) if is_connection_error(&e) => {
+                return Err(format!("SUBSCRIBE: {}", describe(&e)));
+            }
+            Ok(Err(_)) => {}
+            Err(_) => return Err(format!("SUBSCRIBE: no answer within {limit:?}")),
+        }
+        for channel in chunk {
+            match timeout(limit, conn.subscribe(*channel)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if is_connection_error(&e) => {
+                    return Err(format!("SUBSCRIBE: {}", describe(&e)));
+                }
+                Ok(Err(_)) => refused.push((*channel).to_owned()),
+                Err(_) => return Err(format!("SUBSCRIBE: no answer within {limit:?}")),
+            }
+        }
+    }
+    Ok(refused)
+}
+
+/// Waits until the connection dies (returns `true`) or the adapter stops (`false`), checking
+/// its health meanwhile.
+async fn watch_connection(
+    inner: &Inner,
+    role: Role,
+    mut conn: MultiplexedConnection,
+    alive: CancellationToken,
+) -> bool {
+    let every = inner.config.health_check_interval;
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => return false,
+            _ = alive.cancelled() => {
+                tracing::warn!(%role, "Redis connection lost; reconnecting");
+                return true;
+            }
+            _ = ticks.tick() => {
+                if let Err(error) = inner.connector.health_check(&mut conn).await {
+                    tracing::warn!(%role, error, "Redis health check failed; reconnecting");
+                    alive.cancel();
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// The publisher's push handler: only notices the connection closing.
+fn publisher_push(alive: CancellationToken) -> impl Fn(PushInfo) -> Result<(), Infallible> {
+    move |info: PushInfo| {
+        if info.kind == PushKind::Disconnection {
+            alive.cancel();
+        }
+        Ok(())
+    }
+}
+
+/// The subscriber's push handler. It runs inside the connection's driver task as each
+/// message is decoded and hands the message to the local fan-out directly (which never
+/// waits), so a message costs no allocation beyond its decoding and no extra hop.
+fn subscriber_push(
+    naming: &Arc<Naming>,
+    inbound: &Inbound,
+    alive: CancellationToken,
+) -> impl Fn(PushInfo) -> Result<(), Infallible> + use<> {
+    let naming = naming.clone();
+    let inbound = inbound.clone();
+    move |info: PushInfo| {
+        match info.kind {
+            PushKind::Message => match info.data.as_slice() {
+                [Value::BulkString(channel), Value::BulkString(payload)] => {
+                    wire::deliver(&naming, &inbound, channel, payload);
+                }
+                other => tracing::warn!(parts = other.len(), "malformed Redis message push"),
+            },
+            PushKind::Disconnection => alive.cancel(),
+            _ => {}
+        }
+        Ok(())
+    }
+}
