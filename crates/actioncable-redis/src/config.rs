@@ -37,6 +37,9 @@ pub enum RedisConfigError {
     /// An environment variable is not valid Unicode.
     #[error("environment variable {0} is not valid Unicode")]
     NotUnicode(&'static str),
+    /// `CABLE_ADAPTER` names no adapter this crate knows.
+    #[error("CABLE_ADAPTER={0:?} is not an adapter: use `memory` (the default) or `redis`")]
+    UnknownAdapter(String),
 }
 
 /// Where the Redis server is.
@@ -210,6 +213,16 @@ impl RedisConfig {
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err(RedisConfigError::NotUnicode(name)),
         })
+    }
+
+    /// [`from_env`](Self::from_env) over any source of variables (a map in tests, say).
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<RedisConfig, RedisConfigError> {
+        RedisConfig::from_vars(|name| Ok(lookup(name)))
     }
 
     /// [`from_env`](Self::from_env) over any source of variables.

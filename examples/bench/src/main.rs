@@ -9,7 +9,8 @@
 //!   with `"action":"broadcastResult"`.
 //!
 //! Any connection is accepted, with or without an `Origin` header (load tools send none).
-//! Settings: `PORT` (3000), `BIND` (127.0.0.1), `CABLE_ADAPTER` (`memory`).
+//! Settings: `PORT` (3000), `BIND` (127.0.0.1), `CABLE_ADAPTER` (`memory` or `redis`, with
+//! `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
 
 use actioncable::channel::AnyAction;
 use actioncable::{
@@ -57,17 +58,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let adapter = std::env::var("CABLE_ADAPTER").unwrap_or_else(|_| "memory".into());
-    if adapter != "memory" {
-        return Err(format!(
-            "CABLE_ADAPTER={adapter} is not available in this build; use `memory`"
-        )
-        .into());
-    }
+    // `CABLE_ADAPTER=memory|redis` (+ `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, …), like cable.yml.
+    let pubsub = actioncable_redis::adapter_from_env()?;
     let cable = Cable::builder()
         .connection(AcceptAll)
         .channel::<BenchmarkChannel>()
         .allowed_origins(AllowedOrigins::any())
+        .pubsub_arc(pubsub)
         .build()?;
     let handle = cable.handle();
     let app = axum::Router::new().merge(cable.router("/cable"));

@@ -4,17 +4,16 @@
 //! validated here so a typo stops the server with a clear message instead of surfacing later.
 
 use crate::validate::{is_valid_name, is_valid_room};
+use actioncable::pubsub::PubSub;
 use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The development secret used when `SECRET_KEY_BASE` is unset (a WARN says so at startup).
 const DEV_SECRET: &str = "example-demo development secret: never use this one in production";
-
-/// The only pub/sub adapter this build has.
-const MEMORY_ADAPTER: &str = "memory";
 
 /// Who may enter each private room.
 pub type PrivateRooms = BTreeMap<String, BTreeSet<String>>;
@@ -40,6 +39,9 @@ pub struct Config {
     pub private_rooms: PrivateRooms,
     /// Cable ping interval (`PING_INTERVAL_MS`, default 3000).
     pub ping_interval: Duration,
+    /// The pub/sub adapter (`CABLE_ADAPTER`: `memory`, the default, or `redis` with
+    /// `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
+    pub pubsub: Arc<dyn PubSub>,
 }
 
 impl Config {
@@ -63,13 +65,8 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
         let non_blank = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
-        let adapter = non_blank("CABLE_ADAPTER").unwrap_or_else(|| MEMORY_ADAPTER.to_owned());
-        if adapter.trim() != MEMORY_ADAPTER {
-            bail!(
-                "CABLE_ADAPTER={:?} is not available: only `memory` is built in (the redis adapter arrives with actioncable-redis)",
-                adapter.trim()
-            );
-        }
+        let pubsub = actioncable_redis::adapter_from_lookup(&lookup)
+            .context("the pub/sub adapter settings")?;
 
         let port = match non_blank("PORT") {
             Some(v) => v
@@ -127,6 +124,7 @@ impl Config {
             database,
             private_rooms,
             ping_interval,
+            pubsub,
         })
     }
 
@@ -159,6 +157,7 @@ impl fmt::Debug for Config {
             .field("database", &self.database)
             .field("private_rooms", &self.private_rooms)
             .field("ping_interval", &self.ping_interval)
+            .field("pubsub", &self.pubsub)
             .finish_non_exhaustive()
     }
 }
@@ -290,12 +289,17 @@ mod tests {
     }
 
     #[test]
-    fn other_adapters_are_refused_clearly() {
-        let err = config(&[("CABLE_ADAPTER", "redis")]).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("redis adapter arrives with actioncable-redis"),
-            "{err:#}"
-        );
+    fn the_adapter_is_chosen_by_configuration() {
+        let memory = config(&[]).unwrap();
+        assert!(format!("{:?}", memory.pubsub).contains("MemoryPubSub"));
+        let redis = config(&[
+            ("CABLE_ADAPTER", "redis"),
+            ("REDIS_URL", "redis://127.0.0.1:1/0"),
+        ])
+        .unwrap();
+        assert!(format!("{:?}", redis.pubsub).contains("RedisPubSub"));
+        let err = config(&[("CABLE_ADAPTER", "postgres")]).unwrap_err();
+        assert!(format!("{err:#}").contains("CABLE_ADAPTER"), "{err:#}");
     }
 
     #[test]

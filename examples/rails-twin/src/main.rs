@@ -4,7 +4,9 @@
 //! reads as "what a Rails channel looks like in Rust".
 //!
 //! Run with: `cargo run -p example-rails-twin` (`PORT`, default 28081; binds 127.0.0.1;
-//! `CABLE_DISABLE_FORGERY=1` accepts any or no `Origin`; logs on stderr, `RUST_LOG`).
+//! `CABLE_DISABLE_FORGERY=1` accepts any or no `Origin`; `CABLE_ADAPTER=redis` with `REDIS_URL`
+//! and `CABLE_CHANNEL_PREFIX` shares broadcasts with the anchor run with the same settings;
+//! logs on stderr, `RUST_LOG`).
 //!
 //! | Rails (`app/channels.rb`, `config.ru`) | here |
 //! |---|---|
@@ -411,6 +413,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .channel::<NotificationChannel>()
         .channel::<BenchmarkChannel>()
         .allowed_origins(origins)
+        .pubsub_arc(actioncable_redis::adapter_from_env()?)
         .build()?;
     let handle = cable.handle();
 
