@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The docker-compose topology from local processes, for machines without a Docker engine:
+# Redis, two example-demo nodes (CABLE_ADAPTER=redis), and nginx (Debian's package) in front
+# with WebSocket upgrade and plain round robin.
+#
+#   scripts/cluster.sh up      # prints the URL to open; state in $CLUSTER_STATE_DIR
+#   scripts/cluster.sh down
+#
+# Settings: CLUSTER_PORT (nginx, default 8080), CLUSTER_STATE_DIR (default /tmp/actioncable-cluster),
+# REDIS_URL (default: a private redis-server on a spare port), CABLE_CHANNEL_PREFIX (default demo),
+# DEMO_BIN (default target/debug/example-demo, built if missing).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+STATE="${CLUSTER_STATE_DIR:-/tmp/actioncable-cluster}"
+PORT="${CLUSTER_PORT:-8080}"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+wait_for() { # wait_for <what> <command…>: up to 10 s
+  local what="$1"; shift
+  for _ in $(seq 1 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "cluster: $what did not come up; logs in $STATE" >&2
+  return 1
+}
+
+down() {
+  for pidfile in "$STATE"/*.pid; do
+    [[ -f "$pidfile" ]] || continue
+    kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile"
+  done
+  if [[ -f "$STATE/nginx/nginx.pid" ]]; then
+    kill -QUIT "$(cat "$STATE/nginx/nginx.pid")" 2>/dev/null || true
+  fi
+  echo "cluster: stopped"
+}
+
+up() {
+  command -v nginx >/dev/null || { echo "cluster: nginx is missing (apt-get install nginx-light)" >&2; exit 1; }
+  command -v redis-server >/dev/null || { echo "cluster: redis-server is missing (apt-get install redis-server)" >&2; exit 1; }
+  if [[ -d "$STATE" ]]; then down >/dev/null; fi
+  mkdir -p "$STATE/nginx/logs"
+
+  local bin="${DEMO_BIN:-$ROOT/target/debug/example-demo}"
+  [[ -x "$bin" ]] || cargo build -q -p example-demo
+
+  local redis_url="${REDIS_URL:-}"
+  if [[ -z "$redis_url" ]]; then
+    local rport; rport="$(free_port)"
+    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+      > "$STATE/redis.log" 2>&1 &
+    echo $! > "$STATE/redis.pid"
+    redis_url="redis://127.0.0.1:$rport/0"
+    wait_for "redis" redis-cli -p "$rport" ping
+  fi
+
+  local secret="${SECRET_KEY_BASE:-cluster-demo-secret-shared-by-both-nodes-0123456789}"
+  local ports=()
+  for node in 1 2; do
+    local p; p="$(free_port)"
+    ports+=("$p")
+    env CABLE_ADAPTER=redis REDIS_URL="$redis_url" CABLE_CHANNEL_PREFIX="${CABLE_CHANNEL_PREFIX:-demo}" \
+      SECRET_KEY_BASE="$secret" PORT="$p" BIND=127.0.0.1 \
+      DEMO_DATABASE="$STATE/demo.sqlite3" \
+      ALLOWED_ORIGINS="http://127.0.0.1:$PORT,http://localhost:$PORT" \
+      "$bin" > "$STATE/node$node.log" 2>&1 &
+    echo $! > "$STATE/node$node.pid"
+    wait_for "node $node" curl -sf "http://127.0.0.1:$p/health"
+  done
+
+  sed -e "s/server demo1:3000;/server 127.0.0.1:${ports[0]};/" \
+      -e "s/server demo2:3000;/server 127.0.0.1:${ports[1]};/" \
+      -e "s/listen 8080;/listen 127.0.0.1:$PORT;/" \
+      -e "s|^events|pid $STATE/nginx/nginx.pid;\nerror_log $STATE/nginx/logs/error.log;\nevents|" \
+      "$ROOT/deploy/nginx.conf" > "$STATE/nginx/nginx.conf"
+  nginx -p "$STATE/nginx" -c "$STATE/nginx/nginx.conf" -e "$STATE/nginx/logs/error.log"
+  wait_for "nginx" curl -sf "http://127.0.0.1:$PORT/health"
+
+  echo "cluster: nodes on ${ports[0]} and ${ports[1]}, redis at $redis_url"
+  echo "cluster listening on http://127.0.0.1:$PORT"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
