@@ -28,7 +28,8 @@ start_rails_anchor() {
 
 # Debian packages the tests run for real: redis-server/redis-cli/redis-sentinel (the Redis
 # adapter's tests start their own servers), openssl (a TLS test's certificates), nginx (the
-# load-balanced topology), python3 (free ports).
+# load-balanced topology), python3 (free ports), chromium (the demo page's browser tests drive
+# Debian's Chromium through playwright-core; no browser is ever downloaded).
 ensure_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
@@ -37,6 +38,7 @@ ensure_packages() {
   command -v nginx >/dev/null || missing+=(nginx-light)
   command -v curl >/dev/null || missing+=(curl)
   command -v python3 >/dev/null || missing+=(python3)
+  command -v chromium >/dev/null || missing+=(chromium)
   if ((${#missing[@]})); then
     step "installing ${missing[*]}"
     local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"

@@ -9,11 +9,16 @@ use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The development secret used when `SECRET_KEY_BASE` is unset (a WARN says so at startup).
 const DEV_SECRET: &str = "example-demo development secret: never use this one in production";
+
+/// Where the web page's files are when `DEMO_ASSETS` is unset: the repository's `js-client`
+/// folder, found from this crate's manifest directory at compile time.
+pub const DEFAULT_ASSETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../js-client");
 
 /// Who may enter each private room.
 pub type PrivateRooms = BTreeMap<String, BTreeSet<String>>;
@@ -39,6 +44,9 @@ pub struct Config {
     pub private_rooms: PrivateRooms,
     /// Cable ping interval (`PING_INTERVAL_MS`, default 3000).
     pub ping_interval: Duration,
+    /// The `js-client` folder the web page is served from: `public/` at `/`, and the stock
+    /// consumer's ES module from `node_modules/` (`DEMO_ASSETS`, default [`DEFAULT_ASSETS`]).
+    pub assets: PathBuf,
     /// The pub/sub adapter (`CABLE_ADAPTER`: `memory`, the default, or `redis` with
     /// `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
     pub pubsub: Arc<dyn PubSub>,
@@ -56,9 +64,9 @@ impl Config {
     /// Reads the settings through `lookup` (the environment, or a map in tests).
     ///
     /// Unset settings take their defaults. A blank `PORT`, `BIND`, `CABLE_ADAPTER`,
-    /// `DEMO_DATABASE` or `PING_INTERVAL_MS` counts as unset; a blank `ALLOWED_ORIGINS` means
-    /// "same origin only", a blank `PRIVATE_ROOMS` means "no private rooms", and a blank
-    /// `SECRET_KEY_BASE` is an error (it is too short).
+    /// `DEMO_DATABASE`, `DEMO_ASSETS` or `PING_INTERVAL_MS` counts as unset; a blank
+    /// `ALLOWED_ORIGINS` means "same origin only", a blank `PRIVATE_ROOMS` means "no private
+    /// rooms", and a blank `SECRET_KEY_BASE` is an error (it is too short).
     ///
     /// # Errors
     /// A setting with a value that cannot work (the message names it).
@@ -115,6 +123,9 @@ impl Config {
             None => Duration::from_secs(3),
         };
 
+        let assets =
+            PathBuf::from(non_blank("DEMO_ASSETS").unwrap_or_else(|| DEFAULT_ASSETS.to_owned()));
+
         Ok(Config {
             bind,
             port,
@@ -124,6 +135,7 @@ impl Config {
             database,
             private_rooms,
             ping_interval,
+            assets,
             pubsub,
         })
     }
@@ -157,6 +169,7 @@ impl fmt::Debug for Config {
             .field("database", &self.database)
             .field("private_rooms", &self.private_rooms)
             .field("ping_interval", &self.ping_interval)
+            .field("assets", &self.assets)
             .field("pubsub", &self.pubsub)
             .finish_non_exhaustive()
     }
@@ -248,6 +261,7 @@ mod tests {
         assert_eq!(c.allowed_origins, None);
         assert_eq!(c.database, "demo.sqlite3");
         assert_eq!(c.ping_interval, Duration::from_secs(3));
+        assert_eq!(c.assets, PathBuf::from(DEFAULT_ASSETS));
         assert!(c.may_enter("staff", "admin"));
         assert!(!c.may_enter("staff", "alice"));
         assert!(c.may_enter("lobby", "alice"));
@@ -262,8 +276,10 @@ mod tests {
             ("DEMO_DATABASE", ":memory:"),
             ("PING_INTERVAL_MS", "250"),
             ("CABLE_ADAPTER", "memory"),
+            ("DEMO_ASSETS", "/srv/demo"),
         ])
         .unwrap();
+        assert_eq!(c.assets, PathBuf::from("/srv/demo"));
         assert_eq!(c.port, 0);
         assert_eq!(c.bind.to_string(), "0.0.0.0");
         assert!(!c.using_dev_secret);

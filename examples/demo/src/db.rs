@@ -34,6 +34,17 @@ pub struct Message {
     pub sent_at: String,
 }
 
+/// A room with messages, as `GET /rooms` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomActivity {
+    /// The room's name.
+    pub room: String,
+    /// How many messages it has.
+    pub messages: u32,
+    /// When its newest message was sent, RFC 3339 UTC.
+    pub last_message_at: String,
+}
+
 /// A stored notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Notification {
@@ -183,6 +194,25 @@ impl Db {
         .await
     }
 
+    /// The `limit` rooms with the most recent messages, most recent first.
+    pub async fn active_rooms(&self, limit: u32) -> Result<Vec<RoomActivity>, DbError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT room, COUNT(*), MAX(sent_at) FROM messages
+                 GROUP BY room ORDER BY MAX(id) DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![limit], |r| {
+                Ok(RoomActivity {
+                    room: r.get(0)?,
+                    messages: r.get(1)?,
+                    last_message_at: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Stores a notification (unread) and returns it.
     pub async fn add_notification(&self, new: NewNotification) -> Result<Notification, DbError> {
         let created_at = now_rfc3339();
@@ -293,6 +323,13 @@ mod tests {
         let last3 = db.recent_messages("lobby", 3).await.unwrap();
         let texts: Vec<_> = last3.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["m2", "m3", "m4"]);
+        let rooms = db.active_rooms(10).await.unwrap();
+        let rooms: Vec<_> = rooms
+            .iter()
+            .map(|r| (r.room.as_str(), r.messages))
+            .collect();
+        assert_eq!(rooms, [("other", 1), ("lobby", 5)], "most recent first");
+        assert_eq!(db.active_rooms(1).await.unwrap().len(), 1);
 
         let n = db
             .add_notification(NewNotification {

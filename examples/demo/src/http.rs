@@ -1,4 +1,4 @@
-//! The HTTP API: login/logout, room history, notifications, health.
+//! The HTTP API: login/logout, rooms and their history, notifications, health.
 //!
 //! Every error answer is JSON `{"error":"…"}` (401 without credentials, 403 for a private room,
 //! 422 for invalid input, 400 for a body that is not JSON, 500 for a storage failure).
@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 /// Most notifications `GET /notifications` returns.
 const MAX_NOTIFICATIONS: u32 = 200;
+/// Most rooms `GET /rooms` returns.
+const MAX_ROOMS: u32 = 50;
 /// Longest notification message, in characters.
 const MAX_NOTIFICATION_CHARS: usize = 1000;
 
@@ -45,6 +47,7 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/login", post(login))
         .route("/logout", post(logout))
+        .route("/rooms", get(rooms))
         .route("/rooms/{room}/messages", get(room_messages))
         .route(
             "/notifications",
@@ -152,6 +155,24 @@ async fn logout() -> Response {
         [(header::SET_COOKIE, Auth::logout_cookie())],
     )
         .into_response()
+}
+
+/// `GET /rooms` → the rooms with messages that the caller may enter, most recent activity
+/// first: `[{"room","messages","last_message_at"}]` (for the page's room picker).
+async fn rooms(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Response, ApiError> {
+    // Fetch a few more than shown, so private rooms the caller may not see leave no gap.
+    let extra = u32::try_from(state.private_rooms.len()).unwrap_or(u32::MAX);
+    let mut rooms = state
+        .db
+        .active_rooms(MAX_ROOMS.saturating_add(extra))
+        .await
+        .map_err(|e| ApiError::internal("cannot list rooms", &e))?;
+    rooms.retain(|r| may_enter(&state.private_rooms, &r.room, &user));
+    rooms.truncate(MAX_ROOMS as usize);
+    Ok(Json(rooms).into_response())
 }
 
 /// `GET /rooms/{room}/messages?limit=50` → the last messages, oldest first.

@@ -7,11 +7,13 @@
 //! - [`db`]: SQLite storage (messages, notifications);
 //! - [`auth`]: login tokens, the signed `user` cookie, and the cable's `Connection`;
 //! - [`channels`]: `ChatChannel` and `NotificationChannel`;
-//! - [`http`]: the JSON API, which broadcasts to the cable through a `CableHandle`.
+//! - [`http`]: the JSON API, which broadcasts to the cable through a `CableHandle`;
+//! - [`assets`]: the web page (`js-client/public`) and the consumer's ES module.
 //!
-//! [`app`] wires them into one axum router with the cable mounted at `/cable`; [`serve`] runs
-//! it with graceful shutdown.
+//! [`app`] wires them into one axum router with the cable mounted at `/cable` and the page at
+//! `/`; [`serve`] runs it with graceful shutdown.
 
+pub mod assets;
 pub mod auth;
 pub mod channels;
 pub mod config;
@@ -76,7 +78,8 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
         cable: handle.clone(),
         private_rooms,
     };
-    let router = http::routes(http_state).merge(cable.router("/cable"));
+    let router = assets::Assets::new(&config.assets)
+        .serve(http::routes(http_state).merge(cable.router("/cable")));
     Ok(Demo {
         router,
         cable: handle,

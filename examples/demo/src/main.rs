@@ -3,10 +3,12 @@
 //! The classic Rails chat + notifications demo on actioncable-rs: log in with a name
 //! (`POST /login`), chat in rooms over `ChatChannel`, and receive the notifications posted to
 //! `POST /notifications` live over `NotificationChannel`. The stock `@rails/actioncable`
-//! consumer connects to `/cable` with `?token=` or the login cookie. Settings come from the
-//! environment (see `config.rs`); logs go to stderr (`RUST_LOG`, default `info`).
+//! consumer connects to `/cable` with `?token=` or the login cookie. The web page at `/` does
+//! all of that in a browser. Settings come from the environment (see `config.rs`); logs go to
+//! stderr (`RUST_LOG`, default `info`).
 
 use anyhow::Context as _;
+use example_demo::assets::Assets;
 use example_demo::{Config, app, serve, shutdown_signal};
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -39,6 +41,9 @@ async fn run() -> anyhow::Result<()> {
             "SECRET_KEY_BASE is not set: using the built-in DEVELOPMENT secret. Anyone can forge logins; set SECRET_KEY_BASE (>= 32 bytes) outside development."
         );
     }
+    for problem in Assets::new(&config.assets).problems() {
+        tracing::warn!("{problem}");
+    }
     let demo = app(&config)?;
     let addr = SocketAddr::new(config.bind, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -48,6 +53,7 @@ async fn run() -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the bound address")?;
     tracing::info!(database = %config.database, private_rooms = config.private_rooms.len(), "demo ready");
+    tracing::info!("open the web page: http://{local}/");
     println!("demo listening on http://{local}");
 
     serve(listener, demo, shutdown_signal()).await

@@ -1,6 +1,8 @@
 //! End-to-end tests: the demo's real router on 127.0.0.1:0, driven over HTTP/1.1 (raw
 //! `TcpStream`) and a real WebSocket client speaking the ActionCable protocol.
 
+use example_demo::assets::Assets;
+use example_demo::config::DEFAULT_ASSETS;
 use example_demo::{Config, app, serve};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
@@ -683,6 +685,119 @@ async fn shutdown_tells_clients_to_reconnect() {
             .await
             .expect("shutdown took too long")
             .expect("shutdown panicked");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rooms_lists_recent_activity_the_caller_may_enter() {
+    bounded(async {
+        let server = Server::start().await;
+        let addr = server.addr;
+        let r = get(addr, "/rooms", &[]).await;
+        assert_eq!(r.status, 401, "{r:?}");
+        let (alice_token, _) = login(addr, "alice").await;
+        let (admin_token, _) = login(addr, "admin").await;
+        let alice_auth = format!("Bearer {alice_token}");
+        let admin_auth = format!("Bearer {admin_token}");
+        let r = get(addr, "/rooms", &[("Authorization", &alice_auth)]).await;
+        assert_eq!((r.status, r.json()), (200, json!([])));
+
+        let mut alice = welcome(&server, &format!("?token={alice_token}"), None).await;
+        let mut admin = welcome(&server, &format!("?token={admin_token}"), None).await;
+        let dev = r#"{"channel":"ChatChannel","room":"dev"}"#;
+        async fn speak_in(ws: &mut Ws, room: &str, user: &str, texts: &[&str]) {
+            join(ws, room, user).await;
+            for text in texts {
+                perform(ws, room, json!({"action":"speak","text":text})).await;
+                assert_eq!(message(ws, room).await["text"], *text);
+            }
+        }
+        speak_in(&mut alice, LOBBY, "alice", &["one"]).await;
+        speak_in(&mut admin, STAFF, "admin", &["staff only"]).await;
+        speak_in(&mut alice, dev, "alice", &["two", "three"]).await;
+
+        let rooms = |r: Response| -> Vec<(String, u64)> {
+            assert_eq!(r.status, 200, "{r:?}");
+            let list = r.json();
+            list.as_array()
+                .unwrap()
+                .iter()
+                .map(|room| {
+                    let at = room["last_message_at"].as_str().unwrap();
+                    assert!(is_rfc3339_millis_utc(at), "{room}");
+                    (
+                        room["room"].as_str().unwrap().to_owned(),
+                        room["messages"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        // Most recent activity first; a private room only for its members.
+        let for_alice = rooms(get(addr, "/rooms", &[("Authorization", &alice_auth)]).await);
+        assert_eq!(for_alice, [("dev".into(), 2), ("lobby".into(), 1)]);
+        let for_admin = rooms(get(addr, "/rooms", &[("Authorization", &admin_auth)]).await);
+        assert_eq!(
+            for_admin,
+            [("dev".into(), 2), ("staff".into(), 1), ("lobby".into(), 1)]
+        );
+        drop((alice, admin));
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serves_the_web_page_and_the_consumer_module() {
+    bounded(async {
+        let server = Server::start().await;
+        let addr = server.addr;
+        let r = get(addr, "/", &[]).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(
+            r.header("content-type")
+                .unwrap_or("")
+                .starts_with("text/html"),
+            "{r:?}"
+        );
+        // The import map sends the bare specifier to the module the demo serves.
+        assert!(
+            r.body
+                .contains(r#""@rails/actioncable":"/vendor/actioncable.esm.js""#),
+            "{}",
+            r.body
+        );
+        for (path, kind) in [
+            ("/main.mjs", "javascript"),
+            ("/app.mjs", "javascript"),
+            ("/app.css", "text/css"),
+        ] {
+            let r = get(addr, path, &[]).await;
+            assert_eq!(r.status, 200, "{path}");
+            assert!(
+                r.header("content-type").unwrap_or("").contains(kind),
+                "{path}: {r:?}"
+            );
+        }
+        // The API keeps its routes; what neither the API nor the page has is a 404.
+        assert_eq!(get(addr, "/health", &[]).await.body, "ok");
+        assert_eq!(get(addr, "/no-such-page", &[]).await.status, 404);
+
+        let module = Assets::new(DEFAULT_ASSETS).consumer_module();
+        let r = get(addr, "/vendor/actioncable.esm.js", &[]).await;
+        if module.is_file() {
+            assert_eq!(r.status, 200, "{r:?}");
+            let content_type = r.header("content-type").unwrap_or("");
+            assert!(content_type.contains("javascript"), "{content_type}");
+            assert!(r.body.contains("export {") && r.body.contains("createConsumer"));
+        } else {
+            eprintln!(
+                "SKIPPED the consumer module check: {} is missing (run `npm ci` in js-client)",
+                module.display()
+            );
+            assert_eq!(r.status, 404);
+        }
+        server.shutdown().await;
     })
     .await;
 }

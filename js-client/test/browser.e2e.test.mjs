@@ -1,0 +1,346 @@
+// Browser end-to-end tests of the demo's web page (js-client/public, served by example-demo at
+// `/`, with the stock @rails/actioncable consumer at /vendor/actioncable.esm.js): a real headless
+// Chromium from Debian's packages, driven by playwright-core (which never downloads a browser;
+// `executablePath` points at Debian's). Each test starts `example-demo` as a real process
+// (DEMO_DATABASE=:memory:, except the restart test: a file database on a fixed port).
+//
+//   CHROMIUM_PATH   the browser (default /usr/bin/chromium; `apt-get install chromium`,
+//                   which ./scripts/test.sh does when it is missing)
+//   screenshots     test-artifacts/screenshots/*.png (git-ignored): the key states, plus
+//                   failure-*.png of every open page when a test fails
+//
+// Selectors are the accessible ones (roles, labels, visible text), so the tests also check that
+// the page exposes them.
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { cpSync, existsSync, mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { waitUntil } from "./support/consumer.mjs";
+import { Scope, http, login, signJwt, nowSecs, freePort, JS_CLIENT_DIR } from "./support/demo.mjs";
+
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const SCREENSHOTS = join(JS_CLIENT_DIR, "test-artifacts", "screenshots");
+const T = 10000; // every single wait
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 360, height: 740 };
+
+// launch() gives every browser a fresh temporary profile (its own --user-data-dir, removed on
+// close; Playwright refuses an explicit one here) and adds --no-sandbox unless told otherwise.
+// The flags keep Chromium from reaching for the network on these offline machines.
+const CHROMIUM_ARGS = [
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+  ...(process.getuid?.() === 0 ? ["--no-sandbox"] : []),
+];
+
+let browser;
+
+const slug = (s) => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 60);
+
+/** Saves a screenshot of `page` as test-artifacts/screenshots/<name>.png. */
+async function shot(page, name, { fullPage = false } = {}) {
+  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage, animations: "disabled" });
+}
+
+/** A test with its own Scope (demo processes, temp dirs) and browser contexts, always cleaned up. */
+function browserTest(name, { timeout = 45000 } = {}, fn) {
+  test(name, { timeout }, async (t) => {
+    const scope = new Scope(`browser ${name}`);
+    const pages = [];
+    const errors = [];
+    /** A new browser context (its own cookies and sessionStorage: another user) on `demo`. */
+    scope.page = async (demo, { viewport = DESKTOP, label = `page ${pages.length + 1}` } = {}) => {
+      const context = await browser.newContext({ viewport, baseURL: demo.baseUrl, locale: "en-GB" });
+      context.setDefaultTimeout(T);
+      const page = await context.newPage();
+      page.on("pageerror", (error) => errors.push(`${label}: ${error.message}`));
+      pages.push({ page, label });
+      return page;
+    };
+    let failed = true;
+    try {
+      await fn(scope, t);
+      assert.deepEqual(errors, [], "no uncaught errors in the page");
+      failed = false;
+    } finally {
+      if (failed) {
+        for (const { page, label } of pages) {
+          await shot(page, `failure-${slug(name)}-${slug(label)}`, { fullPage: true }).catch(() => {});
+        }
+      }
+      await Promise.allSettled(pages.map(({ page }) => page.context().close()));
+      await scope.cleanup();
+    }
+  });
+}
+
+// ---- page helpers ----------------------------------------------------------------------------
+
+const statusOf = (page) => page.getByRole("banner").getByRole("status");
+
+async function waitForStatus(page, text, timeout = T) {
+  await statusOf(page).filter({ hasText: new RegExp(`^${text}$`) }).waitFor({ timeout });
+}
+
+/** Opens the page and signs in as `name`; `keyboard` types and presses Enter instead of clicking. */
+async function signIn(page, name, { keyboard = false } = {}) {
+  await page.goto("/");
+  const field = page.getByLabel("Your name");
+  if (keyboard) {
+    await field.waitFor();
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "signin-name", "the name field has focus");
+    await page.keyboard.type(name);
+    await page.keyboard.press("Enter");
+  } else {
+    await field.fill(name);
+    await page.getByRole("button", { name: "Sign in" }).click();
+  }
+  await waitForStatus(page, "Connected");
+  await page.getByRole("banner").getByText(`Signed in as ${name}`).waitFor();
+}
+
+const chatLog = (page) => page.getByRole("log");
+const notificationsPanel = (page) => page.getByRole("complementary", { name: /^Notifications/ });
+const notificationItem = (page, text) => notificationsPanel(page).getByRole("listitem").filter({ hasText: text });
+
+/** Sends a chat message with the keyboard (type, Enter) and waits for its echo. */
+async function say(page, text) {
+  await page.getByLabel("Chat message").fill(text);
+  await page.getByLabel("Chat message").press("Enter");
+  await chatLog(page).getByText(text, { exact: true }).waitFor();
+}
+
+/** Waits until the Notifications heading reads "Notifications <n> unread" (just "Notifications" for 0). */
+async function waitForUnread(page, n) {
+  const name = n > 0 ? `Notifications ${n} unread` : "Notifications";
+  await notificationsPanel(page).getByRole("heading", { name, exact: true }).waitFor();
+}
+
+// ---- the tests -------------------------------------------------------------------------------
+
+describe("the demo page in headless Chromium", () => {
+  before(async () => {
+    if (!existsSync(CHROMIUM)) {
+      throw new Error(`Chromium not found at ${CHROMIUM}. Install Debian's package ` +
+        "(`sudo apt-get install chromium`; ./scripts/test.sh does it by itself) or set CHROMIUM_PATH.");
+    }
+    rmSync(SCREENSHOTS, { recursive: true, force: true }); // this run's pictures only
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  });
+
+  after(async () => {
+    await browser?.close();
+  });
+
+  browserTest("two users chat in one room: history, messages both ways, typing, join and leave notices", {}, async (scope) => {
+    const demo = await scope.demo();
+    const alice = await scope.page(demo, { label: "alice" });
+    await alice.goto("/");
+    await alice.getByRole("heading", { name: "Sign in to chat" }).waitFor();
+    await shot(alice, "01-sign-in");
+
+    // A name that cannot work is explained next to the field.
+    await alice.getByLabel("Your name").fill("not a name!");
+    await alice.getByRole("button", { name: "Sign in" }).click();
+    await alice.getByText(/Use 1 to 32 letters/).waitFor();
+    await alice.getByLabel("Your name").fill("");
+
+    await signIn(alice, "alice", { keyboard: true });
+    await chatLog(alice).getByText("You joined #lobby").waitFor();
+    await alice.getByText("No messages in #lobby yet. Say hello!").waitFor();
+
+    // alice creates a room with the form; the composer gets the focus.
+    await alice.getByLabel("Join or create a room").fill("rust-fans");
+    await alice.getByRole("button", { name: "Go" }).click();
+    await alice.getByRole("heading", { name: "#rust-fans" }).waitFor();
+    await chatLog(alice).getByText("You joined #rust-fans").waitFor();
+    assert.equal(new URL(alice.url()).hash, "#rust-fans");
+    await say(alice, "first!");
+
+    // bob, on a phone, finds the room in the list (GET /rooms) and gets its recent history.
+    const bob = await scope.page(demo, { viewport: PHONE, label: "bob" });
+    await signIn(bob, "bob");
+    const roomLink = bob.getByRole("navigation", { name: "Rooms" }).getByRole("link", { name: /rust-fans/ });
+    await roomLink.click();
+    await chatLog(bob).getByText("first!", { exact: true }).waitFor();
+    await chatLog(bob).getByText("You joined #rust-fans").waitFor();
+    const bobLog = await chatLog(bob).innerText();
+    assert.ok(bobLog.indexOf("first!") < bobLog.indexOf("You joined #rust-fans"), `history comes first:\n${bobLog}`);
+    assert.equal(await roomLink.getAttribute("aria-current"), "page");
+    await chatLog(alice).getByText("bob joined").waitFor();
+
+    // bob starts typing: alice sees it, and it fades once bob stops.
+    await bob.getByLabel("Chat message").pressSequentially("hel");
+    const typing = alice.getByText("bob is typing…");
+    await typing.waitFor();
+    await shot(alice, "02-typing-indicator");
+    await typing.waitFor({ state: "hidden", timeout: 6000 });
+
+    // Messages both ways.
+    await say(bob, "hello alice");
+    await chatLog(alice).getByText("hello alice", { exact: true }).waitFor();
+    await say(alice, "hi bob, welcome to #rust-fans");
+    await chatLog(bob).getByText("hi bob, welcome to #rust-fans", { exact: true }).waitFor();
+    await shot(alice, "03-chat-desktop");
+    await shot(bob, "04-chat-phone", { fullPage: true });
+
+    // Sending nothing is refused on the page.
+    await bob.getByLabel("Chat message").fill("   ");
+    await bob.getByRole("button", { name: "Send", exact: true }).click();
+    await bob.getByText("Type a message first.").waitFor();
+
+    // bob leaves for the lobby: alice sees him go.
+    await bob.getByRole("navigation", { name: "Rooms" }).getByRole("link", { name: /lobby/ }).click();
+    await bob.getByRole("heading", { name: "#lobby" }).waitFor();
+    await chatLog(alice).getByText("bob left").waitFor();
+
+    // A private room turns bob away with a clear message (the subscription is rejected).
+    await bob.getByLabel("Join or create a room").fill("staff");
+    await bob.getByLabel("Join or create a room").press("Enter");
+    await bob.getByText("You cannot enter #staff: it is a private room (members only).").waitFor();
+    assert.equal(await bob.getByLabel("Chat message").isDisabled(), true);
+    await shot(bob, "05-private-room-phone", { fullPage: true });
+
+    // Signing out leaves the room for the others too.
+    await bob.getByRole("navigation", { name: "Rooms" }).getByRole("link", { name: /rust-fans/ }).click();
+    await chatLog(alice).getByText("bob joined").nth(1).waitFor();
+    await bob.getByRole("button", { name: "Sign out" }).click();
+    await bob.getByRole("heading", { name: "Sign in to chat" }).waitFor();
+    await waitForStatus(bob, "Not signed in");
+    await chatLog(alice).getByText("bob left").nth(1).waitFor();
+  });
+
+  browserTest("notifications: an HTTP POST reaches only its owner, live, with an unread count; mark as read sticks", {}, async (scope) => {
+    const demo = await scope.demo();
+    const alice = await scope.page(demo, { label: "alice" });
+    const bob = await scope.page(demo, { label: "bob" });
+    await signIn(alice, "alice");
+    await signIn(bob, "bob");
+    await notificationsPanel(bob).getByText("No notifications yet.").waitFor();
+
+    // From outside (curl, another service): POST /notifications.
+    const created = await http(demo.baseUrl, "/notifications", {
+      method: "POST", json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
+    });
+    assert.equal(created.status, 201);
+    const first = notificationItem(bob, "Your build passed");
+    await first.waitFor();
+    await first.getByRole("link", { name: "Open link" }).waitFor();
+    await waitForUnread(bob, 1);
+
+    // From the page's own form: alice sends bob one.
+    const panel = notificationsPanel(alice);
+    await panel.getByLabel("To (user name)").fill("bob");
+    await panel.getByLabel("Notification text").fill("Lunch at noon?");
+    await panel.getByLabel("Kind").selectOption("warning");
+    await panel.getByRole("button", { name: "Send notification" }).click();
+    await panel.getByText(/^Sent notification #\d+ to bob\.$/).waitFor();
+    await notificationItem(bob, "Lunch at noon?").waitFor();
+    await waitForUnread(bob, 2);
+    assert.match(await bob.title(), /^\(2\) /, "the tab title shows the unread count");
+    await shot(bob, "06-notifications-arrived");
+
+    // Only their owner got them.
+    await alice.waitForTimeout(500);
+    assert.equal(await notificationsPanel(alice).getByRole("listitem").count(), 0);
+    await waitForUnread(alice, 0);
+    await notificationsPanel(alice).getByText("No notifications yet.").waitFor();
+
+    // bob marks one read (the button, by keyboard), then the rest with "Mark all read".
+    await first.getByRole("button", { name: "Mark as read" }).focus();
+    await bob.keyboard.press("Enter");
+    await first.getByText("Read", { exact: true }).waitFor();
+    await waitForUnread(bob, 1);
+    await notificationsPanel(bob).getByRole("button", { name: "Mark all read" }).click();
+    await notificationItem(bob, "Lunch at noon?").getByText("Read", { exact: true }).waitFor();
+    await waitForUnread(bob, 0);
+    await shot(bob, "07-notifications-read");
+
+    // It is stored: after a reload the list comes back read, and the API agrees.
+    await bob.reload();
+    await waitForStatus(bob, "Connected");
+    await notificationItem(bob, "Lunch at noon?").getByText("Read", { exact: true }).waitFor();
+    await notificationItem(bob, "Your build passed").getByText("Read", { exact: true }).waitFor();
+    await waitForUnread(bob, 0);
+    const bobCreds = await login(demo.baseUrl, "bob");
+    const stored = await http(demo.baseUrl, "/notifications", { token: bobCreds.token });
+    assert.deepEqual(stored.body.map((n) => [n.message, n.read]), [["Lunch at noon?", true], ["Your build passed", true]]);
+  });
+
+  browserTest("connection status: reconnecting while the server is down, connected again on its own", { timeout: 90000 }, async (scope, t) => {
+    const port = await freePort();
+    const database = join(scope.tempDir(), "demo.sqlite3");
+    let demo = await scope.demo({ port, database });
+    const alice = await scope.page(demo, { label: "alice" });
+    await signIn(alice, "alice");
+    await say(alice, "before the restart");
+
+    const stoppedAt = Date.now();
+    assert.deepEqual(await demo.stop({ graceMs: 8000 }), { code: 0, signal: null });
+    await waitForStatus(alice, "Reconnecting…");
+    await chatLog(alice).getByText("Connection lost — reconnecting…").waitFor();
+    // What you type meanwhile is kept, with a clear reason.
+    await alice.getByLabel("Chat message").fill("typed while down");
+    await alice.getByLabel("Chat message").press("Enter");
+    await alice.getByText(/^Not sent: not connected/).waitFor();
+    assert.equal(await alice.getByLabel("Chat message").inputValue(), "typed while down");
+    await alice.waitForTimeout(1500); // let the detail line count a little
+    await shot(alice, "08-reconnecting");
+
+    demo = await scope.demo({ port, database });
+    // The stock ConnectionMonitor reopens on its own (stale after 6 s, polls every 6–18 s).
+    await waitForStatus(alice, "Connected", 45000);
+    t.diagnostic(`the page was connected again ${Date.now() - stoppedAt} ms after the SIGTERM`);
+    await chatLog(alice).getByText("Reconnected").waitFor();
+    await alice.getByRole("button", { name: "Send", exact: true }).click();
+    await chatLog(alice).getByText("typed while down", { exact: true }).waitFor();
+    await shot(alice, "09-reconnected");
+    // The history was not duplicated by the catch-up after the reconnect.
+    assert.equal(await chatLog(alice).getByText("before the restart", { exact: true }).count(), 1);
+  });
+
+  browserTest("a rejected connection shows a clear message and the sign-in form", {}, async (scope) => {
+    const demo = await scope.demo();
+    const page = await scope.page(demo, { label: "mallory" });
+    // A session whose token the server does not accept (signed with another secret).
+    const now = nowSecs();
+    const forged = signJwt({ sub: "mallory", iat: now, exp: now + 3600 }, "not-the-server-secret-0123456789abcdef");
+    await page.addInitScript((session) => {
+      if (!sessionStorage.getItem("actioncable-demo.session")) sessionStorage.setItem("actioncable-demo.session", session);
+    }, JSON.stringify({ user: "mallory", token: forged }));
+    await page.goto("/");
+    await page.getByRole("alert").getByText(/The server rejected the connection/).waitFor();
+    await waitForStatus(page, "Connection rejected");
+    await page.getByRole("heading", { name: "Sign in to chat" }).waitFor();
+    await shot(page, "10-connection-rejected");
+    await waitUntil(() => demo.proc.lines.some((l) => /cable connection without valid credentials/.test(l)),
+      { timeoutMs: T, label: "the server logging the rejection" });
+
+    // Signing in again works and clears the message.
+    await signIn(page, "mallory");
+    await page.getByRole("alert").waitFor({ state: "hidden" });
+  });
+
+  browserTest("without `npm ci` the page says how to get the consumer module", {}, async (scope) => {
+    // A js-client folder with the page but no node_modules.
+    const assets = scope.tempDir();
+    cpSync(join(JS_CLIENT_DIR, "public"), join(assets, "public"), { recursive: true });
+    const demo = await scope.demo({ env: { DEMO_ASSETS: assets } });
+    // stderr (the log) and stdout (the ready line) are separate pipes: the warning may come in second.
+    await waitUntil(() => demo.proc.lines.some((l) => /WARN/.test(l) && /npm ci/.test(l)),
+      { timeoutMs: T, label: "a startup warning saying to run npm ci" });
+    assert.equal((await http(demo.baseUrl, "/vendor/actioncable.esm.js")).status, 404);
+    const page = await scope.page(demo);
+    await page.goto("/");
+    await page.getByRole("alert").getByText(/could not load the ActionCable consumer/).waitFor();
+    await page.getByRole("alert").getByText(/npm ci/).waitFor();
+    assert.equal(await page.getByRole("heading", { name: "Sign in to chat" }).count(), 0);
+    await shot(page, "11-consumer-module-missing");
+  });
+});
