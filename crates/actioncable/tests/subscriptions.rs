@@ -380,3 +380,55 @@ async fn a_broadcast_made_in_subscribed_arrives_after_the_confirmation() {
         c.close().await;
     }
 }
+
+/// `subscribed` takes a while (a slow pub/sub adapter, say), then confirms or rejects by room.
+struct SlowChannel;
+
+#[derive(serde::Deserialize)]
+struct SlowParams {
+    outcome: String,
+}
+
+#[actioncable::async_trait]
+impl actioncable::Channel<TestState> for SlowChannel {
+    const NAME: &'static str = "SlowChannel";
+    type Params = SlowParams;
+    type Action = actioncable::channel::AnyAction;
+
+    async fn subscribed(
+        _: &mut actioncable::ChannelContext<TestState>,
+        params: SlowParams,
+    ) -> Result<Self, actioncable::ChannelError> {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        match params.outcome.as_str() {
+            "confirm" => Ok(SlowChannel),
+            _ => Err(actioncable::ChannelError::reject()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_subscribe_repeated_while_pending_is_answered_once() {
+    let rec = Recorder::new();
+    let server = spawn_cable(builder(&rec).channel::<SlowChannel>()).await;
+    let mut c = server.client().await;
+    // The stock consumer resends `subscribe` every 500 ms until it hears back.
+    for (id, answer) in [
+        (r#"{"channel":"SlowChannel","outcome":"reject"}"#, reject_frame as fn(&str) -> String),
+        (r#"{"channel":"SlowChannel","outcome":"confirm"}"#, confirm_frame),
+    ] {
+        c.send_subscribe(id).await;
+        for _ in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            c.send_subscribe(id).await;
+        }
+        c.expect_frame(&answer(id)).await;
+        // Run after the rejection, a copy would subscribe the client to something it has
+        // forgotten (and every later subscribe would then be ignored as a duplicate).
+        c.expect_silence(std::time::Duration::from_millis(1200)).await;
+    }
+    // A new subscribe after the rejection is a new attempt, answered again.
+    let rejected = r#"{"channel":"SlowChannel","outcome":"reject"}"#;
+    c.send_subscribe(rejected).await;
+    c.expect_reject(rejected).await;
+}

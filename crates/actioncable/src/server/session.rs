@@ -20,7 +20,7 @@ use crate::hub::Outbox;
 use crate::protocol::{Command, DisconnectReason, Identifier, ServerMessage};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{FutureExt as _, SinkExt as _};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -36,6 +36,9 @@ const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// Frames written per flush when a backlog is waiting.
 const WRITE_BATCH: usize = 64;
+/// Commands read ahead while one runs; beyond this the socket is left unread, which pushes
+/// back on the client.
+const READ_AHEAD: usize = 32;
 
 struct Subscription<S> {
     channel: Box<dyn ErasedChannel<S>>,
@@ -46,6 +49,8 @@ struct Session<S> {
     socket: WebSocket,
     rx: mpsc::Receiver<Utf8Bytes>,
     commands: Commands<S>,
+    /// Text frames read while a command ran, waiting their turn.
+    backlog: VecDeque<Utf8Bytes>,
 }
 
 /// What running a command touches: everything but the socket and the outbox's receiving end,
@@ -95,6 +100,7 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
             identity,
             subscriptions: HashMap::new(),
         },
+        backlog: VecDeque::new(),
     };
     session.run().instrument(span).await;
 }
@@ -159,6 +165,12 @@ impl<S: Send + Sync + 'static> Session<S> {
     async fn serve(&mut self) -> End {
         let outbox = self.commands.outbox.clone();
         loop {
+            if let Some(text) = self.backlog.pop_front() {
+                if let Some(end) = self.handle_while_writing(&text).await {
+                    return end;
+                }
+                continue;
+            }
             tokio::select! {
                 biased;
                 (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
@@ -192,22 +204,40 @@ impl<S: Send + Sync + 'static> Session<S> {
 
     /// Runs one command while still writing the frames queued meanwhile (its own transmits,
     /// stream deliveries, pings), so a command that awaits something does not make its own
-    /// client look too slow. The command itself is never cancelled: dropping it half-way could
-    /// leave streams registered for a subscription that no longer exists. A close request or a
-    /// dead socket only stops the writing; the command finishes first.
+    /// client look too slow, and while reading the next commands into the backlog. The command
+    /// itself is never cancelled: dropping it half-way could leave streams registered for a
+    /// subscription that no longer exists. A close request or a dead socket only stops the
+    /// writing; the command finishes first.
+    ///
+    /// While a `subscribe` waits (for the pub/sub adapter, say), the stock consumer resends it
+    /// every 500 ms. Those copies are dropped here: the subscription already exists, pending,
+    /// as Rails would see it. Run later, after a rejection the client has already accepted,
+    /// they would subscribe it to something it no longer knows about.
     async fn handle_while_writing(&mut self, text: &str) -> Option<End> {
         let Session {
             socket,
             rx,
             commands,
+            backlog,
         } = self;
+        let command = match Command::decode(text) {
+            Ok(command) => command,
+            Err(e) => {
+                tracing::warn!(error = %e, frame = %clip(text), "ignoring a frame that is not a command");
+                return None;
+            }
+        };
+        let subscribing = match &command {
+            Command::Subscribe { identifier } => Some(identifier.clone()),
+            _ => None,
+        };
         let outbox = commands.outbox.clone();
-        let command = commands.handle(text);
-        tokio::pin!(command);
+        let run = commands.run(command);
+        tokio::pin!(run);
         let end = loop {
             tokio::select! {
                 biased;
-                () = &mut command => return None,
+                () = &mut run => return None,
                 (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
                 frame = rx.recv() => {
                     let Some(frame) = frame else { break End::Gone };
@@ -217,11 +247,32 @@ impl<S: Send + Sync + 'static> Session<S> {
                         written = write_batch(socket, rx, frame) => if written.is_err() { break End::Gone },
                     }
                 }
+                message = socket.recv(), if backlog.len() < READ_AHEAD => match message {
+                    Some(Ok(Message::Text(next))) => {
+                        if subscribing.as_deref().is_some_and(|id| is_subscribe_to(&next, id)) {
+                            tracing::debug!(identifier = %clip(subscribing.as_deref().unwrap_or_default()),
+                                "subscribe repeated while pending; ignored");
+                        } else {
+                            backlog.push_back(next);
+                        }
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        tracing::warn!(len = bytes.len(), "ignoring a binary frame: commands are text");
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) => break End::ClientClosed,
+                    None => break End::Gone,
+                    Some(Err(e)) => break read_error(e),
+                },
             }
         };
-        command.await;
+        run.await;
         Some(end)
     }
+}
+
+fn is_subscribe_to(text: &str, identifier: &str) -> bool {
+    matches!(Command::decode(text), Ok(Command::Subscribe { identifier: id }) if id == identifier)
 }
 
 async fn write_batch(
@@ -240,14 +291,11 @@ async fn write_batch(
 }
 
 impl<S: Send + Sync + 'static> Commands<S> {
-    async fn handle(&mut self, text: &str) {
-        match Command::decode(text) {
-            Ok(Command::Subscribe { identifier }) => self.subscribe(identifier).await,
-            Ok(Command::Unsubscribe { identifier }) => self.unsubscribe(&identifier).await,
-            Ok(Command::Message { identifier, data }) => self.message(&identifier, &data).await,
-            Err(e) => {
-                tracing::warn!(error = %e, frame = %clip(text), "ignoring a frame that is not a command")
-            }
+    async fn run(&mut self, command: Command) {
+        match command {
+            Command::Subscribe { identifier } => self.subscribe(identifier).await,
+            Command::Unsubscribe { identifier } => self.unsubscribe(&identifier).await,
+            Command::Message { identifier, data } => self.message(&identifier, &data).await,
         }
     }
 
@@ -353,6 +401,7 @@ impl<S: Send + Sync + 'static> Session<S> {
             mut socket,
             rx: _,
             mut commands,
+            backlog: _,
         } = self;
         let timeout = commands.shared.core.config.close_timeout;
         match end {
