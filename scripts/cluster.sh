@@ -8,7 +8,9 @@
 #
 # Settings: CLUSTER_PORT (nginx, default 8080), CLUSTER_STATE_DIR (default /tmp/actioncable-cluster),
 # REDIS_URL (default: a private redis-server on a spare port), CABLE_CHANNEL_PREFIX (default demo),
-# DEMO_BIN (default target/debug/example-demo, built if missing).
+# DEMO_BIN (default target/debug/example-demo, built if missing); RUST_LOG reaches the nodes.
+# Logs in $CLUSTER_STATE_DIR: node1.log, node2.log, redis.log, nginx/logs/{access,error}.log
+# (the access log names the node of each request: upstream=127.0.0.1:<node port>).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -73,6 +75,7 @@ up() {
       -e "s/server demo2:3000;/server 127.0.0.1:${ports[1]};/" \
       -e "s/listen 8080;/listen 127.0.0.1:$PORT;/" \
       -e "s|^events|pid $STATE/nginx/nginx.pid;\nerror_log $STATE/nginx/logs/error.log;\nevents|" \
+      -e "s|access_log /dev/stdout|access_log $STATE/nginx/logs/access.log|" \
       "$ROOT/deploy/nginx.conf" > "$STATE/nginx/nginx.conf"
   nginx -p "$STATE/nginx" -c "$STATE/nginx/nginx.conf" -e "$STATE/nginx/logs/error.log"
   wait_for "nginx" curl -sf "http://127.0.0.1:$PORT/health"

@@ -161,8 +161,18 @@ impl Channel<DemoState> for ChatChannel {
                         return Err(e.into());
                     }
                 };
-                ctx.broadcast(&self.stream, &ChatEvent::Message(&message))
-                    .await?;
+                // Stored, but if the room cannot hear it (Redis down, say) the speaker is told
+                // rather than left believing everyone saw it.
+                if let Err(e) = ctx
+                    .broadcast(&self.stream, &ChatEvent::Message(&message))
+                    .await
+                {
+                    error(
+                        ctx,
+                        "the message was saved but could not be delivered live; it will show in the room's history",
+                    )?;
+                    return Err(e.into());
+                }
             }
             ChatAction::Typing => {
                 ctx.broadcast(&self.stream, &ChatEvent::Typing { user: &self.user })

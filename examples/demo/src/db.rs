@@ -117,15 +117,31 @@ impl Db {
     /// When the file cannot be opened or the schema cannot be created.
     pub fn open(path: &str) -> Result<Db, DbError> {
         let conn = if path == ":memory:" {
-            Connection::open_in_memory()?
+            let conn = Connection::open_in_memory()?;
+            conn.execute_batch(SCHEMA)?;
+            conn
         } else {
             let conn = Connection::open(path)?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            // WAL lets readers (a `sqlite3` shell, say) look while the demo writes.
-            let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            // Several nodes may share one file (scripts/cluster.sh, docker-compose) and start
+            // at the same moment: switching to WAL and creating the schema can then find the
+            // file locked, which `busy_timeout` does not cover. Retry for a while.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                // WAL lets readers (a `sqlite3` shell, another node) look while one writes.
+                let setup = conn
+                    .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+                    .and_then(|_| conn.execute_batch(SCHEMA));
+                match setup {
+                    Ok(()) => break,
+                    Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             conn
         };
-        conn.execute_batch(SCHEMA)?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -289,6 +305,15 @@ fn rfc3339(at: OffsetDateTime) -> String {
     // Formatting a UTC date with a fixed description only fails for years past 9999.
     at.format(&format)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
+/// Whether SQLite refused because another connection holds the file.
+fn is_locked(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 #[cfg(test)]

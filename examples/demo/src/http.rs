@@ -300,7 +300,8 @@ fn new_notification(body: NotificationBody) -> Result<NewNotification, ApiError>
     })
 }
 
-/// `POST /notifications` → stores it, pushes it to its owner's stream, 201.
+/// `POST /notifications` → stores it, pushes it to its owner's stream: 201, or 503 (with the
+/// stored notification) when the push could not be made.
 async fn create_notification(
     State(state): State<AppState>,
     body: Bytes,
@@ -318,13 +319,19 @@ async fn create_notification(
         link: stored.link.as_deref(),
         created_at: &stored.created_at,
     };
-    // Stored is what counts: the owner sees it in GET /notifications even if the push fails.
+    // The notification is stored either way (the owner sees it in GET /notifications); a
+    // failed push is reported to the caller rather than swallowed.
     if let Err(e) = state
         .cable
         .broadcast_to("NotificationChannel", &stored.user, &push)
         .await
     {
         tracing::warn!(error = %e, id = stored.id, "notification stored but not pushed");
+        let body = json!({
+            "error": "stored, but the live push failed; the user will see it on their next visit",
+            "notification": &stored,
+        });
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response());
     }
     Ok((StatusCode::CREATED, Json(&stored)).into_response())
 }
