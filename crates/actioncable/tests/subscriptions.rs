@@ -414,8 +414,14 @@ async fn a_subscribe_repeated_while_pending_is_answered_once() {
     let mut c = server.client().await;
     // The stock consumer resends `subscribe` every 500 ms until it hears back.
     for (id, answer) in [
-        (r#"{"channel":"SlowChannel","outcome":"reject"}"#, reject_frame as fn(&str) -> String),
-        (r#"{"channel":"SlowChannel","outcome":"confirm"}"#, confirm_frame),
+        (
+            r#"{"channel":"SlowChannel","outcome":"reject"}"#,
+            reject_frame as fn(&str) -> String,
+        ),
+        (
+            r#"{"channel":"SlowChannel","outcome":"confirm"}"#,
+            confirm_frame,
+        ),
     ] {
         c.send_subscribe(id).await;
         for _ in 0..3 {
@@ -425,7 +431,8 @@ async fn a_subscribe_repeated_while_pending_is_answered_once() {
         c.expect_frame(&answer(id)).await;
         // Run after the rejection, a copy would subscribe the client to something it has
         // forgotten (and every later subscribe would then be ignored as a duplicate).
-        c.expect_silence(std::time::Duration::from_millis(1200)).await;
+        c.expect_silence(std::time::Duration::from_millis(1200))
+            .await;
     }
     // A new subscribe after the rejection is a new attempt, answered again.
     let rejected = r#"{"channel":"SlowChannel","outcome":"reject"}"#;
