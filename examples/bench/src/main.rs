@@ -16,6 +16,7 @@ use actioncable::channel::AnyAction;
 use actioncable::{
     AcceptAll, AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams, async_trait,
 };
+use axum::serve::{Listener as _, ListenerExt as _};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -71,7 +72,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
-    let listener = tokio::net::TcpListener::bind(format!("{bind}:{port}")).await?;
+    // TCP_NODELAY: otherwise a frame right after another waits for the client's delayed ACK.
+    let listener = tokio::net::TcpListener::bind(format!("{bind}:{port}"))
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     println!(
         "bench listening on ws://{}/cable (pid {})",
         listener.local_addr()?,

@@ -24,6 +24,7 @@ pub mod validate;
 use actioncable::{AllowedOrigins, Cable, CableHandle};
 use anyhow::Context as _;
 use axum::Router;
+use axum::serve::ListenerExt as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,6 +114,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let cable = demo.cable;
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    // Without TCP_NODELAY a frame that follows another closely waits for the client's
+    // delayed ACK (40 ms on Linux); the upgraded socket is out of reach later, so set it here.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(
         listener,
         demo.router

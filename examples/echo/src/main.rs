@@ -5,6 +5,7 @@ use actioncable::channel::AnyAction;
 use actioncable::{
     AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams, async_trait,
 };
+use axum::serve::{Listener as _, ListenerExt as _};
 
 struct EchoChannel;
 
@@ -39,7 +40,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let app = axum::Router::new().merge(cable.router("/cable"));
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    // TCP_NODELAY: otherwise a frame right after another waits for the client's delayed ACK.
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     println!(
         "echo cable listening on ws://{}/cable",
         listener.local_addr()?

@@ -62,6 +62,7 @@ use actioncable::{
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use axum::serve::{Listener as _, ListenerExt as _};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -432,7 +433,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .merge(control);
 
     let port = std::env::var("PORT").unwrap_or_else(|_| "28081".into());
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    // TCP_NODELAY: otherwise a frame right after another waits for the client's delayed ACK.
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     println!("rails-twin listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -14,6 +14,7 @@ use actioncable::{
     AllowedOrigins, Cable, CableBuilder, CableHandle, Channel, ChannelContext, ChannelError,
     ConnectRequest, Connection, Identity, NoParams, Reject, async_trait,
 };
+use axum::serve::ListenerExt as _;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -572,6 +573,9 @@ pub async fn spawn_cable<S: Send + Sync + 'static>(builder: CableBuilder<S>) -> 
     let app: axum::Router = cable.router("/cable");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         axum::serve(
             listener,

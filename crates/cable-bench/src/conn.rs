@@ -1,0 +1,367 @@
+//! One client connection: TCP (optionally from a chosen source address), the WebSocket
+//! handshake with the ActionCable subprotocol, the welcome, one `BenchmarkChannel`
+//! subscription; plus the frames the modes send and the parts of received frames they read.
+
+use crate::{ConnectArgs, secs};
+use anyhow::{Context as _, anyhow, bail};
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// A subscribed client connection.
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// The subscription identifier every client uses (the client's exact string is echoed back).
+pub(crate) const IDENTIFIER: &str = r#"{"channel":"BenchmarkChannel"}"#;
+
+/// Where to connect and how; resolved once per run.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    url: String,
+    addr: SocketAddr,
+    origin: Option<HeaderValue>,
+    bind_ips: Vec<IpAddr>,
+}
+
+impl Target {
+    pub(crate) async fn resolve(args: &ConnectArgs) -> anyhow::Result<Target> {
+        let uri: Uri = args
+            .url
+            .parse()
+            .with_context(|| format!("invalid --url {:?}", args.url))?;
+        match uri.scheme_str() {
+            Some("ws") => {}
+            Some("wss") => bail!("wss:// is not supported; benchmark over ws://"),
+            _ => bail!("--url must start with ws://"),
+        }
+        let host = uri.host().ok_or_else(|| anyhow!("--url has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(80);
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .with_context(|| format!("cannot resolve {host}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{host} resolves to no address"))?;
+        for ip in &args.bind_ips {
+            if ip.is_ipv4() != addr.is_ipv4() {
+                bail!("--bind-ips {ip} is not of the same family as the server address {addr}");
+            }
+        }
+        let origin = match &args.origin {
+            Some(o) => Some(HeaderValue::from_str(o).context("invalid --origin")?),
+            None => None,
+        };
+        Ok(Target {
+            url: args.url.clone(),
+            addr,
+            origin,
+            bind_ips: args.bind_ips.clone(),
+        })
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Connects client `index` and returns it once its subscription is confirmed.
+    pub(crate) async fn open(&self, index: usize) -> anyhow::Result<Ws> {
+        let socket = if self.addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if !self.bind_ips.is_empty() {
+            let ip = self.bind_ips[index % self.bind_ips.len()];
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .with_context(|| format!("bind {ip}"))?;
+        }
+        let stream = socket
+            .connect(self.addr)
+            .await
+            .with_context(|| format!("TCP connect to {}", self.addr))?;
+        stream.set_nodelay(true)?;
+
+        let mut request = self.url.as_str().into_client_request()?;
+        let headers = request.headers_mut();
+        headers.insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("actioncable-v1-json"),
+        );
+        if let Some(origin) = &self.origin {
+            headers.insert("Origin", origin.clone());
+        }
+        // Small buffers: thousands of mostly idle clients, small frames.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (mut ws, _response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .context("WebSocket handshake")?;
+
+        wait_for(&mut ws, "welcome").await?;
+        let subscribe = serde_json::json!({ "command": "subscribe", "identifier": IDENTIFIER });
+        ws.send(Message::text(subscribe.to_string())).await?;
+        wait_for(&mut ws, "confirm_subscription").await?;
+        Ok(ws)
+    }
+}
+
+/// Reads frames until one of type `kind`; pings are skipped, anything else fails.
+async fn wait_for(ws: &mut Ws, kind: &str) -> anyhow::Result<()> {
+    loop {
+        let text = match ws.next().await {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => bail!("closed by the server ({frame:?})"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e).context(format!("waiting for {kind}")),
+            None => bail!("connection closed while waiting for {kind}"),
+        };
+        match Incoming::parse(&text) {
+            Some(Incoming::Control(k)) if k == kind => return Ok(()),
+            Some(Incoming::Control(k)) if k == "ping" => {}
+            _ => bail!("expected {kind}, got {text}"),
+        }
+    }
+}
+
+/// A received frame, as far as the modes care.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Incoming<'a> {
+    /// A frame with a `type` (welcome, ping, confirm_subscription, disconnect, …).
+    Control(Cow<'a, str>),
+    /// A message for the subscription: the benchmark's data, if it has that shape.
+    Data(BenchData<'a>),
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+}
+
+/// The data the benchmark sends and gets back: `{"action":…,"payload":{…}}`.
+#[derive(Debug, PartialEq, Deserialize)]
+pub(crate) struct BenchData<'a> {
+    #[serde(borrow, default)]
+    pub(crate) action: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub(crate) payload: Option<Payload>,
+}
+
+/// The benchmark's payload (the padding, if any, is not read back).
+#[derive(Debug, PartialEq, Deserialize)]
+pub(crate) struct Payload {
+    /// The sending client (broadcast) or the client itself (echo).
+    #[serde(default)]
+    pub(crate) sender: u32,
+    /// The round (broadcast) or the round trip (echo).
+    pub(crate) seq: u32,
+    /// The sender's [`Clock`] at the send.
+    pub(crate) sent_ns: u64,
+}
+
+impl<'a> Incoming<'a> {
+    /// `None` for a frame that is not an ActionCable frame of a known shape.
+    pub(crate) fn parse(text: &'a str) -> Option<Incoming<'a>> {
+        let frame: Frame<'a> = serde_json::from_str(text).ok()?;
+        if let Some(kind) = frame.kind {
+            return Some(Incoming::Control(kind));
+        }
+        let data = serde_json::from_str(frame.message?.get()).ok()?;
+        Some(Incoming::Data(data))
+    }
+}
+
+/// The `message` command performing `action` with `payload`.
+pub(crate) fn perform(action: &str, payload: serde_json::Value) -> Utf8Bytes {
+    let data = serde_json::json!({ "action": action, "payload": payload });
+    let command = serde_json::json!({
+        "command": "message",
+        "identifier": IDENTIFIER,
+        "data": data.to_string(),
+    });
+    command.to_string().into()
+}
+
+/// The benchmark payload, with `pad` bytes of padding when asked.
+pub(crate) fn payload(sender: u32, seq: u32, sent_ns: u64, pad: &str) -> serde_json::Value {
+    let mut payload = serde_json::json!({ "sender": sender, "seq": seq, "sent_ns": sent_ns });
+    if !pad.is_empty() {
+        payload["pad"] = pad.into();
+    }
+    payload
+}
+
+/// Settings for opening many connections.
+#[derive(Debug)]
+pub(crate) struct Ramp {
+    pub(crate) target: Arc<Target>,
+    pub(crate) per_sec: f64,
+    pub(crate) max_handshakes: usize,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl Ramp {
+    pub(crate) fn new(target: Target, args: &ConnectArgs) -> anyhow::Result<Ramp> {
+        if !args.ramp_per_sec.is_finite() || args.ramp_per_sec <= 0.0 {
+            bail!("--ramp-per-sec must be positive");
+        }
+        Ok(Ramp {
+            target: Arc::new(target),
+            per_sec: args.ramp_per_sec,
+            max_handshakes: args.max_handshakes.max(1),
+            connect_timeout: secs(args.connect_timeout_secs, "--connect-timeout-secs")?,
+        })
+    }
+
+    /// Opens `count` connections at the ramp's pace, at most `max_handshakes` at once; each
+    /// subscribed connection is handed to `session` on its own task in `tasks` (the call to
+    /// `session` happens before the connection counts as ready; the future it returns runs
+    /// after). Returns once `count` connections are subscribed. Fails at the first connection that fails, or
+    /// at `deadline`.
+    pub(crate) async fn open_all<F, Fut>(
+        &self,
+        count: usize,
+        deadline: Instant,
+        tasks: &mut JoinSet<()>,
+        session: F,
+    ) -> anyhow::Result<Duration>
+    where
+        F: Fn(usize, Ws) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let started = Instant::now();
+        let handshakes = Arc::new(Semaphore::new(self.max_handshakes));
+        let (ready_tx, mut ready_rx) = mpsc::channel::<anyhow::Result<()>>(1024);
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / self.per_sec));
+        let mut launched = 0;
+        let mut ready = 0;
+        let progress_every = (count / 10).max(1);
+        while ready < count {
+            tokio::select! {
+                biased;
+                outcome = ready_rx.recv() => {
+                    let outcome = outcome.ok_or_else(|| anyhow!("connection tasks vanished"))?;
+                    outcome?;
+                    ready += 1;
+                    if ready % progress_every == 0 {
+                        eprintln!("  {ready}/{count} subscribed");
+                    }
+                }
+                permit = handshakes.clone().acquire_owned(), if launched < count => {
+                    let permit = permit?;
+                    ticks.tick().await;
+                    let index = launched;
+                    launched += 1;
+                    tasks.spawn(connect_one(
+                        self.target.clone(),
+                        index,
+                        self.connect_timeout,
+                        permit,
+                        ready_tx.clone(),
+                        session.clone(),
+                    ));
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    bail!("only {ready} of {count} connections subscribed before the run's deadline");
+                }
+            }
+        }
+        Ok(started.elapsed())
+    }
+}
+
+async fn connect_one<F, Fut>(
+    target: Arc<Target>,
+    index: usize,
+    limit: Duration,
+    permit: OwnedSemaphorePermit,
+    ready: mpsc::Sender<anyhow::Result<()>>,
+    session: F,
+) where
+    F: Fn(usize, Ws) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let opened = match tokio::time::timeout(limit, target.open(index)).await {
+        Ok(opened) => opened,
+        Err(_) => Err(anyhow!("not subscribed within {limit:?}")),
+    };
+    drop(permit);
+    match opened {
+        Ok(ws) => {
+            // The closure's synchronous part (e.g. handing over the write half) runs before
+            // the connection counts as ready.
+            let run = session(index, ws);
+            if ready.send(Ok(())).await.is_ok() {
+                drop(ready);
+                run.await;
+            }
+        }
+        Err(e) => {
+            let _ = ready
+                .send(Err(e.context(format!("connection {index}"))))
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_control_frames_and_data() {
+        assert_eq!(
+            Incoming::parse(r#"{"type":"welcome"}"#),
+            Some(Incoming::Control("welcome".into()))
+        );
+        assert_eq!(
+            Incoming::parse(r#"{"type":"ping","message":1700000000}"#),
+            Some(Incoming::Control("ping".into()))
+        );
+        let frame = r#"{"identifier":"{\"channel\":\"BenchmarkChannel\"}","message":{"action":"broadcast","payload":{"sender":3,"seq":7,"sent_ns":42,"pad":"xx"}}}"#;
+        assert_eq!(
+            Incoming::parse(frame),
+            Some(Incoming::Data(BenchData {
+                action: Some("broadcast".into()),
+                payload: Some(Payload {
+                    sender: 3,
+                    seq: 7,
+                    sent_ns: 42
+                }),
+            }))
+        );
+        assert_eq!(Incoming::parse("not json"), None);
+    }
+
+    #[test]
+    fn perform_wraps_data_as_a_json_string() {
+        let text = perform("broadcast", payload(1, 2, 3, "ab"));
+        let command: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(command["command"], "message");
+        assert_eq!(command["identifier"], IDENTIFIER);
+        let data: serde_json::Value =
+            serde_json::from_str(command["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            data,
+            serde_json::json!({"action":"broadcast","payload":{"sender":1,"seq":2,"sent_ns":3,"pad":"ab"}})
+        );
+    }
+}
