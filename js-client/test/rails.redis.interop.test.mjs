@@ -19,7 +19,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  createConsumer, closeConsumer, subscribe, currentSocket, sleep, startProcess, freePort, withTimeout,
+  createConsumer, closeConsumer, subscribe, currentSocket, sleep, startProcess, freePort, withTimeout, waitUntil,
 } from "./support/consumer.mjs";
 import { JS_CLIENT_DIR } from "./support/demo.mjs";
 import { haveCommand, redisMissing, startRedis, redisSubscribe, redisLogFile, freshLog } from "./support/redis.mjs";
@@ -203,6 +203,27 @@ test(NAME, { skip, timeout: 90000 }, async (t) => {
 
     await t.test("nobody reconnected", () => {
       for (const c of [alice, bob]) assert.equal(c.sockets.length, 1);
+    });
+
+    // Rails' remote connections: `remote_connections.where(current_user: u).disconnect` publishes
+    // {"type":"disconnect"} on `action_cable/<u>`; whichever server holds u's connection closes it.
+    await t.test("POST /disconnect?user=bob on the anchor closes bob's connection on the twin", async () => {
+      const socket = currentSocket(bob);
+      const r = await post(anchor.base, "/disconnect?user=bob", {});
+      assert.equal(r.status, 200);
+      const isDisconnect = (f) => typeof f.data === "string" && f.data.includes('"type":"disconnect"');
+      await waitUntil(() => socket.frames.some(isDisconnect) && socket.closeInfo, { timeoutMs: WAIT, label: "bob disconnected" });
+      // Rails 6.1 sends no `reconnect`: the twin reconnects by default, with reason `remote` (7.1+).
+      assert.deepEqual(JSON.parse(socket.frames.find(isDisconnect).data), { type: "disconnect", reason: "remote", reconnect: true });
+      assert.equal(socket.closeInfo.code, 1000);
+    });
+
+    await t.test("POST /disconnect?user=alice on the twin closes alice's connection on the anchor", async () => {
+      const socket = currentSocket(alice);
+      const r = await post(rust.base, "/disconnect?user=alice", {});
+      assert.equal(r.status, 200);
+      // Rails 6.1 closes without a disconnect frame.
+      await waitUntil(() => socket.closeInfo, { timeoutMs: WAIT, label: "alice's socket closed by the anchor" });
     });
   } finally {
     await Promise.allSettled(consumers.map((c) => closeConsumer(c, 2000)));

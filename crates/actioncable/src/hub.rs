@@ -91,6 +91,10 @@ struct StreamEntry {
     gate: Arc<tokio::sync::Mutex<bool>>,
 }
 
+/// The identifier under which a session listens to its own internal stream. No subscription
+/// can have it: an empty string is not a JSON object.
+pub(crate) const INTERNAL: &str = "";
+
 pub(crate) struct Hub {
     streams: RwLock<HashMap<Arc<str>, StreamEntry>>,
     pubsub: Arc<dyn PubSub>,
@@ -203,6 +207,16 @@ impl Hub {
         };
         let mut reached = 0;
         for (identifier, outboxes) in &entry.groups {
+            if identifier.is_empty() {
+                // A connection's internal stream: commands for the session, not data.
+                if let Some(reconnect) = protocol::parse_internal_message(payload) {
+                    for outbox in outboxes {
+                        outbox.close(DisconnectReason::Remote, reconnect);
+                        reached += 1;
+                    }
+                }
+                continue;
+            }
             let frame = Utf8Bytes::from(protocol::encode_data(identifier, message));
             for outbox in outboxes {
                 if outbox.push(frame.clone()) {

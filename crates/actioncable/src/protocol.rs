@@ -374,6 +374,47 @@ impl ServerMessage<'_> {
     }
 }
 
+/// Each identified connection listens on `action_cable/<connection identifier>` (Rails'
+/// `internal_channel`); a `{"type":"disconnect","reconnect":…}` published there closes it,
+/// on whichever node it is (Rails' `remote_connections.where(…).disconnect`).
+///
+/// ```
+/// use actioncable::protocol::{internal_stream, remote_disconnect_message, parse_internal_message};
+/// assert_eq!(internal_stream("alice"), "action_cable/alice");
+/// let msg = remote_disconnect_message(false);
+/// assert_eq!(msg, r#"{"type":"disconnect","reconnect":false}"#);
+/// assert_eq!(parse_internal_message(&msg), Some(false));
+/// // Rails 6.1 sends no `reconnect`: the default is to reconnect.
+/// assert_eq!(parse_internal_message(r#"{"type":"disconnect"}"#), Some(true));
+/// assert_eq!(parse_internal_message(r#"{"type":"other"}"#), None);
+/// ```
+pub fn internal_stream(connection_identifier: &str) -> String {
+    format!("action_cable/{connection_identifier}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct InternalMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reconnect: Option<bool>,
+}
+
+/// The message that closes a connection through its internal stream.
+pub fn remote_disconnect_message(reconnect: bool) -> String {
+    let msg = InternalMessage {
+        kind: "disconnect".into(),
+        reconnect: Some(reconnect),
+    };
+    serde_json::to_string(&msg).unwrap_or_default()
+}
+
+/// `Some(reconnect)` when `payload` asks the connection to disconnect.
+pub fn parse_internal_message(payload: &str) -> Option<bool> {
+    let msg: InternalMessage = serde_json::from_str(payload).ok()?;
+    (msg.kind == "disconnect").then(|| msg.reconnect.unwrap_or(true))
+}
+
 /// Encodes a data frame `{"identifier":…,"message":…}` around an already-encoded payload.
 pub fn encode_data(identifier: &str, message: &RawValue) -> String {
     ServerMessage::Data {

@@ -63,7 +63,8 @@ impl Scene {
             .expect_data(LOBBY, &json!({ "after": label }))
             .await;
         assert_eq!(self.server.handle.connection_count(), 2, "{label}");
-        assert_eq!(self.server.handle.stream_count(), 1, "{label}");
+        // chat:lobby plus each identified connection's `action_cable/<user>`.
+        assert_eq!(self.server.handle.stream_count(), 3, "{label}");
         assert!(
             !self
                 .rec

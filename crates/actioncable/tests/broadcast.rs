@@ -22,7 +22,8 @@ async fn a_broadcast_reaches_every_subscriber_under_its_own_identifier() {
     c.confirm(reordered).await;
     c.confirm(LOBBY).await;
     outsider.confirm(KITCHEN).await;
-    assert_eq!(server.handle.stream_count(), 2);
+    // lobby, kitchen, and the four users' internal `action_cable/<user>` streams.
+    assert_eq!(server.handle.stream_count(), 6);
 
     let message = json!({ "text": "hello", "nested": { "list": [1, "two", null, 3.5] } });
     server
@@ -97,7 +98,8 @@ async fn broadcast_to_and_stream_for_agree_on_the_stream_name() {
     alice.confirm(NOTIFICATIONS).await;
     alice_phone.confirm(NOTIFICATIONS).await;
     bob.confirm(NOTIFICATIONS).await;
-    assert_eq!(server.handle.stream_count(), 2);
+    // notification:alice, notification:bob, action_cable/alice, action_cable/bob.
+    assert_eq!(server.handle.stream_count(), 4);
 
     // `broadcast_to(NotificationChannel, "alice")` is the stream `notification:alice`.
     server
@@ -286,8 +288,8 @@ async fn counts_return_to_zero_when_clients_leave() {
         clients.push(c);
     }
     assert_eq!(server.handle.connection_count(), 6);
-    // lobby, kitchen, 6 notification, 6 own rooms, 2 extras.
-    assert_eq!(server.handle.stream_count(), 16);
+    // lobby, kitchen, 6 notification, 6 own rooms, 2 extras, 6 internal `action_cable/u<i>`.
+    assert_eq!(server.handle.stream_count(), 22);
 
     // Some close politely, some drop the TCP connection, some unsubscribe first.
     let mut it = clients.into_iter();
@@ -559,4 +561,53 @@ async fn a_client_that_stops_reading_is_dropped_without_stalling_others() {
         }
     }
     assert!(seq < sent);
+}
+
+#[tokio::test]
+async fn remote_disconnect_reaches_every_connection_of_an_identity_through_pubsub() {
+    let (server, rec) = spawn_default().await;
+    let mut alice1 = server.user("alice").await;
+    let mut alice2 = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice1.confirm(LOBBY).await;
+    bob.confirm(LOBBY).await;
+
+    // Goes through the pub/sub adapter on `action_cable/alice`, as Rails' remote connections do,
+    // so with Redis it reaches alice on every node.
+    let alice = actioncable::Identity::new("current_user", "alice");
+    server
+        .handle
+        .remote_disconnect(&alice, false)
+        .await
+        .unwrap();
+    alice1.expect_disconnect("remote", false).await;
+    alice2.expect_disconnect("remote", false).await;
+    rec.wait_for_n("disconnect:current_user=alice", 2).await;
+
+    // Rails 6.1 publishes `{"type":"disconnect"}` without `reconnect`: reconnect by default.
+    server
+        .handle
+        .broadcast_json("action_cable/bob", r#"{"type":"disconnect"}"#)
+        .await
+        .unwrap();
+    bob.expect_disconnect("remote", true).await;
+    eventually("everyone is gone and no stream is left", || {
+        server.handle.connection_count() == 0 && server.handle.stream_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_internal_stream_carries_no_data_to_clients() {
+    let (server, _) = spawn_default().await;
+    let mut alice = server.user("alice").await;
+    alice.confirm(LOBBY).await;
+    server
+        .handle
+        .broadcast("action_cable/alice", &json!({ "type": "something else" }))
+        .await
+        .unwrap();
+    alice.expect_silence(SILENCE).await;
+    alice.perform(LOBBY, "whoami", json!({})).await;
+    alice.expect_data(LOBBY, &json!({ "user": "alice" })).await;
 }

@@ -81,7 +81,8 @@ async fn one_socket_multiplexes_channels_and_params() {
     c.confirm(KITCHEN).await;
     c.confirm(NOTIFICATIONS).await;
     c.confirm(RECEIVER).await;
-    assert_eq!(server.handle.stream_count(), 3);
+    // lobby, kitchen, notification:alice, and alice's internal `action_cable/alice`.
+    assert_eq!(server.handle.stream_count(), 4);
 
     server
         .handle

@@ -33,21 +33,17 @@
 //! | `allowed_request_origins`, `allow_same_origin_as_host` | `AllowedOrigins::same_origin().allow_any_port(…)` |
 //! | `disable_request_forgery_protection = true` | `AllowedOrigins::any()` |
 //! | `map "/cable" do run ActionCable.server end` | `cable.router("/cable")` (and `/cable/*`, as Rack's `map` does) |
-//! | `remote_connections.where(current_user: u).disconnect` | `CableHandle::disconnect_local("current_user", u, true)` |
+//! | `remote_connections.where(current_user: u).disconnect` | `CableHandle::remote_disconnect(&Identity::new("current_user", u), true)` |
 //! | `open_connections_statistics` | `CableHandle::connection_count()` |
 //!
 //! Where the port is not exact:
 //! - the framework's deliberate differences (`docs/protocol.md`): unknown channels and
 //!   malformed identifiers are rejected, `joined` always reaches the joiner after its
 //!   confirmation, messages are capped at 1 MiB, commands of a connection run in order;
-//! - not (yet) listed there, found by the side-by-side test and kept as `todo` tests: JSON
-//!   objects from the client (`BenchmarkChannel` echo, an object `text`) come back with their
-//!   keys sorted, Rails keeps their order; the same-origin check accepts `https://<Host>` on a
-//!   plain-http request, Rails uses the request's scheme;
 //! - `room` must be a JSON string (Rails interpolates whatever it gets: `"chat:#{1}"`), and a
 //!   rejected subscription never runs `unsubscribed` (Rails runs it, hence its `room.present?`);
-//! - `POST /disconnect` reaches this process only and sends `disconnect` with reason `remote`
-//!   and `reconnect: true`, as Rails 7.1+ does (Rails 6.1 closes without a frame);
+//! - `POST /disconnect` sends `disconnect` with reason `remote` and `reconnect: true` before
+//!   closing, as Rails 7.1+ does (Rails 6.1 closes without a frame);
 //! - `GET /stats` answers `{"connections": <count>}`, not Rails' per-connection statistics;
 //!   `POST /restart` is not ported; control answers are `json!` objects (keys sorted);
 //! - `POST /broadcast` publishes the request body's JSON text as it is (Rails parses and
@@ -376,8 +372,16 @@ async fn broadcasting_for(Query(q): Query<UserQuery>) -> Reply {
 
 /// `POST /disconnect?user=U`.
 async fn disconnect(State(cable): State<CableHandle>, Query(q): Query<UserQuery>) -> Reply {
-    cable.disconnect_local(CURRENT_USER, &q.user, true);
-    (StatusCode::OK, Json(json!({ "ok": true })))
+    // Through the pub/sub adapter: with Redis it reaches the user's connections on every node,
+    // Rails' included.
+    let identity = actioncable::Identity::new(CURRENT_USER, q.user.as_str());
+    match cable.remote_disconnect(&identity, true).await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "ok": true }))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": e.to_string() })),
+        ),
+    }
 }
 
 /// `GET /stats`.

@@ -432,9 +432,29 @@ impl CableHandle {
         self.core.lock_sessions().len()
     }
 
-    /// Number of streams with subscribers on this node.
+    /// Number of streams with subscribers on this node, each identified connection's internal
+    /// `action_cable/<identifier>` stream included.
     pub fn stream_count(&self) -> usize {
         self.core.hub.stream_count()
+    }
+
+    /// Closes every connection of `identity` on every node, like Rails'
+    /// `ActionCable.server.remote_connections.where(current_user: user).disconnect(reconnect:)`:
+    /// publishes `{"type":"disconnect","reconnect":…}` on the identity's internal stream
+    /// `action_cable/<connection identifier>` (identifier values sorted, joined with `:`). Each
+    /// such connection is sent `disconnect` with reason `remote` and closed. A Rails process on
+    /// the same Redis can disconnect our clients the same way, and we its.
+    ///
+    /// # Errors
+    /// When the pub/sub adapter does not take the message.
+    pub async fn remote_disconnect(
+        &self,
+        identity: &Identity,
+        reconnect: bool,
+    ) -> Result<(), BroadcastError> {
+        let stream = crate::protocol::internal_stream(&identity.connection_identifier());
+        let message = crate::protocol::remote_disconnect_message(reconnect);
+        self.broadcast_json(&stream, &message).await
     }
 
     /// Closes every connection on this node whose identity has identifier `name` equal to

@@ -16,8 +16,8 @@ use crate::channel::ChannelContext;
 use crate::channel::registry::{ErasedChannel, PerformError};
 use crate::connection::{Identity, Reject};
 use crate::error::ChannelError;
-use crate::hub::Outbox;
-use crate::protocol::{Command, DisconnectReason, Identifier, ServerMessage};
+use crate::hub::{INTERNAL, Outbox};
+use crate::protocol::{self, Command, DisconnectReason, Identifier, ServerMessage};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{FutureExt as _, SinkExt as _};
 use std::collections::{HashMap, VecDeque};
@@ -150,6 +150,23 @@ impl<S: Send + Sync + 'static> Session<S> {
                 .outbox
                 .close(DisconnectReason::ServerRestart, true);
         }
+        // Rails' internal channel: a remote disconnect for this identity reaches it from any node.
+        let internal = if self.commands.identity.is_anonymous() {
+            None
+        } else {
+            let stream = protocol::internal_stream(&self.commands.identity.connection_identifier());
+            let added = core
+                .hub
+                .add(&stream, &Arc::from(INTERNAL), &self.commands.outbox)
+                .await;
+            match added {
+                Ok(()) => Some(stream),
+                Err(e) => {
+                    tracing::warn!(error = %e, "remote disconnect is unavailable for this connection");
+                    None
+                }
+            }
+        };
         tracing::debug!("connected");
         let end = match self
             .socket
@@ -159,7 +176,12 @@ impl<S: Send + Sync + 'static> Session<S> {
             Ok(()) => self.serve().await,
             Err(_) => End::Gone,
         };
+        let hub = self.commands.shared.core.hub.clone();
+        let id = self.commands.outbox.id();
         self.finish(end).await;
+        if let Some(stream) = internal {
+            hub.remove(&stream, INTERNAL, id).await;
+        }
     }
 
     async fn serve(&mut self) -> End {
