@@ -234,8 +234,9 @@ async function subscribe(c, identifier) {
 /**
  * Subscribe to ChatChannel `roomName` and settle its `joined` announcement, which is a
  * DELIBERATE DIFFERENCE (docs/protocol.md #5): we always deliver it to the joiner right after
- * its confirmation; Rails delivers it after the confirmation or not at all. Both are asserted
- * here; afterwards the joiner's `joined` frames are dropped from the recording.
+ * its confirmation; Rails' worker pool delivers it after the confirmation, not at all, or now and
+ * then before it (its ordering is racy; seen in CI). Ours is asserted exactly, Rails' loosely;
+ * afterwards the joiner's `joined` frames are dropped from the recording.
  */
 async function joinChat(c, roomName) {
   const identifier = id({ channel: "ChatChannel", room: roomName });
@@ -245,11 +246,10 @@ async function joinChat(c, roomName) {
   const confirmAt = frames.indexOf(confirmFrame(identifier));
   assert.ok(confirmAt >= 0, `${c.srv.name}: confirmation ${show(frames)}`);
   const joined = dataFrame(identifier, { type: "joined", user: "alice" });
-  const joinedAt = frames.indexOf(joined);
   if (c.srv.name === "twin") {
     assert.deepEqual(frames, [confirmFrame(identifier), joined], `twin: confirm then joined\n${show(frames)}`);
   } else {
-    assert.ok(joinedAt === -1 || joinedAt > confirmAt, `rails: joined, if any, after the confirmation\n${show(frames)}`);
+    assert.ok(frames.filter(isJoined).length <= 1, `rails: at most one joined\n${show(frames)}`);
     assert.deepEqual(frames.filter((f) => !isJoined(f)), [confirmFrame(identifier)], `rails: nothing else\n${show(frames)}`);
   }
   return identifier;
