@@ -418,3 +418,50 @@ async fn fragmented_commands_are_reassembled() {
     }
     c.assert_echo(ECHO, json!("reassembled")).await;
 }
+
+#[tokio::test]
+async fn beyond_max_connections_upgrades_are_refused_with_503_before_the_handshake() {
+    let rec = Recorder::new();
+    let server = spawn_cable(builder(&rec).max_connections(2)).await;
+    let mut first = server.user("a").await;
+    let second = server.user("b").await;
+    first.confirm(LOBBY).await;
+
+    let (reply, client) = raw_upgrade(
+        server.addr,
+        "/cable",
+        &[
+            ("Origin", server.origin().as_str()),
+            ("Sec-WebSocket-Protocol", CONSUMER_PROTOCOLS),
+        ],
+    )
+    .await;
+    assert!(client.is_none(), "no upgrade beyond the limit");
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.header("retry-after"), Some("1"), "{reply:?}");
+    assert_eq!(reply.header("upgrade"), None, "{reply:?}");
+    match CableClient::connect(server.addr, Connect::new()).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        Err(other) => panic!("expected an HTTP 503, got error {other}"),
+        Ok(_) => panic!("expected an HTTP 503, got an upgraded socket"),
+    }
+    // The connections already open are untouched.
+    first.perform(LOBBY, "whoami", json!({})).await;
+    first.expect_data(LOBBY, &json!({ "user": "a" })).await;
+
+    // A place frees up when a connection ends.
+    second.close().await;
+    rec.wait_for("disconnect:current_user=b").await;
+    let mut third = within("a new connection is admitted", async {
+        loop {
+            if let Ok(c) =
+                CableClient::connect(server.addr, Connect::new().path("/cable?user=c")).await
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    third.expect_welcome().await;
+}

@@ -45,6 +45,18 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
     if core.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "Server is restarting").into_response();
     }
+    let Some(admission) = core.admit() else {
+        tracing::warn!(
+            limit = core.config.max_connections,
+            "refusing a connection: too many open"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "Too many connections",
+        )
+            .into_response();
+    };
     let remote = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -64,6 +76,6 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
         .max_frame_size(config.max_message_size)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| {
-            tracker.track_future(session::run(socket, shared, outcome, remote))
+            tracker.track_future(session::run(socket, shared, outcome, remote, admission))
         })
 }

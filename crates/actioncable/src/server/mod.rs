@@ -38,7 +38,7 @@ use axum::routing::any;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,7 @@ pub(crate) struct Config {
     pub(crate) read_buffer_size: usize,
     pub(crate) write_buffer_size: usize,
     pub(crate) close_timeout: Duration,
+    pub(crate) max_connections: usize,
     pub(crate) origins: AllowedOrigins,
 }
 
@@ -67,6 +68,7 @@ impl Default for Config {
             read_buffer_size: 4096,
             write_buffer_size: 0,
             close_timeout: Duration::from_secs(2),
+            max_connections: 50_000,
             origins: AllowedOrigins::same_origin(),
         }
     }
@@ -78,6 +80,8 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     sessions: Mutex<HashMap<u64, SessionEntry>>,
     next_id: AtomicU64,
+    /// Connections admitted and not yet finished, upgrades in flight included.
+    admitted: AtomicUsize,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
 }
@@ -100,6 +104,17 @@ impl Core {
         self.lock_sessions().remove(&id);
     }
 
+    /// Admits one more connection unless `max_connections` are already open or opening.
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<Admission> {
+        let max = self.config.max_connections;
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Admission(self.clone()))
+    }
+
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -117,6 +132,16 @@ impl Core {
         for entry in self.lock_sessions().values() {
             entry.outbox.push(frame.clone());
         }
+    }
+}
+
+/// One admitted connection; dropping it (when the session ends, or the upgrade fails) frees
+/// its place.
+pub(crate) struct Admission(Arc<Core>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -275,6 +300,14 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
         self
     }
 
+    /// Most connections this process holds at once, upgrades in progress included (default
+    /// 50,000). Beyond it new upgrade requests are refused with `503 Service Unavailable` and
+    /// `Retry-After`, before any handshake; the stock consumer retries with its backoff.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.max_connections = connections;
+        self
+    }
+
     /// How long to wait for a client's close reply and for final writes (default 2 s).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config.close_timeout = timeout;
@@ -327,6 +360,7 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
             config: self.config,
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            admitted: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });

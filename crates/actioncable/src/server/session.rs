@@ -11,7 +11,7 @@
 //! Rails); a `subscribe` that cannot succeed gets `reject_subscription` (Rails stays silent,
 //! which makes the stock consumer retry every 500 ms forever).
 
-use super::{CableHandle, Shared};
+use super::{Admission, CableHandle, Shared};
 use crate::channel::ChannelContext;
 use crate::channel::registry::{ErasedChannel, PerformError};
 use crate::connection::{Identity, Reject};
@@ -79,6 +79,7 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     shared: Arc<Shared<S>>,
     outcome: Result<Identity, Reject>,
     remote: Option<SocketAddr>,
+    _admission: Admission,
 ) {
     let id = shared.core.next_id();
     let identity = match outcome {
