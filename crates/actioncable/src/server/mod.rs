@@ -55,6 +55,8 @@ pub(crate) struct Config {
     pub(crate) write_buffer_size: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) max_connections: usize,
+    pub(crate) client_timeout: Duration,
+    pub(crate) max_commands_per_second: u32,
     pub(crate) origins: AllowedOrigins,
 }
 
@@ -69,6 +71,8 @@ impl Default for Config {
             write_buffer_size: 0,
             close_timeout: Duration::from_secs(2),
             max_connections: 50_000,
+            client_timeout: Duration::from_secs(20),
+            max_commands_per_second: 100,
             origins: AllowedOrigins::same_origin(),
         }
     }
@@ -308,6 +312,26 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
         self
     }
 
+    /// How long a connection may stay silent before it is considered dead (default 20 s).
+    /// After half of it without a frame from the client the server sends a WebSocket ping
+    /// (browsers and WebSocket libraries answer it by themselves); a peer that answers nothing
+    /// for the whole period — a half-open TCP connection, a frozen client — is dropped and its
+    /// subscriptions are cleaned up. The stock consumer's own check is the other way round: it
+    /// reconnects after 6 s without the server's `ping`.
+    pub fn client_timeout(mut self, timeout: Duration) -> Self {
+        self.config.client_timeout = timeout;
+        self
+    }
+
+    /// Commands (subscribe, unsubscribe, message) one connection may send per second, with a
+    /// burst of the same size (default 100). Beyond it the server stops reading that socket
+    /// until the budget refills: the commands are delayed, never dropped, and TCP pushes back
+    /// on the client. Other connections are not affected.
+    pub fn max_commands_per_second(mut self, commands: u32) -> Self {
+        self.config.max_commands_per_second = commands;
+        self
+    }
+
     /// How long to wait for a client's close reply and for final writes (default 2 s).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config.close_timeout = timeout;
@@ -347,9 +371,15 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
                 reason: "must be at least 1 KiB".into(),
             });
         }
-        if c.outbound_capacity == 0 || c.max_subscriptions == 0 {
+        if c.client_timeout < Duration::from_millis(100) {
             return Err(ConfigError::Invalid {
-                name: "outbound_capacity/max_subscriptions",
+                name: "client_timeout",
+                reason: "must be at least 100 ms".into(),
+            });
+        }
+        if c.outbound_capacity == 0 || c.max_subscriptions == 0 || c.max_commands_per_second == 0 {
+            return Err(ConfigError::Invalid {
+                name: "outbound_capacity/max_subscriptions/max_commands_per_second",
                 reason: "must be positive".into(),
             });
         }

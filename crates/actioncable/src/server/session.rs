@@ -24,8 +24,11 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument as _;
 
 /// Close code for a message over the size limit.
@@ -51,6 +54,105 @@ struct Session<S> {
     commands: Commands<S>,
     /// Text frames read while a command ran, waiting their turn.
     backlog: VecDeque<Utf8Bytes>,
+    liveness: Liveness,
+    budget: Budget,
+}
+
+/// Dead-peer detection: when the client was last heard from, and whether it was pinged since.
+/// The timer is re-armed only when it fires, so a busy connection does not touch it per frame.
+struct Liveness {
+    timeout: Duration,
+    last_heard: Instant,
+    pinged: bool,
+    timer: Pin<Box<Sleep>>,
+}
+
+enum Alive {
+    Yes,
+    /// Quiet for half the timeout: ask for a pong.
+    Ping,
+    Dead,
+}
+
+impl Liveness {
+    fn new(timeout: Duration) -> Liveness {
+        let now = Instant::now();
+        Liveness {
+            timeout,
+            last_heard: now,
+            pinged: false,
+            timer: Box::pin(tokio::time::sleep_until(now + timeout / 2)),
+        }
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+        self.pinged = false;
+    }
+
+    /// Called when the timer fired: re-arms it and says what to do.
+    fn check(&mut self) -> Alive {
+        let now = Instant::now();
+        let (next, verdict) = if now < self.last_heard + self.timeout / 2 {
+            (self.last_heard + self.timeout / 2, Alive::Yes)
+        } else if now >= self.last_heard + self.timeout {
+            (now + self.timeout, Alive::Dead)
+        } else if self.pinged {
+            (self.last_heard + self.timeout, Alive::Yes)
+        } else {
+            self.pinged = true;
+            (self.last_heard + self.timeout, Alive::Ping)
+        };
+        self.timer.as_mut().reset(next);
+        verdict
+    }
+}
+
+/// Commands per second: a token bucket whose burst equals the rate.
+struct Budget {
+    rate: f64,
+    tokens: f64,
+    updated: Instant,
+    /// Whether this throttling episode was logged already.
+    logged: bool,
+}
+
+impl Budget {
+    fn new(per_second: u32) -> Budget {
+        let rate = f64::from(per_second.max(1));
+        Budget {
+            rate,
+            tokens: rate,
+            updated: Instant::now(),
+            logged: false,
+        }
+    }
+
+    /// `None` when a command may run now; otherwise when the next token arrives.
+    fn wait(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let refill = now.saturating_duration_since(self.updated).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            if self.tokens >= self.rate {
+                self.logged = false;
+            }
+            return None;
+        }
+        if !self.logged {
+            self.logged = true;
+            tracing::warn!(
+                limit = self.rate,
+                "throttling a connection: too many commands per second"
+            );
+        }
+        Some(now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+    }
+
+    fn spend(&mut self) {
+        self.tokens -= 1.0;
+    }
 }
 
 /// What running a command touches: everything but the socket and the outbox's receiving end,
@@ -72,6 +174,8 @@ enum End {
     Disconnect(DisconnectReason, bool),
     /// The client broke a protocol limit: close with this code.
     Close(u16, &'static str),
+    /// Nothing arrived from the client within `client_timeout`: a dead peer.
+    TimedOut,
 }
 
 pub(crate) async fn run<S: Send + Sync + 'static>(
@@ -92,7 +196,11 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     };
     let span = tracing::info_span!("cable", conn = id, identity = %identity);
     let (outbox, rx) = Outbox::new(id, shared.core.config.outbound_capacity);
+    let liveness = Liveness::new(shared.core.config.client_timeout);
+    let budget = Budget::new(shared.core.config.max_commands_per_second);
     let session = Session {
+        liveness,
+        budget,
         socket,
         rx,
         commands: Commands {
@@ -188,7 +296,11 @@ impl<S: Send + Sync + 'static> Session<S> {
     async fn serve(&mut self) -> End {
         let outbox = self.commands.outbox.clone();
         loop {
-            if let Some(text) = self.backlog.pop_front() {
+            let throttled = self.budget.wait();
+            if throttled.is_none()
+                && let Some(text) = self.backlog.pop_front()
+            {
+                self.budget.spend();
                 if let Some(end) = self.handle_while_writing(&text).await {
                     return end;
                 }
@@ -200,27 +312,50 @@ impl<S: Send + Sync + 'static> Session<S> {
                 frame = self.rx.recv() => {
                     let Some(frame) = frame else { return End::Gone };
                     // A client that stops reading blocks this write; a close request (too slow,
-                    // shutdown) still gets through.
+                    // shutdown) or the client timeout still gets through.
                     tokio::select! {
                         biased;
                         (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
+                        () = &mut self.liveness.timer => if let Some(end) = self.liveness_due().await { return end },
                         written = write_batch(&mut self.socket, &mut self.rx, frame) => if written.is_err() { return End::Gone },
                     }
                 }
-                message = self.socket.recv() => match message {
-                    Some(Ok(Message::Text(text))) => {
-                        if let Some(end) = self.handle_while_writing(&text).await {
-                            return end;
+                () = &mut self.liveness.timer => if let Some(end) = self.liveness_due().await { return end },
+                () = tokio::time::sleep_until(throttled.unwrap_or_else(Instant::now)), if throttled.is_some() => {}
+                message = self.socket.recv(), if throttled.is_none() => {
+                    self.liveness.heard();
+                    match message {
+                        Some(Ok(Message::Text(text))) => {
+                            self.budget.spend();
+                            if let Some(end) = self.handle_while_writing(&text).await {
+                                return end;
+                            }
                         }
+                        Some(Ok(Message::Binary(bytes))) => {
+                            tracing::warn!(len = bytes.len(), "ignoring a binary frame: commands are text");
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) => return End::ClientClosed,
+                        None => return End::Gone,
+                        Some(Err(e)) => return read_error(e),
                     }
-                    Some(Ok(Message::Binary(bytes))) => {
-                        tracing::warn!(len = bytes.len(), "ignoring a binary frame: commands are text");
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) => return End::ClientClosed,
-                    None => return End::Gone,
-                    Some(Err(e)) => return read_error(e),
-                },
+                }
+            }
+        }
+    }
+
+    /// The liveness timer fired: ping a quiet client, or give up on a silent one.
+    async fn liveness_due(&mut self) -> Option<End> {
+        match self.liveness.check() {
+            Alive::Yes => None,
+            Alive::Dead => Some(End::TimedOut),
+            Alive::Ping => {
+                let timeout = self.commands.shared.core.config.close_timeout;
+                let ping = self.socket.send(Message::Ping(bytes::Bytes::new()));
+                match tokio::time::timeout(timeout, ping).await {
+                    Ok(Ok(())) => None,
+                    _ => Some(End::Gone),
+                }
             }
         }
     }
@@ -242,6 +377,8 @@ impl<S: Send + Sync + 'static> Session<S> {
             rx,
             commands,
             backlog,
+            liveness,
+            budget: _,
         } = self;
         let command = match Command::decode(text) {
             Ok(command) => command,
@@ -270,7 +407,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                         written = write_batch(socket, rx, frame) => if written.is_err() { break End::Gone },
                     }
                 }
-                message = socket.recv(), if backlog.len() < READ_AHEAD => match message {
+                message = socket.recv(), if backlog.len() < READ_AHEAD => match message.inspect(|_| liveness.heard()) {
                     Some(Ok(Message::Text(next))) => {
                         if subscribing.as_deref().is_some_and(|id| is_subscribe_to(&next, id)) {
                             tracing::debug!(identifier = %clip(subscribing.as_deref().unwrap_or_default()),
@@ -422,9 +559,8 @@ impl<S: Send + Sync + 'static> Session<S> {
     async fn finish(self, end: End) {
         let Session {
             mut socket,
-            rx: _,
             mut commands,
-            backlog: _,
+            ..
         } = self;
         let timeout = commands.shared.core.config.close_timeout;
         match end {
@@ -436,6 +572,10 @@ impl<S: Send + Sync + 'static> Session<S> {
                 tracing::info!(%reason, reconnect, dropped_frames = commands.outbox.dropped(), "disconnecting");
                 let frame = ServerMessage::disconnect(&reason, reconnect).encode();
                 close_politely(&mut socket, Some(frame), timeout).await;
+            }
+            End::TimedOut => {
+                tracing::info!(timeout = ?commands.shared.core.config.client_timeout,
+                    "closing a connection that stopped answering");
             }
             End::Close(code, why) => {
                 tracing::warn!(code, why, "closing");
