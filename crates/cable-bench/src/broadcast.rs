@@ -3,6 +3,7 @@
 //! when whatever is missing is counted lost.
 
 use crate::conn::{self, BenchData, Incoming, Ramp, Target, Ws};
+use crate::procfs::CpuMeter;
 use crate::{Clock, ConnectArgs, secs, stats};
 use anyhow::bail;
 use clap::Args;
@@ -232,6 +233,7 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
     let mut time_to_all = stats::histogram();
     let (mut rounds_run, mut lost, mut incomplete, mut send_errors) = (0u32, 0u64, 0u64, 0u64);
     let phase = Instant::now();
+    let cpu = CpuMeter::start(args.connect.server_pid);
     for seq in 0..args.rounds {
         if Instant::now() >= deadline {
             break;
@@ -272,6 +274,7 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
         }
     }
     let phase_time = phase.elapsed();
+    let server_cpu = cpu.elapsed();
     // Snapshot before closing, so that only connections lost during the run count.
     let disconnected = tracker.disconnected.load(Ordering::Relaxed);
     let (latency, deliveries, unexpected) = {
@@ -305,10 +308,16 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
             args.rounds
         );
     }
+    if let Some(cpu) = server_cpu {
+        println!(
+            "  server CPU during the broadcast phase: {cpu:.2} s = {:.2} µs per delivery",
+            1e6 * cpu / deliveries.max(1) as f64
+        );
+    }
     println!("{}", stats::table_header());
     println!("{}", stats::table_row("time-to-all", &time_to_all));
     println!("{}", stats::table_row("per-delivery", &latency));
-    let summary = json!({
+    let mut summary = json!({
         "mode": "broadcast",
         "clients": clients,
         "senders": senders,
@@ -330,6 +339,11 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
         "payload_bytes": args.connect.payload_bytes,
         "url": ramp.target.url(),
     });
+    if let Some(cpu) = server_cpu {
+        summary["server_cpu_secs"] = stats::round(cpu, 2).into();
+        summary["server_cpu_us_per_delivery"] =
+            stats::round(1e6 * cpu / deliveries.max(1) as f64, 3).into();
+    }
     Ok(summary.to_string())
 }
 

@@ -2,6 +2,7 @@
 //! repeat, for D seconds.
 
 use crate::conn::{self, BenchData, Incoming, Ramp, Target, Ws};
+use crate::procfs::CpuMeter;
 use crate::{Clock, ConnectArgs, secs, stats};
 use anyhow::bail;
 use clap::Args;
@@ -181,6 +182,7 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<String> {
     );
 
     let started = Instant::now();
+    let cpu = CpuMeter::start(args.connect.server_pid);
     let end = (started + duration).min(deadline);
     start_tx.send_replace(Some(end));
     let mut unfinished = 0;
@@ -195,6 +197,7 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<String> {
         let _ = joined;
     }
     let elapsed = started.elapsed();
+    let server_cpu = cpu.elapsed();
 
     let latency = tally.latency().clone();
     let round_trips = latency.len();
@@ -215,9 +218,15 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<String> {
     println!(
         "  timeouts {timeouts}; late replies {late}; send errors {send_errors}; connections lost {disconnected}; clients cut off at the deadline {unfinished}"
     );
+    if let Some(cpu) = server_cpu {
+        println!(
+            "  server CPU: {cpu:.2} s = {:.2} µs per round trip",
+            1e6 * cpu / round_trips.max(1) as f64
+        );
+    }
     println!("{}", stats::table_header());
     println!("{}", stats::table_row("round trip", &latency));
-    let summary = json!({
+    let mut summary = json!({
         "mode": "echo",
         "clients": clients,
         "duration_secs": stats::round(elapsed.as_secs_f64(), 3),
@@ -233,5 +242,10 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<String> {
         "payload_bytes": args.connect.payload_bytes,
         "url": ramp.target.url(),
     });
+    if let Some(cpu) = server_cpu {
+        summary["server_cpu_secs"] = stats::round(cpu, 2).into();
+        summary["server_cpu_us_per_round_trip"] =
+            stats::round(1e6 * cpu / round_trips.max(1) as f64, 3).into();
+    }
     Ok(summary.to_string())
 }

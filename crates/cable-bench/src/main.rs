@@ -7,14 +7,21 @@
 //! - `cable-bench broadcast`: N subscribed clients, S of them senders, R rounds; measures the
 //!   time from a send to the last client receiving it (time-to-all), every delivery's latency,
 //!   lost messages and deliveries per second;
-//! - `cable-bench echo`: C clients in a closed loop of `echo` round trips for D seconds.
+//! - `cable-bench echo`: C clients in a closed loop of `echo` round trips for D seconds;
+//! - `cable-bench connect`: N idle subscribed clients; the server's resident memory per
+//!   connection, read from `/proc/<pid>/status`.
+//!
+//! The package's other binary, `cable-ref`, is the raw reference server these figures are
+//! compared with.
 //!
 //! Every run prints a human-readable report and, as its last line, one JSON summary.
 //! This is a tool, not a test: nothing runs it from the test command.
 
 mod broadcast;
 mod conn;
+mod connect;
 mod echo;
+mod procfs;
 mod stats;
 
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +45,9 @@ enum Mode {
     Broadcast(broadcast::BroadcastArgs),
     /// Closed-loop echo: C clients each send `echo` and wait for the reply, for D seconds.
     Echo(echo::EchoArgs),
+    /// Idle connections: open N subscribed clients, hold them, report the server's RSS per
+    /// connection (`--server-pid`).
+    Connect(connect::ConnectModeArgs),
 }
 
 /// How to reach the server and open connections; shared by every mode.
@@ -66,6 +76,11 @@ struct ConnectArgs {
     /// reported.
     #[arg(long, default_value_t = 60.0)]
     timeout_secs: f64,
+    /// The server's process id (when it runs on this machine): `broadcast` and `echo` then
+    /// report the CPU time it used during the measured phase, `connect` its resident memory
+    /// per connection, both read from `/proc`.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Extra bytes of padding in every payload.
     #[arg(long, default_value_t = 0)]
     payload_bytes: usize,
@@ -115,6 +130,7 @@ fn main() -> anyhow::Result<()> {
         match cli.mode {
             Mode::Broadcast(args) => broadcast::run(args).await,
             Mode::Echo(args) => echo::run(args).await,
+            Mode::Connect(args) => connect::run(args).await,
         }
     });
     // Do not wait for tasks still blocked on a socket.
