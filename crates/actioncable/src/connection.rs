@@ -22,14 +22,21 @@
 //! ```
 
 use crate::auth::CookieKey;
+use crate::error::ChannelError;
+use crate::hub::Outbox;
+use crate::protocol::DisconnectReason;
+use crate::server::Control;
 use async_trait::async_trait;
 use cookie::CookieJar;
 use http::HeaderMap;
 use http::request::Parts;
+use serde::Serialize;
 use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+use tokio::sync::mpsc;
 
 /// Authenticates WebSocket requests. One value serves every connection.
 #[async_trait]
@@ -40,6 +47,146 @@ pub trait Connection: Send + Sync + 'static {
     /// Runs once the connection has closed, after every subscription's `unsubscribed`.
     async fn disconnect(&self, identity: &Identity) {
         let _ = identity;
+    }
+
+    /// Runs for every open connection at every beat, right after its `ping` is queued (Rails'
+    /// `Connection#beat`). Keep it quick — it runs for every connection in turn; spawn a task
+    /// for anything that waits. Use it to refresh presence, say, or to
+    /// [`transmit`](ConnectionRef::transmit) connection-level frames.
+    fn beat(&self, connection: &ConnectionRef) {
+        let _ = connection;
+    }
+}
+
+/// Identifies one connection on this node, for as long as the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub(crate) u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What the server keeps about one open connection.
+pub(crate) struct SessionInfo {
+    pub(crate) id: ConnectionId,
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) started_at: SystemTime,
+    pub(crate) subscriptions: Mutex<Vec<Arc<str>>>,
+    pub(crate) control: mpsc::UnboundedSender<Control>,
+}
+
+/// A live connection: its id and identity, its subscriptions, and a way to send it frames.
+/// Cheap to clone; sending to a connection that has closed does nothing.
+#[derive(Clone)]
+pub struct ConnectionRef {
+    pub(crate) info: Arc<SessionInfo>,
+    pub(crate) outbox: Outbox,
+}
+
+impl ConnectionRef {
+    /// The connection's id on this node.
+    pub fn id(&self) -> ConnectionId {
+        self.info.id
+    }
+
+    /// Who the connection belongs to.
+    pub fn identity(&self) -> &Identity {
+        &self.info.identity
+    }
+
+    /// When the connection was accepted.
+    pub fn started_at(&self) -> SystemTime {
+        self.info.started_at
+    }
+
+    /// The identifiers of its confirmed subscriptions, oldest first.
+    pub fn subscriptions(&self) -> Vec<String> {
+        lock(&self.info.subscriptions)
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// Sends `message` as a frame of its own, outside any subscription (Rails'
+    /// `connection.transmit`): the stock consumer ignores frames it has no use for; custom
+    /// clients can read them.
+    ///
+    /// # Errors
+    /// When `message` does not serialize to JSON.
+    pub fn transmit<T: Serialize + ?Sized>(&self, message: &T) -> Result<(), ChannelError> {
+        let json = serde_json::to_string(message)?;
+        self.outbox.push(json.into());
+        Ok(())
+    }
+
+    /// Asks the connection to close after sending `disconnect` with reason `remote`.
+    pub fn disconnect(&self, reconnect: bool) {
+        self.outbox.close(DisconnectReason::Remote, reconnect);
+    }
+
+    /// Ends one subscription from the server side: its `unsubscribed` callbacks run and the
+    /// client is sent `reject_subscription` for it (the stock consumer forgets it and calls
+    /// its `rejected()`). Returns whether the connection was still open to be asked.
+    pub fn unsubscribe(&self, identifier: &str) -> bool {
+        self.info
+            .control
+            .send(Control::Unsubscribe {
+                identifier: Arc::from(identifier),
+                subscription: None,
+            })
+            .is_ok()
+    }
+
+    /// A snapshot for statistics.
+    pub fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            id: self.id(),
+            identity: self.identity().clone(),
+            started_at: self.started_at(),
+            subscriptions: self.subscriptions(),
+            queued_frames: self.outbox.queued(),
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionRef")
+            .field("id", &self.info.id)
+            .field("identity", &self.info.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of one open connection, from [`CableHandle::connections`](crate::CableHandle::connections).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The connection's id on this node.
+    pub id: ConnectionId,
+    /// Who it belongs to.
+    pub identity: Identity,
+    /// When it was accepted.
+    pub started_at: SystemTime,
+    /// Identifiers of its confirmed subscriptions.
+    pub subscriptions: Vec<String>,
+    /// Frames waiting to be written to it.
+    pub queued_frames: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SessionInfo {
+    pub(crate) fn add_subscription(&self, identifier: &Arc<str>) {
+        lock(&self.subscriptions).push(identifier.clone());
+    }
+
+    pub(crate) fn remove_subscription(&self, identifier: &str) {
+        lock(&self.subscriptions).retain(|s| &**s != identifier);
     }
 }
 

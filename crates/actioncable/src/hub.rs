@@ -14,9 +14,11 @@
 use crate::protocol::{self, DisconnectReason};
 use crate::pubsub::PubSub;
 use axum::extract::ws::Utf8Bytes;
+use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
 /// A session's outbound queue plus its "please close" signal.
@@ -81,15 +83,40 @@ impl Outbox {
         }
     }
 
+    /// Frames waiting in the queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.0.tx.max_capacity() - self.0.tx.capacity()
+    }
+
     pub(crate) fn dropped(&self) -> u64 {
         self.0.dropped.load(Ordering::Relaxed)
     }
 }
 
+/// A per-subscriber filter/transform of a stream's messages (`stream_from_with`): `None`
+/// skips the message for that subscriber, `Some(value)` is sent instead of it.
+pub(crate) type StreamFilter = Arc<dyn Fn(&Value) -> Option<Value> + Send + Sync>;
+
+struct Member {
+    outbox: Outbox,
+    filter: Option<StreamFilter>,
+}
+
 struct StreamEntry {
-    groups: HashMap<Arc<str>, Vec<Outbox>>,
+    groups: HashMap<Arc<str>, Vec<Member>>,
     gate: Arc<tokio::sync::Mutex<bool>>,
 }
+
+/// A broadcast that must skip one local connection when it comes back from the adapter.
+struct Exclusion {
+    stream: Arc<str>,
+    payload: String,
+    session: u64,
+    at: Instant,
+}
+
+/// How long an exclusion waits for its broadcast to come back before it is forgotten.
+const EXCLUSION_TTL: Duration = Duration::from_secs(30);
 
 /// The identifier under which a session listens to its own internal stream. No subscription
 /// can have it: an empty string is not a JSON object.
@@ -98,6 +125,9 @@ pub(crate) const INTERNAL: &str = "";
 pub(crate) struct Hub {
     streams: RwLock<HashMap<Arc<str>, StreamEntry>>,
     pubsub: Arc<dyn PubSub>,
+    exclusions: Mutex<Vec<Exclusion>>,
+    /// Whether `exclusions` may be non-empty: the hot path skips its lock otherwise.
+    excluding: AtomicBool,
 }
 
 impl Hub {
@@ -105,6 +135,8 @@ impl Hub {
         Hub {
             streams: RwLock::new(HashMap::new()),
             pubsub,
+            exclusions: Mutex::new(Vec::new()),
+            excluding: AtomicBool::new(false),
         }
     }
 
@@ -118,6 +150,7 @@ impl Hub {
         stream: &str,
         identifier: &Arc<str>,
         outbox: &Outbox,
+        filter: Option<StreamFilter>,
     ) -> Result<(), crate::PubSubError> {
         let gate = {
             let mut streams = self.write();
@@ -131,7 +164,10 @@ impl Hub {
                 .groups
                 .entry(identifier.clone())
                 .or_default()
-                .push(outbox.clone());
+                .push(Member {
+                    outbox: outbox.clone(),
+                    filter,
+                });
             entry.gate.clone()
         };
         let mut live = gate.lock().await;
@@ -154,7 +190,7 @@ impl Hub {
                 return;
             };
             if let Some(group) = entry.groups.get_mut(identifier) {
-                if let Some(i) = group.iter().position(|o| o.id() == session) {
+                if let Some(i) = group.iter().position(|m| m.outbox.id() == session) {
                     group.swap_remove(i);
                 }
                 if group.is_empty() {
@@ -201,25 +237,46 @@ impl Hub {
                 return 0;
             }
         };
+        let skip = self.take_exclusion(stream, payload);
         let streams = self.read();
         let Some(entry) = streams.get(stream) else {
             return 0;
         };
+        let mut parsed: Option<Option<Value>> = None;
         let mut reached = 0;
-        for (identifier, outboxes) in &entry.groups {
+        for (identifier, members) in &entry.groups {
             if identifier.is_empty() {
                 // A connection's internal stream: commands for the session, not data.
                 if let Some(reconnect) = protocol::parse_internal_message(payload) {
-                    for outbox in outboxes {
-                        outbox.close(DisconnectReason::Remote, reconnect);
+                    for member in members {
+                        member.outbox.close(DisconnectReason::Remote, reconnect);
                         reached += 1;
                     }
                 }
                 continue;
             }
-            let frame = Utf8Bytes::from(protocol::encode_data(identifier, message));
-            for outbox in outboxes {
-                if outbox.push(frame.clone()) {
+            let mut shared: Option<Utf8Bytes> = None;
+            for member in members {
+                if Some(member.outbox.id()) == skip {
+                    continue;
+                }
+                let frame = match &member.filter {
+                    None => shared
+                        .get_or_insert_with(|| {
+                            Utf8Bytes::from(protocol::encode_data(identifier, message))
+                        })
+                        .clone(),
+                    Some(filter) => {
+                        let value =
+                            parsed.get_or_insert_with(|| serde_json::from_str(payload).ok());
+                        let filtered = value.as_ref().and_then(|v| run_filter(filter, v, stream));
+                        match filtered.and_then(|v| encode_value(identifier, &v)) {
+                            Some(frame) => Utf8Bytes::from(frame),
+                            None => continue,
+                        }
+                    }
+                };
+                if member.outbox.push(frame) {
                     reached += 1;
                 }
             }
@@ -227,9 +284,64 @@ impl Hub {
         reached
     }
 
+    /// Remembers that the next copy of `payload` on `stream` coming back from the adapter
+    /// must skip `session`, if that session listens to the stream here at all.
+    pub(crate) fn exclude(&self, stream: &str, payload: &str, session: u64) -> bool {
+        let listening = self.read().get(stream).is_some_and(|e| {
+            e.groups
+                .values()
+                .any(|g| g.iter().any(|m| m.outbox.id() == session))
+        });
+        if !listening {
+            return false;
+        }
+        let mut list = self.lock_exclusions();
+        let now = Instant::now();
+        list.retain(|x| now.duration_since(x.at) < EXCLUSION_TTL);
+        list.push(Exclusion {
+            stream: Arc::from(stream),
+            payload: payload.to_owned(),
+            session,
+            at: now,
+        });
+        self.excluding.store(true, Ordering::Release);
+        true
+    }
+
+    /// Forgets an exclusion whose broadcast was never published.
+    pub(crate) fn cancel_exclusion(&self, stream: &str, payload: &str, session: u64) {
+        self.lock_exclusions()
+            .retain(|x| !(x.session == session && &*x.stream == stream && x.payload == payload));
+    }
+
+    fn take_exclusion(&self, stream: &str, payload: &str) -> Option<u64> {
+        if !self.excluding.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut list = self.lock_exclusions();
+        let i = list
+            .iter()
+            .position(|x| &*x.stream == stream && x.payload == payload)?;
+        let session = list.swap_remove(i).session;
+        if list.is_empty() {
+            self.excluding.store(false, Ordering::Release);
+        }
+        Some(session)
+    }
+
+    fn lock_exclusions(&self) -> std::sync::MutexGuard<'_, Vec<Exclusion>> {
+        self.exclusions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Number of streams with local subscribers.
     pub(crate) fn stream_count(&self) -> usize {
         self.read().len()
+    }
+
+    /// Number of broadcasts waiting to skip their sender (for leak checks).
+    #[cfg(test)]
+    pub(crate) fn pending_exclusions(&self) -> usize {
+        self.lock_exclusions().len()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, StreamEntry>> {
@@ -240,6 +352,26 @@ impl Hub {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, StreamEntry>> {
         self.streams.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn encode_value(identifier: &str, value: &Value) -> Option<String> {
+    let json = serde_json::to_string(value).ok()?;
+    let raw = protocol::raw_json(&json).ok()?;
+    Some(protocol::encode_data(identifier, raw))
+}
+
+/// Runs a user filter; a panic skips the message for that subscriber only.
+fn run_filter(filter: &StreamFilter, value: &Value, stream: &str) -> Option<Value> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| filter(value))) {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::error!(
+                stream,
+                "a stream filter panicked; message skipped for its subscriber"
+            );
+            None
+        }
     }
 }
 
@@ -263,9 +395,9 @@ mod tests {
         let (o1, mut r1) = Outbox::new(1, 8);
         let (o2, mut r2) = Outbox::new(2, 8);
         let (o3, mut r3) = Outbox::new(3, 8);
-        hub.add("s", &id_a, &o1).await.unwrap();
-        hub.add("s", &id_a, &o2).await.unwrap();
-        hub.add("s", &id_b, &o3).await.unwrap();
+        hub.add("s", &id_a, &o1, None).await.unwrap();
+        hub.add("s", &id_a, &o2, None).await.unwrap();
+        hub.add("s", &id_b, &o3, None).await.unwrap();
         assert_eq!(hub.deliver("s", r#"{"n":1}"#), 3);
         let f1 = r1.recv().await.unwrap();
         let f2 = r2.recv().await.unwrap();
@@ -286,7 +418,7 @@ mod tests {
         let hub = hub();
         let id: Arc<str> = Arc::from("i");
         let (o1, _r1) = Outbox::new(1, 8);
-        hub.add("s", &id, &o1).await.unwrap();
+        hub.add("s", &id, &o1, None).await.unwrap();
         assert_eq!(hub.stream_count(), 1);
         hub.remove("s", &id, 1).await;
         assert_eq!(hub.stream_count(), 0);
@@ -299,8 +431,8 @@ mod tests {
         let id: Arc<str> = Arc::from("i");
         let (slow, _keep) = Outbox::new(1, 1);
         let (fast, mut fast_rx) = Outbox::new(2, 8);
-        hub.add("s", &id, &slow).await.unwrap();
-        hub.add("s", &id, &fast).await.unwrap();
+        hub.add("s", &id, &slow, None).await.unwrap();
+        hub.add("s", &id, &fast, None).await.unwrap();
         hub.deliver("s", "1");
         hub.deliver("s", "2");
         assert_eq!(slow.closed().await, (DisconnectReason::TooSlow, true));
@@ -312,7 +444,66 @@ mod tests {
     async fn non_json_payloads_are_dropped() {
         let hub = hub();
         let (o, _r) = Outbox::new(1, 8);
-        hub.add("s", &Arc::from("i"), &o).await.unwrap();
+        hub.add("s", &Arc::from("i"), &o, None).await.unwrap();
         assert_eq!(hub.deliver("s", "not json"), 0);
+    }
+
+    #[tokio::test]
+    async fn an_exclusion_skips_its_session_once_and_is_consumed() {
+        let hub = hub();
+        let id: Arc<str> = Arc::from("i");
+        let (sender, mut sender_rx) = Outbox::new(1, 8);
+        let (other, mut other_rx) = Outbox::new(2, 8);
+        hub.add("s", &id, &sender, None).await.unwrap();
+        hub.add("s", &id, &other, None).await.unwrap();
+        assert!(hub.exclude("s", r#"{"n":1}"#, 1));
+        assert_eq!(hub.deliver("s", r#"{"n":1}"#), 1);
+        assert!(other_rx.try_recv().is_ok());
+        assert!(sender_rx.try_recv().is_err());
+        assert_eq!(hub.pending_exclusions(), 0);
+        // The next identical broadcast reaches everyone again.
+        assert_eq!(hub.deliver("s", r#"{"n":1}"#), 2);
+        // A session not listening to the stream registers nothing (nothing would consume it).
+        assert!(!hub.exclude("elsewhere", "1", 1));
+        assert_eq!(hub.pending_exclusions(), 0);
+    }
+
+    #[tokio::test]
+    async fn filters_transform_or_skip_per_subscriber() {
+        let hub = hub();
+        let id: Arc<str> = Arc::from(r#"{"channel":"A"}"#);
+        let (plain, mut plain_rx) = Outbox::new(1, 8);
+        let (odd, mut odd_rx) = Outbox::new(2, 8);
+        let only_odd: StreamFilter = Arc::new(|v: &Value| {
+            (v["n"].as_u64()? % 2 == 1).then(|| serde_json::json!({ "odd": v["n"] }))
+        });
+        hub.add("s", &id, &plain, None).await.unwrap();
+        hub.add("s", &id, &odd, Some(only_odd)).await.unwrap();
+        assert_eq!(hub.deliver("s", r#"{"n":1}"#), 2);
+        assert_eq!(hub.deliver("s", r#"{"n":2}"#), 1);
+        assert_eq!(
+            plain_rx.try_recv().unwrap().as_str(),
+            r#"{"identifier":"{\"channel\":\"A\"}","message":{"n":1}}"#
+        );
+        assert_eq!(
+            odd_rx.try_recv().unwrap().as_str(),
+            r#"{"identifier":"{\"channel\":\"A\"}","message":{"odd":1}}"#
+        );
+        assert!(plain_rx.try_recv().is_ok());
+        assert!(odd_rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_filter_skips_only_its_subscriber() {
+        let hub = hub();
+        let id: Arc<str> = Arc::from("i");
+        let (plain, mut plain_rx) = Outbox::new(1, 8);
+        let (bad, mut bad_rx) = Outbox::new(2, 8);
+        let panics: StreamFilter = Arc::new(|_: &Value| panic!("filter bug"));
+        hub.add("s", &id, &bad, Some(panics)).await.unwrap();
+        hub.add("s", &id, &plain, None).await.unwrap();
+        assert_eq!(hub.deliver("s", "1"), 1);
+        assert!(plain_rx.try_recv().is_ok());
+        assert!(bad_rx.try_recv().is_err());
     }
 }

@@ -1,49 +1,92 @@
-use crate::connection::Identity;
+use crate::connection::{ConnectionId, ConnectionRef, Identity};
 use crate::error::{BroadcastError, ChannelError};
-use crate::hub::Outbox;
+use crate::hub::StreamFilter;
 use crate::protocol::{self, Identifier};
-use crate::server::{CableHandle, Shared};
+use crate::server::{CableHandle, Control, Shared};
 use crate::stream::{self, ToStreamParam};
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What a channel can do and see for its subscription: transmit to its subscriber, manage
-/// its streams, broadcast, and read the identity, params and app state.
+/// its streams and timers, broadcast, and read the identity, params and app state.
 pub struct ChannelContext<S = ()> {
     shared: Arc<Shared<S>>,
     identifier: Identifier,
     class: &'static str,
-    outbox: Outbox,
-    identity: Arc<Identity>,
+    connection: ConnectionRef,
+    /// Tells this subscription apart from an earlier one with the same identifier.
+    subscription: u64,
     streams: Vec<Arc<str>>,
+    timers: Vec<Timer>,
     /// `Some` while `subscribed` runs: broadcasts wait there until the confirmation is queued.
-    deferred: Mutex<Option<Vec<(String, String)>>>,
+    deferred: Mutex<Option<Vec<Deferred>>>,
 }
+
+/// A broadcast made during `subscribed`, sent once the subscription is answered.
+pub(crate) struct Deferred {
+    pub(crate) stream: String,
+    pub(crate) json: String,
+    pub(crate) except: Option<ConnectionId>,
+}
+
+struct Timer {
+    name: &'static str,
+    task: tokio::task::AbortHandle,
+    /// A tick is queued and has not run yet: the next one is skipped rather than piling up.
+    pending: Arc<AtomicBool>,
+}
+
+/// What a stream filter sees: a message broadcast on a stream, as JSON.
+pub type StreamMessage = Value;
 
 impl<S: Send + Sync + 'static> ChannelContext<S> {
     pub(crate) fn new(
         shared: Arc<Shared<S>>,
         identifier: Identifier,
         class: &'static str,
-        outbox: Outbox,
-        identity: Arc<Identity>,
+        connection: ConnectionRef,
+        subscription: u64,
     ) -> ChannelContext<S> {
         ChannelContext {
             shared,
             identifier,
             class,
-            outbox,
-            identity,
+            connection,
+            subscription,
             streams: Vec::new(),
+            timers: Vec::new(),
             deferred: Mutex::new(Some(Vec::new())),
         }
     }
 
+    pub(crate) fn subscription_id(&self) -> u64 {
+        self.subscription
+    }
+
+    pub(crate) fn shared_identifier(&self) -> Arc<str> {
+        self.identifier.shared_str()
+    }
+
+    /// Marks timer `index` as run and returns its name, if it still exists.
+    pub(crate) fn timer_due(&self, index: usize) -> Option<&'static str> {
+        let timer = self.timers.get(index)?;
+        timer.pending.store(false, Ordering::Release);
+        (!timer.task.is_finished()).then_some(timer.name)
+    }
+
+    /// Stops every stream and timer: the subscription is over.
+    pub(crate) async fn stop_everything(&mut self) {
+        self.stop_timers();
+        self.stop_all_streams().await;
+    }
+
     /// Ends the `subscribed` phase and returns the broadcasts it deferred.
-    pub(crate) fn take_deferred_broadcasts(&mut self) -> Vec<(String, String)> {
+    pub(crate) fn take_deferred_broadcasts(&mut self) -> Vec<Deferred> {
         self.deferred
             .get_mut()
             .ok()
@@ -68,7 +111,13 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
 
     /// Who the connection belongs to, as `Connection::connect` decided.
     pub fn identity(&self) -> &Identity {
-        &self.identity
+        self.connection.identity()
+    }
+
+    /// The connection this subscription belongs to: its id, its other subscriptions, and
+    /// connection-level [`transmit`](ConnectionRef::transmit).
+    pub fn connection(&self) -> &ConnectionRef {
+        &self.connection
     }
 
     /// The app state the cable was built with.
@@ -98,8 +147,82 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     pub fn transmit_json(&self, json: &str) -> Result<(), ChannelError> {
         let raw = protocol::raw_json(json)?;
         let frame = protocol::encode_data(self.identifier.as_str(), raw);
-        self.outbox.push(Utf8Bytes::from(frame));
+        self.connection.outbox.push(Utf8Bytes::from(frame));
         Ok(())
+    }
+
+    /// Ends this subscription from the server side, something Rails cannot do: once the
+    /// current action (or `subscribed`) returns, the subscription's `unsubscribed` callbacks
+    /// run, its streams and timers stop, and the client is sent `reject_subscription` for its
+    /// identifier — the stock consumer then forgets the subscription and calls its
+    /// `rejected()`. Called from `subscribed`, the subscription is confirmed first.
+    pub fn unsubscribe(&self) {
+        let _ = self.connection.info.control.send(Control::Unsubscribe {
+            identifier: self.identifier.shared_str(),
+            subscription: Some(self.subscription),
+        });
+    }
+
+    /// Calls [`Channel::periodic`](super::Channel::periodic) with `name` every `every` while
+    /// the subscription lasts (Rails' `periodically`). The first call comes after one period.
+    /// Ticks run on the connection's task in order with its commands; when the channel is
+    /// still busy with one, the next is skipped rather than queued. Periods under a
+    /// millisecond count as one millisecond.
+    ///
+    /// Tests control these timers with Tokio's paused clock (see the `testing` module).
+    pub fn periodically(&mut self, name: &'static str, every: Duration) {
+        let every = every.max(Duration::from_millis(1));
+        let index = self.timers.len();
+        let pending = Arc::new(AtomicBool::new(false));
+        let control = self.connection.info.control.clone();
+        let identifier = self.identifier.shared_str();
+        let subscription = self.subscription;
+        let flag = pending.clone();
+        let task = tokio::spawn(async move {
+            let start = tokio::time::Instant::now() + every;
+            let mut ticker = tokio::time::interval_at(start, every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticker.tick().await;
+                if flag.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                let tick = Control::Tick {
+                    identifier: identifier.clone(),
+                    subscription,
+                    timer: index,
+                };
+                if control.send(tick).is_err() {
+                    return;
+                }
+            }
+        });
+        self.timers.push(Timer {
+            name,
+            task: task.abort_handle(),
+            pending,
+        });
+    }
+
+    /// Stops the timer started as `name`.
+    pub fn stop_periodic(&mut self, name: &str) {
+        for timer in self.timers.iter().filter(|t| t.name == name) {
+            timer.task.abort();
+        }
+    }
+
+    /// The names of this subscription's running timers.
+    pub fn timers(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.timers
+            .iter()
+            .filter(|t| !t.task.is_finished())
+            .map(|t| t.name)
+    }
+
+    fn stop_timers(&mut self) {
+        for timer in &self.timers {
+            timer.task.abort();
+        }
     }
 
     /// Starts streaming `stream` to this subscription (Rails' `stream_from`). Returns once the
@@ -114,7 +237,56 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             return Ok(());
         }
         let id = self.identifier.shared_str();
-        self.shared.core.hub.add(&stream, &id, &self.outbox).await?;
+        self.shared
+            .core
+            .hub
+            .add(&stream, &id, &self.connection.outbox, None)
+            .await?;
+        self.streams.push(stream);
+        Ok(())
+    }
+
+    /// Streams `stream` to this subscription through `filter` (Rails' `stream_from` with a
+    /// block): for each message `filter` returns what this subscriber gets instead, or `None`
+    /// to skip it. It runs on the broadcasting task for every message, so keep it quick; a
+    /// filtered stream costs one JSON parse per message and one encoding per subscriber, where
+    /// plain streams share one encoding.
+    ///
+    /// Calling it for a stream already streamed does nothing; stop it first to change filters.
+    ///
+    /// ```
+    /// # use actioncable::{ChannelContext, ChannelError};
+    /// # use serde_json::json;
+    /// # async fn demo(ctx: &mut ChannelContext) -> Result<(), ChannelError> {
+    /// let me = ctx.identity().get("current_user").unwrap_or_default().to_owned();
+    /// // Skip your own messages and tag the others.
+    /// ctx.stream_from_with("chat:lobby", move |msg| {
+    ///     (msg["user"] != me.as_str()).then(|| json!({ "from_other": msg }))
+    /// }).await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`stream_from`](Self::stream_from).
+    pub async fn stream_from_with<F>(
+        &mut self,
+        stream: impl Into<String>,
+        filter: F,
+    ) -> Result<(), ChannelError>
+    where
+        F: Fn(&StreamMessage) -> Option<Value> + Send + Sync + 'static,
+    {
+        let stream: Arc<str> = Arc::from(stream.into());
+        if self.streams.contains(&stream) {
+            return Ok(());
+        }
+        let id = self.identifier.shared_str();
+        let filter: StreamFilter = Arc::new(filter);
+        self.shared
+            .core
+            .hub
+            .add(&stream, &id, &self.connection.outbox, Some(filter))
+            .await?;
         self.streams.push(stream);
         Ok(())
     }
@@ -139,7 +311,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             self.shared
                 .core
                 .hub
-                .remove(&stream, self.identifier.as_str(), self.outbox.id())
+                .remove(&stream, self.identifier.as_str(), self.connection.id().0)
                 .await;
         }
     }
@@ -156,7 +328,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             self.shared
                 .core
                 .hub
-                .remove(&stream, self.identifier.as_str(), self.outbox.id())
+                .remove(&stream, self.identifier.as_str(), self.connection.id().0)
                 .await;
         }
     }
@@ -180,14 +352,46 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         stream: impl AsRef<str>,
         message: &T,
     ) -> Result<(), BroadcastError> {
+        self.broadcast_inner(stream.as_ref(), message, None).await
+    }
+
+    /// Broadcasts `message` to every subscriber of `stream` except this connection, so the
+    /// sender does not get its own message back (opt-in; see
+    /// [`CableHandle::broadcast_except`]).
+    ///
+    /// # Errors
+    /// As [`broadcast`](Self::broadcast).
+    pub async fn broadcast_except_self<T: Serialize + ?Sized>(
+        &self,
+        stream: impl AsRef<str>,
+        message: &T,
+    ) -> Result<(), BroadcastError> {
+        let me = self.connection.id();
+        self.broadcast_inner(stream.as_ref(), message, Some(me))
+            .await
+    }
+
+    async fn broadcast_inner<T: Serialize + ?Sized>(
+        &self,
+        stream: &str,
+        message: &T,
+        except: Option<ConnectionId>,
+    ) -> Result<(), BroadcastError> {
         let json = serde_json::to_string(message)?;
         if let Ok(mut deferred) = self.deferred.lock()
             && let Some(pending) = deferred.as_mut()
         {
-            pending.push((stream.as_ref().to_owned(), json));
+            pending.push(Deferred {
+                stream: stream.to_owned(),
+                json,
+                except,
+            });
             return Ok(());
         }
-        self.cable().broadcast_json(stream.as_ref(), &json).await
+        match except {
+            None => self.cable().broadcast_json(stream, &json).await,
+            Some(id) => self.cable().broadcast_json_except(stream, &json, id).await,
+        }
     }
 
     /// Broadcasts to the stream of `model` in this channel (Rails' `broadcast_to`).
@@ -208,8 +412,16 @@ impl<S> fmt::Debug for ChannelContext<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChannelContext")
             .field("identifier", &self.identifier)
-            .field("identity", &self.identity)
+            .field("identity", self.connection.identity())
             .field("streams", &self.streams)
             .finish_non_exhaustive()
+    }
+}
+
+impl<S> Drop for ChannelContext<S> {
+    fn drop(&mut self) {
+        for timer in &self.timers {
+            timer.task.abort();
+        }
     }
 }

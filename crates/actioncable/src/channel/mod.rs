@@ -54,10 +54,12 @@
 //! }
 //! ```
 
+mod callbacks;
 mod context;
 pub(crate) mod registry;
 
-pub use context::ChannelContext;
+pub use callbacks::{Callbacks, CommandInfo, CommandKind, Next};
+pub use context::{ChannelContext, StreamMessage};
 
 use crate::error::ChannelError;
 use async_trait::async_trait;
@@ -118,11 +120,55 @@ pub trait Channel<S: Send + Sync + 'static = ()>: Sized + Send + 'static {
         ))
     }
 
-    /// The subscription ended (the client unsubscribed or the connection closed). Streams are
-    /// stopped after this returns.
+    /// The subscription ended (the client unsubscribed, the server ended it, or the
+    /// connection closed). Streams and timers are stopped after this returns.
     async fn unsubscribed(&mut self, ctx: &mut ChannelContext<S>) -> Result<(), ChannelError> {
         let _ = ctx;
         Ok(())
+    }
+
+    /// A timer started with [`ChannelContext::periodically`] is due (Rails'
+    /// `periodically :method, every:`); `timer` is the name it was started with. Runs on the
+    /// connection's task, in order with the client's commands, so it may use `&mut self`.
+    async fn periodic(
+        &mut self,
+        ctx: &mut ChannelContext<S>,
+        timer: &'static str,
+    ) -> Result<(), ChannelError> {
+        let _ = ctx;
+        Err(ChannelError::msg(format_args!(
+            "timer `{timer}` is due but the channel does not implement `periodic`"
+        )))
+    }
+
+    /// An action, `receive` or timer returned `error` (Rails' `rescue_from`). Return `Ok` when
+    /// it is handled — after transmitting a friendly error to the client, say — or the error to
+    /// have it logged with the channel, action and identifier. Either way the subscription and
+    /// the connection carry on.
+    ///
+    /// ```
+    /// # use actioncable::{async_trait, Channel, ChannelContext, ChannelError, NoParams, channel::AnyAction};
+    /// # struct Orders;
+    /// # #[async_trait]
+    /// # impl Channel for Orders {
+    /// #     const NAME: &'static str = "Orders";
+    /// #     type Params = NoParams;
+    /// #     type Action = AnyAction;
+    /// #     async fn subscribed(_: &mut ChannelContext, _: NoParams) -> Result<Self, ChannelError> { Ok(Orders) }
+    /// async fn rescue(&mut self, ctx: &mut ChannelContext, action: &str, error: ChannelError) -> Result<(), ChannelError> {
+    ///     tracing::warn!(action, %error, "order action failed");
+    ///     ctx.transmit(&serde_json::json!({ "error": "Something went wrong, please retry" }))
+    /// }
+    /// # }
+    /// ```
+    async fn rescue(
+        &mut self,
+        ctx: &mut ChannelContext<S>,
+        action: &str,
+        error: ChannelError,
+    ) -> Result<(), ChannelError> {
+        let _ = (ctx, action);
+        Err(error)
     }
 }
 

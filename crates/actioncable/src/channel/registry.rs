@@ -31,6 +31,11 @@ pub(crate) trait ErasedChannel<S>: Send {
         data: &str,
     ) -> Result<(), PerformError>;
     async fn unsubscribed(&mut self, ctx: &mut ChannelContext<S>) -> Result<(), ChannelError>;
+    async fn periodic(
+        &mut self,
+        ctx: &mut ChannelContext<S>,
+        timer: &'static str,
+    ) -> Result<(), PerformError>;
 }
 
 pub(crate) struct Factory<C>(PhantomData<fn() -> C>);
@@ -91,24 +96,44 @@ where
             },
             _ => return Err(fail("?", ChannelError::msg("`data` is not a JSON object"))),
         };
-        match action {
-            None => self
-                .0
-                .receive(ctx, data)
-                .await
-                .map_err(|e| fail("receive", e)),
+        let (name, result) = match action {
+            None => ("receive".to_owned(), self.0.receive(ctx, data).await),
             Some(name) => {
                 let action = C::Action::deserialize(&data).map_err(|e| fail(&name, e.into()))?;
-                self.0
-                    .perform(ctx, action)
-                    .await
-                    .map_err(|e| fail(&name, e))
+                let result = self.0.perform(ctx, action).await;
+                (name, result)
             }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) => self
+                .0
+                .rescue(ctx, &name, error)
+                .await
+                .map_err(|e| fail(&name, e)),
         }
     }
 
     async fn unsubscribed(&mut self, ctx: &mut ChannelContext<S>) -> Result<(), ChannelError> {
         self.0.unsubscribed(ctx).await
+    }
+
+    async fn periodic(
+        &mut self,
+        ctx: &mut ChannelContext<S>,
+        timer: &'static str,
+    ) -> Result<(), PerformError> {
+        match self.0.periodic(ctx, timer).await {
+            Ok(()) => Ok(()),
+            Err(error) => self
+                .0
+                .rescue(ctx, timer, error)
+                .await
+                .map_err(|error| PerformError {
+                    action: timer.to_owned(),
+                    error,
+                }),
+        }
     }
 }
 

@@ -18,17 +18,20 @@
 //! # Ok(()) }
 //! ```
 
+mod commands;
 mod handler;
 mod origin;
 mod session;
 
 pub use origin::AllowedOrigins;
 
-use crate::channel::Channel;
 use crate::channel::registry::{ErasedFactory, Factory};
-use crate::connection::{AcceptAll, Connection, Identity};
+use crate::channel::{Callbacks, Channel};
+use crate::connection::{
+    AcceptAll, Connection, ConnectionId, ConnectionInfo, ConnectionRef, Identity,
+};
 use crate::error::{BroadcastError, ConfigError};
-use crate::hub::{Hub, Outbox};
+use crate::hub::Hub;
 use crate::protocol::{DisconnectReason, ServerMessage};
 use crate::pubsub::{Inbound, MemoryPubSub, PubSub};
 use crate::stream::{self, ToStreamParam};
@@ -88,20 +91,31 @@ pub(crate) struct Core {
     admitted: AtomicUsize,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    connection: Arc<dyn Connection>,
 }
 
-struct SessionEntry {
-    outbox: Outbox,
-    identity: Arc<Identity>,
+/// Work for a session that does not come from its client: it runs in order with the client's
+/// commands, on the session's task, because it needs the subscription's channel value.
+pub(crate) enum Control {
+    /// A periodic timer of subscription `subscription` (`identifier`) is due.
+    Tick {
+        identifier: Arc<str>,
+        subscription: u64,
+        timer: usize,
+    },
+    /// End a subscription from the server side (`None`: whichever has this identifier).
+    Unsubscribe {
+        identifier: Arc<str>,
+        subscription: Option<u64>,
+    },
 }
+
+type SessionEntry = ConnectionRef;
 
 impl Core {
-    pub(crate) fn register(&self, outbox: &Outbox, identity: &Arc<Identity>) {
-        let entry = SessionEntry {
-            outbox: outbox.clone(),
-            identity: identity.clone(),
-        };
-        self.lock_sessions().insert(outbox.id(), entry);
+    pub(crate) fn register(&self, connection: &ConnectionRef) {
+        self.lock_sessions()
+            .insert(connection.id().0, connection.clone());
     }
 
     pub(crate) fn unregister(&self, id: u64) {
@@ -133,8 +147,15 @@ impl Core {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let frame = Utf8Bytes::from(ServerMessage::ping(now).encode());
-        for entry in self.lock_sessions().values() {
+        let sessions = self.lock_sessions();
+        for entry in sessions.values() {
             entry.outbox.push(frame.clone());
+        }
+        for entry in sessions.values() {
+            let hook = std::panic::AssertUnwindSafe(|| self.connection.beat(entry));
+            if std::panic::catch_unwind(hook).is_err() {
+                tracing::error!(conn = %entry.id(), "the connection's beat callback panicked");
+            }
         }
     }
 }
@@ -155,6 +176,7 @@ pub(crate) struct Shared<S> {
     pub(crate) state: S,
     pub(crate) connection: Arc<dyn Connection>,
     pub(crate) channels: HashMap<&'static str, Registered<S>>,
+    pub(crate) callbacks: Vec<Arc<dyn Callbacks<S>>>,
 }
 
 pub(crate) struct Registered<S> {
@@ -225,6 +247,7 @@ pub struct CableBuilder<S = ()> {
     connection: Arc<dyn Connection>,
     pubsub: Arc<dyn PubSub>,
     channels: Vec<Registered<S>>,
+    callbacks: Vec<Arc<dyn Callbacks<S>>>,
 }
 
 impl<S: Send + Sync + 'static> CableBuilder<S> {
@@ -235,7 +258,16 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
             connection: Arc::new(AcceptAll),
             pubsub: Arc::new(MemoryPubSub::new()),
             channels: Vec::new(),
+            callbacks: Vec::new(),
         }
+    }
+
+    /// Adds callbacks that run for every channel: before/after subscribe and unsubscribe,
+    /// around every command (Rails' channel callbacks and 7.1's command callbacks). Several
+    /// may be added; they run in the order they were added, the first one outermost.
+    pub fn callbacks(mut self, callbacks: impl Callbacks<S>) -> Self {
+        self.callbacks.push(Arc::new(callbacks));
+        self
     }
 
     /// How connections authenticate (default: [`AcceptAll`]).
@@ -393,6 +425,7 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
             admitted: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            connection: self.connection.clone(),
         });
         spawn_beat(&core);
         let shared = Shared {
@@ -400,6 +433,7 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
             state: self.state,
             connection: self.connection,
             channels,
+            callbacks: self.callbacks,
         };
         Ok(Cable {
             shared: Arc::new(shared),
@@ -496,6 +530,58 @@ impl CableHandle {
         self.core.lock_sessions().len()
     }
 
+    /// A snapshot of every open connection on this node: id, identity, start time,
+    /// subscriptions, queued frames.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut all: Vec<ConnectionInfo> = self
+            .core
+            .lock_sessions()
+            .values()
+            .map(ConnectionRef::info)
+            .collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// One open connection on this node, to transmit to it, end one of its subscriptions or
+    /// disconnect it.
+    pub fn connection(&self, id: ConnectionId) -> Option<ConnectionRef> {
+        self.core.lock_sessions().get(&id.0).cloned()
+    }
+
+    /// Broadcasts to every subscriber of `stream` except connection `except` (usually the
+    /// sender, so it does not get its own message back). The message on the pub/sub adapter
+    /// is the same as for [`broadcast`](Self::broadcast) — Rails nodes sharing the Redis see
+    /// an ordinary broadcast — and the node holding `except` skips it when it comes back.
+    ///
+    /// # Errors
+    /// As [`broadcast`](Self::broadcast).
+    pub async fn broadcast_except<T: Serialize + ?Sized>(
+        &self,
+        stream: &str,
+        message: &T,
+        except: ConnectionId,
+    ) -> Result<(), BroadcastError> {
+        let json = serde_json::to_string(message)?;
+        self.broadcast_json_except(stream, &json, except).await
+    }
+
+    pub(crate) async fn broadcast_json_except(
+        &self,
+        stream: &str,
+        json: &str,
+        except: ConnectionId,
+    ) -> Result<(), BroadcastError> {
+        crate::protocol::raw_json(json)?;
+        let hub = &self.core.hub;
+        let excluded = hub.exclude(stream, json, except.0);
+        let result = self.broadcast_json(stream, json).await;
+        if excluded && result.is_err() {
+            hub.cancel_exclusion(stream, json, except.0);
+        }
+        result
+    }
+
     /// Number of streams with subscribers on this node, each identified connection's internal
     /// `action_cable/<identifier>` stream included.
     pub fn stream_count(&self) -> usize {
@@ -528,9 +614,9 @@ impl CableHandle {
         let mut n = 0;
         for entry in sessions
             .values()
-            .filter(|e| e.identity.get(name) == Some(value))
+            .filter(|e| e.identity().get(name) == Some(value))
         {
-            entry.outbox.close(DisconnectReason::Remote, reconnect);
+            entry.disconnect(reconnect);
             n += 1;
         }
         n

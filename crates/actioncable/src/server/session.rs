@@ -6,24 +6,17 @@
 //! stream deliveries, pings — goes through the session's bounded [`Outbox`], so frames leave
 //! in the order they were queued and nothing any other task does ever waits on this socket.
 //!
-//! What each kind of bad input does is decided here, once: a frame that does not decode, a
-//! message for an unknown subscription or an action that fails is logged and ignored (as in
-//! Rails); a `subscribe` that cannot succeed gets `reject_subscription` (Rails stays silent,
-//! which makes the stock consumer retry every 500 ms forever).
+//! What the commands do is in [`super::commands`]; this module only moves frames between the
+//! socket and it, and decides when the connection ends.
 
-use super::{Admission, CableHandle, Shared};
-use crate::channel::ChannelContext;
-use crate::channel::registry::{ErasedChannel, PerformError};
+use super::commands::{Commands, Queues, clip};
+use super::{Admission, Control, Shared};
 use crate::connection::{Identity, Reject};
-use crate::error::ChannelError;
-use crate::hub::{INTERNAL, Outbox};
-use crate::protocol::{self, Command, DisconnectReason, Identifier, ServerMessage};
+use crate::protocol::{Command, DisconnectReason, ServerMessage};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{FutureExt as _, SinkExt as _};
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
+use futures_util::SinkExt as _;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,14 +36,10 @@ const WRITE_BATCH: usize = 64;
 /// back on the client.
 const READ_AHEAD: usize = 32;
 
-struct Subscription<S> {
-    channel: Box<dyn ErasedChannel<S>>,
-    ctx: ChannelContext<S>,
-}
-
 struct Session<S> {
     socket: WebSocket,
     rx: mpsc::Receiver<Utf8Bytes>,
+    control: mpsc::UnboundedReceiver<Control>,
     commands: Commands<S>,
     /// Text frames read while a command ran, waiting their turn.
     backlog: VecDeque<Utf8Bytes>,
@@ -155,13 +144,10 @@ impl Budget {
     }
 }
 
-/// What running a command touches: everything but the socket and the outbox's receiving end,
-/// so that queued frames can be written while a command runs.
-struct Commands<S> {
-    shared: Arc<Shared<S>>,
-    outbox: Outbox,
-    identity: Arc<Identity>,
-    subscriptions: HashMap<Arc<str>, Subscription<S>>,
+/// What the session runs next: a client frame or a control event.
+enum Work<'a> {
+    Frame(&'a str),
+    Control(Control),
 }
 
 /// How the read loop ended.
@@ -185,33 +171,33 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     remote: Option<SocketAddr>,
     _admission: Admission,
 ) {
-    let id = shared.core.next_id();
     let identity = match outcome {
         Ok(identity) => Arc::new(identity),
         Err(Reject) => {
-            let span = tracing::info_span!("cable", conn = id, ?remote);
+            let span = tracing::info_span!("cable", ?remote);
             reject_unauthorized(socket, &shared).instrument(span).await;
             return;
         }
     };
-    let span = tracing::info_span!("cable", conn = id, identity = %identity);
-    let (outbox, rx) = Outbox::new(id, shared.core.config.outbound_capacity);
     let liveness = Liveness::new(shared.core.config.client_timeout);
     let budget = Budget::new(shared.core.config.max_commands_per_second);
-    let session = Session {
-        liveness,
-        budget,
-        socket,
-        rx,
-        commands: Commands {
-            shared,
-            outbox,
-            identity,
-            subscriptions: HashMap::new(),
-        },
-        backlog: VecDeque::new(),
-    };
-    session.run().instrument(span).await;
+    let span = tracing::info_span!("cable", conn = tracing::field::Empty, identity = %identity);
+    async move {
+        let (commands, Queues { frames, control }) = Commands::open(shared, identity).await;
+        tracing::Span::current().record("conn", commands.id());
+        let session = Session {
+            liveness,
+            budget,
+            socket,
+            rx: frames,
+            control,
+            commands,
+            backlog: VecDeque::new(),
+        };
+        session.run().await;
+    }
+    .instrument(span)
+    .await;
 }
 
 /// Rails: upgrade, `disconnect` unauthorized without reconnect, close 1000, no welcome.
@@ -249,33 +235,6 @@ async fn close_politely(
 
 impl<S: Send + Sync + 'static> Session<S> {
     async fn run(mut self) {
-        let core = &self.commands.shared.core;
-        core.register(&self.commands.outbox, &self.commands.identity);
-        // A shutdown that began while this connection was authenticating did not see it in
-        // the session list: close it here. (Registering first means one of the two always
-        // sees the other.)
-        if core.shutdown.is_cancelled() {
-            self.commands
-                .outbox
-                .close(DisconnectReason::ServerRestart, true);
-        }
-        // Rails' internal channel: a remote disconnect for this identity reaches it from any node.
-        let internal = if self.commands.identity.is_anonymous() {
-            None
-        } else {
-            let stream = protocol::internal_stream(&self.commands.identity.connection_identifier());
-            let added = core
-                .hub
-                .add(&stream, &Arc::from(INTERNAL), &self.commands.outbox)
-                .await;
-            match added {
-                Ok(()) => Some(stream),
-                Err(e) => {
-                    tracing::warn!(error = %e, "remote disconnect is unavailable for this connection");
-                    None
-                }
-            }
-        };
         tracing::debug!("connected");
         let end = match self
             .socket
@@ -285,23 +244,18 @@ impl<S: Send + Sync + 'static> Session<S> {
             Ok(()) => self.serve().await,
             Err(_) => End::Gone,
         };
-        let hub = self.commands.shared.core.hub.clone();
-        let id = self.commands.outbox.id();
         self.finish(end).await;
-        if let Some(stream) = internal {
-            hub.remove(&stream, INTERNAL, id).await;
-        }
     }
 
     async fn serve(&mut self) -> End {
-        let outbox = self.commands.outbox.clone();
+        let outbox = self.commands.outbox().clone();
         loop {
             let throttled = self.budget.wait();
             if throttled.is_none()
                 && let Some(text) = self.backlog.pop_front()
             {
                 self.budget.spend();
-                if let Some(end) = self.handle_while_writing(&text).await {
+                if let Some(end) = self.handle_while_writing(Work::Frame(&text)).await {
                     return end;
                 }
                 continue;
@@ -309,6 +263,11 @@ impl<S: Send + Sync + 'static> Session<S> {
             tokio::select! {
                 biased;
                 (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
+                Some(event) = self.control.recv() => {
+                    if let Some(end) = self.handle_while_writing(Work::Control(event)).await {
+                        return end;
+                    }
+                }
                 frame = self.rx.recv() => {
                     let Some(frame) = frame else { return End::Gone };
                     // A client that stops reading blocks this write; a close request (too slow,
@@ -327,7 +286,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                     match message {
                         Some(Ok(Message::Text(text))) => {
                             self.budget.spend();
-                            if let Some(end) = self.handle_while_writing(&text).await {
+                            if let Some(end) = self.handle_while_writing(Work::Frame(&text)).await {
                                 return end;
                             }
                         }
@@ -371,28 +330,39 @@ impl<S: Send + Sync + 'static> Session<S> {
     /// every 500 ms. Those copies are dropped here: the subscription already exists, pending,
     /// as Rails would see it. Run later, after a rejection the client has already accepted,
     /// they would subscribe it to something it no longer knows about.
-    async fn handle_while_writing(&mut self, text: &str) -> Option<End> {
+    async fn handle_while_writing(&mut self, work: Work<'_>) -> Option<End> {
         let Session {
             socket,
             rx,
             commands,
             backlog,
             liveness,
-            budget: _,
+            ..
         } = self;
-        let command = match Command::decode(text) {
-            Ok(command) => command,
-            Err(e) => {
-                tracing::warn!(error = %e, frame = %clip(text), "ignoring a frame that is not a command");
-                return None;
+        let outbox = commands.outbox().clone();
+        let (run, subscribing) = match work {
+            Work::Frame(text) => {
+                let command = match Command::decode(text) {
+                    Ok(command) => command,
+                    Err(e) => {
+                        tracing::warn!(error = %e, frame = %clip(text), "ignoring a frame that is not a command");
+                        return None;
+                    }
+                };
+                let subscribing = match &command {
+                    Command::Subscribe { identifier } => Some(identifier.clone()),
+                    _ => None,
+                };
+                (
+                    futures_util::future::Either::Left(commands.run(command)),
+                    subscribing,
+                )
             }
+            Work::Control(event) => (
+                futures_util::future::Either::Right(commands.control(event)),
+                None,
+            ),
         };
-        let subscribing = match &command {
-            Command::Subscribe { identifier } => Some(identifier.clone()),
-            _ => None,
-        };
-        let outbox = commands.outbox.clone();
-        let run = commands.run(command);
         tokio::pin!(run);
         let end = loop {
             tokio::select! {
@@ -450,116 +420,11 @@ async fn write_batch(
     socket.flush().await
 }
 
-impl<S: Send + Sync + 'static> Commands<S> {
-    async fn run(&mut self, command: Command) {
-        match command {
-            Command::Subscribe { identifier } => self.subscribe(identifier).await,
-            Command::Unsubscribe { identifier } => self.unsubscribe(&identifier).await,
-            Command::Message { identifier, data } => self.message(&identifier, &data).await,
-        }
-    }
-
-    fn send(&self, message: ServerMessage<'_>) {
-        self.outbox.push(Utf8Bytes::from(message.encode()));
-    }
-
-    async fn subscribe(&mut self, identifier: String) {
-        if self.subscriptions.contains_key(identifier.as_str()) {
-            tracing::debug!(identifier = %clip(&identifier), "already subscribed; ignored");
-            return;
-        }
-        let parsed = match Identifier::parse(&identifier) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                tracing::warn!(identifier = %clip(&identifier), error = %e, "rejecting a subscription");
-                return self.send(ServerMessage::Reject {
-                    identifier: &identifier,
-                });
-            }
-        };
-        if self.subscriptions.len() >= self.shared.core.config.max_subscriptions {
-            tracing::warn!(identifier = %clip(&identifier), limit = self.shared.core.config.max_subscriptions,
-                "rejecting a subscription: too many on this connection");
-            return self.send(ServerMessage::Reject {
-                identifier: &identifier,
-            });
-        }
-        let Some(registered) = self.shared.channels.get(parsed.channel()).cloned() else {
-            tracing::warn!(channel = %clip(parsed.channel()), "Subscription class not found; rejecting");
-            return self.send(ServerMessage::Reject {
-                identifier: &identifier,
-            });
-        };
-        let mut ctx = ChannelContext::new(
-            self.shared.clone(),
-            parsed,
-            registered.name,
-            self.outbox.clone(),
-            self.identity.clone(),
-        );
-        let subscribed = guard(registered.factory.subscribe(&mut ctx)).await;
-        // Broadcasts made during `subscribed` go out once the answer is queued, so the new
-        // subscriber sees its own `joined` after `connected`, as Rails intends.
-        let deferred = ctx.take_deferred_broadcasts();
-        match subscribed {
-            Ok(channel) => {
-                tracing::debug!(channel = registered.name, identifier = %clip(&identifier), "subscribed");
-                self.send(ServerMessage::Confirm {
-                    identifier: &identifier,
-                });
-                self.subscriptions
-                    .insert(Arc::from(identifier), Subscription { channel, ctx });
-            }
-            Err(e) => {
-                if let Some(reason) = e.rejection_reason() {
-                    tracing::warn!(channel = registered.name, identifier = %clip(&identifier), %reason,
-                        "subscription rejected");
-                } else if e.is_rejection() {
-                    tracing::debug!(channel = registered.name, identifier = %clip(&identifier), "subscription rejected");
-                } else {
-                    tracing::error!(channel = registered.name, identifier = %clip(&identifier), error = %e,
-                        "subscribe failed; rejecting");
-                }
-                ctx.stop_all_streams().await;
-                self.send(ServerMessage::Reject {
-                    identifier: &identifier,
-                });
-            }
-        }
-        let cable = CableHandle::new(self.shared.core.clone());
-        for (stream, json) in deferred {
-            // `broadcast_json` logs a failure itself; the caller was told at `broadcast` time
-            // that the message would go out after the confirmation.
-            let _ = cable.broadcast_json(&stream, &json).await;
-        }
-    }
-
-    async fn unsubscribe(&mut self, identifier: &str) {
-        let Some(sub) = self.subscriptions.remove(identifier) else {
-            tracing::warn!(identifier = %clip(identifier), "unsubscribe: no subscription with this identifier");
-            return;
-        };
-        end_subscription(sub).await;
-    }
-
-    async fn message(&mut self, identifier: &str, data: &str) {
-        let Some(sub) = self.subscriptions.get_mut(identifier) else {
-            tracing::warn!(identifier = %clip(identifier), "message: no subscription with this identifier");
-            return;
-        };
-        let result = guard(sub.channel.message(&mut sub.ctx, data)).await;
-        if let Err(PerformError { action, error }) = result {
-            tracing::error!(channel = sub.ctx.channel_name(), action = %clip(&action), identifier = %clip(identifier),
-                error = %error, "Unable to process {}#{}", sub.ctx.channel_name(), clip(&action));
-        }
-    }
-}
-
 impl<S: Send + Sync + 'static> Session<S> {
     async fn finish(self, end: End) {
         let Session {
             mut socket,
-            mut commands,
+            commands,
             ..
         } = self;
         let timeout = commands.shared.core.config.close_timeout;
@@ -569,7 +434,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                 let _ = tokio::time::timeout(timeout, socket.flush()).await;
             }
             End::Disconnect(reason, reconnect) => {
-                tracing::info!(%reason, reconnect, dropped_frames = commands.outbox.dropped(), "disconnecting");
+                tracing::info!(%reason, reconnect, dropped_frames = commands.outbox().dropped(), "disconnecting");
                 let frame = ServerMessage::disconnect(&reason, reconnect).encode();
                 close_politely(&mut socket, Some(frame), timeout).await;
             }
@@ -588,30 +453,9 @@ impl<S: Send + Sync + 'static> Session<S> {
             }
         }
         drop(socket);
-        for (_, sub) in commands.subscriptions.drain() {
-            end_subscription(sub).await;
-        }
-        let connection = commands.shared.connection.clone();
-        if guard(async {
-            connection.disconnect(&commands.identity).await;
-            Ok::<_, ChannelError>(())
-        })
-        .await
-        .is_err()
-        {
-            tracing::error!("the connection's disconnect callback panicked");
-        }
-        commands.shared.core.unregister(commands.outbox.id());
+        commands.close().await;
         tracing::debug!("closed");
     }
-}
-
-async fn end_subscription<S: Send + Sync + 'static>(mut sub: Subscription<S>) {
-    if let Err(e) = guard(sub.channel.unsubscribed(&mut sub.ctx)).await {
-        tracing::error!(channel = sub.ctx.channel_name(), identifier = %clip(sub.ctx.identifier()), error = %e,
-            "unsubscribed failed");
-    }
-    sub.ctx.stop_all_streams().await;
 }
 
 fn read_error(e: axum::Error) -> End {
@@ -639,26 +483,4 @@ fn read_error(e: axum::Error) -> End {
             End::Gone
         }
     }
-}
-
-/// Runs user code; a panic becomes an error instead of killing the session mid-way (which
-/// would leave its streams registered).
-async fn guard<T, E: From<ChannelError>>(fut: impl Future<Output = Result<T, E>>) -> Result<T, E> {
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(result) => result,
-        Err(_) => Err(ChannelError::msg("callback panicked").into()),
-    }
-}
-
-/// Client-provided text, shortened for logs.
-fn clip(s: &str) -> &str {
-    const MAX: usize = 200;
-    if s.len() <= MAX {
-        return s;
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

@@ -1,0 +1,437 @@
+//! What a connection does, without its socket: open, run commands and control events, close.
+//!
+//! The WebSocket session ([`super::session`]) feeds this from its socket; the `testing`
+//! harness feeds it directly. Both therefore run the very same subscribe, perform, callback,
+//! timer and cleanup code, so a channel tested with the harness behaves the same on the wire.
+//!
+//! What each kind of bad input does is decided here, once: a message for an unknown
+//! subscription or an action that fails is logged and ignored (as in Rails); a `subscribe`
+//! that cannot succeed gets `reject_subscription` (Rails stays silent, which makes the stock
+//! consumer retry every 500 ms forever).
+
+use super::{CableHandle, Control, Shared};
+use crate::channel::registry::{ErasedChannel, PerformError};
+use crate::channel::{ChannelContext, CommandInfo, CommandKind, Next};
+use crate::connection::{ConnectionId, ConnectionRef, Identity, SessionInfo};
+use crate::error::ChannelError;
+use crate::hub::{INTERNAL, Outbox};
+use crate::protocol::{self, Command, Identifier, ServerMessage};
+use axum::extract::ws::Utf8Bytes;
+use futures_util::FutureExt as _;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::mpsc;
+
+pub(crate) struct Subscription<S> {
+    channel: Box<dyn ErasedChannel<S>>,
+    pub(crate) ctx: ChannelContext<S>,
+}
+
+/// Everything a connection's commands touch: all but the socket and the receiving ends of its
+/// queues, so that queued frames can be written while a command runs.
+pub(crate) struct Commands<S> {
+    pub(crate) shared: Arc<Shared<S>>,
+    pub(crate) connection: ConnectionRef,
+    pub(crate) subscriptions: HashMap<Arc<str>, Subscription<S>>,
+    next_subscription: u64,
+    /// The internal stream for remote disconnects, when the connection is identified.
+    internal: Option<String>,
+}
+
+/// The receiving ends of a connection's queues.
+pub(crate) struct Queues {
+    /// Frames for the client.
+    pub(crate) frames: mpsc::Receiver<Utf8Bytes>,
+    /// Timer ticks and server-side unsubscribes.
+    pub(crate) control: mpsc::UnboundedReceiver<Control>,
+}
+
+impl<S: Send + Sync + 'static> Commands<S> {
+    /// A new connection of `identity`: registered with the server and, when identified,
+    /// listening to its internal stream.
+    pub(crate) async fn open(shared: Arc<Shared<S>>, identity: Arc<Identity>) -> (Self, Queues) {
+        let core = &shared.core;
+        let id = core.next_id();
+        let (outbox, frames) = Outbox::new(id, core.config.outbound_capacity);
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let info = SessionInfo {
+            id: ConnectionId(id),
+            identity,
+            started_at: SystemTime::now(),
+            subscriptions: Mutex::new(Vec::new()),
+            control: control_tx,
+        };
+        let connection = ConnectionRef {
+            info: Arc::new(info),
+            outbox,
+        };
+        core.register(&connection);
+        // A shutdown that began while this connection was authenticating did not see it in
+        // the session list: close it here. (Registering first means one of the two always
+        // sees the other.)
+        if core.shutdown.is_cancelled() {
+            connection
+                .outbox
+                .close(protocol::DisconnectReason::ServerRestart, true);
+        }
+        // Rails' internal channel: a remote disconnect for this identity reaches it from any node.
+        let internal = if connection.identity().is_anonymous() {
+            None
+        } else {
+            let stream = protocol::internal_stream(&connection.identity().connection_identifier());
+            match core
+                .hub
+                .add(&stream, &Arc::from(INTERNAL), &connection.outbox, None)
+                .await
+            {
+                Ok(()) => Some(stream),
+                Err(e) => {
+                    tracing::warn!(error = %e, "remote disconnect is unavailable for this connection");
+                    None
+                }
+            }
+        };
+        let commands = Commands {
+            shared,
+            connection,
+            subscriptions: HashMap::new(),
+            next_subscription: 1,
+            internal,
+        };
+        (commands, Queues { frames, control })
+    }
+
+    /// Ends every subscription, runs the connection's `disconnect` callback and unregisters.
+    pub(crate) async fn close(mut self) {
+        let subscriptions: Vec<_> = self.subscriptions.drain().collect();
+        for (_, sub) in subscriptions {
+            self.end_subscription(sub).await;
+        }
+        let connection = self.shared.connection.clone();
+        let identity = self.connection.info.identity.clone();
+        if guard(async {
+            connection.disconnect(&identity).await;
+            Ok::<_, ChannelError>(())
+        })
+        .await
+        .is_err()
+        {
+            tracing::error!("the connection's disconnect callback panicked");
+        }
+        let core = &self.shared.core;
+        if let Some(stream) = self.internal.take() {
+            core.hub.remove(&stream, INTERNAL, self.id()).await;
+        }
+        core.unregister(self.id());
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.connection.id().0
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.connection.outbox
+    }
+
+    fn send(&self, message: ServerMessage<'_>) {
+        self.connection
+            .outbox
+            .push(Utf8Bytes::from(message.encode()));
+    }
+
+    /// Runs one client command, inside the `around_command` callbacks if there are any.
+    pub(crate) async fn run(&mut self, command: Command) {
+        if self.shared.callbacks.is_empty() {
+            let _ = self.run_plain(command).await;
+            return;
+        }
+        let shared = self.shared.clone();
+        let kind = match &command {
+            Command::Subscribe { .. } => CommandKind::Subscribe,
+            Command::Unsubscribe { .. } => CommandKind::Unsubscribe,
+            Command::Message { .. } => CommandKind::Message,
+        };
+        let (identifier, action) = match &command {
+            Command::Subscribe { identifier } | Command::Unsubscribe { identifier } => {
+                (identifier.clone(), None)
+            }
+            Command::Message { identifier, data } => (identifier.clone(), peek_action(data)),
+        };
+        let channel = Identifier::parse(&identifier).ok();
+        let identity = self.connection.info.identity.clone();
+        let info = CommandInfo {
+            kind,
+            identifier: &identifier,
+            channel: channel.as_ref().map(Identifier::channel),
+            action: action.as_deref(),
+            identity: &identity,
+            connection: self.connection.id(),
+        };
+        // Whether the command itself ran and failed: its error is logged where it happened.
+        let failed = AtomicBool::new(false);
+        let ran = AtomicBool::new(false);
+        let mut next = Next::new(async {
+            ran.store(true, Ordering::Relaxed);
+            let result = self.run_plain(command).await;
+            failed.store(result.is_err(), Ordering::Relaxed);
+            result
+        });
+        for callbacks in shared.callbacks.iter().rev() {
+            next = Next::new(callbacks.around_command(&info, next));
+        }
+        let result = guard(next.run()).await;
+        if let Err(e) = result
+            && !failed.load(Ordering::Relaxed)
+        {
+            tracing::warn!(identifier = %clip(&identifier), command = ?kind, error = %e,
+                "command refused by an around_command callback");
+            if kind == CommandKind::Subscribe && !ran.load(Ordering::Relaxed) {
+                self.send(ServerMessage::Reject {
+                    identifier: &identifier,
+                });
+            }
+        }
+    }
+
+    async fn run_plain(&mut self, command: Command) -> Result<(), ChannelError> {
+        match command {
+            Command::Subscribe { identifier } => self.subscribe(identifier).await,
+            Command::Unsubscribe { identifier } => self.unsubscribe(&identifier).await,
+            Command::Message { identifier, data } => self.message(&identifier, &data).await,
+        }
+    }
+
+    /// Runs a control event: a timer tick or a server-side unsubscribe.
+    pub(crate) async fn control(&mut self, event: Control) {
+        match event {
+            Control::Tick {
+                identifier,
+                subscription,
+                timer,
+            } => {
+                let Some(sub) = self
+                    .subscriptions
+                    .get_mut(&identifier)
+                    .filter(|s| s.ctx.subscription_id() == subscription)
+                else {
+                    return;
+                };
+                let Some(name) = sub.ctx.timer_due(timer) else {
+                    return;
+                };
+                let result = guard(sub.channel.periodic(&mut sub.ctx, name)).await;
+                if let Err(PerformError { action, error }) = result {
+                    tracing::error!(channel = sub.ctx.channel_name(), timer = %action, identifier = %clip(&identifier),
+                        error = %error, "periodic timer {}#{} failed", sub.ctx.channel_name(), action);
+                }
+            }
+            Control::Unsubscribe {
+                identifier,
+                subscription,
+            } => {
+                let matches = self
+                    .subscriptions
+                    .get(&identifier)
+                    .is_some_and(|s| subscription.is_none_or(|id| s.ctx.subscription_id() == id));
+                if !matches {
+                    return;
+                }
+                if let Some(sub) = self.subscriptions.remove(&identifier) {
+                    tracing::info!(channel = sub.ctx.channel_name(), identifier = %clip(&identifier),
+                        "subscription ended by the server");
+                    self.end_subscription(sub).await;
+                    self.send(ServerMessage::Reject {
+                        identifier: &identifier,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, identifier: String) -> Result<(), ChannelError> {
+        if self.subscriptions.contains_key(identifier.as_str()) {
+            tracing::debug!(identifier = %clip(&identifier), "already subscribed; ignored");
+            return Ok(());
+        }
+        let parsed = match Identifier::parse(&identifier) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::warn!(identifier = %clip(&identifier), error = %e, "rejecting a subscription");
+                self.send(ServerMessage::Reject {
+                    identifier: &identifier,
+                });
+                return Err(ChannelError::reject_because(e));
+            }
+        };
+        let limit = self.shared.core.config.max_subscriptions;
+        if self.subscriptions.len() >= limit {
+            tracing::warn!(identifier = %clip(&identifier), limit, "rejecting a subscription: too many on this connection");
+            self.send(ServerMessage::Reject {
+                identifier: &identifier,
+            });
+            return Err(ChannelError::reject_because("too many subscriptions"));
+        }
+        let Some(registered) = self.shared.channels.get(parsed.channel()).cloned() else {
+            tracing::warn!(channel = %clip(parsed.channel()), "Subscription class not found; rejecting");
+            self.send(ServerMessage::Reject {
+                identifier: &identifier,
+            });
+            return Err(ChannelError::reject_because("unknown channel"));
+        };
+        let subscription = self.next_subscription;
+        self.next_subscription += 1;
+        let mut ctx = ChannelContext::new(
+            self.shared.clone(),
+            parsed,
+            registered.name,
+            self.connection.clone(),
+            subscription,
+        );
+        let shared = self.shared.clone();
+        let subscribed = guard(async {
+            for callbacks in &shared.callbacks {
+                callbacks.before_subscribe(&mut ctx).await?;
+            }
+            let channel = registered.factory.subscribe(&mut ctx).await?;
+            for callbacks in &shared.callbacks {
+                callbacks.after_subscribe(&mut ctx).await?;
+            }
+            Ok::<_, ChannelError>(channel)
+        })
+        .await;
+        // Broadcasts made during `subscribed` go out once the answer is queued, so the new
+        // subscriber sees its own `joined` after `connected`, as Rails intends.
+        let deferred = ctx.take_deferred_broadcasts();
+        let outcome = match subscribed {
+            Ok(channel) => {
+                tracing::debug!(channel = registered.name, identifier = %clip(&identifier), "subscribed");
+                self.send(ServerMessage::Confirm {
+                    identifier: &identifier,
+                });
+                let key: Arc<str> = ctx.shared_identifier();
+                self.connection.info.add_subscription(&key);
+                self.subscriptions
+                    .insert(key, Subscription { channel, ctx });
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(reason) = e.rejection_reason() {
+                    tracing::warn!(channel = registered.name, identifier = %clip(&identifier), %reason,
+                        "subscription rejected");
+                } else if e.is_rejection() {
+                    tracing::debug!(channel = registered.name, identifier = %clip(&identifier), "subscription rejected");
+                } else {
+                    tracing::error!(channel = registered.name, identifier = %clip(&identifier), error = %e,
+                        "subscribe failed; rejecting");
+                }
+                ctx.stop_everything().await;
+                self.send(ServerMessage::Reject {
+                    identifier: &identifier,
+                });
+                Err(e)
+            }
+        };
+        let cable = CableHandle::new(self.shared.core.clone());
+        for d in deferred {
+            // Failures are logged by the broadcast itself; the caller was told at `broadcast`
+            // time that the message would go out after the confirmation.
+            let _ = match d.except {
+                None => cable.broadcast_json(&d.stream, &d.json).await,
+                Some(id) => cable.broadcast_json_except(&d.stream, &d.json, id).await,
+            };
+        }
+        outcome
+    }
+
+    async fn unsubscribe(&mut self, identifier: &str) -> Result<(), ChannelError> {
+        let Some(sub) = self.subscriptions.remove(identifier) else {
+            tracing::warn!(identifier = %clip(identifier), "unsubscribe: no subscription with this identifier");
+            return Err(ChannelError::msg("no subscription with this identifier"));
+        };
+        self.end_subscription(sub).await;
+        Ok(())
+    }
+
+    async fn message(&mut self, identifier: &str, data: &str) -> Result<(), ChannelError> {
+        let Some(sub) = self.subscriptions.get_mut(identifier) else {
+            tracing::warn!(identifier = %clip(identifier), "message: no subscription with this identifier");
+            return Err(ChannelError::msg("no subscription with this identifier"));
+        };
+        let result = guard(sub.channel.message(&mut sub.ctx, data)).await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(PerformError { action, error }) => {
+                tracing::error!(channel = sub.ctx.channel_name(), action = %clip(&action), identifier = %clip(identifier),
+                    error = %error, "Unable to process {}#{}", sub.ctx.channel_name(), clip(&action));
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs the unsubscribe callbacks and stops the subscription's streams and timers.
+    async fn end_subscription(&mut self, mut sub: Subscription<S>) {
+        let shared = self.shared.clone();
+        self.connection
+            .info
+            .remove_subscription(sub.ctx.identifier());
+        let name = sub.ctx.channel_name();
+        for callbacks in &shared.callbacks {
+            if let Err(e) = guard(callbacks.before_unsubscribe(&mut sub.ctx)).await {
+                tracing::error!(channel = name, identifier = %clip(sub.ctx.identifier()), error = %e,
+                    "before_unsubscribe failed");
+            }
+        }
+        if let Err(e) = guard(sub.channel.unsubscribed(&mut sub.ctx)).await {
+            tracing::error!(channel = name, identifier = %clip(sub.ctx.identifier()), error = %e,
+                "unsubscribed failed");
+        }
+        sub.ctx.stop_everything().await;
+        for callbacks in &shared.callbacks {
+            if let Err(e) = guard(callbacks.after_unsubscribe(&mut sub.ctx)).await {
+                tracing::error!(channel = name, identifier = %clip(sub.ctx.identifier()), error = %e,
+                    "after_unsubscribe failed");
+            }
+        }
+    }
+}
+
+/// The `action` of a message's data, for callbacks; `None` when there is none or it is not
+/// a string (the command then fails on its own and says why).
+fn peek_action(data: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        action: Option<serde_json::Value>,
+    }
+    match serde_json::from_str::<Peek>(data).ok()?.action? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+/// Runs user code; a panic becomes an error instead of killing the session mid-way (which
+/// would leave its streams registered).
+pub(crate) async fn guard<T, E: From<ChannelError>>(
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => Err(ChannelError::msg("callback panicked").into()),
+    }
+}
+
+/// Client-provided text, shortened for logs.
+pub(crate) fn clip(s: &str) -> &str {
+    const MAX: usize = 200;
+    if s.len() <= MAX {
+        return s;
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
