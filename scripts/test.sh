@@ -69,6 +69,25 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
+# --- fuzzing: a short bounded run of every cargo-fuzz target (needs the nightly toolchain) ---
+# `cargo test` already replays the committed corpus on stable (tests/fuzz_corpus.rs); here
+# libFuzzer explores from it for FUZZ_SECS seconds per target (FUZZ_SECS=0 skips). New inputs
+# go to a temporary directory, never into the repository. Longer runs: docs/reliability.md.
+FUZZ_TARGETS=(command_decode)
+if [[ "${FUZZ_SECS:-20}" != 0 ]] && cargo +nightly --version >/dev/null 2>&1; then
+  command -v cargo-fuzz >/dev/null || { step "installing cargo-fuzz"; cargo install cargo-fuzz --locked; }
+  for target in "${FUZZ_TARGETS[@]}"; do
+    step "cargo fuzz run $target (${FUZZ_SECS:-20} s)"
+    fuzz_work="$(mktemp -d)"
+    (cd crates/actioncable && cargo +nightly fuzz run "$target" "$fuzz_work" "fuzz/corpus/$target" \
+      -- -max_total_time="${FUZZ_SECS:-20}" -max_len=4096 -print_final_stats=1)
+    rm -rf "$fuzz_work"
+  done
+else
+  echo "No nightly toolchain (or FUZZ_SECS=0): skipping the bounded fuzz run; the corpus was replayed by cargo test."
+fi
+# --- end of fuzzing ---
+
 if [[ -f js-client/package.json ]]; then
   step "js-client: npm ci"
   (cd js-client && npm ci --no-audit --no-fund)
