@@ -1,0 +1,189 @@
+//! Per-connection limits over real sockets: a frozen (half-open) peer is found by the client
+//! timeout and cleaned up while a live idle client stays, and a flooding client is throttled
+//! by `max_commands_per_second` without losing a command and without slowing anyone else.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Reads `client` for `period`, answering the server's WebSocket pings as any WebSocket library
+/// does (tungstenite queues the pong when it reads a ping); returns how many pings came.
+/// Anything but pings and the ActionCable ping is a failure.
+async fn idle_but_alive(client: &mut CableClient, period: Duration) -> usize {
+    let deadline = Instant::now() + period;
+    let mut pings = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return pings;
+        }
+        match client.next_frame(left).await {
+            None => return pings,
+            Some(Message::Ping(_)) => pings += 1,
+            Some(Message::Text(t)) if is_ping(&t) => {}
+            Some(other) => panic!("expected nothing but pings, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_frozen_peer_is_cleaned_up_within_client_timeout_and_a_live_idle_one_stays() {
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    let rec = Recorder::new();
+    let server = spawn_cable(builder(&rec).client_timeout(TIMEOUT)).await;
+    let origin = server.origin();
+    const FROZEN_ROOM: &str = r#"{"channel":"ChatChannel","room":"frozen"}"#;
+
+    // The live client: subscribed, then silent except for answering pings.
+    let mut alive = server.user("alive").await;
+    alive.confirm(LOBBY).await;
+    let baseline_streams = server.handle.stream_count();
+
+    // The frozen client: completes the handshake by hand, subscribes, and from then on never
+    // reads a byte (so never answers a ping) and never closes; its socket stays open.
+    let (reply, frozen) = raw_upgrade(
+        server.addr,
+        "/cable?user=frozen",
+        &[
+            ("Origin", &origin),
+            ("Sec-WebSocket-Protocol", CONSUMER_PROTOCOLS),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 101);
+    let mut frozen = frozen.unwrap();
+    frozen.send_subscribe(FROZEN_ROOM).await;
+    let frozen_at = Instant::now();
+    rec.wait_for(&format!("subscribed:{FROZEN_ROOM}")).await;
+    assert_eq!(server.handle.connection_count(), 2);
+    // chat:frozen and the internal action_cable/frozen.
+    assert_eq!(server.handle.stream_count(), baseline_streams + 2);
+    // Deliveries keep being written to it meanwhile (they pile up in its socket buffers).
+    for i in 0..20 {
+        server
+            .handle
+            .broadcast("chat:frozen", &json!({ "i": i }))
+            .await
+            .unwrap();
+    }
+
+    // While the live client idles (and answers pings), the frozen one is dropped.
+    let idle = tokio::spawn(async move {
+        let pings = idle_but_alive(&mut alive, TIMEOUT * 3).await;
+        (alive, pings)
+    });
+    let mut cleaned_after = None;
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if server.handle.connection_count() == 1 && rec.count("disconnect:current_user=frozen") == 1
+        {
+            cleaned_after = Some(frozen_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cleaned_after = cleaned_after.expect("the frozen peer was never cleaned up");
+    eprintln!(
+        "frozen peer cleaned up {cleaned_after:?} after its last frame (client_timeout {TIMEOUT:?})"
+    );
+    // Not before the timeout (the server heard the subscribe after `frozen_at`), and within it
+    // plus slack for a loaded machine.
+    assert!(
+        cleaned_after >= TIMEOUT,
+        "dropped too early: {cleaned_after:?}"
+    );
+    assert!(cleaned_after < TIMEOUT + WAIT, "{cleaned_after:?}");
+    rec.wait_for(&format!("unsubscribed:{FROZEN_ROOM}")).await;
+    eventually("the frozen peer's streams are gone", || {
+        server.handle.stream_count() == baseline_streams
+    })
+    .await;
+
+    // The live client was pinged (by WebSocket ping, at half the timeout) and stayed.
+    let (mut alive, pings) = within("the idle client", idle).await.unwrap();
+    assert!(pings >= 1, "the idle client was never pinged");
+    assert_eq!(server.handle.connection_count(), 1);
+    assert_eq!(rec.count("disconnect:current_user=alive"), 0);
+    alive.perform(LOBBY, "whoami", json!({})).await;
+    alive.expect_data(LOBBY, &json!({ "user": "alive" })).await;
+
+    // The frozen socket was really closed by the server: reading it now gives what was
+    // buffered, then the end (bounded: 20 deliveries, a confirm, a welcome, a few pings).
+    let mut frames = 0;
+    while frozen.next_frame_or_end().await.is_some() {
+        frames += 1;
+        assert!(frames < 200, "the frozen socket never ended");
+    }
+}
+
+#[tokio::test]
+async fn a_live_client_that_only_answers_pings_is_never_dropped() {
+    // Three timeouts long, with nothing but pongs from the client: still connected.
+    const TIMEOUT: Duration = Duration::from_millis(600);
+    let rec = Recorder::new();
+    let server = spawn_cable(builder(&rec).client_timeout(TIMEOUT)).await;
+    let mut c = server.user("quiet").await;
+    c.confirm(ECHO).await;
+    let pings = idle_but_alive(&mut c, TIMEOUT * 4).await;
+    assert!(pings >= 2, "pinged {pings} times in four timeouts");
+    c.assert_echo(ECHO, json!("still here")).await;
+    assert_eq!(server.handle.connection_count(), 1);
+    assert_eq!(rec.count("disconnect:current_user=quiet"), 0);
+}
+
+#[tokio::test]
+async fn a_flood_of_commands_is_throttled_losslessly_and_others_are_unaffected() {
+    const RATE: u32 = 100;
+    const FLOOD: usize = 500;
+    let rec = Recorder::new();
+    let server = spawn_cable(builder(&rec).max_commands_per_second(RATE)).await;
+    let mut flooder = server.user("flooder").await;
+    let mut bystander = server.user("bystander").await;
+    flooder.confirm(ECHO).await;
+    bystander.confirm(ECHO).await;
+    // Let both budgets refill after the subscribes (a full burst is 1 s of tokens).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let started = Instant::now();
+    for i in 0..FLOOD {
+        flooder.perform(ECHO, "echo", json!({ "payload": i })).await;
+    }
+    // While the flooder's backlog drains at RATE per second, the bystander's own commands are
+    // answered at once: all of them before the flooder's last echo.
+    let bystander_task = tokio::spawn(async move {
+        let t = Instant::now();
+        for i in 0..50 {
+            bystander.assert_echo(ECHO, json!({ "by": i })).await;
+        }
+        (bystander, t.elapsed())
+    });
+
+    for i in 0..FLOOD {
+        flooder.expect_data(ECHO, &json!({ "echo": i })).await;
+    }
+    let took = started.elapsed();
+    let (mut bystander, bystander_took) = within("bystander", bystander_task).await.unwrap();
+    eprintln!(
+        "{FLOOD} commands at max_commands_per_second({RATE}) took {took:?} \
+         (ideal {:.1} s); the bystander's 50 round trips took {bystander_took:?}",
+        (FLOOD as f64 - f64::from(RATE)) / f64::from(RATE)
+    );
+    // Lower bound only: everything beyond the burst waits for tokens. (Loose: 75 % of ideal.)
+    let ideal = Duration::from_secs_f64((FLOOD as f64 - f64::from(RATE)) / f64::from(RATE));
+    assert!(took >= ideal.mul_f64(0.75), "not throttled: {took:?}");
+    // The bystander was not held up behind the flood.
+    assert!(
+        bystander_took < took,
+        "bystander {bystander_took:?} vs flood {took:?}"
+    );
+    // Both still connected and working; nothing was dropped (every echo 0..FLOOD came, in
+    // order, above).
+    flooder.assert_echo(ECHO, json!("after")).await;
+    bystander.assert_echo(ECHO, json!("after")).await;
+    assert_eq!(server.handle.connection_count(), 2);
+    assert_eq!(rec.count("disconnect:current_user=flooder"), 0);
+}
