@@ -200,6 +200,8 @@ impl fmt::Display for Reject {
     }
 }
 
+impl std::error::Error for Reject {}
+
 impl From<crate::error::AuthError> for Reject {
     fn from(_: crate::error::AuthError) -> Self {
         Reject

@@ -113,6 +113,43 @@ impl fmt::Debug for ChannelError {
     }
 }
 
+/// `ChannelError` cannot implement `std::error::Error` itself (any error converts into it),
+/// so `?` into a boxed error goes through this wrapper, as with `anyhow`.
+struct BoxedChannelError(ChannelError);
+
+impl fmt::Display for BoxedChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for BoxedChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for BoxedChannelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0.kind {
+            Kind::Failed(e) => Some(e.as_ref()),
+            Kind::Rejected(_) => None,
+        }
+    }
+}
+
+impl From<ChannelError> for BoxError {
+    fn from(error: ChannelError) -> Self {
+        Box::new(BoxedChannelError(error))
+    }
+}
+
+impl From<ChannelError> for Box<dyn std::error::Error + 'static> {
+    fn from(error: ChannelError) -> Self {
+        Box::new(BoxedChannelError(error))
+    }
+}
+
 /// A pub/sub adapter failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

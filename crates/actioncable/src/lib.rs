@@ -63,11 +63,16 @@ pub mod protocol;
 pub mod pubsub;
 mod server;
 pub mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[doc(inline)]
 pub use channel::{Channel, ChannelContext, NoParams};
 #[doc(inline)]
-pub use connection::{AcceptAll, ConnectRequest, Connection, Identity, Reject};
+pub use connection::{
+    AcceptAll, ConnectRequest, Connection, ConnectionId, ConnectionInfo, ConnectionRef, Identity,
+    Reject,
+};
 #[doc(inline)]
 pub use error::{BroadcastError, ChannelError, ConfigError, PubSubError};
 pub use server::{AllowedOrigins, Cable, CableBuilder, CableHandle};

@@ -144,10 +144,10 @@ impl<S: Send + Sync + 'static> Commands<S> {
     }
 
     /// Runs one client command, inside the `around_command` callbacks if there are any.
-    pub(crate) async fn run(&mut self, command: Command) {
+    /// Returns its outcome, already logged.
+    pub(crate) async fn run(&mut self, command: Command) -> Result<(), ChannelError> {
         if self.shared.callbacks.is_empty() {
-            let _ = self.run_plain(command).await;
-            return;
+            return self.run_plain(command).await;
         }
         let shared = self.shared.clone();
         let kind = match &command {
@@ -184,7 +184,7 @@ impl<S: Send + Sync + 'static> Commands<S> {
             next = Next::new(callbacks.around_command(&info, next));
         }
         let result = guard(next.run()).await;
-        if let Err(e) = result
+        if let Err(e) = &result
             && !failed.load(Ordering::Relaxed)
         {
             tracing::warn!(identifier = %clip(&identifier), command = ?kind, error = %e,
@@ -195,6 +195,7 @@ impl<S: Send + Sync + 'static> Commands<S> {
                 });
             }
         }
+        result
     }
 
     async fn run_plain(&mut self, command: Command) -> Result<(), ChannelError> {

@@ -18,7 +18,7 @@
 //! # Ok(()) }
 //! ```
 
-mod commands;
+pub(crate) mod commands;
 mod handler;
 mod origin;
 mod session;
@@ -196,7 +196,7 @@ impl<S> Clone for Registered<S> {
 /// A configured ActionCable server. Mount it with [`router`](Cable::router); broadcast through
 /// [`handle`](Cable::handle).
 pub struct Cable<S = ()> {
-    shared: Arc<Shared<S>>,
+    pub(crate) shared: Arc<Shared<S>>,
 }
 
 impl Cable<()> {

@@ -14,7 +14,7 @@ use super::{Admission, Control, Shared};
 use crate::connection::{Identity, Reject};
 use crate::protocol::{Command, DisconnectReason, ServerMessage};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt as _;
+use futures_util::{FutureExt as _, SinkExt as _};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -354,7 +354,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                     _ => None,
                 };
                 (
-                    futures_util::future::Either::Left(commands.run(command)),
+                    futures_util::future::Either::Left(commands.run(command).map(|_| ())),
                     subscribing,
                 )
             }
