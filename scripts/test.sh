@@ -64,10 +64,10 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features actioncable/testing -- -D warnings
 
 step "cargo test"
-cargo test --workspace
+cargo test --workspace --features actioncable/testing
 
 # --- fuzzing: a short bounded run of every cargo-fuzz target (needs the nightly toolchain) ---
 # `cargo test` already replays the committed corpus on stable (tests/fuzz_corpus.rs); here
