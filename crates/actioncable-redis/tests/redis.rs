@@ -546,3 +546,48 @@ async fn shutdown_stops_the_adapter_and_closes_its_connections() {
         "{result:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_except_its_sender_skips_only_the_sender_across_nodes() {
+    let redis = RedisServer::start();
+    let a = node(&adapter(url_config(&redis))).await;
+    let b = node(&adapter(url_config(&redis))).await;
+    let mut sender = a.client().await;
+    let mut neighbour = a.client().await;
+    let mut remote = b.client().await;
+    for client in [&mut sender, &mut neighbour, &mut remote] {
+        client.subscribe("room").await;
+    }
+    until_delivered(&a, &mut remote, "room").await;
+    // The sender is the connection on `a` that subscribed first.
+    let mut on_a = a.handle.connections();
+    on_a.sort_by_key(|c| c.id);
+    let sender_id = on_a[0].id;
+    let message = json!({ "text": "hello" });
+    a.handle
+        .broadcast_except("room", &message, sender_id)
+        .await
+        .unwrap();
+    assert_eq!(remote.message("room").await, message);
+    // `neighbour` may also have late probes from `until_delivered`; skip those.
+    loop {
+        let m = neighbour.message("room").await;
+        if m["probe"].is_number() || m["marker"] == true {
+            continue;
+        }
+        assert_eq!(m, message);
+        break;
+    }
+    // The sender gets nothing but leftover probes; the same message broadcast normally then
+    // reaches it: the exclusion was used once.
+    a.handle.broadcast("room", &message).await.unwrap();
+    loop {
+        let m = sender.message("room").await;
+        if m["probe"].is_number() || m["marker"] == true {
+            continue;
+        }
+        assert_eq!(m, message);
+        break;
+    }
+    sender.expect_silence(SILENCE).await;
+}
