@@ -1,7 +1,9 @@
 //! The two channels: `ChatChannel` (rooms) and `NotificationChannel` (one stream per user).
 //!
-//! Client mistakes (a blank message, an unknown notification, a field of the wrong type) are
-//! answered with `{"type":"error","error":…}` to the sender only; they are not server errors.
+//! Actions fail with an [`ActionError`]; each channel's `rescue` (Rails' `rescue_from`) turns
+//! it into `{"type":"error","error":…}` for the sender only. Client mistakes (a blank message,
+//! an unknown notification, a field of the wrong type) end there; failures on our side (the
+//! database, the pub/sub adapter) are also logged with the channel, action and identifier.
 
 use crate::auth::CURRENT_USER;
 use crate::config::{PrivateRooms, may_enter};
@@ -9,6 +11,7 @@ use crate::db::{Db, Message};
 use crate::validate::{chat_text, history_limit, is_valid_room};
 use actioncable::{Channel, ChannelContext, ChannelError, NoParams, async_trait};
 use serde::{Deserialize, Deserializer, Serialize};
+use std::error::Error as StdError;
 use std::sync::Arc;
 
 /// What the channels reach through `ChannelContext::state`.
@@ -86,6 +89,60 @@ enum Reply<'a> {
     MarkedRead { id: i64 },
 }
 
+/// Why an action did not do what the client asked; the sender is told [`reason`](Self::reason).
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// The client sent something wrong. Handled: nothing is logged as a server error.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// Something failed on our side. The client is told `reason`; the error is logged.
+    #[error("{reason}: {source}")]
+    Failed {
+        /// What the client is told.
+        reason: &'static str,
+        /// What failed.
+        source: Box<dyn StdError + Send + Sync>,
+    },
+}
+
+impl ActionError {
+    /// What the sender is told.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ActionError::Invalid(reason) | ActionError::Failed { reason, .. } => reason,
+        }
+    }
+
+    fn failed(reason: &'static str, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        ActionError::Failed {
+            reason,
+            source: source.into(),
+        }
+    }
+}
+
+/// Both channels' `rescue`: an [`ActionError`] is transmitted to the sender as
+/// `{"type":"error","error":reason}`; an invalid request is then handled, a failure is passed on
+/// to be logged. Other errors are passed on untouched.
+fn rescue_action_error<S: Send + Sync + 'static>(
+    ctx: &ChannelContext<S>,
+    error: ChannelError,
+) -> Result<(), ChannelError> {
+    let Some(action_error) = error
+        .source_error()
+        .and_then(|e| e.downcast_ref::<ActionError>())
+    else {
+        return Err(error);
+    };
+    ctx.transmit(&Reply::Error {
+        error: action_error.reason(),
+    })?;
+    match action_error {
+        ActionError::Invalid(_) => Ok(()),
+        ActionError::Failed { .. } => Err(error),
+    }
+}
+
 /// The user a connection was identified as. `DemoConnection` always sets one.
 fn current_user<S: Send + Sync + 'static>(ctx: &ChannelContext<S>) -> Result<String, ChannelError> {
     ctx.identity()
@@ -142,37 +199,28 @@ impl Channel<DemoState> for ChatChannel {
             ChatAction::Speak { text } => {
                 let text = match text {
                     Some(Loose::Valid(text)) => text,
-                    Some(Loose::Invalid) => return error(ctx, "text must be a string"),
+                    Some(Loose::Invalid) => {
+                        return Err(ActionError::Invalid("text must be a string").into());
+                    }
                     None => String::new(),
                 };
-                let text = match chat_text(&text) {
-                    Ok(text) => text,
-                    Err(reason) => return error(ctx, reason),
-                };
-                let message = match ctx
+                let text = chat_text(&text).map_err(ActionError::Invalid)?;
+                let message = ctx
                     .state()
                     .db
                     .add_message(&self.room, &self.user, text)
                     .await
-                {
-                    Ok(message) => message,
-                    Err(e) => {
-                        error(ctx, "the message could not be stored")?;
-                        return Err(e.into());
-                    }
-                };
+                    .map_err(|e| ActionError::failed("the message could not be stored", e))?;
                 // Stored, but if the room cannot hear it (Redis down, say) the speaker is told
                 // rather than left believing everyone saw it.
-                if let Err(e) = ctx
-                    .broadcast(&self.stream, &ChatEvent::Message(&message))
+                ctx.broadcast(&self.stream, &ChatEvent::Message(&message))
                     .await
-                {
-                    error(
-                        ctx,
-                        "the message was saved but could not be delivered live; it will show in the room's history",
-                    )?;
-                    return Err(e.into());
-                }
+                    .map_err(|e| {
+                        ActionError::failed(
+                            "the message was saved but could not be delivered live; it will show in the room's history",
+                            e,
+                        )
+                    })?;
             }
             ChatAction::Typing => {
                 ctx.broadcast(&self.stream, &ChatEvent::Typing { user: &self.user })
@@ -182,21 +230,31 @@ impl Channel<DemoState> for ChatChannel {
                 let limit = match limit {
                     None => history_limit(None),
                     Some(Loose::Valid(n)) => history_limit(Some(n)),
-                    Some(Loose::Invalid) => return error(ctx, "limit must be an integer"),
-                };
-                let messages = match ctx.state().db.recent_messages(&self.room, limit).await {
-                    Ok(messages) => messages,
-                    Err(e) => {
-                        error(ctx, "the history could not be loaded")?;
-                        return Err(e.into());
+                    Some(Loose::Invalid) => {
+                        return Err(ActionError::Invalid("limit must be an integer").into());
                     }
                 };
+                let messages = ctx
+                    .state()
+                    .db
+                    .recent_messages(&self.room, limit)
+                    .await
+                    .map_err(|e| ActionError::failed("the history could not be loaded", e))?;
                 ctx.transmit(&Reply::History {
                     messages: &messages,
                 })?;
             }
         }
         Ok(())
+    }
+
+    async fn rescue(
+        &mut self,
+        ctx: &mut ChannelContext<DemoState>,
+        _action: &str,
+        error: ChannelError,
+    ) -> Result<(), ChannelError> {
+        rescue_action_error(ctx, error)
     }
 
     async fn unsubscribed(
@@ -253,28 +311,32 @@ impl Channel<DemoState> for NotificationChannel {
         match action {
             NotificationAction::MarkRead { id } => {
                 // Someone else's id and a missing one look the same, so ids reveal nothing.
+                const NOT_FOUND: ActionError = ActionError::Invalid("notification not found");
                 let Some(Loose::Valid(id)) = id else {
-                    return error(ctx, "notification not found");
+                    return Err(NOT_FOUND.into());
                 };
-                match ctx.state().db.mark_read(id, &self.user).await {
-                    Ok(true) => ctx.transmit(&Reply::MarkedRead { id }),
-                    Ok(false) => error(ctx, "notification not found"),
-                    Err(e) => {
-                        error(ctx, "the notification could not be updated")?;
-                        Err(e.into())
-                    }
+                let marked = ctx
+                    .state()
+                    .db
+                    .mark_read(id, &self.user)
+                    .await
+                    .map_err(|e| ActionError::failed("the notification could not be updated", e))?;
+                if !marked {
+                    return Err(NOT_FOUND.into());
                 }
+                ctx.transmit(&Reply::MarkedRead { id })
             }
         }
     }
-}
 
-/// Sends `{"type":"error","error":reason}` to the sender only.
-fn error<S: Send + Sync + 'static>(
-    ctx: &ChannelContext<S>,
-    reason: &str,
-) -> Result<(), ChannelError> {
-    ctx.transmit(&Reply::Error { error: reason })
+    async fn rescue(
+        &mut self,
+        ctx: &mut ChannelContext<DemoState>,
+        _action: &str,
+        error: ChannelError,
+    ) -> Result<(), ChannelError> {
+        rescue_action_error(ctx, error)
+    }
 }
 
 #[cfg(test)]

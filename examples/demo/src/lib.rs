@@ -21,7 +21,7 @@ pub mod db;
 pub mod http;
 pub mod validate;
 
-use actioncable::{AllowedOrigins, Cable, CableHandle};
+use actioncable::{AllowedOrigins, Cable, CableBuilder, CableHandle};
 use anyhow::Context as _;
 use axum::Router;
 use axum::serve::ListenerExt as _;
@@ -62,10 +62,7 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
         db: db.clone(),
         private_rooms: private_rooms.clone(),
     };
-    let cable = Cable::builder_with_state(state)
-        .connection(auth::DemoConnection::new(auth.clone()))
-        .channel::<channels::ChatChannel>()
-        .channel::<channels::NotificationChannel>()
+    let cable = cable_builder(state, auth.clone())
         .allowed_origins(allowed_origins(config))
         .ping_interval(config.ping_interval)
         .pubsub_arc(config.pubsub.clone())
@@ -85,6 +82,20 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
         router,
         cable: handle,
     })
+}
+
+/// The cable's application part: the connection (token or signed cookie) and both channels
+/// over `state`. [`app`] adds the deployment settings (origins, ping interval, pub/sub adapter);
+/// the channel tests build an `actioncable::testing::TestCable` from it, so they exercise
+/// exactly what is served.
+pub fn cable_builder(
+    state: channels::DemoState,
+    auth: Arc<auth::Auth>,
+) -> CableBuilder<channels::DemoState> {
+    Cable::builder_with_state(state)
+        .connection(auth::DemoConnection::new(auth))
+        .channel::<channels::ChatChannel>()
+        .channel::<channels::NotificationChannel>()
 }
 
 /// The same origin as the `Host` header, plus `ALLOWED_ORIGINS` when set, else the
