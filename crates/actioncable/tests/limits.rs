@@ -187,3 +187,54 @@ async fn a_flood_of_commands_is_throttled_losslessly_and_others_are_unaffected()
     assert_eq!(server.handle.connection_count(), 2);
     assert_eq!(rec.count("disconnect:current_user=flooder"), 0);
 }
+
+#[tokio::test]
+async fn the_client_timeout_ping_never_costs_a_delivery() {
+    // A subscriber that only listens (sends no command) is pinged every half timeout. Each ping
+    // is due while deliveries are flowing; none of them may be lost around it.
+    const TIMEOUT: Duration = Duration::from_millis(400);
+    let rec = Recorder::new();
+    let server = spawn_cable(builder(&rec).client_timeout(TIMEOUT)).await;
+    let mut listener = server.user("listener").await;
+    listener.confirm(LOBBY).await;
+
+    let handle = server.handle.clone();
+    let broadcaster = tokio::spawn(async move {
+        // About 2.5 s of a delivery every millisecond or so: several pings fall inside it.
+        for seq in 0..2000u64 {
+            handle
+                .broadcast("chat:lobby", &json!({ "seq": seq }))
+                .await
+                .unwrap();
+            if seq % 4 == 0 {
+                tokio::time::sleep(Duration::from_millis(4)).await;
+            }
+        }
+    });
+    let mut pings = 0;
+    let mut next = 0u64;
+    let deadline = Instant::now() + WAIT * 2;
+    while next < 2000 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "deliveries stopped at {next}");
+        match listener.next_frame(left).await {
+            Some(Message::Ping(_)) => pings += 1,
+            Some(Message::Text(t)) if is_ping(&t) => {}
+            Some(Message::Text(t)) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                assert_eq!(
+                    v["message"]["seq"], next,
+                    "a delivery was lost or reordered (after {pings} WebSocket pings)"
+                );
+                next += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    within("broadcaster", broadcaster).await.unwrap();
+    assert!(
+        pings >= 1,
+        "no WebSocket ping came; the test proves nothing"
+    );
+    eprintln!("2000 deliveries in order across {pings} WebSocket pings");
+}
