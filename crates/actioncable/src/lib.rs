@@ -85,6 +85,11 @@ pub use async_trait::async_trait;
 #[doc = include_str!("../../../docs/guide.md")]
 struct GuideDoctests;
 
+/// The testing guide's examples too, when the harness is built.
+#[cfg(all(doctest, feature = "testing"))]
+#[doc = include_str!("../../../docs/testing.md")]
+struct TestingDoctests;
+
 /// The README's example is compiled too.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
