@@ -73,7 +73,7 @@ cargo test --workspace --features actioncable/testing
 # `cargo test` already replays the committed corpus on stable (tests/fuzz_corpus.rs); here
 # libFuzzer explores from it for FUZZ_SECS seconds per target (FUZZ_SECS=0 skips). New inputs
 # go to a temporary directory, never into the repository. Longer runs: docs/reliability.md.
-FUZZ_TARGETS=(command_decode)
+FUZZ_TARGETS=(command_decode command_handling)
 if [[ "${FUZZ_SECS:-20}" != 0 ]] && cargo +nightly --version >/dev/null 2>&1; then
   command -v cargo-fuzz >/dev/null || { step "installing cargo-fuzz"; cargo install cargo-fuzz --locked; }
   for target in "${FUZZ_TARGETS[@]}"; do

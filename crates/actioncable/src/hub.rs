@@ -383,7 +383,7 @@ mod tests {
     fn hub() -> Arc<Hub> {
         let pubsub = Arc::new(MemoryPubSub::new());
         let hub = Arc::new(Hub::new(pubsub.clone()));
-        pubsub.start(Inbound::new(hub.clone())).unwrap();
+        pubsub.start(Inbound::new(&hub)).unwrap();
         hub
     }
 

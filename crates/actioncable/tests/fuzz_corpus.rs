@@ -101,3 +101,27 @@ fn the_real_frames_in_the_seed_corpus_decode_and_the_malformed_ones_do_not() {
     }
     assert!(good >= 10 && bad >= 20, "good {good}, bad {bad}");
 }
+
+#[cfg(feature = "testing")]
+#[test]
+fn every_command_handling_corpus_file_passes_the_fuzz_checks() {
+    let files = corpus("command_handling");
+    assert!(
+        files.len() >= 16,
+        "the seed corpus is missing: {} files",
+        files.len()
+    );
+    let mut failed = Vec::new();
+    for (name, bytes) in &files {
+        let bytes = bytes.clone();
+        // Each input runs on a runtime of its own, as under the fuzzer.
+        let run = std::thread::spawn(move || fuzz_checks::command_handling(&bytes));
+        if run.join().is_err() {
+            failed.push(name.clone());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "corpus files failing the checks: {failed:?}"
+    );
+}

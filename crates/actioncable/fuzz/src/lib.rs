@@ -5,6 +5,13 @@
 //! `cargo test`, nightly or not.
 
 use actioncable::protocol::{Command, DecodeError, Identifier, IdentifierError, ServerMessage};
+
+// `testing` is on by default in the fuzz crate; in the stable replay test it is
+// actioncable's own feature of that name, which the harness needs.
+#[cfg(feature = "testing")]
+mod handling;
+#[cfg(feature = "testing")]
+pub use handling::command_handling;
 use serde_json::{Value, json};
 
 /// One WebSocket text frame (text frames are UTF-8 by the protocol; other bytes are rejected

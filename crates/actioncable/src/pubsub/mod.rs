@@ -21,7 +21,7 @@ use crate::error::PubSubError;
 use crate::hub::Hub;
 use async_trait::async_trait;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Carries broadcasts between server nodes. The server owns one, as `Arc<dyn PubSub>`.
 ///
@@ -53,21 +53,29 @@ pub trait PubSub: Send + Sync + fmt::Debug + 'static {
 }
 
 /// Where an adapter delivers the messages of subscribed streams.
+///
+/// It holds the fan-out weakly: the fan-out owns the adapter, and the adapter must not keep
+/// it alive once the cable is gone.
 #[derive(Clone)]
 pub struct Inbound {
-    hub: Arc<Hub>,
+    hub: Weak<Hub>,
 }
 
 impl Inbound {
-    pub(crate) fn new(hub: Arc<Hub>) -> Inbound {
-        Inbound { hub }
+    pub(crate) fn new(hub: &Arc<Hub>) -> Inbound {
+        Inbound {
+            hub: Arc::downgrade(hub),
+        }
     }
 
     /// Delivers `payload` to every local subscriber of `stream` and returns how many
     /// subscriptions it reached. A payload that is not JSON is dropped with an error log, as
     /// Rails does.
     pub fn deliver(&self, stream: &str, payload: &str) -> usize {
-        self.hub.deliver(stream, payload)
+        match self.hub.upgrade() {
+            Some(hub) => hub.deliver(stream, payload),
+            None => 0,
+        }
     }
 }
 

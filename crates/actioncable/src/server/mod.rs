@@ -416,7 +416,7 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
             });
         }
         let hub = Arc::new(Hub::new(self.pubsub.clone()));
-        self.pubsub.start(Inbound::new(hub.clone()))?;
+        self.pubsub.start(Inbound::new(&hub))?;
         let core = Arc::new(Core {
             hub,
             config: self.config,
