@@ -36,7 +36,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
-use tokio::sync::mpsc;
 
 /// Authenticates WebSocket requests. One value serves every connection.
 #[async_trait]
@@ -74,7 +73,6 @@ pub(crate) struct SessionInfo {
     pub(crate) identity: Arc<Identity>,
     pub(crate) started_at: SystemTime,
     pub(crate) subscriptions: Mutex<Vec<Arc<str>>>,
-    pub(crate) control: mpsc::UnboundedSender<Control>,
 }
 
 /// A live connection: its id and identity, its subscriptions, and a way to send it frames.
@@ -130,13 +128,10 @@ impl ConnectionRef {
     /// client is sent `reject_subscription` for it (the stock consumer forgets it and calls
     /// its `rejected()`). Returns whether the connection was still open to be asked.
     pub fn unsubscribe(&self, identifier: &str) -> bool {
-        self.info
-            .control
-            .send(Control::Unsubscribe {
-                identifier: Arc::from(identifier),
-                subscription: None,
-            })
-            .is_ok()
+        self.outbox.push_control(Control::Unsubscribe {
+            identifier: Arc::from(identifier),
+            subscription: None,
+        })
     }
 
     /// A snapshot for statistics.

@@ -13,9 +13,10 @@
 
 use crate::protocol::{self, DisconnectReason};
 use crate::pubsub::PubSub;
+use crate::server::Control;
 use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -31,6 +32,12 @@ struct Link {
     close: Mutex<Option<(DisconnectReason, bool)>>,
     notify: Notify,
     dropped: AtomicU64,
+    /// Work for the session that is not a frame (timer ticks, server-side unsubscribes). A
+    /// plain queue rather than a channel: an idle connection then costs no allocation for it.
+    control: Mutex<VecDeque<Control>>,
+    control_ready: Notify,
+    /// The session has finished; control events are refused.
+    ended: AtomicBool,
 }
 
 impl Outbox {
@@ -42,6 +49,9 @@ impl Outbox {
             close: Mutex::new(None),
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
+            control: Mutex::new(VecDeque::new()),
+            control_ready: Notify::new(),
+            ended: AtomicBool::new(false),
         };
         (Outbox(Arc::new(link)), rx)
     }
@@ -81,6 +91,41 @@ impl Outbox {
             }
             self.0.notify.notified().await;
         }
+    }
+
+    /// Queues a control event for the session; `false` once the session has finished.
+    pub(crate) fn push_control(&self, event: Control) -> bool {
+        if self.0.ended.load(Ordering::Acquire) {
+            return false;
+        }
+        self.lock_control().push_back(event);
+        self.0.control_ready.notify_one();
+        true
+    }
+
+    /// The next control event, waiting for one.
+    pub(crate) async fn next_control(&self) -> Control {
+        loop {
+            if let Some(event) = self.try_control() {
+                return event;
+            }
+            self.0.control_ready.notified().await;
+        }
+    }
+
+    /// The next control event, if one is queued.
+    pub(crate) fn try_control(&self) -> Option<Control> {
+        self.lock_control().pop_front()
+    }
+
+    /// The session has finished: refuse and forget control events from now on.
+    pub(crate) fn end(&self) {
+        self.0.ended.store(true, Ordering::Release);
+        self.lock_control().clear();
+    }
+
+    fn lock_control(&self) -> std::sync::MutexGuard<'_, VecDeque<Control>> {
+        self.0.control.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Frames waiting in the queue.

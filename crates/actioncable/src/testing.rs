@@ -422,7 +422,7 @@ impl<S: Send + Sync + 'static> Inner<S> {
     async fn settle(&self) {
         for _ in 0..64 {
             tokio::task::yield_now().await;
-            let event = lock(&self.log).queues.control.try_recv().ok();
+            let event = self.connection.outbox.try_control();
             let Some(event) = event else { return };
             let mut guard = self.commands.lock().await;
             if let Some(commands) = guard.as_mut() {

@@ -157,7 +157,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     /// identifier — the stock consumer then forgets the subscription and calls its
     /// `rejected()`. Called from `subscribed`, the subscription is confirmed first.
     pub fn unsubscribe(&self) {
-        let _ = self.connection.info.control.send(Control::Unsubscribe {
+        self.connection.outbox.push_control(Control::Unsubscribe {
             identifier: self.identifier.shared_str(),
             subscription: Some(self.subscription),
         });
@@ -174,7 +174,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         let every = every.max(Duration::from_millis(1));
         let index = self.timers.len();
         let pending = Arc::new(AtomicBool::new(false));
-        let control = self.connection.info.control.clone();
+        let outbox = self.connection.outbox.clone();
         let identifier = self.identifier.shared_str();
         let subscription = self.subscription;
         let flag = pending.clone();
@@ -192,7 +192,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
                     subscription,
                     timer: index,
                 };
-                if control.send(tick).is_err() {
+                if !outbox.push_control(tick) {
                     return;
                 }
             }

@@ -46,8 +46,6 @@ pub(crate) struct Commands<S> {
 pub(crate) struct Queues {
     /// Frames for the client.
     pub(crate) frames: mpsc::Receiver<Utf8Bytes>,
-    /// Timer ticks and server-side unsubscribes.
-    pub(crate) control: mpsc::UnboundedReceiver<Control>,
 }
 
 impl<S: Send + Sync + 'static> Commands<S> {
@@ -57,13 +55,11 @@ impl<S: Send + Sync + 'static> Commands<S> {
         let core = &shared.core;
         let id = core.next_id();
         let (outbox, frames) = Outbox::new(id, core.config.outbound_capacity);
-        let (control_tx, control) = mpsc::unbounded_channel();
         let info = SessionInfo {
             id: ConnectionId(id),
             identity,
             started_at: SystemTime::now(),
             subscriptions: Mutex::new(Vec::new()),
-            control: control_tx,
         };
         let connection = ConnectionRef {
             info: Arc::new(info),
@@ -102,11 +98,12 @@ impl<S: Send + Sync + 'static> Commands<S> {
             next_subscription: 1,
             internal,
         };
-        (commands, Queues { frames, control })
+        (commands, Queues { frames })
     }
 
     /// Ends every subscription, runs the connection's `disconnect` callback and unregisters.
     pub(crate) async fn close(mut self) {
+        self.connection.outbox.end();
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
         for (_, sub) in subscriptions {
             self.end_subscription(sub).await;

@@ -39,7 +39,6 @@ const READ_AHEAD: usize = 32;
 struct Session<S> {
     socket: WebSocket,
     rx: mpsc::Receiver<Utf8Bytes>,
-    control: mpsc::UnboundedReceiver<Control>,
     commands: Commands<S>,
     /// Text frames read while a command ran, waiting their turn.
     backlog: VecDeque<Utf8Bytes>,
@@ -183,14 +182,13 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     let budget = Budget::new(shared.core.config.max_commands_per_second);
     let span = tracing::info_span!("cable", conn = tracing::field::Empty, identity = %identity);
     async move {
-        let (commands, Queues { frames, control }) = Commands::open(shared, identity).await;
+        let (commands, Queues { frames }) = Commands::open(shared, identity).await;
         tracing::Span::current().record("conn", commands.id());
         let session = Session {
             liveness,
             budget,
             socket,
             rx: frames,
-            control,
             commands,
             backlog: VecDeque::new(),
         };
@@ -263,7 +261,7 @@ impl<S: Send + Sync + 'static> Session<S> {
             tokio::select! {
                 biased;
                 (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
-                Some(event) = self.control.recv() => {
+                event = outbox.next_control() => {
                     if let Some(end) = self.handle_while_writing(Work::Control(event)).await {
                         return end;
                     }
