@@ -87,7 +87,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// A cable for tests: the app's builder, an in-memory adapter that records broadcasts, and
@@ -95,7 +95,11 @@ use std::time::Duration;
 pub struct TestCable<S = ()> {
     cable: Cable<S>,
     recorder: Arc<RecordingPubSub>,
+    open: Open<S>,
 }
+
+/// The cable's test connections, so that moving the clock runs every connection's timers.
+type Open<S> = Arc<Mutex<Vec<Weak<Inner<S>>>>>;
 
 impl<S: Send + Sync + 'static> TestCable<S> {
     /// Builds `builder` with a recording in-memory pub/sub adapter in place of its own.
@@ -105,7 +109,11 @@ impl<S: Send + Sync + 'static> TestCable<S> {
     pub fn new(builder: CableBuilder<S>) -> Result<TestCable<S>, ConfigError> {
         let recorder = Arc::new(RecordingPubSub::default());
         let cable = builder.pubsub_arc(recorder.clone()).build()?;
-        Ok(TestCable { cable, recorder })
+        Ok(TestCable {
+            cable,
+            recorder,
+            open: Arc::default(),
+        })
     }
 
     /// The server handle, to broadcast as the app would.
@@ -131,16 +139,28 @@ impl<S: Send + Sync + 'static> TestCable<S> {
     async fn open(&self, identity: Identity) -> TestConnection<S> {
         let (commands, queues) = Commands::open(self.shared(), Arc::new(identity)).await;
         let connection = commands.connection.clone();
-        TestConnection {
-            inner: Arc::new(Inner {
-                commands: tokio::sync::Mutex::new(Some(commands)),
-                log: Mutex::new(Log {
-                    queues,
-                    frames: Vec::new(),
-                }),
-                connection,
+        let inner = Arc::new(Inner {
+            commands: tokio::sync::Mutex::new(Some(commands)),
+            log: Mutex::new(Log {
+                queues,
+                frames: Vec::new(),
             }),
-        }
+            connection,
+            open: self.open.clone(),
+        });
+        let mut open = lock(&self.open);
+        open.retain(|w| w.strong_count() > 0);
+        open.push(Arc::downgrade(&inner));
+        TestConnection { inner }
+    }
+
+    /// Moves Tokio's (paused) clock forward by `duration` and runs the timers of every
+    /// connection that came due, tick by tick.
+    ///
+    /// # Panics
+    /// Unless the clock is paused (`#[tokio::test(start_paused = true)]`).
+    pub async fn advance(&self, duration: Duration) {
+        advance(&self.open, duration).await;
     }
 
     /// Every message broadcast on `stream` so far, in order, from anywhere.
@@ -280,6 +300,7 @@ struct Inner<S> {
     commands: tokio::sync::Mutex<Option<Commands<S>>>,
     log: Mutex<Log>,
     connection: ConnectionRef,
+    open: Open<S>,
 }
 
 struct Log {
@@ -370,26 +391,19 @@ impl<S: Send + Sync + 'static> TestConnection<S> {
             .collect()
     }
 
-    /// Moves Tokio's (paused) clock forward by `duration` and runs the timers that came due.
+    /// Moves Tokio's (paused) clock forward by `duration` and runs the timers that came due,
+    /// on every connection of the cable (the clock is shared), as [`TestCable::advance`].
     ///
     /// # Panics
     /// Unless the clock is paused (`#[tokio::test(start_paused = true)]`).
     pub async fn advance(&self, duration: Duration) {
-        // One millisecond at a time would be exact but slow; ticks are at least 1 ms apart, so
-        // stepping by the smallest useful amount keeps each timer's count right.
-        let step = Duration::from_millis(1).max(duration / 1000);
-        let mut left = duration;
-        while !left.is_zero() {
-            let d = step.min(left);
-            tokio::time::advance(d).await;
-            left -= d;
-            self.settle().await;
-        }
+        advance(&self.inner.open, duration).await;
     }
 
-    /// Runs pending control events (due timers, server-side unsubscribes).
+    /// Runs pending control events (due timers, server-side unsubscribes) of every connection
+    /// of the cable.
     pub async fn settle(&self) {
-        self.inner.settle().await;
+        settle(&self.inner.open).await;
     }
 
     /// Closes the connection: every subscription's `unsubscribed` callbacks, then the
@@ -415,20 +429,63 @@ impl<S: Send + Sync + 'static> Inner<S> {
                 None => Err(ChannelError::msg("the test connection is disconnected")),
             }
         };
-        self.settle().await;
+        settle(&self.open).await;
         result
     }
 
-    async fn settle(&self) {
-        for _ in 0..64 {
-            tokio::task::yield_now().await;
-            let event = self.connection.outbox.try_control();
-            let Some(event) = event else { return };
+    /// Runs this connection's queued control events; whether there were any.
+    async fn run_control(&self) -> bool {
+        let mut ran = false;
+        while let Some(event) = self.connection.outbox.try_control() {
+            ran = true;
             let mut guard = self.commands.lock().await;
             if let Some(commands) = guard.as_mut() {
                 commands.control(event).await;
             }
         }
+        ran
+    }
+
+    /// The period of the fastest timer of this connection.
+    fn shortest_timer(&self) -> Option<Duration> {
+        let guard = self.commands.try_lock().ok()?;
+        guard
+            .as_ref()?
+            .subscriptions
+            .values()
+            .filter_map(|s| s.ctx.shortest_timer())
+            .min()
+    }
+}
+
+fn live<S>(open: &Open<S>) -> Vec<Arc<Inner<S>>> {
+    lock(open).iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Runs every connection's control events until none is left (bounded).
+async fn settle<S: Send + Sync + 'static>(open: &Open<S>) {
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+        let mut ran = false;
+        for inner in live(open) {
+            ran |= inner.run_control().await;
+        }
+        if !ran {
+            return;
+        }
+    }
+}
+
+/// Advances the clock in steps no longer than the fastest running timer, so that no tick is
+/// skipped, settling every connection after each step.
+async fn advance<S: Send + Sync + 'static>(open: &Open<S>, duration: Duration) {
+    let mut left = duration;
+    while !left.is_zero() {
+        let fastest = live(open).iter().filter_map(|i| i.shortest_timer()).min();
+        let step = fastest.unwrap_or(left).min(left);
+        tokio::time::advance(step).await;
+        left -= step;
+        settle(open).await;
     }
 }
 

@@ -36,6 +36,10 @@ pub(crate) struct Deferred {
 
 struct Timer {
     name: &'static str,
+    every: Duration,
+    /// Stopped by `stop_periodic` or the end of the subscription; a tick already queued is
+    /// then dropped (an aborted task may not have noticed yet).
+    stopped: bool,
     task: tokio::task::AbortHandle,
     /// A tick is queued and has not run yet: the next one is skipped rather than piling up.
     pending: Arc<AtomicBool>,
@@ -76,7 +80,16 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     pub(crate) fn timer_due(&self, index: usize) -> Option<&'static str> {
         let timer = self.timers.get(index)?;
         timer.pending.store(false, Ordering::Release);
-        (!timer.task.is_finished()).then_some(timer.name)
+        (!timer.stopped).then_some(timer.name)
+    }
+
+    /// The period of the fastest running timer.
+    pub(crate) fn shortest_timer(&self) -> Option<Duration> {
+        self.timers
+            .iter()
+            .filter(|t| !t.stopped)
+            .map(|t| t.every)
+            .min()
     }
 
     /// Stops every stream and timer: the subscription is over.
@@ -199,6 +212,8 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         });
         self.timers.push(Timer {
             name,
+            every,
+            stopped: false,
             task: task.abort_handle(),
             pending,
         });
@@ -206,21 +221,20 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
 
     /// Stops the timer started as `name`.
     pub fn stop_periodic(&mut self, name: &str) {
-        for timer in self.timers.iter().filter(|t| t.name == name) {
+        for timer in self.timers.iter_mut().filter(|t| t.name == name) {
+            timer.stopped = true;
             timer.task.abort();
         }
     }
 
     /// The names of this subscription's running timers.
     pub fn timers(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.timers
-            .iter()
-            .filter(|t| !t.task.is_finished())
-            .map(|t| t.name)
+        self.timers.iter().filter(|t| !t.stopped).map(|t| t.name)
     }
 
     fn stop_timers(&mut self) {
-        for timer in &self.timers {
+        for timer in &mut self.timers {
+            timer.stopped = true;
             timer.task.abort();
         }
     }

@@ -1,7 +1,6 @@
-//! Known gaps in `actioncable`'s timers and test harness, found while writing the demo's
-//! channel tests. Each test states the behaviour a channel author can expect and currently
-//! fails; they are ignored until the framework is fixed, so the suite stays green. Run them with
-//! `cargo test -p example-demo --test harness_known_gaps -- --ignored`.
+//! Periodic timers under the test harness's paused clock: stopping takes effect at once,
+//! `advance` runs every tick of a short timer, and every connection's timers run whichever
+//! connection moves the clock. (Found while writing the demo's channel tests.)
 
 use actioncable::testing::TestCable;
 use actioncable::{Cable, Channel, ChannelContext, ChannelError, Identity, async_trait};
@@ -72,7 +71,6 @@ fn last(messages: Vec<Value>) -> Value {
 /// which turns true only once the runtime has polled the aborted task. Until then a stopped timer
 /// is still listed, and a tick it queued just before `stop_periodic` still runs.
 #[tokio::test(start_paused = true)]
-#[ignore = "actioncable bug: a stopped timer counts as running until its task is cancelled"]
 async fn stop_periodic_takes_effect_at_once() {
     let cable = TestCable::new(Cable::builder().channel::<Counter>()).unwrap();
     let conn = cable.connect_as(Identity::anonymous()).await;
@@ -87,7 +85,6 @@ async fn stop_periodic_takes_effect_at_once() {
 /// shorter than one step comes due more than once per step, and `MissedTickBehavior::Skip` runs
 /// it once: 10 s with a 5 ms timer gives 1000 ticks, not 2000.
 #[tokio::test(start_paused = true)]
-#[ignore = "harness gap: advance loses ticks of timers shorter than duration / 1000"]
 async fn advance_runs_every_tick_of_a_short_timer() {
     let cable = TestCable::new(Cable::builder().channel::<Counter>()).unwrap();
     let conn = cable.connect_as(Identity::anonymous()).await;
@@ -103,7 +100,6 @@ async fn advance_runs_every_tick_of_a_short_timer() {
 /// only its own connection. Another connection's first due tick waits in its queue and marks
 /// the timer busy, so every later tick is skipped: 20 s of a 5 s timer gives it 1 tick, not 4.
 #[tokio::test(start_paused = true)]
-#[ignore = "harness gap: advancing one connection starves the timers of the others"]
 async fn advance_runs_the_timers_of_every_connection() {
     let cable = TestCable::new(Cable::builder().channel::<Counter>()).unwrap();
     let alice = cable
