@@ -89,6 +89,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// A cable for tests: the app's builder, an in-memory adapter that records broadcasts, and
 /// connections without sockets.
@@ -138,6 +139,7 @@ impl<S: Send + Sync + 'static> TestCable<S> {
 
     async fn open(&self, identity: Identity) -> TestConnection<S> {
         let (commands, queues) = Commands::open(self.shared(), Arc::new(identity)).await;
+        let stop = CancellationToken::new();
         let connection = commands.connection.clone();
         let inner = Arc::new(Inner {
             commands: tokio::sync::Mutex::new(Some(commands)),
@@ -147,7 +149,9 @@ impl<S: Send + Sync + 'static> TestCable<S> {
             }),
             connection,
             open: self.open.clone(),
+            _driver: stop.clone().drop_guard(),
         });
+        spawn_driver(&inner, stop);
         let mut open = lock(&self.open);
         open.retain(|w| w.strong_count() > 0);
         open.push(Arc::downgrade(&inner));
@@ -301,6 +305,8 @@ struct Inner<S> {
     log: Mutex<Log>,
     connection: ConnectionRef,
     open: Open<S>,
+    /// Stops the task that runs this connection's timer ticks.
+    _driver: DropGuard,
 }
 
 struct Log {
@@ -445,17 +451,6 @@ impl<S: Send + Sync + 'static> Inner<S> {
         }
         ran
     }
-
-    /// The period of the fastest timer of this connection.
-    fn shortest_timer(&self) -> Option<Duration> {
-        let guard = self.commands.try_lock().ok()?;
-        guard
-            .as_ref()?
-            .subscriptions
-            .values()
-            .filter_map(|s| s.ctx.shortest_timer())
-            .min()
-    }
 }
 
 fn live<S>(open: &Open<S>) -> Vec<Arc<Inner<S>>> {
@@ -476,17 +471,34 @@ async fn settle<S: Send + Sync + 'static>(open: &Open<S>) {
     }
 }
 
-/// Advances the clock in steps no longer than the fastest running timer, so that no tick is
-/// skipped, settling every connection after each step.
+/// Sleeps through `duration` on the paused clock: Tokio then moves time from one timer to the
+/// next, in order, and each connection's driver runs its ticks as they come, exactly as they
+/// would in real time.
 async fn advance<S: Send + Sync + 'static>(open: &Open<S>, duration: Duration) {
-    let mut left = duration;
-    while !left.is_zero() {
-        let fastest = live(open).iter().filter_map(|i| i.shortest_timer()).min();
-        let step = fastest.unwrap_or(left).min(left);
-        tokio::time::advance(step).await;
-        left -= step;
-        settle(open).await;
-    }
+    // Panics unless the clock is paused, which is what `advance` needs.
+    tokio::time::advance(Duration::ZERO).await;
+    tokio::time::sleep(duration).await;
+    settle(open).await;
+}
+
+/// Runs a connection's control events as they arrive (timer ticks, mostly), like the session
+/// task does for a real connection.
+fn spawn_driver<S: Send + Sync + 'static>(inner: &Arc<Inner<S>>, stop: CancellationToken) {
+    let weak = Arc::downgrade(inner);
+    let outbox = inner.connection.outbox.clone();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => return,
+                event = outbox.next_control() => event,
+            };
+            let Some(inner) = weak.upgrade() else { return };
+            let mut guard = inner.commands.lock().await;
+            if let Some(commands) = guard.as_mut() {
+                commands.control(event).await;
+            }
+        }
+    });
 }
 
 impl<S> Drop for Inner<S> {

@@ -36,7 +36,6 @@ pub(crate) struct Deferred {
 
 struct Timer {
     name: &'static str,
-    every: Duration,
     /// Stopped by `stop_periodic` or the end of the subscription; a tick already queued is
     /// then dropped (an aborted task may not have noticed yet).
     stopped: bool,
@@ -81,15 +80,6 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         let timer = self.timers.get(index)?;
         timer.pending.store(false, Ordering::Release);
         (!timer.stopped).then_some(timer.name)
-    }
-
-    /// The period of the fastest running timer.
-    pub(crate) fn shortest_timer(&self) -> Option<Duration> {
-        self.timers
-            .iter()
-            .filter(|t| !t.stopped)
-            .map(|t| t.every)
-            .min()
     }
 
     /// Stops every stream and timer: the subscription is over.
@@ -212,7 +202,6 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         });
         self.timers.push(Timer {
             name,
-            every,
             stopped: false,
             task: task.abort_handle(),
             pending,

@@ -12,6 +12,7 @@
 use super::commands::{Commands, Queues, clip};
 use super::{Admission, Control, Shared};
 use crate::connection::{Identity, Reject};
+use crate::hub::Outbox;
 use crate::protocol::{Command, DisconnectReason, ServerMessage};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{FutureExt as _, SinkExt as _};
@@ -258,6 +259,9 @@ impl<S: Send + Sync + 'static> Session<S> {
                 }
                 continue;
             }
+            // The socket is read before queued frames are written: a steady stream of
+            // deliveries must not keep the client's commands and pongs unread (reading is
+            // bounded by the command budget and the read-ahead).
             tokio::select! {
                 biased;
                 (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
@@ -266,19 +270,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                         return end;
                     }
                 }
-                frame = self.rx.recv() => {
-                    let Some(frame) = frame else { return End::Gone };
-                    // A client that stops reading blocks this write; a close request (too slow,
-                    // shutdown) or the client timeout still gets through.
-                    tokio::select! {
-                        biased;
-                        (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
-                        () = &mut self.liveness.timer => if let Some(end) = self.liveness_due().await { return end },
-                        written = write_batch(&mut self.socket, &mut self.rx, frame) => if written.is_err() { return End::Gone },
-                    }
-                }
                 () = &mut self.liveness.timer => if let Some(end) = self.liveness_due().await { return end },
-                () = tokio::time::sleep_until(throttled.unwrap_or_else(Instant::now)), if throttled.is_some() => {}
                 message = self.socket.recv(), if throttled.is_none() => {
                     self.liveness.heard();
                     match message {
@@ -297,8 +289,48 @@ impl<S: Send + Sync + 'static> Session<S> {
                         Some(Err(e)) => return read_error(e),
                     }
                 }
+                frame = self.rx.recv() => {
+                    let Some(frame) = frame else { return End::Gone };
+                    if let Some(end) = self.write_watching(frame, &outbox).await {
+                        return end;
+                    }
+                }
+                () = tokio::time::sleep_until(throttled.unwrap_or_else(Instant::now)), if throttled.is_some() => {}
             }
         }
+    }
+
+    /// Writes `first` and what is queued behind it. A client that stops reading blocks this
+    /// write; a close request (too slow, shutdown) still gets through, and so does the client
+    /// timeout. The write itself is never dropped half-way for anything short of closing: a
+    /// frame taken from the queue and not written would be a silent gap.
+    async fn write_watching(&mut self, first: Utf8Bytes, outbox: &Outbox) -> Option<End> {
+        let mut ping_owed = false;
+        {
+            let write = write_batch(&mut self.socket, &mut self.rx, first);
+            tokio::pin!(write);
+            loop {
+                tokio::select! {
+                    biased;
+                    (reason, reconnect) = outbox.closed() => return Some(End::Disconnect(reason, reconnect)),
+                    () = &mut self.liveness.timer => match self.liveness.check() {
+                        Alive::Dead => return Some(End::TimedOut),
+                        Alive::Ping => ping_owed = true,
+                        Alive::Yes => {}
+                    },
+                    written = &mut write => {
+                        if written.is_err() {
+                            return Some(End::Gone);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if ping_owed {
+            return self.send_ping().await;
+        }
+        None
     }
 
     /// The liveness timer fired: ping a quiet client, or give up on a silent one.
@@ -306,14 +338,16 @@ impl<S: Send + Sync + 'static> Session<S> {
         match self.liveness.check() {
             Alive::Yes => None,
             Alive::Dead => Some(End::TimedOut),
-            Alive::Ping => {
-                let timeout = self.commands.shared.core.config.close_timeout;
-                let ping = self.socket.send(Message::Ping(bytes::Bytes::new()));
-                match tokio::time::timeout(timeout, ping).await {
-                    Ok(Ok(())) => None,
-                    _ => Some(End::Gone),
-                }
-            }
+            Alive::Ping => self.send_ping().await,
+        }
+    }
+
+    async fn send_ping(&mut self) -> Option<End> {
+        let timeout = self.commands.shared.core.config.close_timeout;
+        let ping = self.socket.send(Message::Ping(bytes::Bytes::new()));
+        match tokio::time::timeout(timeout, ping).await {
+            Ok(Ok(())) => None,
+            _ => Some(End::Gone),
         }
     }
 
@@ -367,14 +401,6 @@ impl<S: Send + Sync + 'static> Session<S> {
                 biased;
                 () = &mut run => return None,
                 (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
-                frame = rx.recv() => {
-                    let Some(frame) = frame else { break End::Gone };
-                    tokio::select! {
-                        biased;
-                        (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
-                        written = write_batch(socket, rx, frame) => if written.is_err() { break End::Gone },
-                    }
-                }
                 message = socket.recv(), if backlog.len() < READ_AHEAD => match message.inspect(|_| liveness.heard()) {
                     Some(Ok(Message::Text(next))) => {
                         if subscribing.as_deref().is_some_and(|id| is_subscribe_to(&next, id)) {
@@ -392,6 +418,14 @@ impl<S: Send + Sync + 'static> Session<S> {
                     None => break End::Gone,
                     Some(Err(e)) => break read_error(e),
                 },
+                frame = rx.recv() => {
+                    let Some(frame) = frame else { break End::Gone };
+                    tokio::select! {
+                        biased;
+                        (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
+                        written = write_batch(socket, rx, frame) => if written.is_err() { break End::Gone },
+                    }
+                }
             }
         };
         run.await;
