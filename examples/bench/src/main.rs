@@ -66,6 +66,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .channel::<BenchmarkChannel>()
         .allowed_origins(AllowedOrigins::any())
         .pubsub_arc(pubsub)
+        // A load generator's clients run closed loops of thousands of commands per second;
+        // the per-connection rate limit (100/s by default) is for untrusted browsers.
+        .max_commands_per_second(u32::MAX)
         .build()?;
     let handle = cable.handle();
     let app = axum::Router::new().merge(cable.router("/cable"));

@@ -19,9 +19,10 @@
 //! queue. Anything a client sends that is not understood is ignored.
 //!
 //! Settings (environment, like `example-bench`): `PORT` (3001), `BIND` (127.0.0.1),
-//! `READ_BUFFER` (tungstenite's read buffer per connection, bytes; 4096 like the framework),
-//! `WRITE_BUFFER` (bytes buffered before a write; 0 like the framework: every frame is written
-//! at once).
+//! `READ_BUFFER` (tungstenite's read buffer per connection, bytes; 1024, the framework's
+//! default), `WRITE_BUFFER` (bytes of frames gathered before a write; 8192, the framework's
+//! default: what is queued leaves in one write per flush). The path of the request is not
+//! checked.
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
@@ -208,6 +209,8 @@ fn handle(
 }
 
 /// Selects `actioncable-v1-json` when the client offers it.
+// The signature is tungstenite's handshake callback's.
+#[allow(clippy::result_large_err)]
 fn select_protocol(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
     let offered = request
         .headers()
@@ -309,8 +312,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bind: String = env_or("BIND", "127.0.0.1".to_owned())?;
     let port: u16 = env_or("PORT", 3001)?;
     let config = WebSocketConfig::default()
-        .read_buffer_size(env_or("READ_BUFFER", 4096)?)
-        .write_buffer_size(env_or("WRITE_BUFFER", 0)?)
+        .read_buffer_size(env_or("READ_BUFFER", 1024)?)
+        .write_buffer_size(env_or("WRITE_BUFFER", 8192)?)
         .max_message_size(Some(1 << 20))
         .max_frame_size(Some(1 << 20));
     let listener = tokio::net::TcpListener::bind((bind.as_str(), port)).await?;
