@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// A session's outbound queue plus its "please close" signal.
 #[derive(Clone)]
@@ -28,7 +28,11 @@ pub(crate) struct Outbox(Arc<Link>);
 
 struct Link {
     id: u64,
-    tx: mpsc::Sender<Utf8Bytes>,
+    /// Frames for the client. A plain bounded queue, not a channel: a tokio channel allocates
+    /// its first block of slots up front (about 1.5 KB), which every idle connection would pay.
+    frames: Mutex<VecDeque<Utf8Bytes>>,
+    frames_ready: Notify,
+    capacity: usize,
     close: Mutex<Option<(DisconnectReason, bool)>>,
     notify: Notify,
     dropped: AtomicU64,
@@ -41,11 +45,12 @@ struct Link {
 }
 
 impl Outbox {
-    pub(crate) fn new(id: u64, capacity: usize) -> (Outbox, mpsc::Receiver<Utf8Bytes>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    pub(crate) fn new(id: u64, capacity: usize) -> (Outbox, Frames) {
         let link = Link {
             id,
-            tx,
+            frames: Mutex::new(VecDeque::new()),
+            frames_ready: Notify::new(),
+            capacity: capacity.max(1),
             close: Mutex::new(None),
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
@@ -53,7 +58,8 @@ impl Outbox {
             control_ready: Notify::new(),
             ended: AtomicBool::new(false),
         };
-        (Outbox(Arc::new(link)), rx)
+        let link = Arc::new(link);
+        (Outbox(link.clone()), Frames(link))
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -64,15 +70,21 @@ impl Outbox {
     /// session is asked to close (reason `too_slow`) rather than letting memory grow or
     /// making the broadcaster wait.
     pub(crate) fn push(&self, frame: Utf8Bytes) -> bool {
-        match self.0.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        if self.0.ended.load(Ordering::Acquire) {
+            return false;
+        }
+        {
+            let mut frames = self.0.lock_frames();
+            if frames.len() >= self.0.capacity {
+                drop(frames);
                 self.0.dropped.fetch_add(1, Ordering::Relaxed);
                 self.close(DisconnectReason::TooSlow, true);
-                false
+                return false;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            frames.push_back(frame);
         }
+        self.0.frames_ready.notify_one();
+        true
     }
 
     /// Asks the session to send `disconnect` with `reason` and close. The first reason wins.
@@ -118,10 +130,11 @@ impl Outbox {
         self.lock_control().pop_front()
     }
 
-    /// The session has finished: refuse and forget control events from now on.
+    /// The session has finished: refuse and forget frames and control events from now on.
     pub(crate) fn end(&self) {
         self.0.ended.store(true, Ordering::Release);
         self.lock_control().clear();
+        *self.0.lock_frames() = VecDeque::new();
     }
 
     fn lock_control(&self) -> std::sync::MutexGuard<'_, VecDeque<Control>> {
@@ -130,11 +143,45 @@ impl Outbox {
 
     /// Frames waiting in the queue.
     pub(crate) fn queued(&self) -> usize {
-        self.0.tx.max_capacity() - self.0.tx.capacity()
+        self.0.lock_frames().len()
     }
 
     pub(crate) fn dropped(&self) -> u64 {
         self.0.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Link {
+    fn lock_frames(&self) -> std::sync::MutexGuard<'_, VecDeque<Utf8Bytes>> {
+        self.frames.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The session's end of its outbox: the frames to write, oldest first.
+pub(crate) struct Frames(Arc<Link>);
+
+/// A queue that grew past this during a burst gives its memory back once drained.
+const KEEP_CAPACITY: usize = 16;
+
+impl Frames {
+    /// The next frame, waiting for one.
+    pub(crate) async fn recv(&mut self) -> Option<Utf8Bytes> {
+        loop {
+            if let Ok(frame) = self.try_recv() {
+                return Some(frame);
+            }
+            self.0.frames_ready.notified().await;
+        }
+    }
+
+    /// The next frame, if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Result<Utf8Bytes, ()> {
+        let mut frames = self.0.lock_frames();
+        let frame = frames.pop_front().ok_or(())?;
+        if frames.is_empty() && frames.capacity() > KEEP_CAPACITY {
+            *frames = VecDeque::new();
+        }
+        Ok(frame)
     }
 }
 

@@ -24,7 +24,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::sync::mpsc;
 
 pub(crate) struct Subscription<S> {
     channel: Box<dyn ErasedChannel<S>>,
@@ -36,7 +35,8 @@ pub(crate) struct Subscription<S> {
 pub(crate) struct Commands<S> {
     pub(crate) shared: Arc<Shared<S>>,
     pub(crate) connection: ConnectionRef,
-    pub(crate) subscriptions: HashMap<Arc<str>, Subscription<S>>,
+    /// Boxed: the map's buckets stay small for connections with few subscriptions.
+    pub(crate) subscriptions: HashMap<Arc<str>, Box<Subscription<S>>>,
     next_subscription: u64,
     /// The internal stream for remote disconnects, when the connection is identified.
     internal: Option<String>,
@@ -45,7 +45,7 @@ pub(crate) struct Commands<S> {
 /// The receiving ends of a connection's queues.
 pub(crate) struct Queues {
     /// Frames for the client.
-    pub(crate) frames: mpsc::Receiver<Utf8Bytes>,
+    pub(crate) frames: crate::hub::Frames,
 }
 
 impl<S: Send + Sync + 'static> Commands<S> {
@@ -313,7 +313,7 @@ impl<S: Send + Sync + 'static> Commands<S> {
                 let key: Arc<str> = ctx.shared_identifier();
                 self.connection.info.add_subscription(&key);
                 self.subscriptions
-                    .insert(key, Subscription { channel, ctx });
+                    .insert(key, Box::new(Subscription { channel, ctx }));
                 Ok(())
             }
             Err(e) => {
@@ -371,7 +371,7 @@ impl<S: Send + Sync + 'static> Commands<S> {
     }
 
     /// Runs the unsubscribe callbacks and stops the subscription's streams and timers.
-    async fn end_subscription(&mut self, mut sub: Subscription<S>) {
+    async fn end_subscription(&mut self, mut sub: Box<Subscription<S>>) {
         let shared = self.shared.clone();
         self.connection
             .info

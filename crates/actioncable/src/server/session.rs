@@ -12,7 +12,7 @@
 use super::commands::{Commands, Queues, clip};
 use super::{Admission, Control, Shared};
 use crate::connection::{Identity, Reject};
-use crate::hub::Outbox;
+use crate::hub::{Frames, Outbox};
 use crate::protocol::{Command, DisconnectReason, ServerMessage};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{FutureExt as _, SinkExt as _};
@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument as _;
 
@@ -39,7 +38,7 @@ const READ_AHEAD: usize = 32;
 
 struct Session<S> {
     socket: WebSocket,
-    rx: mpsc::Receiver<Utf8Bytes>,
+    rx: Frames,
     commands: Commands<S>,
     /// Text frames read while a command ran, waiting their turn.
     backlog: VecDeque<Utf8Bytes>,
@@ -243,7 +242,8 @@ impl<S: Send + Sync + 'static> Session<S> {
             Ok(()) => self.serve().await,
             Err(_) => End::Gone,
         };
-        self.finish(end).await;
+        // Boxed, as the command futures below: the session future stays small while idle.
+        Box::pin(self.finish(end)).await;
     }
 
     async fn serve(&mut self) -> End {
@@ -254,7 +254,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                 && let Some(text) = self.backlog.pop_front()
             {
                 self.budget.spend();
-                if let Some(end) = self.handle_while_writing(Work::Frame(&text)).await {
+                if let Some(end) = Box::pin(self.handle_while_writing(Work::Frame(&text))).await {
                     return end;
                 }
                 continue;
@@ -266,7 +266,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                 biased;
                 (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
                 event = outbox.next_control() => {
-                    if let Some(end) = self.handle_while_writing(Work::Control(event)).await {
+                    if let Some(end) = Box::pin(self.handle_while_writing(Work::Control(event))).await {
                         return end;
                     }
                 }
@@ -276,7 +276,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                     match message {
                         Some(Ok(Message::Text(text))) => {
                             self.budget.spend();
-                            if let Some(end) = self.handle_while_writing(Work::Frame(&text)).await {
+                            if let Some(end) = Box::pin(self.handle_while_writing(Work::Frame(&text))).await {
                                 return end;
                             }
                         }
@@ -439,7 +439,7 @@ fn is_subscribe_to(text: &str, identifier: &str) -> bool {
 
 async fn write_batch(
     socket: &mut WebSocket,
-    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    rx: &mut Frames,
     first: Utf8Bytes,
 ) -> Result<(), axum::Error> {
     socket.feed(Message::Text(first)).await?;
