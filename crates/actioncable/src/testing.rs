@@ -389,6 +389,14 @@ impl<S: Send + Sync + 'static> TestConnection<S> {
         lock(&self.inner.log).drain().to_vec()
     }
 
+    /// Forgets every frame sent to the client so far (Rails' `transmissions.clear`): later
+    /// calls to [`frames`](Self::frames) and `transmissions` see only what comes next.
+    pub fn clear_frames(&self) {
+        let mut log = lock(&self.inner.log);
+        while log.queues.frames.try_recv().is_ok() {}
+        log.frames.clear();
+    }
+
     /// Frames sent outside any subscription through [`ConnectionRef::transmit`], pings left out.
     pub fn connection_transmissions(&self) -> Vec<Value> {
         self.frames()
