@@ -138,7 +138,9 @@ impl<S: Send + Sync + 'static> TestCable<S> {
     }
 
     async fn open(&self, identity: Identity) -> TestConnection<S> {
-        let (commands, queues) = Commands::open(self.shared(), Arc::new(identity)).await;
+        let shared = self.shared();
+        let id = shared.core.next_id();
+        let (commands, queues) = Commands::open(shared, Arc::new(identity), id).await;
         let stop = CancellationToken::new();
         let connection = commands.connection.clone();
         let inner = Arc::new(Inner {

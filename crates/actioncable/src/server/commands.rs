@@ -51,9 +51,13 @@ pub(crate) struct Queues {
 impl<S: Send + Sync + 'static> Commands<S> {
     /// A new connection of `identity`: registered with the server and, when identified,
     /// listening to its internal stream.
-    pub(crate) async fn open(shared: Arc<Shared<S>>, identity: Arc<Identity>) -> (Self, Queues) {
+    /// `id` comes from `Core::next_id`.
+    pub(crate) async fn open(
+        shared: Arc<Shared<S>>,
+        identity: Arc<Identity>,
+        id: u64,
+    ) -> (Self, Queues) {
         let core = &shared.core;
-        let id = core.next_id();
         let (outbox, frames) = Outbox::new(id, core.config.outbound_capacity);
         let info = SessionInfo {
             id: ConnectionId(id),

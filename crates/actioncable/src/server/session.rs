@@ -170,20 +170,20 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     remote: Option<SocketAddr>,
     _admission: Admission,
 ) {
+    let id = shared.core.next_id();
     let identity = match outcome {
         Ok(identity) => Arc::new(identity),
         Err(Reject) => {
-            let span = tracing::info_span!("cable", ?remote);
+            let span = tracing::info_span!("cable", conn = id, ?remote);
             reject_unauthorized(socket, &shared).instrument(span).await;
             return;
         }
     };
     let liveness = Liveness::new(shared.core.config.client_timeout);
     let budget = Budget::new(shared.core.config.max_commands_per_second);
-    let span = tracing::info_span!("cable", conn = tracing::field::Empty, identity = %identity);
+    let span = tracing::info_span!("cable", conn = id, identity = %identity);
     async move {
-        let (commands, Queues { frames }) = Commands::open(shared, identity).await;
-        tracing::Span::current().record("conn", commands.id());
+        let (commands, Queues { frames }) = Commands::open(shared, identity, id).await;
         let session = Session {
             liveness,
             budget,
