@@ -79,9 +79,16 @@ if [[ "${FUZZ_SECS:-20}" != 0 ]] && cargo +nightly --version >/dev/null 2>&1; th
   for target in "${FUZZ_TARGETS[@]}"; do
     step "cargo fuzz run $target (${FUZZ_SECS:-20} s)"
     fuzz_work="$(mktemp -d)"
-    (cd crates/actioncable && cargo +nightly fuzz run "$target" "$fuzz_work" "fuzz/corpus/$target" \
-      -- -max_total_time="${FUZZ_SECS:-20}" -max_len=4096 -print_final_stats=1)
-    rm -rf "$fuzz_work"
+    # libFuzzer reports every new input; keep that in a log and show it only on failure.
+    if (cd crates/actioncable && cargo +nightly fuzz run "$target" "$fuzz_work" "fuzz/corpus/$target" \
+      -- -max_total_time="${FUZZ_SECS:-20}" -max_len=4096 -print_final_stats=1) >"$fuzz_work.log" 2>&1; then
+      grep -E '^(Done|stat::(number_of_executed_units|new_units_added|peak_rss_mb))' "$fuzz_work.log" || true
+    else
+      tail -n 80 "$fuzz_work.log"
+      echo "cargo fuzz run $target failed; crash inputs are in crates/actioncable/fuzz/artifacts/$target" >&2
+      exit 1
+    fi
+    rm -rf "$fuzz_work" "$fuzz_work.log"
   done
 else
   echo "No nightly toolchain (or FUZZ_SECS=0): skipping the bounded fuzz run; the corpus was replayed by cargo test."
