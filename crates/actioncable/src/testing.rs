@@ -80,7 +80,7 @@ use crate::connection::{ConnectRequest, ConnectionId, ConnectionRef, Identity, R
 use crate::error::{ChannelError, ConfigError, PubSubError};
 use crate::pubsub::{Inbound, MemoryPubSub, PubSub};
 use crate::server::commands::{Commands, Queues};
-use crate::server::{Cable, CableBuilder, CableHandle, Shared};
+use crate::server::{Cable, CableBuilder, CableHandle, Control, Shared};
 use crate::{auth::CookieKey, protocol::Command};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -355,7 +355,7 @@ impl<S: Send + Sync + 'static> TestConnection<S> {
                 map
             }
         };
-        identifier.insert("channel".into(), Value::String(C::NAME.into()));
+        identifier.remove("channel");
         // The `channel` key first, as the stock consumer sends it.
         let mut ordered = Map::new();
         ordered.insert("channel".into(), Value::String(C::NAME.into()));
@@ -454,12 +454,16 @@ impl<S: Send + Sync + 'static> Inner<S> {
         let mut ran = false;
         while let Some(event) = self.connection.outbox.try_control() {
             ran = true;
-            let mut guard = self.commands.lock().await;
-            if let Some(commands) = guard.as_mut() {
-                commands.control(event).await;
-            }
+            self.control(event).await;
         }
         ran
+    }
+
+    /// Runs one control event, unless the connection is disconnected.
+    async fn control(&self, event: Control) {
+        if let Some(commands) = self.commands.lock().await.as_mut() {
+            commands.control(event).await;
+        }
     }
 }
 
@@ -503,10 +507,7 @@ fn spawn_driver<S: Send + Sync + 'static>(inner: &Arc<Inner<S>>, stop: Cancellat
                 event = outbox.next_control() => event,
             };
             let Some(inner) = weak.upgrade() else { return };
-            let mut guard = inner.commands.lock().await;
-            if let Some(commands) = guard.as_mut() {
-                commands.control(event).await;
-            }
+            inner.control(event).await;
         }
     });
 }

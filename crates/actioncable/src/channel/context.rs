@@ -235,7 +235,15 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     /// When the pub/sub adapter cannot subscribe (the subscription is then rejected if this
     /// happens in `subscribed`).
     pub async fn stream_from(&mut self, stream: impl Into<String>) -> Result<(), ChannelError> {
-        let stream: Arc<str> = Arc::from(stream.into());
+        self.add_stream(stream.into(), None).await
+    }
+
+    async fn add_stream(
+        &mut self,
+        stream: String,
+        filter: Option<StreamFilter>,
+    ) -> Result<(), ChannelError> {
+        let stream: Arc<str> = Arc::from(stream);
         if self.streams.contains(&stream) {
             return Ok(());
         }
@@ -243,7 +251,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         self.shared
             .core
             .hub
-            .add(&stream, &id, &self.connection.outbox, None)
+            .add(&stream, &id, &self.connection.outbox, filter)
             .await?;
         self.streams.push(stream);
         Ok(())
@@ -279,19 +287,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     where
         F: Fn(&StreamMessage) -> Option<Value> + Send + Sync + 'static,
     {
-        let stream: Arc<str> = Arc::from(stream.into());
-        if self.streams.contains(&stream) {
-            return Ok(());
-        }
-        let id = self.identifier.shared_str();
-        let filter: StreamFilter = Arc::new(filter);
-        self.shared
-            .core
-            .hub
-            .add(&stream, &id, &self.connection.outbox, Some(filter))
-            .await?;
-        self.streams.push(stream);
-        Ok(())
+        self.add_stream(stream.into(), Some(Arc::new(filter))).await
     }
 
     /// Streams the stream of `model` in this channel (Rails' `stream_for`), named by
