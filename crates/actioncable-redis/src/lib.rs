@@ -1,6 +1,6 @@
 //! # actioncable-redis
 //!
-//! The Redis [`PubSub`](actioncable::pubsub::PubSub) adapter for [`actioncable`]: broadcasts
+//! The Redis [`PubSub`](actioncable::PubSub) adapter for [`actioncable`]: broadcasts
 //! reach the subscribers of every server node that shares one Redis, and the format on Redis is
 //! the one of Rails' ActionCable Redis adapter, so Rust nodes and Rails nodes can share it too.
 //!
@@ -155,7 +155,7 @@ mod wire;
 
 pub use adapter::RedisPubSub;
 
-use actioncable::pubsub::{MemoryPubSub, PubSub};
+use actioncable::{MemoryPubSub, PubSub};
 use std::sync::Arc;
 
 /// Picks the adapter by configuration alone, like `adapter:` in Rails' `cable.yml`:

@@ -5,7 +5,7 @@
 
 mod support;
 
-use actioncable::pubsub::{MemoryPubSub, PubSub};
+use actioncable::{MemoryPubSub, PubSub};
 use actioncable_redis::{RedisConfig, RedisPubSub};
 use serde_json::json;
 use std::sync::Arc;

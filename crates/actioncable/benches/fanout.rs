@@ -15,7 +15,7 @@ struct Bench;
 
 #[async_trait]
 impl Channel for Bench {
-    const NAME: &'static str = "BenchmarkChannel";
+    const CLASS: &'static str = "BenchmarkChannel";
     type Params = NoParams;
     type Action = NoParams;
 

@@ -8,7 +8,7 @@
 //! algorithm-confusion tokens are refused.
 //!
 //! ```
-//! use actioncable::auth::{CookieKey, JwtVerifier};
+//! use actioncable::{CookieKey, JwtVerifier};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]

@@ -17,7 +17,7 @@
 //! ## Example
 //!
 //! ```no_run
-//! use actioncable::{async_trait, channel::AnyAction, AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams};
+//! use actioncable::{async_trait, AnyAction, AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams};
 //! use axum::Router;
 //!
 //! /// Echoes every action back to its sender.
@@ -25,7 +25,7 @@
 //!
 //! #[async_trait]
 //! impl Channel for EchoChannel {
-//!     const NAME: &'static str = "EchoChannel";
+//!     const CLASS: &'static str = "EchoChannel";
 //!     type Params = NoParams;
 //!     type Action = AnyAction;
 //!
@@ -67,15 +67,23 @@ pub mod stream;
 pub mod testing;
 
 #[doc(inline)]
-pub use channel::{Channel, ChannelContext, NoParams};
+pub use auth::{CookieKey, JwtVerifier};
+#[doc(inline)]
+pub use channel::{
+    AnyAction, Callbacks, Channel, ChannelContext, CommandInfo, CommandKind, Next, NoParams,
+};
 #[doc(inline)]
 pub use connection::{
     AcceptAll, ConnectRequest, Connection, ConnectionId, ConnectionInfo, ConnectionRef, Identity,
     Reject,
 };
 #[doc(inline)]
-pub use error::{BroadcastError, ChannelError, ConfigError, PubSubError};
+pub use error::{AuthError, BoxError, BroadcastError, ChannelError, ConfigError, PubSubError};
+#[doc(inline)]
+pub use pubsub::{MemoryPubSub, PubSub};
 pub use server::{AllowedOrigins, Cable, CableBuilder, CableHandle};
+#[doc(inline)]
+pub use stream::{GlobalId, ToStreamParam};
 
 /// Re-exported so channel and connection impls need no direct dependency.
 pub use async_trait::async_trait;

@@ -170,7 +170,7 @@ impl Identifier {
     /// ```
     /// use actioncable::protocol::Identifier;
     /// let id = Identifier::parse(r#"{"channel":"ChatChannel","room":"lobby"}"#).unwrap();
-    /// assert_eq!(id.channel(), "ChatChannel");
+    /// assert_eq!(id.channel_class(), "ChatChannel");
     /// assert_eq!(id.params()["room"], "lobby");
     /// assert!(Identifier::parse("[1]").is_err());
     /// ```
@@ -199,7 +199,7 @@ impl Identifier {
     }
 
     /// The channel class named by the identifier, e.g. `ChatChannel`.
-    pub fn channel(&self) -> &str {
+    pub fn channel_class(&self) -> &str {
         &self.channel
     }
 

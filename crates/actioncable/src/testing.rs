@@ -35,7 +35,7 @@
 //!
 //! #[async_trait]
 //! impl Channel for ChatChannel {
-//!     const NAME: &'static str = "ChatChannel";
+//!     const CLASS: &'static str = "ChatChannel";
 //!     type Params = Room;
 //!     type Action = ChatAction;
 //!
@@ -109,7 +109,7 @@ impl<S: Send + Sync + 'static> TestCable<S> {
     /// As [`CableBuilder::build`].
     pub fn new(builder: CableBuilder<S>) -> Result<TestCable<S>, ConfigError> {
         let recorder = Arc::new(RecordingPubSub::default());
-        let cable = builder.pubsub_arc(recorder.clone()).build()?;
+        let cable = builder.pubsub(recorder.clone()).build()?;
         Ok(TestCable {
             cable,
             recorder,
@@ -358,7 +358,7 @@ impl<S: Send + Sync + 'static> TestConnection<S> {
         identifier.remove("channel");
         // The `channel` key first, as the stock consumer sends it.
         let mut ordered = Map::new();
-        ordered.insert("channel".into(), Value::String(C::NAME.into()));
+        ordered.insert("channel".into(), Value::String(C::CLASS.into()));
         ordered.extend(identifier);
         self.subscribe_identifier(&Value::Object(ordered).to_string())
             .await

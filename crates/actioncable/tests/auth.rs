@@ -3,7 +3,7 @@
 
 mod common;
 
-use actioncable::auth::{CookieKey, JwtVerifier};
+use actioncable::{CookieKey, JwtVerifier};
 use base64::Engine as _;
 use common::*;
 use serde_json::json;

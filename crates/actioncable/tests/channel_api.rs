@@ -2,8 +2,8 @@
 //! timers, callbacks, rescue, stream filters, server-side unsubscribe, broadcasts that skip
 //! their sender, connection-level frames, statistics and the beat hook.
 
-use actioncable::channel::{AnyAction, Callbacks, CommandInfo, Next};
 use actioncable::testing::{TestCable, TestRequest};
+use actioncable::{AnyAction, Callbacks, CommandInfo, Next};
 use actioncable::{
     Cable, Channel, ChannelContext, ChannelError, ConnectRequest, Connection, ConnectionRef,
     Identity, NoParams, Reject, async_trait,
@@ -20,7 +20,7 @@ struct Ticker {
 
 #[async_trait]
 impl Channel for Ticker {
-    const NAME: &'static str = "Ticker";
+    const CLASS: &'static str = "Ticker";
     type Params = Value;
     type Action = AnyAction;
 
@@ -227,7 +227,7 @@ struct Evens;
 
 #[async_trait]
 impl Channel for Evens {
-    const NAME: &'static str = "Evens";
+    const CLASS: &'static str = "Evens";
     type Params = NoParams;
     type Action = AnyAction;
 
@@ -295,7 +295,7 @@ impl Callbacks<Recording> for Recording {
         &self,
         ctx: &mut ChannelContext<Recording>,
     ) -> Result<(), ChannelError> {
-        self.push(format!("before_subscribe {}", ctx.channel_name()));
+        self.push(format!("before_subscribe {}", ctx.channel_class()));
         if ctx.params().get("banned") == Some(&json!(true)) {
             return Err(ChannelError::reject_because("banned"));
         }
@@ -348,7 +348,7 @@ struct Logged {
 
 #[async_trait]
 impl Channel<Recording> for Logged {
-    const NAME: &'static str = "Logged";
+    const CLASS: &'static str = "Logged";
     type Params = NoParams;
     type Action = AnyAction;
 

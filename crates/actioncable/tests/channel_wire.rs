@@ -3,7 +3,7 @@
 
 mod common;
 
-use actioncable::channel::AnyAction;
+use actioncable::AnyAction;
 use actioncable::{Cable, Channel, ChannelContext, ChannelError, NoParams, async_trait};
 use common::*;
 use serde_json::json;
@@ -16,7 +16,7 @@ struct Room {
 
 #[async_trait]
 impl Channel for Room {
-    const NAME: &'static str = "Room";
+    const CLASS: &'static str = "Room";
     type Params = serde_json::Value;
     type Action = AnyAction;
 
@@ -66,7 +66,7 @@ struct NoParamsRoom;
 
 #[async_trait]
 impl Channel for NoParamsRoom {
-    const NAME: &'static str = "NoParamsRoom";
+    const CLASS: &'static str = "NoParamsRoom";
     type Params = NoParams;
     type Action = AnyAction;
 

@@ -227,7 +227,7 @@ proptest! {
         let id = Identifier::parse(&identifier).expect("an object with a channel parses");
         prop_assert_eq!(id.as_str(), raw.as_str());
         prop_assert_eq!(id.to_string(), raw.clone());
-        prop_assert_eq!(id.channel(), channel.as_str());
+        prop_assert_eq!(id.channel_class(), channel.as_str());
         prop_assert_eq!(id.params(), &map);
         // Key order is the client's, as in its string.
         let keys: Vec<&String> = id.params().keys().collect();
@@ -254,7 +254,7 @@ proptest! {
         let raw = value.to_string();
         match (&value, Identifier::parse(&raw)) {
             (Value::Object(map), Ok(id)) => {
-                prop_assert_eq!(Some(id.channel()), map.get("channel").and_then(Value::as_str));
+                prop_assert_eq!(Some(id.channel_class()), map.get("channel").and_then(Value::as_str));
                 prop_assert_eq!(id.as_str(), raw.as_str());
             }
             (Value::Object(map), Err(e)) => {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use actioncable::auth::{CookieKey, JwtVerifier};
+use actioncable::{CookieKey, JwtVerifier};
 use base64::Engine as _;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

@@ -392,9 +392,9 @@ struct SlowParams {
 
 #[actioncable::async_trait]
 impl actioncable::Channel<TestState> for SlowChannel {
-    const NAME: &'static str = "SlowChannel";
+    const CLASS: &'static str = "SlowChannel";
     type Params = SlowParams;
-    type Action = actioncable::channel::AnyAction;
+    type Action = actioncable::AnyAction;
 
     async fn subscribed(
         _: &mut actioncable::ChannelContext<TestState>,

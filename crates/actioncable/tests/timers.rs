@@ -29,7 +29,7 @@ struct Counter {
 
 #[async_trait]
 impl Channel for Counter {
-    const NAME: &'static str = "Counter";
+    const CLASS: &'static str = "Counter";
     type Params = Every;
     type Action = CounterAction;
 

@@ -12,7 +12,7 @@
 //! Settings: `PORT` (3000), `BIND` (127.0.0.1), `CABLE_ADAPTER` (`memory` or `redis`, with
 //! `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
 
-use actioncable::channel::AnyAction;
+use actioncable::AnyAction;
 use actioncable::{
     AcceptAll, AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams, async_trait,
 };
@@ -25,7 +25,7 @@ struct BenchmarkChannel;
 
 #[async_trait]
 impl Channel for BenchmarkChannel {
-    const NAME: &'static str = "BenchmarkChannel";
+    const CLASS: &'static str = "BenchmarkChannel";
     type Params = NoParams;
     type Action = AnyAction;
 
@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .connection(AcceptAll)
         .channel::<BenchmarkChannel>()
         .allowed_origins(AllowedOrigins::any())
-        .pubsub_arc(pubsub)
+        .pubsub(pubsub)
         // A load generator's clients run closed loops of thousands of commands per second;
         // the per-connection rate limit (100/s by default) is for untrusted browsers.
         .max_commands_per_second(u32::MAX)

@@ -6,8 +6,8 @@
 //! cookie. Tokens and cookie values are never logged.
 
 use crate::validate::is_valid_name;
-use actioncable::auth::{CookieKey, JwtVerifier};
 use actioncable::{ConnectRequest, Connection, Identity, Reject, async_trait};
+use actioncable::{CookieKey, JwtVerifier};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

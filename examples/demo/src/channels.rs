@@ -161,7 +161,7 @@ pub struct ChatChannel {
 
 #[async_trait]
 impl Channel<DemoState> for ChatChannel {
-    const NAME: &'static str = "ChatChannel";
+    const CLASS: &'static str = "ChatChannel";
     type Params = ChatParams;
     type Action = ChatAction;
 
@@ -290,7 +290,7 @@ pub struct NotificationChannel {
 
 #[async_trait]
 impl Channel<DemoState> for NotificationChannel {
-    const NAME: &'static str = "NotificationChannel";
+    const CLASS: &'static str = "NotificationChannel";
     type Params = NotificationParams;
     type Action = NotificationAction;
 

@@ -4,7 +4,7 @@
 //! validated here so a typo stops the server with a clear message instead of surfacing later.
 
 use crate::validate::{is_valid_name, is_valid_room};
-use actioncable::pubsub::PubSub;
+use actioncable::PubSub;
 use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

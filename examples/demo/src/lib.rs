@@ -65,7 +65,7 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
     let cable = cable_builder(state, auth.clone())
         .allowed_origins(allowed_origins(config))
         .ping_interval(config.ping_interval)
-        .pubsub_arc(config.pubsub.clone())
+        .pubsub(config.pubsub.clone())
         .build()
         .context("cannot build the cable")?;
     let handle = cable.handle();

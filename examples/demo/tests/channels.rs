@@ -3,9 +3,9 @@
 //! demo's real cable (`example_demo::cable_builder`) over a fresh in-memory SQLite database,
 //! and the harness of `actioncable::testing` (see docs/testing.md).
 
-use actioncable::auth::{CookieKey, JwtVerifier};
 use actioncable::testing::{TestCable, TestConnection, TestRequest, TestSubscription};
 use actioncable::{ChannelError, Identity};
+use actioncable::{CookieKey, JwtVerifier};
 use example_demo::auth::{Auth, CURRENT_USER, USER_COOKIE};
 use example_demo::channels::{ChatChannel, DemoState, NotificationChannel};
 use example_demo::config::parse_private_rooms;

@@ -1,7 +1,7 @@
 //! The smallest complete cable server: one channel that echoes what it receives.
 //!
 //! Run with: `cargo run -p example-echo` (then subscribe to `EchoChannel` at ws://127.0.0.1:3000/cable).
-use actioncable::channel::AnyAction;
+use actioncable::AnyAction;
 use actioncable::{
     AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams, async_trait,
 };
@@ -11,7 +11,7 @@ struct EchoChannel;
 
 #[async_trait]
 impl Channel for EchoChannel {
-    const NAME: &'static str = "EchoChannel";
+    const CLASS: &'static str = "EchoChannel";
     type Params = NoParams;
     type Action = AnyAction;
 

@@ -15,7 +15,7 @@
 //! | `request.params[:user]`, `cookies[:user]`, `.presence` | `req.query("user")`, `req.cookie("user")`, `present` |
 //! | `reject_unauthorized_connection` | `Err(Reject)` |
 //! | `current_user` in a channel | `ctx.identity().get("current_user")` (the `current_user` helper) |
-//! | `class ChatChannel < ApplicationCable::Channel` | `struct ChatChannel` + `impl Channel`, `NAME = "ChatChannel"` |
+//! | `class ChatChannel < ApplicationCable::Channel` | `struct ChatChannel` + `impl Channel`, `CLASS = "ChatChannel"` |
 //! | `params[:room]` | `type Params = ChatParams` (serde; unknown keys ignored) |
 //! | `def subscribed` / `def unsubscribed` | `async fn subscribed` (returns the channel) / `async fn unsubscribed` |
 //! | `reject` | `Err(ChannelError::reject())` |
@@ -49,7 +49,7 @@
 //! - `POST /broadcast` publishes the request body's JSON text as it is (Rails parses and
 //!   re-encodes it): send compact JSON to get identical frames.
 
-use actioncable::channel::AnyAction;
+use actioncable::AnyAction;
 use actioncable::stream::{GlobalId, stream_for};
 use actioncable::{
     AllowedOrigins, Cable, CableHandle, Channel, ChannelContext, ChannelError, ConnectRequest,
@@ -152,7 +152,7 @@ struct ChatChannel {
 
 #[async_trait]
 impl Channel for ChatChannel {
-    const NAME: &'static str = "ChatChannel";
+    const CLASS: &'static str = "ChatChannel";
     type Params = ChatParams;
     type Action = ChatAction;
 
@@ -229,7 +229,7 @@ struct NotificationChannel;
 
 #[async_trait]
 impl Channel for NotificationChannel {
-    const NAME: &'static str = "NotificationChannel";
+    const CLASS: &'static str = "NotificationChannel";
     type Params = NotificationParams;
     type Action = NotificationAction;
 
@@ -268,7 +268,7 @@ struct BenchmarkChannel;
 
 #[async_trait]
 impl Channel for BenchmarkChannel {
-    const NAME: &'static str = "BenchmarkChannel";
+    const CLASS: &'static str = "BenchmarkChannel";
     type Params = actioncable::NoParams;
     type Action = AnyAction;
 
@@ -321,9 +321,9 @@ impl UserQuery {
     /// `NotificationChannel.broadcasting_for(gid == "1" ? AnchorUser.new(user) : user)`.
     fn broadcasting(&self) -> String {
         if self.gid.as_deref() == Some("1") {
-            stream_for(NotificationChannel::NAME, &anchor_user(&self.user))
+            stream_for(NotificationChannel::CLASS, &anchor_user(&self.user))
         } else {
-            stream_for(NotificationChannel::NAME, &self.user)
+            stream_for(NotificationChannel::CLASS, &self.user)
         }
     }
 }
@@ -418,7 +418,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .channel::<NotificationChannel>()
         .channel::<BenchmarkChannel>()
         .allowed_origins(origins)
-        .pubsub_arc(actioncable_redis::adapter_from_env()?)
+        .pubsub(actioncable_redis::adapter_from_env()?)
         .build()?;
     let handle = cable.handle();
 

@@ -11,11 +11,11 @@
 //!
 //! Connections identify by `?user=` (no authentication: this is a tour, not the demo).
 
-use actioncable::channel::{AnyAction, Callbacks, CommandInfo, Next};
 use actioncable::{
     AllowedOrigins, Cable, CableBuilder, Channel, ChannelContext, ChannelError, ConnectRequest,
     Connection, Identity, Reject, async_trait,
 };
+use actioncable::{AnyAction, Callbacks, CommandInfo, Next};
 use serde::Deserialize;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,7 +59,7 @@ fn default_every() -> u64 {
 
 #[async_trait]
 impl Channel for ClockChannel {
-    const NAME: &'static str = "ClockChannel";
+    const CLASS: &'static str = "ClockChannel";
     type Params = ClockParams;
     type Action = AnyAction;
 
@@ -121,7 +121,7 @@ fn control_stream(room: &str) -> String {
 
 #[async_trait]
 impl Channel for RoomChannel {
-    const NAME: &'static str = "RoomChannel";
+    const CLASS: &'static str = "RoomChannel";
     type Params = RoomParams;
     type Action = RoomAction;
 
@@ -193,7 +193,7 @@ impl Callbacks for Audit {
     ) -> Result<(), ChannelError> {
         let started = std::time::Instant::now();
         let result = next.run().await;
-        tracing::info!(kind = ?command.kind, channel = command.channel, action = command.action,
+        tracing::info!(kind = ?command.kind, channel = command.channel_class, action = command.action,
             user = command.identity.get(USER), elapsed_us = started.elapsed().as_micros() as u64,
             ok = result.is_ok(), "command");
         result

@@ -7,10 +7,10 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code, unreachable_pub)]
 
-use actioncable::pubsub::PubSub;
+use actioncable::PubSub;
 use actioncable::{
-    AllowedOrigins, Cable, CableHandle, Channel, ChannelContext, ChannelError, async_trait,
-    channel::AnyAction,
+    AllowedOrigins, AnyAction, Cable, CableHandle, Channel, ChannelContext, ChannelError,
+    async_trait,
 };
 use axum::serve::ListenerExt as _;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -550,7 +550,7 @@ pub struct StreamParams {
 
 #[async_trait]
 impl Channel for StreamChannel {
-    const NAME: &'static str = "StreamChannel";
+    const CLASS: &'static str = "StreamChannel";
     type Params = StreamParams;
     type Action = AnyAction;
 
@@ -587,7 +587,7 @@ impl Node {
         init_tracing();
         let cable = Cable::builder()
             .channel::<StreamChannel>()
-            .pubsub_arc(pubsub)
+            .pubsub(pubsub)
             .ping_interval(Duration::from_secs(1))
             .allowed_origins(AllowedOrigins::any())
             .build()

@@ -14,7 +14,7 @@
 //! - every well-formed `subscribe` to a registered channel got an answer;
 //! - after the client disconnects, no connection, stream, subscription or timer is left.
 
-use actioncable::channel::AnyAction;
+use actioncable::AnyAction;
 use actioncable::testing::TestCable;
 use actioncable::{Cable, Channel, ChannelContext, ChannelError, Identity, async_trait};
 use serde_json::{Value, json};
@@ -27,7 +27,7 @@ struct Fuzzed;
 
 #[async_trait]
 impl Channel for Fuzzed {
-    const NAME: &'static str = "Fuzzed";
+    const CLASS: &'static str = "Fuzzed";
     type Params = Value;
     type Action = AnyAction;
 

@@ -76,7 +76,7 @@ fn check_identifier(raw: &str, is_json: bool) {
             assert_eq!(id.as_str(), raw, "identifier bytes changed");
             assert_eq!(
                 id.params().get("channel").and_then(Value::as_str),
-                Some(id.channel())
+                Some(id.channel_class())
             );
             let confirm = ServerMessage::Confirm {
                 identifier: id.as_str(),

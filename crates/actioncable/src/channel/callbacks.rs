@@ -4,7 +4,7 @@
 //! In Rails these live on a base class every channel inherits from. Here they are one value
 //! registered on the builder with [`CableBuilder::callbacks`](crate::CableBuilder::callbacks):
 //! they see the subscription's [`ChannelContext`] (so they can filter on
-//! [`channel_name`](ChannelContext::channel_name)), and a channel needs no base type to get
+//! [`channel_class`](ChannelContext::channel_class)), and a channel needs no base type to get
 //! them. What is specific to one channel belongs in its own `subscribed`, `perform` and
 //! `unsubscribed`.
 
@@ -20,7 +20,7 @@ use std::pin::Pin;
 ///
 /// ```
 /// use actioncable::{async_trait, Cable, ChannelContext, ChannelError};
-/// use actioncable::channel::{Callbacks, CommandInfo, Next};
+/// use actioncable::{Callbacks, CommandInfo, Next};
 ///
 /// /// Only signed-in users may subscribe to anything but `PublicChannel`; every command is timed.
 /// struct AppCallbacks;
@@ -28,7 +28,7 @@ use std::pin::Pin;
 /// #[async_trait]
 /// impl Callbacks for AppCallbacks {
 ///     async fn before_subscribe(&self, ctx: &mut ChannelContext) -> Result<(), ChannelError> {
-///         if ctx.channel_name() != "PublicChannel" && ctx.identity().is_anonymous() {
+///         if ctx.channel_class() != "PublicChannel" && ctx.identity().is_anonymous() {
 ///             return Err(ChannelError::reject_because("sign in first"));
 ///         }
 ///         Ok(())
@@ -110,7 +110,7 @@ pub struct CommandInfo<'a> {
     /// The subscription's identifier, as the client sent it.
     pub identifier: &'a str,
     /// The channel class named by the identifier, when it names one.
-    pub channel: Option<&'a str>,
+    pub channel_class: Option<&'a str>,
     /// For a message, the `action` it performs (`None` for data without one).
     pub action: Option<&'a str>,
     /// Who sent it.

@@ -44,9 +44,6 @@ struct Timer {
     pending: Arc<AtomicBool>,
 }
 
-/// What a stream filter sees: a message broadcast on a stream, as JSON.
-pub type StreamMessage = Value;
-
 impl<S: Send + Sync + 'static> ChannelContext<S> {
     pub(crate) fn new(
         shared: Arc<Shared<S>>,
@@ -107,8 +104,9 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         self.identifier.params()
     }
 
-    /// The channel's class name (`Channel::NAME`).
-    pub fn channel_name(&self) -> &'static str {
+    /// The channel class (`Channel::CLASS`), e.g. `"ChatChannel"`. Rails' `channel_name`
+    /// (`"chat"`) is [`stream::channel_name`] of it.
+    pub fn channel_class(&self) -> &'static str {
         self.class
     }
 
@@ -128,8 +126,8 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         &self.shared.state
     }
 
-    /// A handle to the server, to broadcast from a spawned task, say.
-    pub fn cable(&self) -> CableHandle {
+    /// The cable's handle, to broadcast from a spawned task, say.
+    pub fn handle(&self) -> CableHandle {
         CableHandle::new(self.shared.core.clone())
     }
 
@@ -285,7 +283,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         filter: F,
     ) -> Result<(), ChannelError>
     where
-        F: Fn(&StreamMessage) -> Option<Value> + Send + Sync + 'static,
+        F: Fn(&Value) -> Option<Value> + Send + Sync + 'static,
     {
         self.add_stream(stream.into(), Some(Arc::new(filter))).await
     }
@@ -388,8 +386,8 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             return Ok(());
         }
         match except {
-            None => self.cable().broadcast_json(stream, &json).await,
-            Some(id) => self.cable().broadcast_json_except(stream, &json, id).await,
+            None => self.handle().broadcast_json(stream, &json).await,
+            Some(id) => self.handle().broadcast_json_except(stream, &json, id).await,
         }
     }
 

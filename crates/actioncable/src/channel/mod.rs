@@ -30,7 +30,7 @@
 //!
 //! #[async_trait]
 //! impl Channel for ChatChannel {
-//!     const NAME: &'static str = "ChatChannel";
+//!     const CLASS: &'static str = "ChatChannel";
 //!     type Params = Room;
 //!     type Action = ChatAction;
 //!
@@ -59,7 +59,7 @@ mod context;
 pub(crate) mod registry;
 
 pub use callbacks::{Callbacks, CommandInfo, CommandKind, Next};
-pub use context::{ChannelContext, StreamMessage};
+pub use context::ChannelContext;
 
 use crate::error::ChannelError;
 use async_trait::async_trait;
@@ -79,7 +79,7 @@ use serde_json::{Map, Value};
 pub trait Channel<S: Send + Sync + 'static = ()>: Sized + Send + 'static {
     /// The class name clients put in the identifier's `channel` key, e.g. `"ChatChannel"`.
     /// `stream_for` derives stream names from it the way Rails does.
-    const NAME: &'static str;
+    const CLASS: &'static str;
 
     /// The identifier's params (the `channel` key included; unknown keys are ignored unless
     /// the type denies them). Use [`NoParams`] when there are none, `serde_json::Value` for
@@ -147,11 +147,11 @@ pub trait Channel<S: Send + Sync + 'static = ()>: Sized + Send + 'static {
     /// the connection carry on.
     ///
     /// ```
-    /// # use actioncable::{async_trait, Channel, ChannelContext, ChannelError, NoParams, channel::AnyAction};
+    /// # use actioncable::{async_trait, Channel, ChannelContext, ChannelError, NoParams, AnyAction};
     /// # struct Orders;
     /// # #[async_trait]
     /// # impl Channel for Orders {
-    /// #     const NAME: &'static str = "Orders";
+    /// #     const CLASS: &'static str = "Orders";
     /// #     type Params = NoParams;
     /// #     type Action = AnyAction;
     /// #     async fn subscribed(_: &mut ChannelContext, _: NoParams) -> Result<Self, ChannelError> { Ok(Orders) }
@@ -180,7 +180,7 @@ pub struct NoParams {}
 /// Rails passes it).
 ///
 /// ```
-/// use actioncable::channel::AnyAction;
+/// use actioncable::AnyAction;
 /// let a: AnyAction = serde_json::from_str(r#"{"action":"echo","n":1}"#).unwrap();
 /// assert_eq!(a.name, "echo");
 /// assert_eq!(a.data["n"], 1);

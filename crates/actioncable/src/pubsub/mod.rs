@@ -52,6 +52,31 @@ pub trait PubSub: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// A shared adapter is an adapter: the builder takes an `Arc<dyn PubSub>` (chosen by
+/// configuration at runtime) as readily as a concrete one.
+#[async_trait]
+impl<P: PubSub + ?Sized> PubSub for Arc<P> {
+    fn start(&self, inbound: Inbound) -> Result<(), PubSubError> {
+        (**self).start(inbound)
+    }
+
+    async fn subscribe(&self, stream: &str) -> Result<(), PubSubError> {
+        (**self).subscribe(stream).await
+    }
+
+    async fn unsubscribe(&self, stream: &str) -> Result<(), PubSubError> {
+        (**self).unsubscribe(stream).await
+    }
+
+    async fn publish(&self, stream: &str, payload: &str) -> Result<(), PubSubError> {
+        (**self).publish(stream, payload).await
+    }
+
+    async fn shutdown(&self) -> Result<(), PubSubError> {
+        (**self).shutdown().await
+    }
+}
+
 /// Where an adapter delivers the messages of subscribed streams.
 ///
 /// It holds the fan-out weakly: the fan-out owns the adapter, and the adapter must not keep

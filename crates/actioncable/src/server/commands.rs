@@ -167,7 +167,7 @@ impl<S: Send + Sync + 'static> Commands<S> {
         let info = CommandInfo {
             kind,
             identifier: &identifier,
-            channel: channel.as_ref().map(Identifier::channel),
+            channel_class: channel.as_ref().map(Identifier::channel_class),
             action: action.as_deref(),
             identity: &identity,
             connection: self.connection.id(),
@@ -227,8 +227,8 @@ impl<S: Send + Sync + 'static> Commands<S> {
                 };
                 let result = guard(sub.channel.periodic(&mut sub.ctx, name)).await;
                 if let Err(PerformError { action, error }) = result {
-                    tracing::error!(channel = sub.ctx.channel_name(), timer = %action, identifier = %clip(&identifier),
-                        error = %error, "periodic timer {}#{} failed", sub.ctx.channel_name(), action);
+                    tracing::error!(channel = sub.ctx.channel_class(), timer = %action, identifier = %clip(&identifier),
+                        error = %error, "periodic timer {}#{} failed", sub.ctx.channel_class(), action);
                 }
             }
             Control::Unsubscribe {
@@ -243,7 +243,7 @@ impl<S: Send + Sync + 'static> Commands<S> {
                     return;
                 }
                 if let Some(sub) = self.subscriptions.remove(&identifier) {
-                    tracing::info!(channel = sub.ctx.channel_name(), identifier = %clip(&identifier),
+                    tracing::info!(channel = sub.ctx.channel_class(), identifier = %clip(&identifier),
                         "subscription ended by the server");
                     self.end_subscription(sub).await;
                     self.send(ServerMessage::Reject {
@@ -277,8 +277,8 @@ impl<S: Send + Sync + 'static> Commands<S> {
             });
             return Err(ChannelError::reject_because("too many subscriptions"));
         }
-        let Some(registered) = self.shared.channels.get(parsed.channel()).cloned() else {
-            tracing::warn!(channel = %clip(parsed.channel()), "Subscription class not found; rejecting");
+        let Some(registered) = self.shared.channels.get(parsed.channel_class()).cloned() else {
+            tracing::warn!(channel = %clip(parsed.channel_class()), "Subscription class not found; rejecting");
             self.send(ServerMessage::Reject {
                 identifier: &identifier,
             });
@@ -367,8 +367,8 @@ impl<S: Send + Sync + 'static> Commands<S> {
         match result {
             Ok(()) => Ok(()),
             Err(PerformError { action, error }) => {
-                tracing::error!(channel = sub.ctx.channel_name(), action = %clip(&action), identifier = %clip(identifier),
-                    error = %error, "Unable to process {}#{}", sub.ctx.channel_name(), clip(&action));
+                tracing::error!(channel = sub.ctx.channel_class(), action = %clip(&action), identifier = %clip(identifier),
+                    error = %error, "Unable to process {}#{}", sub.ctx.channel_class(), clip(&action));
                 Err(error)
             }
         }
@@ -380,7 +380,7 @@ impl<S: Send + Sync + 'static> Commands<S> {
         self.connection
             .info
             .remove_subscription(sub.ctx.identifier());
-        let name = sub.ctx.channel_name();
+        let name = sub.ctx.channel_class();
         for callbacks in &shared.callbacks {
             if let Err(e) = guard(callbacks.before_unsubscribe(&mut sub.ctx)).await {
                 tracing::error!(channel = name, identifier = %clip(sub.ctx.identifier()), error = %e,

@@ -276,23 +276,19 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
         self
     }
 
-    /// Registers channel `C` under `C::NAME`. Only registered channels can be subscribed to.
+    /// Registers channel `C` under `C::CLASS`. Only registered channels can be subscribed to.
     pub fn channel<C: Channel<S>>(mut self) -> Self {
         self.channels.push(Registered {
-            name: C::NAME,
+            name: C::CLASS,
             factory: Arc::new(Factory::<C>::new()),
         });
         self
     }
 
-    /// The pub/sub adapter (default: [`MemoryPubSub`]).
-    pub fn pubsub(self, pubsub: impl PubSub) -> Self {
-        self.pubsub_arc(Arc::new(pubsub))
-    }
-
-    /// The pub/sub adapter, already shared.
-    pub fn pubsub_arc(mut self, pubsub: Arc<dyn PubSub>) -> Self {
-        self.pubsub = pubsub;
+    /// The pub/sub adapter (default: [`MemoryPubSub`]): an adapter value, or one already
+    /// shared as `Arc<dyn PubSub>` (what `actioncable_redis::adapter_from_env` returns).
+    pub fn pubsub(mut self, pubsub: impl PubSub) -> Self {
+        self.pubsub = Arc::new(pubsub);
         self
     }
 

@@ -8,12 +8,12 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code, unreachable_pub)]
 
-use actioncable::auth::{CookieKey, JwtVerifier};
-use actioncable::channel::AnyAction;
+use actioncable::AnyAction;
 use actioncable::{
     AllowedOrigins, Cable, CableBuilder, CableHandle, Channel, ChannelContext, ChannelError,
     ConnectRequest, Connection, Identity, NoParams, Reject, async_trait,
 };
+use actioncable::{CookieKey, JwtVerifier};
 use axum::serve::ListenerExt as _;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
@@ -260,7 +260,7 @@ pub enum EchoAction {
 
 #[async_trait]
 impl Channel<TestState> for EchoChannel {
-    const NAME: &'static str = "EchoChannel";
+    const CLASS: &'static str = "EchoChannel";
     type Params = NoParams;
     type Action = EchoAction;
 
@@ -349,7 +349,7 @@ pub enum ChatAction {
 
 #[async_trait]
 impl Channel<TestState> for ChatChannel {
-    const NAME: &'static str = "ChatChannel";
+    const CLASS: &'static str = "ChatChannel";
     type Params = RoomParams;
     type Action = ChatAction;
 
@@ -426,7 +426,7 @@ pub enum NotificationAction {
 
 #[async_trait]
 impl Channel<TestState> for NotificationChannel {
-    const NAME: &'static str = "NotificationChannel";
+    const CLASS: &'static str = "NotificationChannel";
     type Params = NoParams;
     type Action = NotificationAction;
 
@@ -464,7 +464,7 @@ pub struct ReceiveChannel;
 
 #[async_trait]
 impl Channel<TestState> for ReceiveChannel {
-    const NAME: &'static str = "ReceiveChannel";
+    const CLASS: &'static str = "ReceiveChannel";
     type Params = NoParams;
     type Action = AnyAction;
 
@@ -489,7 +489,7 @@ pub struct PanickyChannel;
 
 #[async_trait]
 impl Channel<TestState> for PanickyChannel {
-    const NAME: &'static str = "PanickyChannel";
+    const CLASS: &'static str = "PanickyChannel";
     type Params = NoParams;
     type Action = AnyAction;
 
