@@ -65,13 +65,13 @@ impl CookieKey {
     /// The value of signed cookie `name` in a request's headers, if its signature verifies.
     /// For plain HTTP handlers; in `Connection::connect` use `ConnectRequest::signed_cookie`.
     pub fn signed_cookie(&self, headers: &http::HeaderMap, name: &str) -> Option<String> {
-        let jar = crate::connection::cookie_jar(headers);
+        let jar = cookie_jar(headers);
         jar.signed(&self.0).get(name).map(|c| c.value().to_owned())
     }
 
     /// The value of private cookie `name` in a request's headers, if it decrypts.
     pub fn private_cookie(&self, headers: &http::HeaderMap, name: &str) -> Option<String> {
-        let jar = crate::connection::cookie_jar(headers);
+        let jar = cookie_jar(headers);
         jar.private(&self.0).get(name).map(|c| c.value().to_owned())
     }
 
@@ -101,6 +101,19 @@ impl CookieKey {
             .map(|c| c.encoded().to_string())
             .unwrap_or_default()
     }
+}
+
+/// The cookies of a request's `Cookie` headers (unparsable ones are skipped). Both
+/// [`CookieKey`]'s readers and [`ConnectRequest`](crate::ConnectRequest) parse cookies with it.
+pub(crate) fn cookie_jar(headers: &http::HeaderMap) -> CookieJar {
+    let mut jar = CookieJar::new();
+    for value in headers.get_all(http::header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for cookie in cookie::Cookie::split_parse_encoded(value.to_owned()).flatten() {
+            jar.add_original(cookie);
+        }
+    }
+    jar
 }
 
 fn base_cookie(name: &str, value: &str) -> Cookie<'static> {

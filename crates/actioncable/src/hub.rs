@@ -1,195 +1,39 @@
-//! Local fan-out: which sessions listen to which stream, under which identifier.
+//! The local fan-out: which connections listen to which stream, under which identifier.
 //!
 //! This is the hot path of every broadcast. A message for a stream is encoded once per
 //! identifier listening to it (every subscriber of `{"channel":"ChatChannel","room":"lobby"}`
-//! gets the same bytes) and handed to each session's bounded [`Outbox`] without waiting:
-//! a full outbox marks its session as too slow instead of stalling the others. The map lock is
-//! a plain `RwLock` that is never held across an `.await`.
+//! gets the same bytes) and handed to each connection's bounded [`Outbox`] without waiting:
+//! a full outbox marks its connection as too slow instead of stalling the others. The map lock
+//! is a plain `RwLock` that is never held across an `.await`.
+//!
+//! Messages come in through the pub/sub adapter's [`Inbound`](crate::pubsub::Inbound), which
+//! reaches the hub through the narrow [`Deliver`] trait: the adapter contract knows nothing of
+//! the hub.
 //!
 //! The hub also tells the pub/sub adapter when a stream's first local subscriber appears and
 //! its last leaves. Each stream has a *gate* (an async mutex around "is the adapter subscribed")
 //! so that these calls never overlap for one stream, and a subscriber returns from
 //! [`Hub::add`] only once the adapter confirmed the stream is live.
 
+use crate::connection::{ConnectionId, ConnectionRef};
+use crate::error::PubSubError;
+use crate::outbox::Outbox;
 use crate::protocol::{self, DisconnectReason};
-use crate::pubsub::PubSub;
-use crate::server::Control;
+use crate::pubsub::{Deliver, PubSub};
+use crate::sync::{lock, read, write};
 use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
-
-/// A session's outbound queue plus its "please close" signal.
-#[derive(Clone)]
-pub(crate) struct Outbox(Arc<Link>);
-
-struct Link {
-    id: u64,
-    /// Frames for the client. A plain bounded queue, not a channel: a tokio channel allocates
-    /// its first block of slots up front (about 1.5 KB), which every idle connection would pay.
-    frames: Mutex<VecDeque<Utf8Bytes>>,
-    frames_ready: Notify,
-    capacity: usize,
-    close: Mutex<Option<(DisconnectReason, bool)>>,
-    notify: Notify,
-    dropped: AtomicU64,
-    /// Work for the session that is not a frame (timer ticks, server-side unsubscribes). A
-    /// plain queue rather than a channel: an idle connection then costs no allocation for it.
-    control: Mutex<VecDeque<Control>>,
-    control_ready: Notify,
-    /// The session has finished; control events are refused.
-    ended: AtomicBool,
-}
-
-impl Outbox {
-    pub(crate) fn new(id: u64, capacity: usize) -> (Outbox, Frames) {
-        let link = Link {
-            id,
-            frames: Mutex::new(VecDeque::new()),
-            frames_ready: Notify::new(),
-            capacity: capacity.max(1),
-            close: Mutex::new(None),
-            notify: Notify::new(),
-            dropped: AtomicU64::new(0),
-            control: Mutex::new(VecDeque::new()),
-            control_ready: Notify::new(),
-            ended: AtomicBool::new(false),
-        };
-        let link = Arc::new(link);
-        (Outbox(link.clone()), Frames(link))
-    }
-
-    pub(crate) fn id(&self) -> u64 {
-        self.0.id
-    }
-
-    /// Queues a frame without waiting. A full queue means the client reads too slowly: the
-    /// session is asked to close (reason `too_slow`) rather than letting memory grow or
-    /// making the broadcaster wait.
-    pub(crate) fn push(&self, frame: Utf8Bytes) -> bool {
-        if self.0.ended.load(Ordering::Acquire) {
-            return false;
-        }
-        {
-            let mut frames = self.0.lock_frames();
-            if frames.len() >= self.0.capacity {
-                drop(frames);
-                self.0.dropped.fetch_add(1, Ordering::Relaxed);
-                self.close(DisconnectReason::TooSlow, true);
-                return false;
-            }
-            frames.push_back(frame);
-        }
-        self.0.frames_ready.notify_one();
-        true
-    }
-
-    /// Asks the session to send `disconnect` with `reason` and close. The first reason wins.
-    pub(crate) fn close(&self, reason: DisconnectReason, reconnect: bool) {
-        if let Ok(mut slot) = self.0.close.lock() {
-            slot.get_or_insert((reason, reconnect));
-        }
-        self.0.notify.notify_one();
-    }
-
-    /// Resolves when [`close`](Self::close) was called, with the reason.
-    pub(crate) async fn closed(&self) -> (DisconnectReason, bool) {
-        loop {
-            if let Some(r) = self.0.close.lock().ok().and_then(|s| s.clone()) {
-                return r;
-            }
-            self.0.notify.notified().await;
-        }
-    }
-
-    /// Queues a control event for the session; `false` once the session has finished.
-    pub(crate) fn push_control(&self, event: Control) -> bool {
-        if self.0.ended.load(Ordering::Acquire) {
-            return false;
-        }
-        self.lock_control().push_back(event);
-        self.0.control_ready.notify_one();
-        true
-    }
-
-    /// The next control event, waiting for one.
-    pub(crate) async fn next_control(&self) -> Control {
-        loop {
-            if let Some(event) = self.try_control() {
-                return event;
-            }
-            self.0.control_ready.notified().await;
-        }
-    }
-
-    /// The next control event, if one is queued.
-    pub(crate) fn try_control(&self) -> Option<Control> {
-        self.lock_control().pop_front()
-    }
-
-    /// The session has finished: refuse and forget frames and control events from now on.
-    pub(crate) fn end(&self) {
-        self.0.ended.store(true, Ordering::Release);
-        self.lock_control().clear();
-        *self.0.lock_frames() = VecDeque::new();
-    }
-
-    fn lock_control(&self) -> std::sync::MutexGuard<'_, VecDeque<Control>> {
-        self.0.control.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Frames waiting in the queue.
-    pub(crate) fn queued(&self) -> usize {
-        self.0.lock_frames().len()
-    }
-
-    pub(crate) fn dropped(&self) -> u64 {
-        self.0.dropped.load(Ordering::Relaxed)
-    }
-}
-
-impl Link {
-    fn lock_frames(&self) -> std::sync::MutexGuard<'_, VecDeque<Utf8Bytes>> {
-        self.frames.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// The session's end of its outbox: the frames to write, oldest first.
-pub(crate) struct Frames(Arc<Link>);
-
-/// A queue that grew past this during a burst gives its memory back once drained.
-const KEEP_CAPACITY: usize = 16;
-
-impl Frames {
-    /// The next frame, waiting for one.
-    pub(crate) async fn recv(&mut self) -> Option<Utf8Bytes> {
-        loop {
-            if let Ok(frame) = self.try_recv() {
-                return Some(frame);
-            }
-            self.0.frames_ready.notified().await;
-        }
-    }
-
-    /// The next frame, if one is queued.
-    pub(crate) fn try_recv(&mut self) -> Result<Utf8Bytes, ()> {
-        let mut frames = self.0.lock_frames();
-        let frame = frames.pop_front().ok_or(())?;
-        if frames.is_empty() && frames.capacity() > KEEP_CAPACITY {
-            *frames = VecDeque::new();
-        }
-        Ok(frame)
-    }
-}
 
 /// A per-subscriber filter/transform of a stream's messages (`stream_from_with`): `None`
 /// skips the message for that subscriber, `Some(value)` is sent instead of it.
 pub(crate) type StreamFilter = Arc<dyn Fn(&Value) -> Option<Value> + Send + Sync>;
 
 struct Member {
+    connection: ConnectionId,
     outbox: Outbox,
     filter: Option<StreamFilter>,
 }
@@ -203,14 +47,14 @@ struct StreamEntry {
 struct Exclusion {
     stream: Arc<str>,
     payload: String,
-    session: u64,
+    connection: ConnectionId,
     at: Instant,
 }
 
 /// How long an exclusion waits for its broadcast to come back before it is forgotten.
 const EXCLUSION_TTL: Duration = Duration::from_secs(30);
 
-/// The identifier under which a session listens to its own internal stream. No subscription
+/// The identifier under which a connection listens to its own internal stream. No subscription
 /// can have it: an empty string is not a JSON object.
 pub(crate) const INTERNAL: &str = "";
 
@@ -241,11 +85,11 @@ impl Hub {
         &self,
         stream: &str,
         identifier: &Arc<str>,
-        outbox: &Outbox,
+        connection: &ConnectionRef,
         filter: Option<StreamFilter>,
-    ) -> Result<(), crate::PubSubError> {
+    ) -> Result<(), PubSubError> {
         let gate = {
-            let mut streams = self.write();
+            let mut streams = write(&self.streams);
             let entry = streams
                 .entry(Arc::from(stream))
                 .or_insert_with(|| StreamEntry {
@@ -257,7 +101,8 @@ impl Hub {
                 .entry(identifier.clone())
                 .or_default()
                 .push(Member {
-                    outbox: outbox.clone(),
+                    connection: connection.id(),
+                    outbox: connection.outbox().clone(),
                     filter,
                 });
             entry.gate.clone()
@@ -266,7 +111,7 @@ impl Hub {
         if !*live {
             if let Err(e) = self.pubsub.subscribe(stream).await {
                 drop(live);
-                self.remove(stream, identifier, outbox.id()).await;
+                self.remove(stream, identifier, connection.id()).await;
                 return Err(e);
             }
             *live = true;
@@ -275,14 +120,14 @@ impl Hub {
     }
 
     /// Removes a subscriber; unsubscribes the adapter when it was the stream's last.
-    pub(crate) async fn remove(&self, stream: &str, identifier: &str, session: u64) {
+    pub(crate) async fn remove(&self, stream: &str, identifier: &str, connection: ConnectionId) {
         let gate = {
-            let mut streams = self.write();
+            let mut streams = write(&self.streams);
             let Some(entry) = streams.get_mut(stream) else {
                 return;
             };
             if let Some(group) = entry.groups.get_mut(identifier) {
-                if let Some(i) = group.iter().position(|m| m.outbox.id() == session) {
+                if let Some(i) = group.iter().position(|m| m.connection == connection) {
                     group.swap_remove(i);
                 }
                 if group.is_empty() {
@@ -305,7 +150,7 @@ impl Hub {
             }
             *live = false;
         }
-        let mut streams = self.write();
+        let mut streams = write(&self.streams);
         if streams
             .get(stream)
             .is_some_and(|e| e.groups.is_empty() && Arc::ptr_eq(&e.gate, &gate))
@@ -315,13 +160,72 @@ impl Hub {
     }
 
     fn is_idle(&self, stream: &str, gate: &Arc<tokio::sync::Mutex<bool>>) -> bool {
-        self.read()
+        read(&self.streams)
             .get(stream)
             .is_some_and(|e| e.groups.is_empty() && Arc::ptr_eq(&e.gate, gate))
     }
 
-    /// Fans `payload` out to every local subscriber of `stream`; returns how many it reached.
-    pub(crate) fn deliver(&self, stream: &str, payload: &str) -> usize {
+    /// Remembers that the next copy of `payload` on `stream` coming back from the adapter
+    /// must skip `connection`, if that connection listens to the stream here at all.
+    pub(crate) fn exclude(&self, stream: &str, payload: &str, connection: ConnectionId) -> bool {
+        let listening = read(&self.streams).get(stream).is_some_and(|e| {
+            e.groups
+                .values()
+                .any(|g| g.iter().any(|m| m.connection == connection))
+        });
+        if !listening {
+            return false;
+        }
+        let mut list = lock(&self.exclusions);
+        let now = Instant::now();
+        list.retain(|x| now.duration_since(x.at) < EXCLUSION_TTL);
+        list.push(Exclusion {
+            stream: Arc::from(stream),
+            payload: payload.to_owned(),
+            connection,
+            at: now,
+        });
+        self.excluding.store(true, Ordering::Release);
+        true
+    }
+
+    /// Forgets an exclusion whose broadcast was never published.
+    pub(crate) fn cancel_exclusion(&self, stream: &str, payload: &str, connection: ConnectionId) {
+        lock(&self.exclusions).retain(|x| {
+            !(x.connection == connection && &*x.stream == stream && x.payload == payload)
+        });
+    }
+
+    fn take_exclusion(&self, stream: &str, payload: &str) -> Option<ConnectionId> {
+        if !self.excluding.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut list = lock(&self.exclusions);
+        let i = list
+            .iter()
+            .position(|x| &*x.stream == stream && x.payload == payload)?;
+        let connection = list.swap_remove(i).connection;
+        if list.is_empty() {
+            self.excluding.store(false, Ordering::Release);
+        }
+        Some(connection)
+    }
+
+    /// Number of streams with local subscribers.
+    pub(crate) fn stream_count(&self) -> usize {
+        read(&self.streams).len()
+    }
+
+    /// Number of broadcasts waiting to skip their sender (for leak checks).
+    #[cfg(test)]
+    pub(crate) fn pending_exclusions(&self) -> usize {
+        lock(&self.exclusions).len()
+    }
+}
+
+/// Fans a payload out to every local subscriber of its stream; returns how many it reached.
+impl Deliver for Hub {
+    fn deliver(&self, stream: &str, payload: &str) -> usize {
         let message = match protocol::raw_json(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -330,7 +234,7 @@ impl Hub {
             }
         };
         let skip = self.take_exclusion(stream, payload);
-        let streams = self.read();
+        let streams = read(&self.streams);
         let Some(entry) = streams.get(stream) else {
             return 0;
         };
@@ -338,7 +242,7 @@ impl Hub {
         let mut reached = 0;
         for (identifier, members) in &entry.groups {
             if identifier.is_empty() {
-                // A connection's internal stream: commands for the session, not data.
+                // A connection's internal stream: commands for the connection, not data.
                 if let Some(reconnect) = protocol::parse_internal_message(payload) {
                     for member in members {
                         member.outbox.close(DisconnectReason::Remote, reconnect);
@@ -349,7 +253,7 @@ impl Hub {
             }
             let mut shared: Option<Utf8Bytes> = None;
             for member in members {
-                if Some(member.outbox.id()) == skip {
+                if Some(member.connection) == skip {
                     continue;
                 }
                 let frame = match &member.filter {
@@ -374,76 +278,6 @@ impl Hub {
             }
         }
         reached
-    }
-
-    /// Remembers that the next copy of `payload` on `stream` coming back from the adapter
-    /// must skip `session`, if that session listens to the stream here at all.
-    pub(crate) fn exclude(&self, stream: &str, payload: &str, session: u64) -> bool {
-        let listening = self.read().get(stream).is_some_and(|e| {
-            e.groups
-                .values()
-                .any(|g| g.iter().any(|m| m.outbox.id() == session))
-        });
-        if !listening {
-            return false;
-        }
-        let mut list = self.lock_exclusions();
-        let now = Instant::now();
-        list.retain(|x| now.duration_since(x.at) < EXCLUSION_TTL);
-        list.push(Exclusion {
-            stream: Arc::from(stream),
-            payload: payload.to_owned(),
-            session,
-            at: now,
-        });
-        self.excluding.store(true, Ordering::Release);
-        true
-    }
-
-    /// Forgets an exclusion whose broadcast was never published.
-    pub(crate) fn cancel_exclusion(&self, stream: &str, payload: &str, session: u64) {
-        self.lock_exclusions()
-            .retain(|x| !(x.session == session && &*x.stream == stream && x.payload == payload));
-    }
-
-    fn take_exclusion(&self, stream: &str, payload: &str) -> Option<u64> {
-        if !self.excluding.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut list = self.lock_exclusions();
-        let i = list
-            .iter()
-            .position(|x| &*x.stream == stream && x.payload == payload)?;
-        let session = list.swap_remove(i).session;
-        if list.is_empty() {
-            self.excluding.store(false, Ordering::Release);
-        }
-        Some(session)
-    }
-
-    fn lock_exclusions(&self) -> std::sync::MutexGuard<'_, Vec<Exclusion>> {
-        self.exclusions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Number of streams with local subscribers.
-    pub(crate) fn stream_count(&self) -> usize {
-        self.read().len()
-    }
-
-    /// Number of broadcasts waiting to skip their sender (for leak checks).
-    #[cfg(test)]
-    pub(crate) fn pending_exclusions(&self) -> usize {
-        self.lock_exclusions().len()
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, StreamEntry>> {
-        // A panic while holding the lock cannot leave the map half-updated in a way that
-        // matters (every update is a single insert/remove), so poisoning is ignored.
-        self.streams.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, StreamEntry>> {
-        self.streams.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -470,7 +304,19 @@ fn run_filter(filter: &StreamFilter, value: &Value, stream: &str) -> Option<Valu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::Identity;
+    use crate::outbox::Frames;
     use crate::pubsub::{Inbound, MemoryPubSub};
+
+    /// Connection `id` with a frame queue of `capacity`.
+    fn conn(id: u64, capacity: usize) -> (ConnectionRef, Frames) {
+        let (outbox, frames) = Outbox::new(capacity);
+        let identity = Arc::new(Identity::anonymous());
+        (
+            ConnectionRef::new(ConnectionId(id), identity, outbox),
+            frames,
+        )
+    }
 
     fn hub() -> Arc<Hub> {
         let pubsub = Arc::new(MemoryPubSub::new());
@@ -484,15 +330,15 @@ mod tests {
         let hub = hub();
         let id_a: Arc<str> = Arc::from(r#"{"channel":"A"}"#);
         let id_b: Arc<str> = Arc::from(r#"{"channel":"B"}"#);
-        let (o1, mut r1) = Outbox::new(1, 8);
-        let (o2, mut r2) = Outbox::new(2, 8);
-        let (o3, mut r3) = Outbox::new(3, 8);
+        let (o1, mut r1) = conn(1, 8);
+        let (o2, mut r2) = conn(2, 8);
+        let (o3, mut r3) = conn(3, 8);
         hub.add("s", &id_a, &o1, None).await.unwrap();
         hub.add("s", &id_a, &o2, None).await.unwrap();
         hub.add("s", &id_b, &o3, None).await.unwrap();
         assert_eq!(hub.deliver("s", r#"{"n":1}"#), 3);
-        let f1 = r1.recv().await.unwrap();
-        let f2 = r2.recv().await.unwrap();
+        let f1 = r1.recv().await;
+        let f2 = r2.recv().await;
         assert_eq!(
             f1.as_str(),
             r#"{"identifier":"{\"channel\":\"A\"}","message":{"n":1}}"#
@@ -500,7 +346,7 @@ mod tests {
         // Same identifier: the very same buffer.
         assert_eq!(f1.as_str().as_ptr(), f2.as_str().as_ptr());
         assert_eq!(
-            r3.recv().await.unwrap().as_str(),
+            r3.recv().await.as_str(),
             r#"{"identifier":"{\"channel\":\"B\"}","message":{"n":1}}"#
         );
     }
@@ -509,10 +355,10 @@ mod tests {
     async fn removing_the_last_subscriber_forgets_the_stream() {
         let hub = hub();
         let id: Arc<str> = Arc::from("i");
-        let (o1, _r1) = Outbox::new(1, 8);
+        let (o1, _r1) = conn(1, 8);
         hub.add("s", &id, &o1, None).await.unwrap();
         assert_eq!(hub.stream_count(), 1);
-        hub.remove("s", &id, 1).await;
+        hub.remove("s", &id, ConnectionId(1)).await;
         assert_eq!(hub.stream_count(), 0);
         assert_eq!(hub.deliver("s", "1"), 0);
     }
@@ -521,21 +367,24 @@ mod tests {
     async fn a_full_outbox_asks_its_session_to_close() {
         let hub = hub();
         let id: Arc<str> = Arc::from("i");
-        let (slow, _keep) = Outbox::new(1, 1);
-        let (fast, mut fast_rx) = Outbox::new(2, 8);
+        let (slow, _keep) = conn(1, 1);
+        let (fast, mut fast_rx) = conn(2, 8);
         hub.add("s", &id, &slow, None).await.unwrap();
         hub.add("s", &id, &fast, None).await.unwrap();
         hub.deliver("s", "1");
         hub.deliver("s", "2");
-        assert_eq!(slow.closed().await, (DisconnectReason::TooSlow, true));
-        assert_eq!(slow.dropped(), 1);
-        assert!(fast_rx.recv().await.is_some() && fast_rx.recv().await.is_some());
+        assert_eq!(
+            slow.outbox().closed().await,
+            (DisconnectReason::TooSlow, true)
+        );
+        assert_eq!(slow.outbox().dropped(), 1);
+        assert!(fast_rx.try_recv().is_some() && fast_rx.try_recv().is_some());
     }
 
     #[tokio::test]
     async fn non_json_payloads_are_dropped() {
         let hub = hub();
-        let (o, _r) = Outbox::new(1, 8);
+        let (o, _r) = conn(1, 8);
         hub.add("s", &Arc::from("i"), &o, None).await.unwrap();
         assert_eq!(hub.deliver("s", "not json"), 0);
     }
@@ -544,19 +393,19 @@ mod tests {
     async fn an_exclusion_skips_its_session_once_and_is_consumed() {
         let hub = hub();
         let id: Arc<str> = Arc::from("i");
-        let (sender, mut sender_rx) = Outbox::new(1, 8);
-        let (other, mut other_rx) = Outbox::new(2, 8);
+        let (sender, mut sender_rx) = conn(1, 8);
+        let (other, mut other_rx) = conn(2, 8);
         hub.add("s", &id, &sender, None).await.unwrap();
         hub.add("s", &id, &other, None).await.unwrap();
-        assert!(hub.exclude("s", r#"{"n":1}"#, 1));
+        assert!(hub.exclude("s", r#"{"n":1}"#, ConnectionId(1)));
         assert_eq!(hub.deliver("s", r#"{"n":1}"#), 1);
-        assert!(other_rx.try_recv().is_ok());
-        assert!(sender_rx.try_recv().is_err());
+        assert!(other_rx.try_recv().is_some());
+        assert!(sender_rx.try_recv().is_none());
         assert_eq!(hub.pending_exclusions(), 0);
         // The next identical broadcast reaches everyone again.
         assert_eq!(hub.deliver("s", r#"{"n":1}"#), 2);
         // A session not listening to the stream registers nothing (nothing would consume it).
-        assert!(!hub.exclude("elsewhere", "1", 1));
+        assert!(!hub.exclude("elsewhere", "1", ConnectionId(1)));
         assert_eq!(hub.pending_exclusions(), 0);
     }
 
@@ -564,8 +413,8 @@ mod tests {
     async fn filters_transform_or_skip_per_subscriber() {
         let hub = hub();
         let id: Arc<str> = Arc::from(r#"{"channel":"A"}"#);
-        let (plain, mut plain_rx) = Outbox::new(1, 8);
-        let (odd, mut odd_rx) = Outbox::new(2, 8);
+        let (plain, mut plain_rx) = conn(1, 8);
+        let (odd, mut odd_rx) = conn(2, 8);
         let only_odd: StreamFilter = Arc::new(|v: &Value| {
             (v["n"].as_u64()? % 2 == 1).then(|| serde_json::json!({ "odd": v["n"] }))
         });
@@ -581,21 +430,21 @@ mod tests {
             odd_rx.try_recv().unwrap().as_str(),
             r#"{"identifier":"{\"channel\":\"A\"}","message":{"odd":1}}"#
         );
-        assert!(plain_rx.try_recv().is_ok());
-        assert!(odd_rx.try_recv().is_err());
+        assert!(plain_rx.try_recv().is_some());
+        assert!(odd_rx.try_recv().is_none());
     }
 
     #[tokio::test]
     async fn a_panicking_filter_skips_only_its_subscriber() {
         let hub = hub();
         let id: Arc<str> = Arc::from("i");
-        let (plain, mut plain_rx) = Outbox::new(1, 8);
-        let (bad, mut bad_rx) = Outbox::new(2, 8);
+        let (plain, mut plain_rx) = conn(1, 8);
+        let (bad, mut bad_rx) = conn(2, 8);
         let panics: StreamFilter = Arc::new(|_: &Value| panic!("filter bug"));
         hub.add("s", &id, &bad, Some(panics)).await.unwrap();
         hub.add("s", &id, &plain, None).await.unwrap();
         assert_eq!(hub.deliver("s", "1"), 1);
-        assert!(plain_rx.try_recv().is_ok());
-        assert!(bad_rx.try_recv().is_err());
+        assert!(plain_rx.try_recv().is_some());
+        assert!(bad_rx.try_recv().is_none());
     }
 }

@@ -58,11 +58,15 @@ pub mod auth;
 pub mod channel;
 pub mod connection;
 pub mod error;
+mod handle;
 mod hub;
+mod outbox;
 pub mod protocol;
 pub mod pubsub;
+mod registry;
 mod server;
 pub mod stream;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -79,9 +83,10 @@ pub use connection::{
 };
 #[doc(inline)]
 pub use error::{AuthError, BoxError, BroadcastError, ChannelError, ConfigError, PubSubError};
+pub use handle::CableHandle;
 #[doc(inline)]
 pub use pubsub::{MemoryPubSub, PubSub};
-pub use server::{AllowedOrigins, Cable, CableBuilder, CableHandle};
+pub use server::{AllowedOrigins, Cable, CableBuilder};
 #[doc(inline)]
 pub use stream::{GlobalId, ToStreamParam};
 

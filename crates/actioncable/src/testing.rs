@@ -75,13 +75,17 @@
 //! (`#[tokio::test(start_paused = true)]`) and call [`TestConnection::advance`] to move it
 //! forward and run whatever timers came due, deterministically.
 
+use crate::auth::CookieKey;
 use crate::channel::{Channel, ChannelContext};
 use crate::connection::{ConnectRequest, ConnectionId, ConnectionRef, Identity, Reject};
 use crate::error::{ChannelError, ConfigError, PubSubError};
+use crate::handle::CableHandle;
+use crate::outbox::{Control, Frames};
+use crate::protocol::Command;
 use crate::pubsub::{Inbound, MemoryPubSub, PubSub};
-use crate::server::commands::{Commands, Queues};
-use crate::server::{Cable, CableBuilder, CableHandle, Control, Shared};
-use crate::{auth::CookieKey, protocol::Command};
+use crate::server::dispatch::Dispatcher;
+use crate::server::{Cable, CableBuilder, Shared};
+use crate::sync::lock;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -139,14 +143,14 @@ impl<S: Send + Sync + 'static> TestCable<S> {
 
     async fn open(&self, identity: Identity) -> TestConnection<S> {
         let shared = self.shared();
-        let id = shared.core.next_id();
-        let (commands, queues) = Commands::open(shared, Arc::new(identity), id).await;
+        let id = shared.handle.registry().next_id();
+        let (dispatcher, frames) = Dispatcher::open(shared, Arc::new(identity), id).await;
         let stop = CancellationToken::new();
-        let connection = commands.connection.clone();
+        let connection = dispatcher.connection.clone();
         let inner = Arc::new(Inner {
-            commands: tokio::sync::Mutex::new(Some(commands)),
+            dispatcher: tokio::sync::Mutex::new(Some(dispatcher)),
             log: Mutex::new(Log {
-                queues,
+                queue: frames,
                 frames: Vec::new(),
             }),
             connection,
@@ -303,7 +307,7 @@ pub struct TestConnection<S = ()> {
 
 struct Inner<S> {
     /// `None` once disconnected.
-    commands: tokio::sync::Mutex<Option<Commands<S>>>,
+    dispatcher: tokio::sync::Mutex<Option<Dispatcher<S>>>,
     log: Mutex<Log>,
     connection: ConnectionRef,
     open: Open<S>,
@@ -312,14 +316,15 @@ struct Inner<S> {
 }
 
 struct Log {
-    queues: Queues,
+    /// The connection's frame queue, drained into `frames`.
+    queue: Frames,
     /// Every frame sent to the client, decoded.
     frames: Vec<Value>,
 }
 
 impl Log {
     fn drain(&mut self) -> &[Value] {
-        while let Ok(frame) = self.queues.frames.try_recv() {
+        while let Some(frame) = self.queue.try_recv() {
             if let Ok(value) = serde_json::from_str(frame.as_str()) {
                 self.frames.push(value);
             }
@@ -395,7 +400,7 @@ impl<S: Send + Sync + 'static> TestConnection<S> {
     /// calls to [`frames`](Self::frames) and `transmissions` see only what comes next.
     pub fn clear_frames(&self) {
         let mut log = lock(&self.inner.log);
-        while log.queues.frames.try_recv().is_ok() {}
+        while log.queue.try_recv().is_some() {}
         log.frames.clear();
     }
 
@@ -425,9 +430,9 @@ impl<S: Send + Sync + 'static> TestConnection<S> {
     /// Closes the connection: every subscription's `unsubscribed` callbacks, then the
     /// connection's `disconnect`.
     pub async fn disconnect(&self) {
-        let commands = self.inner.commands.lock().await.take();
-        if let Some(commands) = commands {
-            commands.close().await;
+        let dispatcher = self.inner.dispatcher.lock().await.take();
+        if let Some(dispatcher) = dispatcher {
+            dispatcher.close().await;
         }
     }
 
@@ -439,9 +444,9 @@ impl<S: Send + Sync + 'static> TestConnection<S> {
 impl<S: Send + Sync + 'static> Inner<S> {
     async fn command(&self, command: Command) -> Result<(), ChannelError> {
         let result = {
-            let mut guard = self.commands.lock().await;
+            let mut guard = self.dispatcher.lock().await;
             match guard.as_mut() {
-                Some(commands) => commands.run(command).await,
+                Some(dispatcher) => dispatcher.run(command).await,
                 None => Err(ChannelError::msg("the test connection is disconnected")),
             }
         };
@@ -452,7 +457,7 @@ impl<S: Send + Sync + 'static> Inner<S> {
     /// Runs this connection's queued control events; whether there were any.
     async fn run_control(&self) -> bool {
         let mut ran = false;
-        while let Some(event) = self.connection.outbox.try_control() {
+        while let Some(event) = self.connection.outbox().try_control() {
             ran = true;
             self.control(event).await;
         }
@@ -461,8 +466,8 @@ impl<S: Send + Sync + 'static> Inner<S> {
 
     /// Runs one control event, unless the connection is disconnected.
     async fn control(&self, event: Control) {
-        if let Some(commands) = self.commands.lock().await.as_mut() {
-            commands.control(event).await;
+        if let Some(dispatcher) = self.dispatcher.lock().await.as_mut() {
+            dispatcher.control(event).await;
         }
     }
 }
@@ -499,7 +504,7 @@ async fn advance<S: Send + Sync + 'static>(open: &Open<S>, duration: Duration) {
 /// task does for a real connection.
 fn spawn_driver<S: Send + Sync + 'static>(inner: &Arc<Inner<S>>, stop: CancellationToken) {
     let weak = Arc::downgrade(inner);
-    let outbox = inner.connection.outbox.clone();
+    let outbox = inner.connection.outbox().clone();
     tokio::spawn(async move {
         loop {
             let event = tokio::select! {
@@ -515,8 +520,9 @@ fn spawn_driver<S: Send + Sync + 'static>(inner: &Arc<Inner<S>>, stop: Cancellat
 impl<S> Drop for Inner<S> {
     fn drop(&mut self) {
         // Dropped without `disconnect`: at least leave the server's connection list.
-        if let Some(commands) = self.commands.get_mut().as_ref() {
-            commands.shared.core.unregister(commands.connection.id().0);
+        if let Some(dispatcher) = self.dispatcher.get_mut().as_ref() {
+            let registry = dispatcher.shared.handle.registry();
+            registry.unregister(dispatcher.connection.id());
         }
     }
 }
@@ -583,12 +589,12 @@ impl<S: Send + Sync + 'static> TestSubscription<S> {
     }
 
     fn with_ctx<T>(&self, f: impl FnOnce(&ChannelContext<S>) -> T) -> Option<T> {
-        let guard = match self.inner.commands.try_lock() {
+        let guard = match self.inner.dispatcher.try_lock() {
             Ok(guard) => guard,
             Err(_) => panic!("TestSubscription inspected while one of its commands is running"),
         };
-        let commands = guard.as_ref()?;
-        commands
+        let dispatcher = guard.as_ref()?;
+        dispatcher
             .subscriptions
             .get(self.identifier.as_str())
             .map(|s| f(&s.ctx))
@@ -684,8 +690,4 @@ impl fmt::Debug for RecordingPubSub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecordingPubSub").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

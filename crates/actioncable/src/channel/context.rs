@@ -1,9 +1,18 @@
+//! [`ChannelContext`]: what a channel can do and see for its subscription.
+//!
+//! One context per subscription, owned by the connection's dispatcher next to the channel
+//! value, and lent to every callback. It reaches the rest of the server only through the
+//! [`CableHandle`] (fan-out and broadcasts) and the connection's [`ConnectionRef`] (its
+//! outbox), so a channel cannot touch another connection's socket or the server's internals.
+
 use crate::connection::{ConnectionId, ConnectionRef, Identity};
 use crate::error::{BroadcastError, ChannelError};
+use crate::handle::CableHandle;
 use crate::hub::StreamFilter;
+use crate::outbox::Control;
 use crate::protocol::{self, Identifier};
-use crate::server::{CableHandle, Control, Shared};
 use crate::stream::{self, ToStreamParam};
+use crate::sync::lock;
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -15,7 +24,8 @@ use std::time::Duration;
 /// What a channel can do and see for its subscription: transmit to its subscriber, manage
 /// its streams and timers, broadcast, and read the identity, params and app state.
 pub struct ChannelContext<S = ()> {
-    shared: Arc<Shared<S>>,
+    handle: CableHandle,
+    state: Arc<S>,
     identifier: Identifier,
     class: &'static str,
     connection: ConnectionRef,
@@ -46,14 +56,16 @@ struct Timer {
 
 impl<S: Send + Sync + 'static> ChannelContext<S> {
     pub(crate) fn new(
-        shared: Arc<Shared<S>>,
+        handle: CableHandle,
+        state: Arc<S>,
         identifier: Identifier,
         class: &'static str,
         connection: ConnectionRef,
         subscription: u64,
     ) -> ChannelContext<S> {
         ChannelContext {
-            shared,
+            handle,
+            state,
             identifier,
             class,
             connection,
@@ -87,11 +99,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
 
     /// Ends the `subscribed` phase and returns the broadcasts it deferred.
     pub(crate) fn take_deferred_broadcasts(&mut self) -> Vec<Deferred> {
-        self.deferred
-            .get_mut()
-            .ok()
-            .and_then(Option::take)
-            .unwrap_or_default()
+        lock(&self.deferred).take().unwrap_or_default()
     }
 
     /// The subscription's identifier, exactly as the client sent it.
@@ -123,12 +131,12 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
 
     /// The app state the cable was built with.
     pub fn state(&self) -> &S {
-        &self.shared.state
+        &self.state
     }
 
     /// The cable's handle, to broadcast from a spawned task, say.
     pub fn handle(&self) -> CableHandle {
-        CableHandle::new(self.shared.core.clone())
+        self.handle.clone()
     }
 
     /// Sends `message` to this subscription's client only (Rails' `transmit`), as
@@ -148,7 +156,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     pub fn transmit_json(&self, json: &str) -> Result<(), ChannelError> {
         let raw = protocol::raw_json(json)?;
         let frame = protocol::encode_data(self.identifier.as_str(), raw);
-        self.connection.outbox.push(Utf8Bytes::from(frame));
+        self.connection.outbox().push(Utf8Bytes::from(frame));
         Ok(())
     }
 
@@ -158,7 +166,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     /// identifier — the stock consumer then forgets the subscription and calls its
     /// `rejected()`. Called from `subscribed`, the subscription is confirmed first.
     pub fn unsubscribe(&self) {
-        self.connection.outbox.push_control(Control::Unsubscribe {
+        self.connection.outbox().push_control(Control::Unsubscribe {
             identifier: self.identifier.shared_str(),
             subscription: Some(self.subscription),
         });
@@ -175,7 +183,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         let every = every.max(Duration::from_millis(1));
         let index = self.timers.len();
         let pending = Arc::new(AtomicBool::new(false));
-        let outbox = self.connection.outbox.clone();
+        let outbox = self.connection.outbox().clone();
         let identifier = self.identifier.shared_str();
         let subscription = self.subscription;
         let flag = pending.clone();
@@ -246,10 +254,9 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             return Ok(());
         }
         let id = self.identifier.shared_str();
-        self.shared
-            .core
-            .hub
-            .add(&stream, &id, &self.connection.outbox, filter)
+        self.handle
+            .hub()
+            .add(&stream, &id, &self.connection, filter)
             .await?;
         self.streams.push(stream);
         Ok(())
@@ -305,10 +312,9 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     pub async fn stop_stream_from(&mut self, stream: &str) {
         if let Some(i) = self.streams.iter().position(|s| &**s == stream) {
             let stream = self.streams.swap_remove(i);
-            self.shared
-                .core
-                .hub
-                .remove(&stream, self.identifier.as_str(), self.connection.id().0)
+            self.handle
+                .hub()
+                .remove(&stream, self.identifier.as_str(), self.connection.id())
                 .await;
         }
     }
@@ -322,10 +328,9 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     /// Stops every stream of this subscription (Rails' `stop_all_streams`).
     pub async fn stop_all_streams(&mut self) {
         for stream in std::mem::take(&mut self.streams) {
-            self.shared
-                .core
-                .hub
-                .remove(&stream, self.identifier.as_str(), self.connection.id().0)
+            self.handle
+                .hub()
+                .remove(&stream, self.identifier.as_str(), self.connection.id())
                 .await;
         }
     }
@@ -375,9 +380,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         except: Option<ConnectionId>,
     ) -> Result<(), BroadcastError> {
         let json = serde_json::to_string(message)?;
-        if let Ok(mut deferred) = self.deferred.lock()
-            && let Some(pending) = deferred.as_mut()
-        {
+        if let Some(pending) = lock(&self.deferred).as_mut() {
             pending.push(Deferred {
                 stream: stream.to_owned(),
                 json,
@@ -386,8 +389,8 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             return Ok(());
         }
         match except {
-            None => self.handle().broadcast_json(stream, &json).await,
-            Some(id) => self.handle().broadcast_json_except(stream, &json, id).await,
+            None => self.handle.broadcast_json(stream, &json).await,
+            Some(id) => self.handle.broadcast_json_except(stream, &json, id).await,
         }
     }
 

@@ -56,7 +56,7 @@
 
 mod callbacks;
 mod context;
-pub(crate) mod registry;
+pub(crate) mod erased;
 
 pub use callbacks::{Callbacks, CommandInfo, CommandKind, Next};
 pub use context::ChannelContext;

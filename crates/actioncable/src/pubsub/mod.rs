@@ -18,7 +18,6 @@ mod memory;
 pub use memory::MemoryPubSub;
 
 use crate::error::PubSubError;
-use crate::hub::Hub;
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -77,19 +76,28 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
     }
 }
 
+/// What an [`Inbound`] delivers to: the server's local fan-out implements it. The adapter
+/// contract names only this, so adapters (and this module) need nothing from the rest of the
+/// server.
+pub(crate) trait Deliver: Send + Sync {
+    /// Fans `payload` out to the local subscribers of `stream`; how many it reached.
+    fn deliver(&self, stream: &str, payload: &str) -> usize;
+}
+
 /// Where an adapter delivers the messages of subscribed streams.
 ///
 /// It holds the fan-out weakly: the fan-out owns the adapter, and the adapter must not keep
 /// it alive once the cable is gone.
 #[derive(Clone)]
 pub struct Inbound {
-    hub: Weak<Hub>,
+    target: Weak<dyn Deliver>,
 }
 
 impl Inbound {
-    pub(crate) fn new(hub: &Arc<Hub>) -> Inbound {
+    pub(crate) fn new<D: Deliver + 'static>(target: &Arc<D>) -> Inbound {
+        let target: Weak<D> = Arc::downgrade(target);
         Inbound {
-            hub: Arc::downgrade(hub),
+            target: target as Weak<dyn Deliver>,
         }
     }
 
@@ -97,8 +105,8 @@ impl Inbound {
     /// subscriptions it reached. A payload that is not JSON is dropped with an error log, as
     /// Rails does.
     pub fn deliver(&self, stream: &str, payload: &str) -> usize {
-        match self.hub.upgrade() {
-            Some(hub) => hub.deliver(stream, payload),
+        match self.target.upgrade() {
+            Some(target) => target.deliver(stream, payload),
             None => 0,
         }
     }

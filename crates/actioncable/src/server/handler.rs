@@ -32,8 +32,9 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
             return not_found();
         }
     };
-    let core = &shared.core;
-    if !core.config.origins.allows_request(&parts.headers) {
+    let config = &shared.config;
+    let registry = shared.handle.registry();
+    if !config.origins.allows_request(&parts.headers) {
         let origin = parts
             .headers
             .get(header::ORIGIN)
@@ -42,12 +43,12 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
         tracing::warn!(origin, "Request origin not allowed");
         return not_found();
     }
-    if core.shutdown.is_cancelled() {
+    if registry.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "Server is restarting").into_response();
     }
-    let Some(admission) = core.admit() else {
+    let Some(admission) = registry.admit() else {
         tracing::warn!(
-            limit = core.config.max_connections,
+            limit = registry.max_connections(),
             "refusing a connection: too many open"
         );
         return (
@@ -65,8 +66,7 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
     let outcome = shared.connection.connect(&request).await;
     drop(request);
 
-    let config = &core.config;
-    let tracker = core.tracker.clone();
+    let tracker = registry.tracker().clone();
     let shared = shared.clone();
     upgrade
         .protocols(PROTOCOLS)

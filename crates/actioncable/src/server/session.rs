@@ -6,15 +6,16 @@
 //! stream deliveries, pings — goes through the session's bounded [`Outbox`], so frames leave
 //! in the order they were queued and nothing any other task does ever waits on this socket.
 //!
-//! What the commands do is in [`super::commands`]; this module only moves frames between the
+//! What the commands do is in `dispatch.rs`; this module only moves frames between the
 //! socket and it, and decides when the connection ends.
 
-use super::commands::{Commands, Queues, clip};
-use super::{Admission, Control, Shared};
+use super::Shared;
+use super::dispatch::{Dispatcher, clip};
 use crate::connection::{Identity, Reject};
-use crate::hub::{Frames, Outbox};
+use crate::outbox::{Control, Frames, Outbox};
 use crate::protocol::{Command, DisconnectReason, ServerMessage};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use crate::registry::Admission;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use futures_util::{FutureExt as _, SinkExt as _};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -24,12 +25,6 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument as _;
 
-/// Close code for a message over the size limit.
-const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code for a frame that breaks the WebSocket protocol.
-const CLOSE_PROTOCOL_ERROR: u16 = 1002;
-/// Close code for a text frame that is not UTF-8.
-const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// Frames written per flush when a backlog is waiting.
 const WRITE_BATCH: usize = 64;
 /// Commands read ahead while one runs; beyond this the socket is left unread, which pushes
@@ -39,7 +34,7 @@ const READ_AHEAD: usize = 32;
 struct Session<S> {
     socket: WebSocket,
     rx: Frames,
-    commands: Commands<S>,
+    dispatcher: Dispatcher<S>,
     /// Text frames read while a command ran, waiting their turn.
     backlog: VecDeque<Utf8Bytes>,
     liveness: Liveness,
@@ -170,26 +165,26 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     remote: Option<SocketAddr>,
     _admission: Admission,
 ) {
-    let id = shared.core.next_id();
+    let id = shared.handle.registry().next_id();
     let identity = match outcome {
         Ok(identity) => Arc::new(identity),
         Err(Reject) => {
-            let span = tracing::info_span!("cable", conn = id, ?remote);
+            let span = tracing::info_span!("cable", conn = %id, ?remote);
             reject_unauthorized(socket, &shared).instrument(span).await;
             return;
         }
     };
-    let liveness = Liveness::new(shared.core.config.client_timeout);
-    let budget = Budget::new(shared.core.config.max_commands_per_second);
-    let span = tracing::info_span!("cable", conn = id, identity = %identity);
+    let liveness = Liveness::new(shared.config.client_timeout);
+    let budget = Budget::new(shared.config.max_commands_per_second);
+    let span = tracing::info_span!("cable", conn = %id, identity = %identity);
     async move {
-        let (commands, Queues { frames }) = Commands::open(shared, identity, id).await;
+        let (dispatcher, frames) = Dispatcher::open(shared, identity, id).await;
         let session = Session {
             liveness,
             budget,
             socket,
             rx: frames,
-            commands,
+            dispatcher,
             backlog: VecDeque::new(),
         };
         session.run().await;
@@ -202,7 +197,7 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
 async fn reject_unauthorized<S>(mut socket: WebSocket, shared: &Shared<S>) {
     tracing::info!("An unauthorized connection attempt was rejected");
     let frame = ServerMessage::disconnect(&DisconnectReason::Unauthorized, false).encode();
-    close_politely(&mut socket, Some(frame), shared.core.config.close_timeout).await;
+    close_politely(&mut socket, Some(frame), shared.config.close_timeout).await;
 }
 
 /// Sends an optional last frame and a close 1000, then waits (bounded) for the client's close.
@@ -217,7 +212,7 @@ async fn close_politely(
         }
         socket
             .send(Message::Close(Some(CloseFrame {
-                code: 1000,
+                code: close_code::NORMAL,
                 reason: Utf8Bytes::default(),
             })))
             .await?;
@@ -247,7 +242,7 @@ impl<S: Send + Sync + 'static> Session<S> {
     }
 
     async fn serve(&mut self) -> End {
-        let outbox = self.commands.outbox().clone();
+        let outbox = self.dispatcher.outbox().clone();
         loop {
             let throttled = self.budget.wait();
             if throttled.is_none()
@@ -290,7 +285,6 @@ impl<S: Send + Sync + 'static> Session<S> {
                     }
                 }
                 frame = self.rx.recv() => {
-                    let Some(frame) = frame else { return End::Gone };
                     if let Some(end) = self.write_watching(frame, &outbox).await {
                         return end;
                     }
@@ -343,7 +337,7 @@ impl<S: Send + Sync + 'static> Session<S> {
     }
 
     async fn send_ping(&mut self) -> Option<End> {
-        let timeout = self.commands.shared.core.config.close_timeout;
+        let timeout = self.dispatcher.shared.config.close_timeout;
         let ping = self.socket.send(Message::Ping(bytes::Bytes::new()));
         match tokio::time::timeout(timeout, ping).await {
             Ok(Ok(())) => None,
@@ -366,12 +360,12 @@ impl<S: Send + Sync + 'static> Session<S> {
         let Session {
             socket,
             rx,
-            commands,
+            dispatcher,
             backlog,
             liveness,
             ..
         } = self;
-        let outbox = commands.outbox().clone();
+        let outbox = dispatcher.outbox().clone();
         let (run, subscribing) = match work {
             Work::Frame(text) => {
                 let command = match Command::decode(text) {
@@ -386,12 +380,12 @@ impl<S: Send + Sync + 'static> Session<S> {
                     _ => None,
                 };
                 (
-                    futures_util::future::Either::Left(commands.run(command).map(|_| ())),
+                    futures_util::future::Either::Left(dispatcher.run(command).map(|_| ())),
                     subscribing,
                 )
             }
             Work::Control(event) => (
-                futures_util::future::Either::Right(commands.control(event)),
+                futures_util::future::Either::Right(dispatcher.control(event)),
                 None,
             ),
         };
@@ -419,7 +413,6 @@ impl<S: Send + Sync + 'static> Session<S> {
                     Some(Err(e)) => break read_error(e),
                 },
                 frame = rx.recv() => {
-                    let Some(frame) = frame else { break End::Gone };
                     tokio::select! {
                         biased;
                         (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
@@ -445,8 +438,8 @@ async fn write_batch(
     socket.feed(Message::Text(first)).await?;
     for _ in 1..WRITE_BATCH {
         match rx.try_recv() {
-            Ok(frame) => socket.feed(Message::Text(frame)).await?,
-            Err(_) => break,
+            Some(frame) => socket.feed(Message::Text(frame)).await?,
+            None => break,
         }
     }
     socket.flush().await
@@ -456,22 +449,22 @@ impl<S: Send + Sync + 'static> Session<S> {
     async fn finish(self, end: End) {
         let Session {
             mut socket,
-            commands,
+            dispatcher,
             ..
         } = self;
-        let timeout = commands.shared.core.config.close_timeout;
+        let timeout = dispatcher.shared.config.close_timeout;
         match end {
             End::Gone => {}
             End::ClientClosed => {
                 let _ = tokio::time::timeout(timeout, socket.flush()).await;
             }
             End::Disconnect(reason, reconnect) => {
-                tracing::info!(%reason, reconnect, dropped_frames = commands.outbox().dropped(), "disconnecting");
+                tracing::info!(%reason, reconnect, dropped_frames = dispatcher.outbox().dropped(), "disconnecting");
                 let frame = ServerMessage::disconnect(&reason, reconnect).encode();
                 close_politely(&mut socket, Some(frame), timeout).await;
             }
             End::TimedOut => {
-                tracing::info!(timeout = ?commands.shared.core.config.client_timeout,
+                tracing::info!(timeout = ?dispatcher.shared.config.client_timeout,
                     "closing a connection that stopped answering");
             }
             End::Close(code, why) => {
@@ -485,7 +478,7 @@ impl<S: Send + Sync + 'static> Session<S> {
             }
         }
         drop(socket);
-        commands.close().await;
+        dispatcher.close().await;
         tracing::debug!("closed");
     }
 }
@@ -497,10 +490,10 @@ fn read_error(e: axum::Error) -> End {
         .source()
         .and_then(|s| s.downcast_ref::<tungstenite::Error>())
     {
-        Some(tungstenite::Error::Capacity(_)) => End::Close(CLOSE_TOO_BIG, "message too big"),
+        Some(tungstenite::Error::Capacity(_)) => End::Close(close_code::SIZE, "message too big"),
         // RFC 6455 (7.1.7, 8.1): fail the connection with a close frame saying why, as Rails'
         // websocket-driver does, rather than just dropping it.
-        Some(tungstenite::Error::Utf8(_)) => End::Close(CLOSE_INVALID_PAYLOAD, "invalid UTF-8"),
+        Some(tungstenite::Error::Utf8(_)) => End::Close(close_code::INVALID, "invalid UTF-8"),
         Some(tungstenite::Error::Protocol(p))
             if !matches!(
                 p,
@@ -508,7 +501,7 @@ fn read_error(e: axum::Error) -> End {
             ) =>
         {
             tracing::info!(error = %p, "WebSocket protocol error");
-            End::Close(CLOSE_PROTOCOL_ERROR, "protocol error")
+            End::Close(close_code::PROTOCOL, "protocol error")
         }
         _ => {
             tracing::info!(error = %e, "WebSocket error");

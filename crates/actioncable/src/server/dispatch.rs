@@ -1,7 +1,7 @@
 //! What a connection does, without its socket: open, run commands and control events, close.
 //!
-//! The WebSocket session ([`super::session`]) feeds this from its socket; the `testing`
-//! harness feeds it directly. Both therefore run the very same subscribe, perform, callback,
+//! The WebSocket session (`session.rs`) feeds the [`Dispatcher`] from its socket; the
+//! `testing` harness and the fuzz targets feed it directly. Both therefore run the very same subscribe, perform, callback,
 //! timer and cleanup code, so a channel tested with the harness behaves the same on the wire.
 //!
 //! What each kind of bad input does is decided here, once: a message for an unknown
@@ -9,30 +9,31 @@
 //! that cannot succeed gets `reject_subscription` (Rails stays silent, which makes the stock
 //! consumer retry every 500 ms forever).
 
-use super::{CableHandle, Control, Shared};
-use crate::channel::registry::{ErasedChannel, PerformError};
+use super::Shared;
+use crate::channel::erased::{ErasedChannel, PerformError};
 use crate::channel::{ChannelContext, CommandInfo, CommandKind, Next};
-use crate::connection::{ConnectionId, ConnectionRef, Identity, SessionInfo};
+use crate::connection::{ConnectionId, ConnectionRef, Identity};
 use crate::error::ChannelError;
-use crate::hub::{INTERNAL, Outbox};
+use crate::hub::INTERNAL;
+use crate::outbox::{Control, Frames, Outbox};
 use crate::protocol::{self, Command, Identifier, ServerMessage};
 use axum::extract::ws::Utf8Bytes;
 use futures_util::FutureExt as _;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 pub(crate) struct Subscription<S> {
     channel: Box<dyn ErasedChannel<S>>,
     pub(crate) ctx: ChannelContext<S>,
 }
 
-/// Everything a connection's commands touch: all but the socket and the receiving ends of its
-/// queues, so that queued frames can be written while a command runs.
-pub(crate) struct Commands<S> {
+/// One connection's subscriptions and the code that runs its commands: everything its
+/// commands touch but the socket and the receiving end of its frame queue, so that queued
+/// frames can be written while a command runs.
+pub(crate) struct Dispatcher<S> {
     pub(crate) shared: Arc<Shared<S>>,
     pub(crate) connection: ConnectionRef,
     /// Boxed: the map's buckets stay small for connections with few subscriptions.
@@ -42,50 +43,27 @@ pub(crate) struct Commands<S> {
     internal: Option<String>,
 }
 
-/// The receiving ends of a connection's queues.
-pub(crate) struct Queues {
-    /// Frames for the client.
-    pub(crate) frames: crate::hub::Frames,
-}
-
-impl<S: Send + Sync + 'static> Commands<S> {
-    /// A new connection of `identity`: registered with the server and, when identified,
-    /// listening to its internal stream.
-    /// `id` comes from `Core::next_id`.
+impl<S: Send + Sync + 'static> Dispatcher<S> {
+    /// Opens connection `id` of `identity`: registered with the node and, when identified,
+    /// listening to its internal stream. Returns the dispatcher and the frames to write to
+    /// the client.
     pub(crate) async fn open(
         shared: Arc<Shared<S>>,
         identity: Arc<Identity>,
-        id: u64,
-    ) -> (Self, Queues) {
-        let core = &shared.core;
-        let (outbox, frames) = Outbox::new(id, core.config.outbound_capacity);
-        let info = SessionInfo {
-            id: ConnectionId(id),
-            identity,
-            started_at: SystemTime::now(),
-            subscriptions: Mutex::new(Vec::new()),
-        };
-        let connection = ConnectionRef {
-            info: Arc::new(info),
-            outbox,
-        };
-        core.register(&connection);
-        // A shutdown that began while this connection was authenticating did not see it in
-        // the session list: close it here. (Registering first means one of the two always
-        // sees the other.)
-        if core.shutdown.is_cancelled() {
-            connection
-                .outbox
-                .close(protocol::DisconnectReason::ServerRestart, true);
-        }
+        id: ConnectionId,
+    ) -> (Self, Frames) {
+        let (outbox, frames) = Outbox::new(shared.config.outbound_capacity);
+        let connection = ConnectionRef::new(id, identity, outbox);
+        let handle = &shared.handle;
+        handle.registry().register(&connection);
         // Rails' internal channel: a remote disconnect for this identity reaches it from any node.
         let internal = if connection.identity().is_anonymous() {
             None
         } else {
             let stream = protocol::internal_stream(&connection.identity().connection_identifier());
-            match core
-                .hub
-                .add(&stream, &Arc::from(INTERNAL), &connection.outbox, None)
+            match handle
+                .hub()
+                .add(&stream, &Arc::from(INTERNAL), &connection, None)
                 .await
             {
                 Ok(()) => Some(stream),
@@ -95,25 +73,25 @@ impl<S: Send + Sync + 'static> Commands<S> {
                 }
             }
         };
-        let commands = Commands {
+        let dispatcher = Dispatcher {
             shared,
             connection,
             subscriptions: HashMap::new(),
             next_subscription: 1,
             internal,
         };
-        (commands, Queues { frames })
+        (dispatcher, frames)
     }
 
     /// Ends every subscription, runs the connection's `disconnect` callback and unregisters.
     pub(crate) async fn close(mut self) {
-        self.connection.outbox.end();
+        self.outbox().end();
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
         for (_, sub) in subscriptions {
             self.end_subscription(sub).await;
         }
         let connection = self.shared.connection.clone();
-        let identity = self.connection.info.identity.clone();
+        let identity = self.connection.shared_identity().clone();
         if guard(async {
             connection.disconnect(&identity).await;
             Ok::<_, ChannelError>(())
@@ -123,25 +101,23 @@ impl<S: Send + Sync + 'static> Commands<S> {
         {
             tracing::error!("the connection's disconnect callback panicked");
         }
-        let core = &self.shared.core;
+        let handle = &self.shared.handle;
         if let Some(stream) = self.internal.take() {
-            core.hub.remove(&stream, INTERNAL, self.id()).await;
+            handle.hub().remove(&stream, INTERNAL, self.id()).await;
         }
-        core.unregister(self.id());
+        handle.registry().unregister(self.id());
     }
 
-    pub(crate) fn id(&self) -> u64 {
-        self.connection.id().0
+    pub(crate) fn id(&self) -> ConnectionId {
+        self.connection.id()
     }
 
     pub(crate) fn outbox(&self) -> &Outbox {
-        &self.connection.outbox
+        self.connection.outbox()
     }
 
     fn send(&self, message: ServerMessage<'_>) {
-        self.connection
-            .outbox
-            .push(Utf8Bytes::from(message.encode()));
+        self.outbox().push(Utf8Bytes::from(message.encode()));
     }
 
     /// Runs one client command, inside the `around_command` callbacks if there are any.
@@ -163,7 +139,7 @@ impl<S: Send + Sync + 'static> Commands<S> {
             Command::Message { identifier, data } => (identifier.clone(), peek_action(data)),
         };
         let channel = Identifier::parse(&identifier).ok();
-        let identity = self.connection.info.identity.clone();
+        let identity = self.connection.shared_identity().clone();
         let info = CommandInfo {
             kind,
             identifier: &identifier,
@@ -269,7 +245,7 @@ impl<S: Send + Sync + 'static> Commands<S> {
                 return Err(ChannelError::reject_because(e));
             }
         };
-        let limit = self.shared.core.config.max_subscriptions;
+        let limit = self.shared.config.max_subscriptions;
         if self.subscriptions.len() >= limit {
             tracing::warn!(identifier = %clip(&identifier), limit, "rejecting a subscription: too many on this connection");
             self.send(ServerMessage::Reject {
@@ -277,7 +253,8 @@ impl<S: Send + Sync + 'static> Commands<S> {
             });
             return Err(ChannelError::reject_because("too many subscriptions"));
         }
-        let Some(registered) = self.shared.channels.get(parsed.channel_class()).cloned() else {
+        let Some((&class, factory)) = self.shared.channels.get_key_value(parsed.channel_class())
+        else {
             tracing::warn!(channel = %clip(parsed.channel_class()), "Subscription class not found; rejecting");
             self.send(ServerMessage::Reject {
                 identifier: &identifier,
@@ -287,18 +264,20 @@ impl<S: Send + Sync + 'static> Commands<S> {
         let subscription = self.next_subscription;
         self.next_subscription += 1;
         let mut ctx = ChannelContext::new(
-            self.shared.clone(),
+            self.shared.handle.clone(),
+            self.shared.state.clone(),
             parsed,
-            registered.name,
+            class,
             self.connection.clone(),
             subscription,
         );
+        let factory = factory.clone();
         let shared = self.shared.clone();
         let subscribed = guard(async {
             for callbacks in &shared.callbacks {
                 callbacks.before_subscribe(&mut ctx).await?;
             }
-            let channel = registered.factory.subscribe(&mut ctx).await?;
+            let channel = factory.subscribe(&mut ctx).await?;
             for callbacks in &shared.callbacks {
                 callbacks.after_subscribe(&mut ctx).await?;
             }
@@ -310,24 +289,24 @@ impl<S: Send + Sync + 'static> Commands<S> {
         let deferred = ctx.take_deferred_broadcasts();
         let outcome = match subscribed {
             Ok(channel) => {
-                tracing::debug!(channel = registered.name, identifier = %clip(&identifier), "subscribed");
+                tracing::debug!(channel = class, identifier = %clip(&identifier), "subscribed");
                 self.send(ServerMessage::Confirm {
                     identifier: &identifier,
                 });
                 let key: Arc<str> = ctx.shared_identifier();
-                self.connection.info.add_subscription(&key);
+                self.connection.add_subscription(&key);
                 self.subscriptions
                     .insert(key, Box::new(Subscription { channel, ctx }));
                 Ok(())
             }
             Err(e) => {
                 if let Some(reason) = e.rejection_reason() {
-                    tracing::warn!(channel = registered.name, identifier = %clip(&identifier), %reason,
+                    tracing::warn!(channel = class, identifier = %clip(&identifier), %reason,
                         "subscription rejected");
                 } else if e.is_rejection() {
-                    tracing::debug!(channel = registered.name, identifier = %clip(&identifier), "subscription rejected");
+                    tracing::debug!(channel = class, identifier = %clip(&identifier), "subscription rejected");
                 } else {
-                    tracing::error!(channel = registered.name, identifier = %clip(&identifier), error = %e,
+                    tracing::error!(channel = class, identifier = %clip(&identifier), error = %e,
                         "subscribe failed; rejecting");
                 }
                 ctx.stop_everything().await;
@@ -337,13 +316,13 @@ impl<S: Send + Sync + 'static> Commands<S> {
                 Err(e)
             }
         };
-        let cable = CableHandle::new(self.shared.core.clone());
+        let handle = &self.shared.handle;
         for d in deferred {
             // Failures are logged by the broadcast itself; the caller was told at `broadcast`
             // time that the message would go out after the confirmation.
             let _ = match d.except {
-                None => cable.broadcast_json(&d.stream, &d.json).await,
-                Some(id) => cable.broadcast_json_except(&d.stream, &d.json, id).await,
+                None => handle.broadcast_json(&d.stream, &d.json).await,
+                Some(id) => handle.broadcast_json_except(&d.stream, &d.json, id).await,
             };
         }
         outcome
@@ -377,9 +356,7 @@ impl<S: Send + Sync + 'static> Commands<S> {
     /// Runs the unsubscribe callbacks and stops the subscription's streams and timers.
     async fn end_subscription(&mut self, mut sub: Box<Subscription<S>>) {
         let shared = self.shared.clone();
-        self.connection
-            .info
-            .remove_subscription(sub.ctx.identifier());
+        self.connection.remove_subscription(sub.ctx.identifier());
         let name = sub.ctx.channel_class();
         for callbacks in &shared.callbacks {
             if let Err(e) = guard(callbacks.before_unsubscribe(&mut sub.ctx)).await {

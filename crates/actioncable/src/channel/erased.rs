@@ -1,4 +1,4 @@
-//! Type erasure for registered channels: the session holds `Box<dyn ErasedChannel<S>>` and
+//! Type erasure for registered channels: the dispatcher holds `Box<dyn ErasedChannel<S>>` and
 //! never sees the user's types. Only channels registered on the builder can be instantiated;
 //! a client cannot name anything else.
 

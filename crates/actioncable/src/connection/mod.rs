@@ -1,0 +1,83 @@
+//! Authenticating the WebSocket request: the [`Connection`] trait (Rails'
+//! `ApplicationCable::Connection`).
+//!
+//! `connect` runs once per WebSocket upgrade, sees the request ([`ConnectRequest`]: headers,
+//! cookies, query params, remote address) and answers with the connection's [`Identity`] (Rails'
+//! `identified_by`) or [`Reject`]. A rejected client still gets its WebSocket, then
+//! `{"type":"disconnect","reason":"unauthorized","reconnect":false}` and a close with code 1000,
+//! exactly as Rails does it, so the stock consumer stops retrying.
+//!
+//! ```
+//! use actioncable::{async_trait, ConnectRequest, Connection, Identity, Reject};
+//!
+//! struct UserFromQuery;
+//!
+//! #[async_trait]
+//! impl Connection for UserFromQuery {
+//!     async fn connect(&self, req: &ConnectRequest) -> Result<Identity, Reject> {
+//!         let user = req.query("user").ok_or(Reject)?;
+//!         Ok(Identity::new("current_user", user))
+//!     }
+//! }
+//! ```
+
+mod identity;
+mod live;
+mod request;
+
+pub use identity::Identity;
+pub use live::{ConnectionId, ConnectionInfo, ConnectionRef};
+pub use request::ConnectRequest;
+
+use crate::error::AuthError;
+use async_trait::async_trait;
+use std::fmt;
+
+/// Authenticates WebSocket requests. One value serves every connection.
+#[async_trait]
+pub trait Connection: Send + Sync + 'static {
+    /// Decides who is connecting, or rejects the connection.
+    async fn connect(&self, request: &ConnectRequest) -> Result<Identity, Reject>;
+
+    /// Runs once the connection has closed, after every subscription's `unsubscribed`.
+    async fn disconnect(&self, identity: &Identity) {
+        let _ = identity;
+    }
+
+    /// Runs for every open connection at every beat, right after its `ping` is queued (Rails'
+    /// `Connection#beat`). Keep it quick — it runs for every connection in turn; spawn a task
+    /// for anything that waits. Use it to refresh presence, say, or to
+    /// [`transmit`](ConnectionRef::transmit) connection-level frames.
+    fn beat(&self, connection: &ConnectionRef) {
+        let _ = connection;
+    }
+}
+
+/// Rejects the connection as unauthorized (Rails' `reject_unauthorized_connection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reject;
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection rejected as unauthorized")
+    }
+}
+
+impl std::error::Error for Reject {}
+
+impl From<AuthError> for Reject {
+    fn from(_: AuthError) -> Self {
+        Reject
+    }
+}
+
+/// Accepts every connection with an anonymous identity (what the benchmark server uses).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AcceptAll;
+
+#[async_trait]
+impl Connection for AcceptAll {
+    async fn connect(&self, _: &ConnectRequest) -> Result<Identity, Reject> {
+        Ok(Identity::anonymous())
+    }
+}

@@ -1,0 +1,204 @@
+//! [`CableHandle`]: the cable as the rest of the app reaches it. Broadcast from an HTTP
+//! handler or a background task, look at and disconnect connections, shut down.
+//!
+//! It sits below [`channel`](crate::channel) because channel code holds one too
+//! ([`ChannelContext::handle`](crate::ChannelContext::handle)), and it is nothing more than
+//! the node's fan-out ([`hub`](crate::hub)) plus its live connections
+//! ([`registry`](crate::registry)): cloning it is cheap, and it works the same from anywhere.
+//!
+//! A broadcast is serialized once and handed to the pub/sub adapter, which brings it back to
+//! every node's fan-out (this one included); nothing here waits on a socket.
+
+use crate::connection::{ConnectionId, ConnectionInfo, ConnectionRef, Identity};
+use crate::error::BroadcastError;
+use crate::hub::Hub;
+use crate::protocol;
+use crate::registry::Registry;
+use crate::stream::{self, ToStreamParam};
+use serde::Serialize;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A cloneable handle to the server: broadcast from an axum handler or a background task
+/// (Rails' `ActionCable.server.broadcast`), count connections, shut down.
+#[derive(Clone)]
+pub struct CableHandle {
+    hub: Arc<Hub>,
+    registry: Arc<Registry>,
+}
+
+impl CableHandle {
+    pub(crate) fn new(hub: Arc<Hub>, registry: Arc<Registry>) -> CableHandle {
+        CableHandle { hub, registry }
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Broadcasts `message`, serialized to JSON, to every subscriber of `stream` on every node.
+    ///
+    /// # Errors
+    /// When the message does not serialize or the pub/sub adapter does not accept it; then
+    /// nobody received it.
+    pub async fn broadcast<T: Serialize + ?Sized>(
+        &self,
+        stream: &str,
+        message: &T,
+    ) -> Result<(), BroadcastError> {
+        let json = serde_json::to_string(message)?;
+        self.broadcast_json(stream, &json).await
+    }
+
+    /// Broadcasts an already-encoded JSON document.
+    ///
+    /// # Errors
+    /// When `json` is not JSON or the adapter does not accept it.
+    pub async fn broadcast_json(&self, stream: &str, json: &str) -> Result<(), BroadcastError> {
+        protocol::raw_json(json)?;
+        match self.hub.pubsub().publish(stream, json).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!(stream, error = %e, "broadcast failed");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Broadcasts to the stream `stream_for(model)` gives in channel class `channel_class`
+    /// (Rails' `NotificationChannel.broadcast_to(user, message)`).
+    ///
+    /// # Errors
+    /// As [`broadcast`](Self::broadcast).
+    pub async fn broadcast_to<M: ToStreamParam + ?Sized, T: Serialize + ?Sized>(
+        &self,
+        channel_class: &str,
+        model: &M,
+        message: &T,
+    ) -> Result<(), BroadcastError> {
+        self.broadcast(&stream::stream_for(channel_class, model), message)
+            .await
+    }
+
+    /// Number of open connections on this node.
+    pub fn connection_count(&self) -> usize {
+        self.registry.count()
+    }
+
+    /// A snapshot of every open connection on this node: id, identity, start time,
+    /// subscriptions, queued frames.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut all: Vec<ConnectionInfo> = self
+            .registry
+            .all()
+            .iter()
+            .map(ConnectionRef::info)
+            .collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// One open connection on this node, to transmit to it, end one of its subscriptions or
+    /// disconnect it.
+    pub fn connection(&self, id: ConnectionId) -> Option<ConnectionRef> {
+        self.registry.get(id)
+    }
+
+    /// Broadcasts to every subscriber of `stream` except connection `except` (usually the
+    /// sender, so it does not get its own message back). The message on the pub/sub adapter
+    /// is the same as for [`broadcast`](Self::broadcast) — Rails nodes sharing the Redis see
+    /// an ordinary broadcast — and the node holding `except` skips it when it comes back.
+    ///
+    /// # Errors
+    /// As [`broadcast`](Self::broadcast).
+    pub async fn broadcast_except<T: Serialize + ?Sized>(
+        &self,
+        stream: &str,
+        message: &T,
+        except: ConnectionId,
+    ) -> Result<(), BroadcastError> {
+        let json = serde_json::to_string(message)?;
+        self.broadcast_json_except(stream, &json, except).await
+    }
+
+    pub(crate) async fn broadcast_json_except(
+        &self,
+        stream: &str,
+        json: &str,
+        except: ConnectionId,
+    ) -> Result<(), BroadcastError> {
+        protocol::raw_json(json)?;
+        let excluded = self.hub.exclude(stream, json, except);
+        let result = self.broadcast_json(stream, json).await;
+        if excluded && result.is_err() {
+            self.hub.cancel_exclusion(stream, json, except);
+        }
+        result
+    }
+
+    /// Number of streams with subscribers on this node, each identified connection's internal
+    /// `action_cable/<identifier>` stream included.
+    pub fn stream_count(&self) -> usize {
+        self.hub.stream_count()
+    }
+
+    /// Closes every connection of `identity` on every node, like Rails'
+    /// `ActionCable.server.remote_connections.where(current_user: user).disconnect(reconnect:)`:
+    /// publishes `{"type":"disconnect","reconnect":…}` on the identity's internal stream
+    /// `action_cable/<connection identifier>` (identifier values sorted, joined with `:`). Each
+    /// such connection is sent `disconnect` with reason `remote` and closed. A Rails process on
+    /// the same Redis can disconnect our clients the same way, and we its.
+    ///
+    /// # Errors
+    /// When the pub/sub adapter does not take the message.
+    pub async fn remote_disconnect(
+        &self,
+        identity: &Identity,
+        reconnect: bool,
+    ) -> Result<(), BroadcastError> {
+        let stream = protocol::internal_stream(&identity.connection_identifier());
+        let message = protocol::remote_disconnect_message(reconnect);
+        self.broadcast_json(&stream, &message).await
+    }
+
+    /// Closes every connection on this node whose identity has identifier `name` equal to
+    /// `value`, sending `disconnect` with reason `remote`. Returns how many were closed.
+    pub fn disconnect_local(&self, name: &str, value: &str, reconnect: bool) -> usize {
+        let mut n = 0;
+        for connection in self.registry.all() {
+            if connection.identity().get(name) == Some(value) {
+                connection.disconnect(reconnect);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Stops accepting connections, sends every client `disconnect` with reason
+    /// `server_restart` and `reconnect: true`, runs the `unsubscribed` and `disconnect`
+    /// callbacks, and waits up to `deadline` for all of it. Returns whether everything
+    /// finished in time.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        self.registry.begin_shutdown();
+        let done = tokio::time::timeout(deadline, self.registry.tracker().wait())
+            .await
+            .is_ok();
+        if let Err(e) = self.hub.pubsub().shutdown().await {
+            tracing::warn!(error = %e, "pub/sub shutdown failed");
+        }
+        done
+    }
+}
+
+impl fmt::Debug for CableHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CableHandle")
+            .field("connections", &self.connection_count())
+            .finish()
+    }
+}

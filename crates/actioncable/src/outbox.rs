@@ -1,0 +1,229 @@
+//! A connection's mailbox: everything that must reach its session task from elsewhere.
+//!
+//! Three things reach a session from other tasks, and all three ride in one [`Outbox`]:
+//! - **frames** for the client (confirmations, transmits, stream deliveries, pings), in a bounded
+//!   queue that the session drains in order and writes in batches;
+//! - **control events** ([`Control`]: timer ticks, server-side unsubscribes), work that needs the
+//!   subscription's channel value and therefore runs on the session task, in order with the
+//!   client's commands;
+//! - a **close request** with its reason (too slow, shutdown, remote disconnect); the first
+//!   reason wins.
+//!
+//! Nothing that pushes into an outbox ever waits: [`Outbox::push`] is synchronous, and a full
+//! frame queue means the client reads too slowly, so the connection is asked to close (reason
+//! `too_slow`) instead of growing memory or stalling the broadcaster.
+//!
+//! The queues are plain `Mutex<VecDeque>`s with a `Notify`, not tokio channels: a channel
+//! allocates its first block of slots up front (about 1.5 KB), which every idle connection
+//! would pay. This module sits below everything that talks to a connection (the fan-out, the
+//! connection handle, channels), so it knows nothing about any of them.
+
+use crate::protocol::DisconnectReason;
+use crate::sync::lock;
+use axum::extract::ws::Utf8Bytes;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Work for a session that does not come from its client: it runs in order with the client's
+/// commands, on the session's task, because it needs the subscription's channel value.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Timer `timer` of subscription `subscription` (`identifier`) is due.
+    Tick {
+        identifier: Arc<str>,
+        subscription: u64,
+        timer: usize,
+    },
+    /// End a subscription from the server side (`None`: whichever has this identifier).
+    Unsubscribe {
+        identifier: Arc<str>,
+        subscription: Option<u64>,
+    },
+}
+
+/// The sending side of a connection's mailbox; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Outbox(Arc<Mailbox>);
+
+struct Mailbox {
+    frames: Mutex<VecDeque<Utf8Bytes>>,
+    frames_ready: Notify,
+    capacity: usize,
+    close: Mutex<Option<(DisconnectReason, bool)>>,
+    close_requested: Notify,
+    dropped: AtomicU64,
+    control: Mutex<VecDeque<Control>>,
+    control_ready: Notify,
+    /// The session has finished: frames and control events are refused.
+    ended: AtomicBool,
+}
+
+/// The session's end of the frame queue: the frames to write, oldest first.
+pub(crate) struct Frames(Arc<Mailbox>);
+
+/// A queue that grew past this during a burst gives its memory back once drained.
+const KEEP_CAPACITY: usize = 16;
+
+impl Outbox {
+    /// A mailbox whose frame queue holds at most `capacity` frames.
+    pub(crate) fn new(capacity: usize) -> (Outbox, Frames) {
+        let mailbox = Arc::new(Mailbox {
+            frames: Mutex::new(VecDeque::new()),
+            frames_ready: Notify::new(),
+            capacity: capacity.max(1),
+            close: Mutex::new(None),
+            close_requested: Notify::new(),
+            dropped: AtomicU64::new(0),
+            control: Mutex::new(VecDeque::new()),
+            control_ready: Notify::new(),
+            ended: AtomicBool::new(false),
+        });
+        (Outbox(mailbox.clone()), Frames(mailbox))
+    }
+
+    /// Queues a frame without waiting; `false` when it was not queued. A full queue means the
+    /// client reads too slowly: the session is asked to close (reason `too_slow`) rather than
+    /// letting memory grow or making the broadcaster wait.
+    pub(crate) fn push(&self, frame: Utf8Bytes) -> bool {
+        let mailbox = &self.0;
+        if mailbox.ended.load(Ordering::Acquire) {
+            return false;
+        }
+        {
+            let mut frames = lock(&mailbox.frames);
+            if frames.len() >= mailbox.capacity {
+                drop(frames);
+                mailbox.dropped.fetch_add(1, Ordering::Relaxed);
+                self.close(DisconnectReason::TooSlow, true);
+                return false;
+            }
+            frames.push_back(frame);
+        }
+        mailbox.frames_ready.notify_one();
+        true
+    }
+
+    /// Asks the session to send `disconnect` with `reason` and close. The first reason wins.
+    pub(crate) fn close(&self, reason: DisconnectReason, reconnect: bool) {
+        lock(&self.0.close).get_or_insert((reason, reconnect));
+        self.0.close_requested.notify_one();
+    }
+
+    /// Resolves once [`close`](Self::close) was called, with the reason.
+    pub(crate) async fn closed(&self) -> (DisconnectReason, bool) {
+        loop {
+            if let Some(request) = lock(&self.0.close).clone() {
+                return request;
+            }
+            self.0.close_requested.notified().await;
+        }
+    }
+
+    /// Queues a control event; `false` once the session has finished.
+    pub(crate) fn push_control(&self, event: Control) -> bool {
+        if self.0.ended.load(Ordering::Acquire) {
+            return false;
+        }
+        lock(&self.0.control).push_back(event);
+        self.0.control_ready.notify_one();
+        true
+    }
+
+    /// The next control event, waiting for one.
+    pub(crate) async fn next_control(&self) -> Control {
+        loop {
+            if let Some(event) = self.try_control() {
+                return event;
+            }
+            self.0.control_ready.notified().await;
+        }
+    }
+
+    /// The next control event, if one is queued.
+    pub(crate) fn try_control(&self) -> Option<Control> {
+        lock(&self.0.control).pop_front()
+    }
+
+    /// The session has finished: refuse and forget frames and control events from now on.
+    pub(crate) fn end(&self) {
+        self.0.ended.store(true, Ordering::Release);
+        lock(&self.0.control).clear();
+        *lock(&self.0.frames) = VecDeque::new();
+    }
+
+    /// Frames waiting in the queue.
+    pub(crate) fn queued(&self) -> usize {
+        lock(&self.0.frames).len()
+    }
+
+    /// Frames refused because the queue was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Frames {
+    /// The next frame, waiting for one.
+    pub(crate) async fn recv(&mut self) -> Utf8Bytes {
+        loop {
+            if let Some(frame) = self.try_recv() {
+                return frame;
+            }
+            self.0.frames_ready.notified().await;
+        }
+    }
+
+    /// The next frame, if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Option<Utf8Bytes> {
+        let mut frames = lock(&self.0.frames);
+        let frame = frames.pop_front()?;
+        if frames.is_empty() && frames.capacity() > KEEP_CAPACITY {
+            *frames = VecDeque::new();
+        }
+        Some(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_the_frame_and_asks_to_close() {
+        let (outbox, mut frames) = Outbox::new(1);
+        assert!(outbox.push(Utf8Bytes::from_static("1")));
+        assert!(!outbox.push(Utf8Bytes::from_static("2")));
+        assert_eq!(outbox.closed().await, (DisconnectReason::TooSlow, true));
+        assert_eq!(outbox.dropped(), 1);
+        assert_eq!(frames.recv().await.as_str(), "1");
+        assert!(frames.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_first_close_reason_wins() {
+        let (outbox, _frames) = Outbox::new(4);
+        outbox.close(DisconnectReason::ServerRestart, true);
+        outbox.close(DisconnectReason::Remote, false);
+        assert_eq!(
+            outbox.closed().await,
+            (DisconnectReason::ServerRestart, true)
+        );
+    }
+
+    #[test]
+    fn an_ended_mailbox_refuses_everything() {
+        let (outbox, mut frames) = Outbox::new(4);
+        assert!(outbox.push(Utf8Bytes::from_static("queued")));
+        outbox.end();
+        assert!(frames.try_recv().is_none(), "queued frames are forgotten");
+        assert!(!outbox.push(Utf8Bytes::from_static("late")));
+        let tick = Control::Unsubscribe {
+            identifier: Arc::from("i"),
+            subscription: None,
+        };
+        assert!(!outbox.push_control(tick));
+        assert!(outbox.try_control().is_none());
+    }
+}

@@ -1,0 +1,198 @@
+//! [`CableBuilder`]: the channels, the connection, the adapter and the settings of a cable,
+//! each setter documenting its default and what it costs.
+
+use super::AllowedOrigins;
+use super::cable::{Cable, Shared, spawn_beat};
+use super::config::Config;
+use crate::channel::erased::{ErasedFactory, Factory};
+use crate::channel::{Callbacks, Channel};
+use crate::connection::{AcceptAll, Connection};
+use crate::error::ConfigError;
+use crate::handle::CableHandle;
+use crate::hub::Hub;
+use crate::pubsub::{Inbound, MemoryPubSub, PubSub};
+use crate::registry::Registry;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Builds a [`Cable`]. Defaults follow Rails: ping every 3 s, same-origin check, in-memory
+/// pub/sub.
+#[must_use]
+pub struct CableBuilder<S = ()> {
+    state: S,
+    config: Config,
+    connection: Arc<dyn Connection>,
+    pubsub: Arc<dyn PubSub>,
+    channels: Vec<(&'static str, Arc<dyn ErasedFactory<S>>)>,
+    callbacks: Vec<Arc<dyn Callbacks<S>>>,
+}
+
+impl<S: Send + Sync + 'static> CableBuilder<S> {
+    pub(super) fn new(state: S) -> CableBuilder<S> {
+        CableBuilder {
+            state,
+            config: Config::default(),
+            connection: Arc::new(AcceptAll),
+            pubsub: Arc::new(MemoryPubSub::new()),
+            channels: Vec::new(),
+            callbacks: Vec::new(),
+        }
+    }
+
+    /// Adds callbacks that run for every channel: before/after subscribe and unsubscribe,
+    /// around every command (Rails' channel callbacks and 7.1's command callbacks). Several
+    /// may be added; they run in the order they were added, the first one outermost.
+    pub fn callbacks(mut self, callbacks: impl Callbacks<S>) -> Self {
+        self.callbacks.push(Arc::new(callbacks));
+        self
+    }
+
+    /// How connections authenticate (default: [`AcceptAll`]).
+    pub fn connection(mut self, connection: impl Connection) -> Self {
+        self.connection = Arc::new(connection);
+        self
+    }
+
+    /// Registers channel `C` under `C::CLASS`. Only registered channels can be subscribed to.
+    pub fn channel<C: Channel<S>>(mut self) -> Self {
+        self.channels
+            .push((C::CLASS, Arc::new(Factory::<C>::new())));
+        self
+    }
+
+    /// The pub/sub adapter (default: [`MemoryPubSub`]): an adapter value, or one already
+    /// shared as `Arc<dyn PubSub>` (what `actioncable_redis::adapter_from_env` returns).
+    pub fn pubsub(mut self, pubsub: impl PubSub) -> Self {
+        self.pubsub = Arc::new(pubsub);
+        self
+    }
+
+    /// Interval between `ping` messages (Rails' `BEAT_INTERVAL`: 3 s). The consumer considers a
+    /// connection stale after 6 s without a message.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.config.ping_interval = interval;
+        self
+    }
+
+    /// Largest accepted message (and frame), in bytes (default 1 MiB, what Rails accepts).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// Most subscriptions one connection may hold (default 256); further `subscribe`s are
+    /// rejected.
+    pub fn max_subscriptions(mut self, count: usize) -> Self {
+        self.config.max_subscriptions = count;
+        self
+    }
+
+    /// Frames that may wait for one slow client (default 1024). When a client falls this far
+    /// behind it is disconnected with reason `too_slow` and `reconnect: true`.
+    pub fn outbound_capacity(mut self, frames: usize) -> Self {
+        self.config.outbound_capacity = frames;
+        self
+    }
+
+    /// WebSocket read buffer per connection (default 1 KiB). It is allocated and zero-filled
+    /// for every connection, so it is a large part of what an idle connection costs (4 KiB
+    /// made an idle connection about 3 KiB dearer in `docs/benchmarks.md`), and tungstenite
+    /// zeroes it again before every read. Commands are small; a larger message is still read
+    /// whole, in reads of this size.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.read_buffer_size = bytes;
+        self
+    }
+
+    /// Bytes of frames gathered before a write to the socket (default 8 KiB). A session
+    /// writes what is queued for its client (up to 64 frames) and then flushes, so with a
+    /// buffer the batch leaves in one system call instead of one per frame: at 10,000
+    /// subscribers this cut the server's CPU per delivery by about a third
+    /// (`docs/benchmarks.md`). 0 writes every frame at once.
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.write_buffer_size = bytes;
+        self
+    }
+
+    /// Most connections this process holds at once, upgrades in progress included (default
+    /// 50,000). Beyond it new upgrade requests are refused with `503 Service Unavailable` and
+    /// `Retry-After`, before any handshake; the stock consumer retries with its backoff.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.max_connections = connections;
+        self
+    }
+
+    /// How long a connection may stay silent before it is considered dead (default 20 s).
+    /// After half of it without a frame from the client the server sends a WebSocket ping
+    /// (browsers and WebSocket libraries answer it by themselves); a peer that answers nothing
+    /// for the whole period — a half-open TCP connection, a frozen client — is dropped and its
+    /// subscriptions are cleaned up. The stock consumer's own check is the other way round: it
+    /// reconnects after 6 s without the server's `ping`.
+    pub fn client_timeout(mut self, timeout: Duration) -> Self {
+        self.config.client_timeout = timeout;
+        self
+    }
+
+    /// Commands (subscribe, unsubscribe, message) one connection may send per second, with a
+    /// burst of the same size (default 100). Beyond it the server stops reading that socket
+    /// until the budget refills: the commands are delayed, never dropped, and TCP pushes back
+    /// on the client. Other connections are not affected.
+    pub fn max_commands_per_second(mut self, commands: u32) -> Self {
+        self.config.max_commands_per_second = commands;
+        self
+    }
+
+    /// How long to wait for a client's close reply and for final writes (default 2 s).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// Which `Origin`s may connect (default: only the same origin as the `Host` header).
+    pub fn allowed_origins(mut self, origins: AllowedOrigins) -> Self {
+        self.config.origins = origins;
+        self
+    }
+
+    /// Builds the cable, starts the pub/sub adapter and the ping timer.
+    ///
+    /// # Errors
+    /// A channel name registered twice, an unusable setting, or an adapter that fails to start.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn build(self) -> Result<Cable<S>, ConfigError> {
+        let mut channels = HashMap::new();
+        for (class, factory) in self.channels {
+            if channels.insert(class, factory).is_some() {
+                return Err(ConfigError::DuplicateChannel(class));
+            }
+        }
+        self.config.validate()?;
+        let hub = Arc::new(Hub::new(self.pubsub.clone()));
+        self.pubsub.start(Inbound::new(&hub))?;
+        let registry = Arc::new(Registry::new(self.config.max_connections));
+        let shared = Shared {
+            handle: CableHandle::new(hub, registry),
+            config: self.config,
+            state: Arc::new(self.state),
+            connection: self.connection,
+            channels,
+            callbacks: self.callbacks,
+        };
+        spawn_beat(&shared);
+        Ok(Cable {
+            shared: Arc::new(shared),
+        })
+    }
+}
+
+impl<S> fmt::Debug for CableBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CableBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,101 @@
+//! The server's settings, their defaults (Rails' where Rails has one) and their validation.
+//! The builder's setters document each one; this file decides what is acceptable.
+
+use super::AllowedOrigins;
+use crate::error::ConfigError;
+use std::time::Duration;
+
+/// Server settings. Every field has a default; see the builder methods.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) ping_interval: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_subscriptions: usize,
+    pub(crate) outbound_capacity: usize,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) close_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) client_timeout: Duration,
+    pub(crate) max_commands_per_second: u32,
+    pub(crate) origins: AllowedOrigins,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ping_interval: Duration::from_secs(3),
+            max_message_size: 1024 * 1024,
+            max_subscriptions: 256,
+            outbound_capacity: 1024,
+            read_buffer_size: 1024,
+            write_buffer_size: 8192,
+            close_timeout: Duration::from_secs(2),
+            max_connections: 50_000,
+            client_timeout: Duration::from_secs(20),
+            max_commands_per_second: 100,
+            origins: AllowedOrigins::same_origin(),
+        }
+    }
+}
+
+impl Config {
+    /// Refuses settings that cannot work.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason: &str| ConfigError::Invalid {
+            name,
+            reason: reason.into(),
+        };
+        if self.ping_interval.is_zero() {
+            return Err(invalid("ping_interval", "must be positive"));
+        }
+        if self.max_message_size < 1024 {
+            return Err(invalid("max_message_size", "must be at least 1 KiB"));
+        }
+        if self.client_timeout < Duration::from_millis(100) {
+            return Err(invalid("client_timeout", "must be at least 100 ms"));
+        }
+        if self.outbound_capacity == 0
+            || self.max_subscriptions == 0
+            || self.max_commands_per_second == 0
+        {
+            return Err(invalid(
+                "outbound_capacity/max_subscriptions/max_commands_per_second",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_unworkable_values_are_named() {
+        assert!(Config::default().validate().is_ok());
+        let zero_ping = Config {
+            ping_interval: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(matches!(
+            zero_ping.validate(),
+            Err(ConfigError::Invalid {
+                name: "ping_interval",
+                ..
+            })
+        ));
+        let tiny = Config {
+            max_message_size: 10,
+            ..Config::default()
+        };
+        assert!(matches!(
+            tiny.validate(),
+            Err(ConfigError::Invalid {
+                name: "max_message_size",
+                ..
+            })
+        ));
+    }
+}
