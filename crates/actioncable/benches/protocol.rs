@@ -64,7 +64,7 @@ fn encode(c: &mut Criterion) {
         })
     });
     group.bench_function("disconnect", |b| {
-        b.iter(|| ServerMessage::disconnect(black_box(&DisconnectReason::TooSlow), true).encode())
+        b.iter(|| ServerMessage::disconnect(black_box(DisconnectReason::TooSlow), true).encode())
     });
     for pad in [0, 1024] {
         let data = bench_data(pad);

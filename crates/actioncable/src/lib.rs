@@ -61,7 +61,12 @@ pub mod error;
 mod handle;
 mod hub;
 mod outbox;
+#[cfg(feature = "__internals")]
+#[doc(hidden)]
 pub mod protocol;
+#[cfg(not(feature = "__internals"))]
+#[allow(unreachable_pub)]
+mod protocol;
 pub mod pubsub;
 mod registry;
 mod server;

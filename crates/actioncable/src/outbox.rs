@@ -114,7 +114,7 @@ impl Outbox {
     /// Resolves once [`close`](Self::close) was called, with the reason.
     pub(crate) async fn closed(&self) -> (DisconnectReason, bool) {
         loop {
-            if let Some(request) = lock(&self.0.close).clone() {
+            if let Some(request) = *lock(&self.0.close) {
                 return request;
             }
             self.0.close_requested.notified().await;

@@ -226,33 +226,27 @@ impl fmt::Display for Identifier {
 }
 
 /// Why the server closes a connection, sent as `reason` in a `disconnect` message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DisconnectReason {
     /// `connect` rejected the connection (`reject_unauthorized_connection`).
     Unauthorized,
-    /// The request could not be served.
-    InvalidRequest,
     /// The server is restarting or shutting down.
     ServerRestart,
     /// Disconnected on request from elsewhere (`remote_connections…disconnect`).
     Remote,
     /// The client did not read its messages fast enough (an AnyCable reason).
     TooSlow,
-    /// Any other reason; the stock consumer only logs it.
-    Other(String),
 }
 
 impl DisconnectReason {
     /// The wire string.
-    pub fn as_str(&self) -> &str {
+    pub fn as_str(self) -> &'static str {
         match self {
             DisconnectReason::Unauthorized => "unauthorized",
-            DisconnectReason::InvalidRequest => "invalid_request",
             DisconnectReason::ServerRestart => "server_restart",
             DisconnectReason::Remote => "remote",
             DisconnectReason::TooSlow => "too_slow",
-            DisconnectReason::Other(s) => s,
         }
     }
 }
@@ -347,7 +341,7 @@ impl ServerMessage<'_> {
     }
 
     /// A disconnect message.
-    pub fn disconnect(reason: &DisconnectReason, reconnect: bool) -> ServerMessage<'_> {
+    pub fn disconnect(reason: DisconnectReason, reconnect: bool) -> ServerMessage<'static> {
         ServerMessage::Disconnect {
             kind: Disconnect,
             reason: reason.as_str(),
@@ -444,7 +438,7 @@ mod tests {
             r#"{"type":"ping","message":1724310000}"#
         );
         assert_eq!(
-            ServerMessage::disconnect(&DisconnectReason::Unauthorized, false).encode(),
+            ServerMessage::disconnect(DisconnectReason::Unauthorized, false).encode(),
             r#"{"type":"disconnect","reason":"unauthorized","reconnect":false}"#
         );
         assert_eq!(

@@ -132,11 +132,10 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             Command::Unsubscribe { .. } => CommandKind::Unsubscribe,
             Command::Message { .. } => CommandKind::Message,
         };
-        let (identifier, action) = match &command {
-            Command::Subscribe { identifier } | Command::Unsubscribe { identifier } => {
-                (identifier.clone(), None)
-            }
-            Command::Message { identifier, data } => (identifier.clone(), peek_action(data)),
+        let identifier = command.identifier().to_owned();
+        let action = match &command {
+            Command::Message { data, .. } => peek_action(data),
+            Command::Subscribe { .. } | Command::Unsubscribe { .. } => None,
         };
         let channel = Identifier::parse(&identifier).ok();
         let identity = self.connection.shared_identity().clone();

@@ -196,7 +196,7 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
 /// Rails: upgrade, `disconnect` unauthorized without reconnect, close 1000, no welcome.
 async fn reject_unauthorized<S>(mut socket: WebSocket, shared: &Shared<S>) {
     tracing::info!("An unauthorized connection attempt was rejected");
-    let frame = ServerMessage::disconnect(&DisconnectReason::Unauthorized, false).encode();
+    let frame = ServerMessage::disconnect(DisconnectReason::Unauthorized, false).encode();
     close_politely(&mut socket, Some(frame), shared.config.close_timeout).await;
 }
 
@@ -460,7 +460,7 @@ impl<S: Send + Sync + 'static> Session<S> {
             }
             End::Disconnect(reason, reconnect) => {
                 tracing::info!(%reason, reconnect, dropped_frames = dispatcher.outbox().dropped(), "disconnecting");
-                let frame = ServerMessage::disconnect(&reason, reconnect).encode();
+                let frame = ServerMessage::disconnect(reason, reconnect).encode();
                 close_politely(&mut socket, Some(frame), timeout).await;
             }
             End::TimedOut => {
