@@ -70,6 +70,7 @@ mod protocol;
 pub mod pubsub;
 mod registry;
 mod server;
+mod shutdown;
 pub mod stream;
 mod sync;
 #[cfg(feature = "testing")]
@@ -92,6 +93,7 @@ pub use handle::CableHandle;
 #[doc(inline)]
 pub use pubsub::{MemoryPubSub, PubSub};
 pub use server::{AllowedOrigins, Cable, CableBuilder};
+pub use shutdown::shutdown_signal;
 #[doc(inline)]
 pub use stream::{GlobalId, ToStreamParam};
 

@@ -7,9 +7,10 @@
 //! all of that in a browser. Settings come from the environment (see `config.rs`); logs go to
 //! stderr (`RUST_LOG`, default `info`).
 
+use actioncable::shutdown_signal;
 use anyhow::Context as _;
 use example_demo::assets::Assets;
-use example_demo::{Config, app, serve, shutdown_signal};
+use example_demo::{Config, app, serve};
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;

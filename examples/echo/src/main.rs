@@ -38,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .channel::<EchoChannel>()
         .allowed_origins(AllowedOrigins::same_origin().allow_any_port("http://localhost"))
         .build()?;
+    let handle = cable.handle();
     let app = axum::Router::new().merge(cable.router("/cable"));
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
     // TCP_NODELAY: otherwise a frame right after another waits for the client's delayed ACK.
@@ -50,6 +51,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "echo cable listening on ws://{}/cable",
         listener.local_addr()?
     );
-    axum::serve(listener, app).await?;
+    // On SIGINT or SIGTERM every client is told `server_restart` and reconnects.
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            actioncable::shutdown_signal().await;
+            handle.shutdown(std::time::Duration::from_secs(5)).await;
+        })
+        .await?;
     Ok(())
 }

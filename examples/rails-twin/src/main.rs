@@ -446,7 +446,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("rails-twin listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            actioncable::shutdown_signal().await;
             handle.shutdown(Duration::from_secs(5)).await;
         })
         .await?;

@@ -22,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("tour listening on ws://{}/cable", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            actioncable::shutdown_signal().await;
             handle.shutdown(std::time::Duration::from_secs(5)).await;
         })
         .await?;

@@ -18,11 +18,14 @@
 //! let handle = cable.handle();
 //! let app: Router = Router::new().merge(cable.router("/cable"));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! let server = axum::serve(listener, app).with_graceful_shutdown(async {
-//!     let _ = tokio::signal::ctrl_c().await;
-//! });
-//! tokio::spawn(async move { handle.broadcast("news", &"hello").await });
-//! server.await?;
+//! let broadcaster = handle.clone();
+//! tokio::spawn(async move { broadcaster.broadcast("news", &"hello").await });
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(async move {
+//!         actioncable::shutdown_signal().await;
+//!         handle.shutdown(std::time::Duration::from_secs(5)).await;
+//!     })
+//!     .await?;
 //! # Ok(()) }
 //! ```
 

@@ -16,7 +16,9 @@
 //!
 //! WebSocket framing is tungstenite's. Each connection is one task that owns its socket and an
 //! unbounded queue of frames to write; a broadcast only pushes the shared frame onto every
-//! queue. Anything a client sends that is not understood is ignored.
+//! queue. Anything a client sends that is not understood is ignored. On SIGINT or SIGTERM
+//! every client gets `{"type":"disconnect","reason":"server_restart","reconnect":true}` and a
+//! close, as from the framework.
 //!
 //! Settings (environment, like `example-bench`): `PORT` (3001), `BIND` (127.0.0.1),
 //! `READ_BUFFER` (tungstenite's read buffer per connection, bytes; 1024, the framework's
@@ -29,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
@@ -42,6 +44,9 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 const PROTOCOL: &str = "actioncable-v1-json";
 const CHANNEL: &str = "BenchmarkChannel";
 const PING_EVERY: Duration = Duration::from_secs(3);
+const SERVER_RESTART: &str = r#"{"type":"disconnect","reason":"server_restart","reconnect":true}"#;
+/// How long a shutdown waits for the connections to close.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// Frames written per flush when several are queued.
 const WRITE_BATCH: usize = 64;
 
@@ -57,6 +62,8 @@ struct Peer {
 struct Registry {
     peers: Mutex<HashMap<u64, Peer>>,
     next_id: AtomicU64,
+    /// Connection tasks still running, for shutdown.
+    open: AtomicUsize,
 }
 
 impl Registry {
@@ -81,6 +88,14 @@ impl Registry {
                 }
             };
             let _ = peer.tx.send(frame);
+        }
+    }
+
+    /// Tells every client to reconnect and drops their queues, which ends their tasks once
+    /// the last frame is written.
+    fn shut_down(&self) {
+        for (_, peer) in self.lock().drain() {
+            let _ = peer.tx.send(Utf8Bytes::from_static(SERVER_RESTART));
         }
     }
 
@@ -236,6 +251,7 @@ async fn connection(stream: TcpStream, registry: Arc<Registry>, config: WebSocke
         return;
     };
     let id = registry.next_id.fetch_add(1, Ordering::Relaxed);
+    registry.open.fetch_add(1, Ordering::AcqRel);
     let (tx, mut rx) = mpsc::unbounded_channel();
     registry.lock().insert(
         id,
@@ -246,6 +262,8 @@ async fn connection(stream: TcpStream, registry: Arc<Registry>, config: WebSocke
     );
     let mut subscribed = None;
     let mut out = Vec::new();
+    // Whether the server dropped this connection's queue: it is shutting down.
+    let mut dropped = false;
     if ws
         .send(Message::text(r#"{"type":"welcome"}"#))
         .await
@@ -254,7 +272,7 @@ async fn connection(stream: TcpStream, registry: Arc<Registry>, config: WebSocke
         loop {
             tokio::select! {
                 frame = rx.recv() => {
-                    let Some(frame) = frame else { break };
+                    let Some(frame) = frame else { dropped = true; break };
                     if write(&mut ws, &mut rx, frame).await.is_err() {
                         break;
                     }
@@ -278,8 +296,13 @@ async fn connection(stream: TcpStream, registry: Arc<Registry>, config: WebSocke
         }
     }
     registry.lock().remove(&id);
-    // tungstenite queued the reply to a client's close; send it if the socket still takes it.
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+    if dropped {
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    } else {
+        // tungstenite queued the reply to a client's close; send it if the socket takes it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+    }
+    registry.open.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Writes `first` and whatever else is already queued, then flushes once.
@@ -334,6 +357,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
+    let stop = actioncable::shutdown_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -343,7 +368,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // Out of file descriptors, say: wait a little rather than spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             },
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = &mut stop => break,
         }
     }
+    registry.shut_down();
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+    while registry.open.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
