@@ -1,6 +1,6 @@
 //! # actioncable-redis
 //!
-//! The Redis [`PubSub`](actioncable::PubSub) adapter for [`actioncable`]: broadcasts
+//! The Redis [`PubSub`] adapter for [`actioncable`]: broadcasts
 //! reach the subscribers of every server node that shares one Redis, and the format on Redis is
 //! the one of Rails' ActionCable Redis adapter, so Rust nodes and Rails nodes can share it too.
 //!

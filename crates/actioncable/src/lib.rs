@@ -11,7 +11,7 @@
 //!   [`ChannelContext`] to `transmit`, `stream_from`, `stream_for` and `broadcast`.
 //! - [`Cable`] is the server: built with [`Cable::builder`], mounted with one line in a
 //!   [`Router`](axum::Router), broadcast to from anywhere through a [`CableHandle`].
-//! - [`PubSub`](pubsub::PubSub) carries broadcasts between nodes: [`MemoryPubSub`](pubsub::MemoryPubSub)
+//! - [`PubSub`] carries broadcasts between nodes: [`MemoryPubSub`]
 //!   in one process, the `actioncable-redis` crate across many (wire-compatible with Rails).
 //!
 //! ## Example

@@ -230,7 +230,7 @@ impl TestRequest {
         self
     }
 
-    /// Adds a cookie signed with `key`, as [`crate::auth::signed_set_cookie`] would set it.
+    /// Adds a cookie signed with `key`, as [`CookieKey::signed_set_cookie`] would set it.
     pub fn signed_cookie(self, key: &CookieKey, name: &str, value: &str) -> Self {
         let mut jar = cookie::CookieJar::new();
         jar.signed_mut(key.inner())
@@ -238,7 +238,7 @@ impl TestRequest {
         self.jar_cookie(&jar, name)
     }
 
-    /// Adds a cookie encrypted with `key`, as [`crate::auth::private_set_cookie`] would set it.
+    /// Adds a cookie encrypted with `key`, as [`CookieKey::private_set_cookie`] would set it.
     pub fn private_cookie(self, key: &CookieKey, name: &str, value: &str) -> Self {
         let mut jar = cookie::CookieJar::new();
         jar.private_mut(key.inner())

@@ -173,7 +173,7 @@ pub(crate) struct Payload {
     pub(crate) sender: u32,
     /// The round (broadcast) or the round trip (echo).
     pub(crate) seq: u32,
-    /// The sender's [`Clock`] at the send.
+    /// The sender's [`Clock`](crate::Clock) at the send.
     pub(crate) sent_ns: u64,
 }
 

@@ -33,7 +33,8 @@ const READ_AHEAD: usize = 32;
 
 struct Session<S> {
     socket: WebSocket,
-    rx: Frames,
+    /// The frames queued for the client, oldest first.
+    frames: Frames,
     dispatcher: Dispatcher<S>,
     /// Text frames read while a command ran, waiting their turn.
     backlog: VecDeque<Utf8Bytes>,
@@ -183,7 +184,7 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
             liveness,
             budget,
             socket,
-            rx: frames,
+            frames,
             dispatcher,
             backlog: VecDeque::new(),
         };
@@ -284,7 +285,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                         Some(Err(e)) => return read_error(e),
                     }
                 }
-                frame = self.rx.recv() => {
+                frame = self.frames.recv() => {
                     if let Some(end) = self.write_watching(frame, &outbox).await {
                         return end;
                     }
@@ -301,7 +302,7 @@ impl<S: Send + Sync + 'static> Session<S> {
     async fn write_watching(&mut self, first: Utf8Bytes, outbox: &Outbox) -> Option<End> {
         let mut ping_owed = false;
         {
-            let write = write_batch(&mut self.socket, &mut self.rx, first);
+            let write = write_batch(&mut self.socket, &mut self.frames, first);
             tokio::pin!(write);
             loop {
                 tokio::select! {
@@ -359,7 +360,7 @@ impl<S: Send + Sync + 'static> Session<S> {
     async fn handle_while_writing(&mut self, work: Work<'_>) -> Option<End> {
         let Session {
             socket,
-            rx,
+            frames,
             dispatcher,
             backlog,
             liveness,
@@ -412,11 +413,11 @@ impl<S: Send + Sync + 'static> Session<S> {
                     None => break End::Gone,
                     Some(Err(e)) => break read_error(e),
                 },
-                frame = rx.recv() => {
+                frame = frames.recv() => {
                     tokio::select! {
                         biased;
                         (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
-                        written = write_batch(socket, rx, frame) => if written.is_err() { break End::Gone },
+                        written = write_batch(socket, frames, frame) => if written.is_err() { break End::Gone },
                     }
                 }
             }
@@ -432,12 +433,12 @@ fn is_subscribe_to(text: &str, identifier: &str) -> bool {
 
 async fn write_batch(
     socket: &mut WebSocket,
-    rx: &mut Frames,
+    frames: &mut Frames,
     first: Utf8Bytes,
 ) -> Result<(), axum::Error> {
     socket.feed(Message::Text(first)).await?;
     for _ in 1..WRITE_BATCH {
-        match rx.try_recv() {
+        match frames.try_recv() {
             Some(frame) => socket.feed(Message::Text(frame)).await?,
             None => break,
         }
