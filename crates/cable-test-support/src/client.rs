@@ -472,6 +472,13 @@ impl CableClient {
         }
     }
 
+    /// Sends `subscribe` and returns the server's answer, found among other traffic (as
+    /// [`take_subscribe_reply`](Self::take_subscribe_reply)).
+    pub async fn take_subscribe(&mut self, identifier: &str) -> SubscribeReply {
+        self.send_subscribe(identifier).await;
+        self.take_subscribe_reply(identifier).await
+    }
+
     /// The reply to a `subscribe` of `identifier` sent before, found among other traffic.
     pub async fn take_subscribe_reply(&mut self, identifier: &str) -> SubscribeReply {
         let reply = self
