@@ -9,7 +9,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// A parsed HTTP/1.1 response: status, headers in order, body.
-#[derive(Debug)]
 pub struct HttpReply {
     /// The status code.
     pub status: u16,
@@ -17,6 +16,17 @@ pub struct HttpReply {
     pub headers: Vec<(String, String)>,
     /// The body (de-chunked where the server chunked it).
     pub body: Vec<u8>,
+}
+
+/// The body as (lossy) text, so a failed assertion shows what the server said.
+impl std::fmt::Debug for HttpReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpReply")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
 }
 
 impl HttpReply {
