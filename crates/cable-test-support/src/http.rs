@@ -225,3 +225,18 @@ pub async fn raw_upgrade(
     let client = CableClient::from_upgraded(tcp, rest, protocol).await;
     (reply, Some(client))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_head_is_parsed_and_a_chunked_body_decoded() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n";
+        let (reply, rest) = parse_head(raw).expect("a whole head");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some("text/plain"));
+        assert_eq!(dechunk(&rest), b"hello, world");
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-").is_none());
+    }
+}

@@ -156,3 +156,40 @@ pub async fn spawn_cable<S: Send + Sync + 'static>(builder: CableBuilder<S>) -> 
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::http_request;
+    use actioncable::Cable;
+    use axum::routing::get;
+
+    #[tokio::test]
+    async fn a_served_router_answers_and_stops_gracefully() {
+        let server = TestServer::serve(Router::new().route("/hi", get(|| async { "hello" }))).await;
+        let addr = server.addr;
+        let reply = http_request(addr, "GET", "/hi", &[], None).await;
+        assert_eq!((reply.status, reply.body_text()), (200, "hello"));
+        server.shutdown().await;
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "still listening after the shutdown"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cable_shutdown_tells_its_clients_to_reconnect() {
+        let server = spawn_cable(Cable::builder()).await;
+        let addr = server.addr;
+        let mut client = server.client().await;
+        let stopping = tokio::spawn(server.shutdown());
+        client.expect_disconnect("server_restart", true).await;
+        within_for(SHUTDOWN_WAIT, "the shutdown", stopping)
+            .await
+            .expect("the shutdown panicked");
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "still listening after the shutdown"
+        );
+    }
+}
