@@ -70,7 +70,7 @@ step "cargo test"
 cargo test --workspace --features actioncable/testing
 
 # --- fuzzing: a short bounded run of every cargo-fuzz target (needs the nightly toolchain) ---
-# `cargo test` already replays the committed corpus on stable (tests/fuzz_corpus.rs); here
+# `cargo test` already replays the committed corpus on stable (tests/it/fuzz_corpus.rs); here
 # libFuzzer explores from it for FUZZ_SECS seconds per target (FUZZ_SECS=0 skips). New inputs
 # go to a temporary directory, never into the repository. Longer runs: docs/reliability.md.
 FUZZ_TARGETS=(command_decode command_handling)

@@ -1,5 +1,5 @@
 //! Fan-out: one broadcast to N subscribers of a stream, through the server's own hub and
-//! outboxes, without sockets (`cargo bench -p actioncable --features testing --bench fanout`).
+//! outboxes, without sockets (`cargo bench -p actioncable --bench fanout`).
 //!
 //! Each iteration broadcasts one message through the in-memory adapter — the JSON check, one
 //! encoding per identifier, a shared frame pushed into every subscriber's bounded outbox — and

@@ -1,6 +1,6 @@
 //! The checks behind the fuzz targets, as plain functions.
 //!
-//! The stable test `crates/actioncable/tests/fuzz_corpus.rs` includes this file and replays
+//! The stable test `crates/actioncable/tests/it/fuzz_corpus.rs` includes this file and replays
 //! every committed corpus file through the same functions, so the corpus is checked on every
 //! `cargo test`, nightly or not.
 

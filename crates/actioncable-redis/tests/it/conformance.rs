@@ -3,13 +3,11 @@
 //! `RedisPubSub` on its own `redis-server`; the Redis run adds checks on Redis' own view
 //! (`PUBSUB NUMSUB`, `CLIENT LIST`) where the memory adapter has nothing to show.
 
-mod support;
-
+use crate::support::*;
 use actioncable::{MemoryPubSub, PubSub};
 use actioncable_redis::{RedisConfig, RedisPubSub};
 use serde_json::json;
 use std::sync::Arc;
-use support::*;
 
 /// What the suite runs against.
 enum Backend {
@@ -37,7 +35,7 @@ impl Backend {
     }
 
     async fn node(&self) -> Node {
-        Node::start(self.adapter()).await
+        stream_node(self.adapter()).await
     }
 
     /// Redis' count of subscribers of `channel`, or `None` without Redis.
@@ -63,13 +61,16 @@ impl Backend {
 async fn subscribe_then_publish_is_delivered(backend: Backend) {
     let node = backend.node().await;
     let mut client = node.client().await;
-    client.subscribe("chat:lobby").await;
+    client.subscribe_stream("chat:lobby").await;
     assert_eq!(backend.numsub("chat:lobby").unwrap_or(1), 1);
     node.handle
         .broadcast("chat:lobby", &json!({ "text": "hi" }))
         .await
         .expect("broadcast accepted");
-    assert_eq!(client.message("chat:lobby").await, json!({ "text": "hi" }));
+    assert_eq!(
+        client.stream_message("chat:lobby").await,
+        json!({ "text": "hi" })
+    );
     // Exactly once.
     client.expect_silence(SILENCE).await;
 }
@@ -78,32 +79,32 @@ async fn unsubscribe_stops_delivery(backend: Backend) {
     let node = backend.node().await;
     let mut leaver = node.client().await;
     let mut stayer = node.client().await;
-    leaver.subscribe("room:a").await;
-    leaver.subscribe("room:b").await;
-    stayer.subscribe("room:b").await;
+    leaver.subscribe_stream("room:a").await;
+    leaver.subscribe_stream("room:b").await;
+    stayer.subscribe_stream("room:b").await;
 
-    leaver.unsubscribe("room:a").await;
+    leaver.unsubscribe_stream("room:a").await;
     leaver.sync().await;
     // The stream's last local subscriber left: the adapter unsubscribed it.
     backend.expect_numsub("room:a", 0).await;
     node.handle.broadcast("room:a", &json!(1)).await.unwrap();
     node.handle.broadcast("room:b", &json!(2)).await.unwrap();
-    assert_eq!(leaver.message("room:b").await, json!(2));
-    assert_eq!(stayer.message("room:b").await, json!(2));
+    assert_eq!(leaver.stream_message("room:b").await, json!(2));
+    assert_eq!(stayer.stream_message("room:b").await, json!(2));
     leaver.expect_silence(SILENCE).await;
 
     // Still one local subscriber of room:b after the leaver goes: it stays subscribed.
-    leaver.unsubscribe("room:b").await;
+    leaver.unsubscribe_stream("room:b").await;
     leaver.sync().await;
     node.handle.broadcast("room:b", &json!(3)).await.unwrap();
-    assert_eq!(stayer.message("room:b").await, json!(3));
+    assert_eq!(stayer.stream_message("room:b").await, json!(3));
     leaver.expect_silence(SILENCE).await;
     assert_eq!(backend.numsub("room:b").unwrap_or(1), 1);
 
     // Subscribing again after unsubscribing works.
-    leaver.subscribe("room:a").await;
+    leaver.subscribe_stream("room:a").await;
     node.handle.broadcast("room:a", &json!(4)).await.unwrap();
-    assert_eq!(leaver.message("room:a").await, json!(4));
+    assert_eq!(leaver.stream_message("room:a").await, json!(4));
 }
 
 async fn publish_without_subscribers_is_ok(backend: Backend) {
@@ -126,9 +127,9 @@ async fn many_streams_share_one_connection(backend: Backend) {
     for i in 0..STREAMS {
         let stream = format!("multi:{i}");
         if i % 2 == 0 {
-            a.subscribe(&stream).await;
+            a.subscribe_stream(&stream).await;
         } else {
-            b.subscribe(&stream).await;
+            b.subscribe_stream(&stream).await;
         }
     }
     for i in 0..STREAMS {
@@ -140,7 +141,7 @@ async fn many_streams_share_one_connection(backend: Backend) {
     for i in 0..STREAMS {
         let stream = format!("multi:{i}");
         let client = if i % 2 == 0 { &mut a } else { &mut b };
-        assert_eq!(client.message(&stream).await, json!({ "n": i }));
+        assert_eq!(client.stream_message(&stream).await, json!({ "n": i }));
     }
     a.expect_silence(SILENCE).await;
     b.expect_silence(SILENCE).await;
@@ -164,13 +165,17 @@ async fn publish_right_after_subscribe_returns_is_delivered(backend: Backend) {
         // returned; the message must arrive.
         client.subscribe_hello(&stream).await;
         assert_eq!(
-            client.message(&stream).await,
+            client.stream_message(&stream).await,
             json!({ "hello": stream }),
             "iteration {i}"
         );
         // And a broadcast right after the client saw the confirmation.
         node.handle.broadcast(&stream, &json!(i)).await.unwrap();
-        assert_eq!(client.message(&stream).await, json!(i), "iteration {i}");
+        assert_eq!(
+            client.stream_message(&stream).await,
+            json!(i),
+            "iteration {i}"
+        );
         client.unsubscribe_hello(&stream).await;
     }
     client.expect_silence(SILENCE).await;
@@ -182,21 +187,21 @@ async fn every_node_receives_and_each_subscriber_once(backend: Backend) {
     let a = backend.node().await;
     let mut on_a = a.client().await;
     let mut on_a2 = a.client().await;
-    on_a.subscribe("fan:out").await;
-    on_a2.subscribe("fan:out").await;
+    on_a.subscribe_stream("fan:out").await;
+    on_a2.subscribe_stream("fan:out").await;
     a.handle.broadcast("fan:out", &json!("x")).await.unwrap();
-    assert_eq!(on_a.message("fan:out").await, json!("x"));
-    assert_eq!(on_a2.message("fan:out").await, json!("x"));
+    assert_eq!(on_a.stream_message("fan:out").await, json!("x"));
+    assert_eq!(on_a2.stream_message("fan:out").await, json!("x"));
     on_a.expect_silence(SILENCE).await;
     on_a2.expect_silence(SILENCE).await;
     if matches!(backend, Backend::Redis(_)) {
         let b = backend.node().await;
         let mut on_b = b.client().await;
-        on_b.subscribe("fan:out").await;
+        on_b.subscribe_stream("fan:out").await;
         a.handle.broadcast("fan:out", &json!("y")).await.unwrap();
-        assert_eq!(on_b.message("fan:out").await, json!("y"));
-        assert_eq!(on_a.message("fan:out").await, json!("y"));
-        assert_eq!(on_a2.message("fan:out").await, json!("y"));
+        assert_eq!(on_b.stream_message("fan:out").await, json!("y"));
+        assert_eq!(on_a.stream_message("fan:out").await, json!("y"));
+        assert_eq!(on_a2.stream_message("fan:out").await, json!("y"));
         on_b.expect_silence(SILENCE).await;
     }
 }

@@ -1,69 +1,26 @@
-//! Test support: real `redis-server` (and sentinel) processes on spare loopback ports, a real
-//! cable served by axum, and a WebSocket client speaking the ActionCable protocol.
+//! Real Redis processes for tests: `redis-server` (plain and TLS) and Sentinel on spare
+//! loopback ports, `redis-cli` for commands and as an independent subscriber, and readers of
+//! Redis' own view (`CLIENT LIST`, `PUBSUB NUMSUB`).
 //!
-//! Nothing is mocked. A missing `redis-server` fails the test with an install hint; it is never
-//! skipped. Every wait is bounded.
+//! Nothing is mocked: a test that needs Redis to stop, restart or change its configuration gets
+//! a server of its own here. A missing `redis-server` or `redis-cli` fails the test with an
+//! install hint; it is never skipped. Every wait is bounded by [`WAIT`].
 
-// Each test binary uses a different part of this module.
-#![allow(dead_code, unreachable_pub)]
-
-use actioncable::PubSub;
-use actioncable::{
-    AllowedOrigins, AnyAction, Cable, CableHandle, Channel, ChannelContext, ChannelError,
-    async_trait,
-};
-use axum::serve::ListenerExt as _;
-use futures_util::{SinkExt as _, StreamExt as _};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use std::collections::VecDeque;
+use crate::process::spare_port;
+use crate::timing::WAIT;
 use std::io::{BufRead as _, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
-use std::path::PathBuf;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-use tokio::time::timeout;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-
-/// Upper bound for anything we expect to happen (generous, for a loaded 2-core machine).
-pub const WAIT: Duration = Duration::from_secs(10);
-/// How long "nothing arrives" is observed.
-pub const SILENCE: Duration = Duration::from_millis(300);
 
 const INSTALL_HINT: &str = "install Redis: `apt-get install redis-server` (Debian/Ubuntu; it \
                             brings redis-cli too). These tests start their own servers and are \
                             never skipped.";
 
-/// Installs a tracing subscriber once (honours `RUST_LOG`; silent by default).
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Redis processes
-// ---------------------------------------------------------------------------------------------
-
-fn spare_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a spare loopback port")
-}
-
 fn scratch_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
-        "actioncable-redis-test-{}-{tag}-{}",
+        "cable-test-{}-{tag}-{}",
         std::process::id(),
         spare_port()
     ));
@@ -73,7 +30,7 @@ fn scratch_dir(tag: &str) -> PathBuf {
 
 /// Sends `PING` and checks for `+PONG` (plain RESP, no client library).
 fn pings(port: u16) -> bool {
-    let Ok(mut s) = StdStream::connect(("127.0.0.1", port)) else {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -262,7 +219,7 @@ impl Drop for RedisServer {
 }
 
 /// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
+fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -277,7 +234,7 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 
 /// `ca.pem` (a private CA) and `cert.pem`/`key.pem` (a server certificate for 127.0.0.1
 /// signed by it) in `dir`.
-fn make_certificates(dir: &std::path::Path) {
+fn make_certificates(dir: &Path) {
     let ec = [
         "-newkey",
         "ec",
@@ -330,6 +287,7 @@ fn make_certificates(dir: &std::path::Path) {
 /// A Redis Sentinel (`redis-server <conf> --sentinel`) monitoring `mymaster`.
 #[derive(Debug)]
 pub struct Sentinel {
+    /// The sentinel process (its port, its `redis-cli`).
     pub server: RedisServer,
 }
 
@@ -399,6 +357,7 @@ impl Sentinel {
         }
     }
 
+    /// `127.0.0.1:<port>`, as a sentinel address.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.server.port)
     }
@@ -464,19 +423,9 @@ pub fn numsub(port: u16, channel: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Polls `cond` until it holds, bounded by [`WAIT`].
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A `redis-cli SUBSCRIBE` process whose output is read line by line.
+/// A `redis-cli SUBSCRIBE` process whose output is read line by line: a subscriber that is
+/// not our adapter, as a Rails process on the same Redis would be.
+#[derive(Debug)]
 pub struct CliSubscriber {
     child: Child,
     lines: std::sync::mpsc::Receiver<String>,
@@ -529,277 +478,5 @@ impl Drop for CliSubscriber {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The cable
-// ---------------------------------------------------------------------------------------------
-
-/// `{"channel":"StreamChannel","stream":"<s>"}` streams `s`. With `"hello": true` it also
-/// broadcasts `{"hello":"<s>"}` to `s` right after `stream_from` returns, i.e. right after
-/// the adapter's `subscribe` returned.
-pub struct StreamChannel;
-
-#[derive(Deserialize)]
-pub struct StreamParams {
-    stream: String,
-    #[serde(default)]
-    hello: bool,
-}
-
-#[async_trait]
-impl Channel for StreamChannel {
-    const CLASS: &'static str = "StreamChannel";
-    type Params = StreamParams;
-    type Action = AnyAction;
-
-    async fn subscribed(
-        ctx: &mut ChannelContext,
-        params: StreamParams,
-    ) -> Result<Self, ChannelError> {
-        ctx.stream_from(params.stream.clone()).await?;
-        if params.hello {
-            ctx.broadcast(&params.stream, &json!({ "hello": params.stream }))
-                .await?;
-        }
-        Ok(StreamChannel)
-    }
-}
-
-/// A cable with [`StreamChannel`] on `pubsub`, served on 127.0.0.1:0. Dropping it stops
-/// serving (open sockets keep their tasks until the runtime ends).
-#[derive(Debug)]
-pub struct Node {
-    pub addr: SocketAddr,
-    pub handle: CableHandle,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Node {
-    pub async fn start(pubsub: Arc<dyn PubSub>) -> Node {
-        init_tracing();
-        let cable = Cable::builder()
-            .channel::<StreamChannel>()
-            .pubsub(pubsub)
-            .ping_interval(Duration::from_secs(1))
-            .allowed_origins(AllowedOrigins::any())
-            .build()
-            .expect("the test cable builds");
-        let handle = cable.handle();
-        let app: axum::Router = cable.router("/cable");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        // Small frames go out at once (no Nagle delay against the client's delayed ACKs).
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Node { addr, handle, task }
-    }
-
-    /// A connected, welcomed client.
-    pub async fn client(&self) -> Client {
-        Client::connect(self.addr).await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The client
-// ---------------------------------------------------------------------------------------------
-
-/// The identifier the client sends for stream `s`.
-pub fn identifier(stream: &str) -> String {
-    json!({ "channel": "StreamChannel", "stream": stream }).to_string()
-}
-
-fn hello_identifier(stream: &str) -> String {
-    json!({ "channel": "StreamChannel", "hello": true, "stream": stream }).to_string()
-}
-
-/// A WebSocket client speaking the ActionCable JSON protocol like the stock consumer. Frames
-/// that arrive while it waits for something else are kept, in order; pings are dropped.
-#[derive(Debug)]
-pub struct Client {
-    ws: WebSocketStream<TcpStream>,
-    pending: VecDeque<Value>,
-    syncs: u64,
-}
-
-impl Client {
-    pub async fn connect(addr: SocketAddr) -> Client {
-        let mut request = format!("ws://{addr}/cable").into_client_request().unwrap();
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            "actioncable-v1-json, actioncable-unsupported"
-                .parse()
-                .unwrap(),
-        );
-        request
-            .headers_mut()
-            .insert("origin", format!("http://{addr}").parse().unwrap());
-        let tcp = timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("TCP connect in time")
-            .expect("TCP connect");
-        tcp.set_nodelay(true).expect("TCP_NODELAY");
-        let (ws, _) = timeout(WAIT, tokio_tungstenite::client_async(request, tcp))
-            .await
-            .expect("WebSocket handshake in time")
-            .expect("WebSocket handshake");
-        let mut client = Client {
-            ws,
-            pending: VecDeque::new(),
-            syncs: 0,
-        };
-        let welcome = client.read(WAIT).await.expect("a welcome");
-        assert_eq!(welcome, json!({ "type": "welcome" }));
-        client
-    }
-
-    async fn send_json(&mut self, value: Value) {
-        timeout(WAIT, self.ws.send(Message::text(value.to_string())))
-            .await
-            .expect("send in time")
-            .expect("send a frame");
-    }
-
-    /// The next non-ping frame from the socket (not from `pending`), or `None` after `wait`.
-    /// Panics if the socket closes or a `disconnect` arrives.
-    async fn read(&mut self, wait: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let frame = match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => return None,
-                Ok(None) => panic!("the server closed the socket"),
-                Ok(Some(Err(e))) => panic!("WebSocket error: {e}"),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            match frame {
-                Message::Text(text) => {
-                    let value: Value = serde_json::from_str(text.as_str()).expect("JSON frame");
-                    match value["type"].as_str() {
-                        Some("ping") => continue,
-                        Some("disconnect") => panic!("the server sent {value}"),
-                        _ => return Some(value),
-                    }
-                }
-                Message::Close(c) => panic!("the server closed the socket: {c:?}"),
-                _ => continue,
-            }
-        }
-    }
-
-    /// The first frame (pending or new) that `matches`, keeping the others.
-    async fn take(
-        &mut self,
-        what: &str,
-        wait: Duration,
-        matches: impl Fn(&Value) -> bool,
-    ) -> Option<Value> {
-        if let Some(i) = self.pending.iter().position(&matches) {
-            return self.pending.remove(i);
-        }
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let value = self.read(left).await?;
-            if matches(&value) {
-                return Some(value);
-            }
-            tracing::trace!(what, %value, "kept a frame for later");
-            self.pending.push_back(value);
-        }
-    }
-
-    /// Sends `subscribe` and returns whether it was confirmed (`false`: rejected).
-    pub async fn try_subscribe_identifier(&mut self, id: &str) -> bool {
-        self.send_json(json!({ "command": "subscribe", "identifier": id }))
-            .await;
-        let reply = self
-            .take("confirmation", WAIT, |v| {
-                v["identifier"] == id && v.get("type").is_some()
-            })
-            .await
-            .unwrap_or_else(|| panic!("no confirm or reject for {id}"));
-        match reply["type"].as_str() {
-            Some("confirm_subscription") => true,
-            Some("reject_subscription") => false,
-            _ => panic!("unexpected reply {reply}"),
-        }
-    }
-
-    /// Subscribes to `stream` and waits for the confirmation.
-    pub async fn subscribe(&mut self, stream: &str) {
-        assert!(
-            self.try_subscribe_identifier(&identifier(stream)).await,
-            "subscription to {stream} rejected"
-        );
-    }
-
-    /// Subscribes with `hello`: the channel broadcasts right after its stream went live.
-    pub async fn subscribe_hello(&mut self, stream: &str) {
-        assert!(
-            self.try_subscribe_identifier(&hello_identifier(stream))
-                .await,
-            "subscription to {stream} rejected"
-        );
-    }
-
-    pub async fn unsubscribe(&mut self, stream: &str) {
-        self.send_json(json!({ "command": "unsubscribe", "identifier": identifier(stream) }))
-            .await;
-    }
-
-    /// Returns once the server has processed every command sent before (the server handles a
-    /// connection's commands in order, and `unsubscribe` has no reply): subscribes to a fresh
-    /// stream, waits for the confirmation, unsubscribes.
-    pub async fn sync(&mut self) {
-        self.syncs += 1;
-        let stream = format!("sync:{:p}:{}", self as *const Client, self.syncs);
-        self.subscribe(&stream).await;
-        self.unsubscribe(&stream).await;
-    }
-
-    pub async fn unsubscribe_hello(&mut self, stream: &str) {
-        self.send_json(json!({ "command": "unsubscribe", "identifier": hello_identifier(stream) }))
-            .await;
-    }
-
-    /// The next message of the subscription to `stream` (plain or hello).
-    pub async fn message(&mut self, stream: &str) -> Value {
-        self.try_message(stream, WAIT)
-            .await
-            .unwrap_or_else(|| panic!("no message on {stream} within {WAIT:?}"))
-    }
-
-    /// As [`message`](Self::message), `None` after `wait`.
-    pub async fn try_message(&mut self, stream: &str, wait: Duration) -> Option<Value> {
-        let ids = [identifier(stream), hello_identifier(stream)];
-        self.take("message", wait, |v| {
-            v.get("message").is_some() && ids.iter().any(|id| v["identifier"] == id.as_str())
-        })
-        .await
-        .map(|mut v| v["message"].take())
-    }
-
-    /// Asserts that no frame other than pings arrives for `wait` (and the socket stays open).
-    pub async fn expect_silence(&mut self, wait: Duration) {
-        assert!(
-            self.pending.is_empty(),
-            "unexpected frames {:?}",
-            self.pending
-        );
-        if let Some(v) = self.read(wait).await {
-            panic!("expected silence, got {v}");
-        }
     }
 }

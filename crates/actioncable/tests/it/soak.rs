@@ -5,12 +5,10 @@
 //! has left, no connection or stream entry is left behind and the process's RSS is back near its
 //! baseline.
 //!
-//! Longer runs: `SOAK_SECS=600 cargo test -p actioncable --test soak -- --nocapture`.
-//! Its own test binary, so the RSS it reads is its own.
+//! Longer runs: `SOAK_SECS=600 cargo test -p actioncable --test it soak -- --nocapture`.
+//! It runs in a process of its own (`own_process`), so the RSS it reads is its own.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,15 +24,6 @@ const BROADCAST_EVERY: Duration = Duration::from_micros(2500);
 /// RSS at the end may exceed the baseline by this much (allocator caches, the runtime's grown
 /// buffers); a leak of the churned subscriptions' state would be far above it.
 const RSS_TOLERANCE_KIB: u64 = 16 * 1024;
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
 
 /// xorshift64*: reproducible choices without a dependency.
 struct Rng(u64);
@@ -165,7 +154,7 @@ async fn follow(c: &mut CableClient, w: &mut Watch, who: &str, seq: &Seq, period
     }
 }
 
-async fn churner(server: Arc<TestServer>, seq: Arc<Seq>, id: usize, end: Instant) -> Tally {
+async fn churner(server: Arc<CableServer>, seq: Arc<Seq>, id: usize, end: Instant) -> Tally {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1));
     let mut tally = Tally::default();
     let mut round = 0u64;
@@ -206,6 +195,17 @@ async fn churning_clients_miss_nothing_and_leave_nothing_behind() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
+    // The churn, then warm-up, drain and the final checks, each bounded by `WAIT`.
+    let limit = Duration::from_secs(secs) + WAIT * 12;
+    if !own_process(
+        module_path!(),
+        "churning_clients_miss_nothing_and_leave_nothing_behind",
+        limit,
+    )
+    .await
+    {
+        return;
+    }
     let rec = Recorder::new();
     let server = Arc::new(spawn_cable(builder(&rec)).await);
     assert_eq!(server.handle.connection_count(), 0);

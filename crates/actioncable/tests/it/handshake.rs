@@ -1,10 +1,8 @@
 //! The HTTP side of a cable: upgrade, subprotocol, origin check, welcome, ping, refusals,
 //! and connection-level authentication (`Connection::connect` / `disconnect`).
 
-mod common;
-
+use crate::support::*;
 use actioncable::AllowedOrigins;
-use common::*;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;

@@ -2,47 +2,22 @@
 //! timeout and cleaned up while a live idle client stays, and a flooding client is throttled
 //! by `max_commands_per_second` without losing a command and without slowing anyone else.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::json;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-/// The server's warnings, from every test in this binary (each calls this before its server
-/// starts, so this subscriber is the process's).
-fn warnings() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        #[derive(Clone)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl Write for Buffer {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = Buffer(buffer.clone());
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("actioncable=warn"))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        buffer
-    })
+/// The server's warnings, from every test in this module (each enters it before its server
+/// starts).
+fn warnings() -> &'static LogCapture {
+    static LOGS: OnceLock<LogCapture> = OnceLock::new();
+    LOGS.get_or_init(|| LogCapture::new("actioncable=warn"))
 }
 
 fn count_in_log(needle: &str) -> usize {
-    String::from_utf8_lossy(&warnings().lock().unwrap())
-        .matches(needle)
-        .count()
+    warnings().count(needle)
 }
 
 /// Reads `client` for `period`, answering the server's WebSocket pings as any WebSocket library
@@ -68,7 +43,7 @@ async fn idle_but_alive(client: &mut CableClient, period: Duration) -> usize {
 #[tokio::test]
 async fn a_frozen_peer_is_cleaned_up_within_client_timeout_and_a_live_idle_one_stays() {
     const TIMEOUT: Duration = Duration::from_secs(1);
-    warnings();
+    let _logs = warnings().enter();
     let rec = Recorder::new();
     let server = spawn_cable(builder(&rec).client_timeout(TIMEOUT)).await;
     let origin = server.origin();
@@ -160,7 +135,7 @@ async fn a_frozen_peer_is_cleaned_up_within_client_timeout_and_a_live_idle_one_s
 async fn a_live_client_that_only_answers_pings_is_never_dropped() {
     // Three timeouts long, with nothing but pongs from the client: still connected.
     const TIMEOUT: Duration = Duration::from_millis(600);
-    warnings();
+    let _logs = warnings().enter();
     let rec = Recorder::new();
     let server = spawn_cable(builder(&rec).client_timeout(TIMEOUT)).await;
     let mut c = server.user("quiet").await;
@@ -176,7 +151,7 @@ async fn a_live_client_that_only_answers_pings_is_never_dropped() {
 async fn a_flood_of_commands_is_throttled_losslessly_and_others_are_unaffected() {
     const RATE: u32 = 100;
     const FLOOD: usize = 500;
-    warnings();
+    let _logs = warnings().enter();
     let rec = Recorder::new();
     let server = spawn_cable(builder(&rec).max_commands_per_second(RATE)).await;
     let mut flooder = server.user("flooder").await;
@@ -242,7 +217,7 @@ async fn the_client_timeout_ping_never_costs_a_delivery() {
     // client for dead). The outbox is made large enough that the backlog is not "too slow".
     const TIMEOUT: Duration = Duration::from_millis(400);
     const N: u64 = 20_000;
-    warnings();
+    let _logs = warnings().enter();
     let rec = Recorder::new();
     let server = spawn_cable(
         builder(&rec)

@@ -1,9 +1,7 @@
 //! `subscribe` / `unsubscribe`: confirmation bytes, identifiers, multiplexing, rejection,
 //! limits, and per-connection ordering.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -3,27 +3,16 @@
 //! stays bounded although far more than the bound is addressed to it, and every other
 //! subscriber gets every message, in order, one batch behind at most.
 //!
-//! Its own test binary, so no other test's allocations move the RSS it measures. The clients
-//! run in the same process as the server; their memory is part of the figure (a loose bound).
+//! It runs in a process of its own (`own_process`), so no other test's allocations move the RSS
+//! it measures. The clients run in the same process as the server; their memory is part of the
+//! figure (a loose bound).
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// Resident set size of this process, in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
 
 const FAST: usize = 30;
 const BATCHES: u64 = 100;
@@ -36,6 +25,15 @@ const RSS_BOUND_KIB: u64 = 24 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_dropped_memory_stays_bounded_and_everyone_else_gets_everything() {
+    if !own_process(
+        module_path!(),
+        "a_slow_consumer_is_dropped_memory_stays_bounded_and_everyone_else_gets_everything",
+        WAIT * 30,
+    )
+    .await
+    {
+        return;
+    }
     let rec = Recorder::new();
     let server = spawn_cable(
         builder(&rec)

@@ -1,9 +1,7 @@
 //! Broadcasting: fan-out across connections and identifiers, `stream_for` naming, stopping
 //! streams, `transmit`, bookkeeping, remote disconnect and shutdown.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,11 +1,9 @@
 //! The auth helpers end to end: a `Connection` built on `JwtVerifier` (token in `?token=`)
 //! and one built on signed cookies (`CookieKey`).
 
-mod common;
-
+use crate::support::*;
 use actioncable::{CookieKey, JwtVerifier};
 use base64::Engine as _;
-use common::*;
 use serde_json::json;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +16,7 @@ fn now() -> u64 {
         .as_secs()
 }
 
-async fn jwt_server() -> (TestServer, Recorder, JwtVerifier) {
+async fn jwt_server() -> (CableServer, Recorder, JwtVerifier) {
     let rec = Recorder::new();
     let verifier = JwtVerifier::hs256(SECRET.as_bytes());
     let server = spawn_cable(builder(&rec).connection(JwtConnection {
@@ -29,7 +27,7 @@ async fn jwt_server() -> (TestServer, Recorder, JwtVerifier) {
     (server, rec, verifier)
 }
 
-async fn assert_unauthorized(server: &TestServer, opts: Connect) {
+async fn assert_unauthorized(server: &CableServer, opts: Connect) {
     let mut c = CableClient::connect(server.addr, opts)
         .await
         .expect("a rejected connection is still upgraded");

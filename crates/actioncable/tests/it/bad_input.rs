@@ -2,15 +2,13 @@
 //! and neither the connection, its other subscriptions nor other connections suffer.
 //! Oversized frames close the socket with 1009.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A server, a victim connection subscribed to Echo + Lobby, and a bystander in the lobby.
 struct Scene {
-    server: TestServer,
+    server: CableServer,
     rec: Recorder,
     victim: CableClient,
     bystander: CableClient,

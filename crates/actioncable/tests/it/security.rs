@@ -2,18 +2,15 @@
 //! wrong algorithm (HS384, HS512, an RS256 header over an HMAC signature, every spelling of
 //! `none`), oversized and too many request headers, and secrets kept out of the logs at TRACE.
 //!
-//! Every test here installs the same process-wide TRACE subscriber into a buffer first (this file
-//! is its own test binary), so the log test sees everything any test logged.
+//! Every test here logs into the same TRACE capture (`LogCapture`, entered first thing), so the
+//! log test sees everything any test of this module logged.
 
-mod common;
-
+use crate::support::*;
 use actioncable::{CookieKey, JwtVerifier};
 use base64::Engine as _;
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -25,40 +22,16 @@ const SECRET_KEY_BASE: &str = "security-test secret key base: s3cr3t-skb-fedcba9
 // Log capture
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Everything logged by any test in this binary, at every level, from every target.
-fn logs() -> &'static LogBuffer {
-    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = LogBuffer::default();
-        let writer = buffer.clone();
-        tracing_subscriber::fmt()
-            // Everything at TRACE, except the *test's own* WebSocket client, which logs the
-            // request it sends (token included) from the same process; it is not the server.
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "trace,tungstenite::handshake::client=off",
-            ))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        buffer
-    })
+/// Everything logged by any test of this module, at every level, from every target.
+fn logs() -> &'static LogCapture {
+    static LOGS: OnceLock<LogCapture> = OnceLock::new();
+    // Everything at TRACE, except the *test's own* WebSocket client, which logs the request it
+    // sends (token included) from the same process; it is not the server.
+    LOGS.get_or_init(|| LogCapture::new("trace,tungstenite::handshake::client=off"))
 }
 
 fn captured() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
+    logs().text()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -79,8 +52,7 @@ fn claims(sub: &str) -> Claims {
     }
 }
 
-async fn jwt_server() -> (TestServer, Recorder, JwtVerifier) {
-    logs();
+async fn jwt_server() -> (CableServer, Recorder, JwtVerifier) {
     let rec = Recorder::new();
     let verifier = JwtVerifier::hs256(JWT_SECRET.as_bytes());
     let server = spawn_cable(builder(&rec).connection(JwtConnection {
@@ -91,7 +63,7 @@ async fn jwt_server() -> (TestServer, Recorder, JwtVerifier) {
     (server, rec, verifier)
 }
 
-async fn assert_unauthorized(server: &TestServer, token: &str, label: &str) {
+async fn assert_unauthorized(server: &CableServer, token: &str, label: &str) {
     let mut c = CableClient::connect(
         server.addr,
         Connect::new().path(&format!("/cable?token={token}")),
@@ -134,6 +106,7 @@ fn token_with_header(header: &str, claims: &Claims, key: &[u8]) -> String {
 
 #[tokio::test]
 async fn jwts_with_the_right_key_but_another_algorithm_are_rejected() {
+    let _logs = logs().enter();
     let (server, rec, jwt) = jwt_server().await;
     let key = JWT_SECRET.as_bytes();
     let alice = claims("alice");
@@ -242,7 +215,7 @@ async fn send_head(addr: std::net::SocketAddr, head: &[u8]) -> Option<u16> {
 
 #[tokio::test]
 async fn oversized_or_too_many_request_headers_are_refused_and_the_server_keeps_serving() {
-    logs();
+    let _logs = logs().enter();
     let (server, _rec) = spawn_default().await;
     let addr = server.addr;
     let origin = server.origin();
@@ -324,7 +297,7 @@ impl actioncable::Connection for JwtOrCookie {
 
 #[tokio::test]
 async fn secrets_tokens_and_cookie_values_never_appear_in_trace_logs() {
-    logs();
+    let _logs = logs().enter();
     let rec = Recorder::new();
     let jwt = JwtVerifier::hs256(JWT_SECRET.as_bytes());
     let key = CookieKey::derive_from_secret(SECRET_KEY_BASE).unwrap();

@@ -3,7 +3,7 @@
 //! corpus) is re-checked by a plain `cargo test`, without nightly or cargo-fuzz.
 
 #[allow(unreachable_pub, dead_code)]
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod fuzz_checks;
 
 use actioncable::protocol::Command;

@@ -1,11 +1,9 @@
 //! The newer channel features as a client sees them on a real socket: server-side
 //! unsubscribe, periodic timers and broadcasts that skip their sender.
 
-mod common;
-
+use crate::support::*;
 use actioncable::AnyAction;
 use actioncable::{Cable, Channel, ChannelContext, ChannelError, NoParams, async_trait};
-use common::*;
 use serde_json::json;
 use std::time::Duration;
 
@@ -57,7 +55,7 @@ impl Channel for Room {
     }
 }
 
-async fn server() -> TestServer {
+async fn server() -> CableServer {
     spawn_cable(Cable::builder().channel::<Room>().channel::<NoParamsRoom>()).await
 }
 

@@ -2,24 +2,13 @@
 //! on one node closes every connection of that identity on both, and a Rails-style message
 //! published straight into Redis on the internal channel does the same. Other users stay.
 
-mod support;
-
+use crate::support::*;
 use actioncable::{
-    AllowedOrigins, Cable, CableHandle, ConnectRequest, Connection, Identity, Reject, async_trait,
+    AllowedOrigins, Cable, ConnectRequest, Connection, Identity, Reject, async_trait,
 };
 use actioncable_redis::{RedisConfig, RedisPubSub};
-use axum::serve::ListenerExt as _;
-use futures_util::{SinkExt as _, StreamExt as _};
-use serde_json::{Value, json};
-use std::net::SocketAddr;
+use serde_json::json;
 use std::time::Duration;
-use support::*;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-use tokio::time::timeout;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 /// Identity `current_user=<?user=>`.
 #[derive(Debug)]
@@ -33,103 +22,52 @@ impl Connection for UserFromQuery {
     }
 }
 
-struct IdentifiedNode {
-    addr: SocketAddr,
-    handle: CableHandle,
-    task: JoinHandle<()>,
-}
-
-impl Drop for IdentifiedNode {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn start_node(redis: &RedisServer) -> IdentifiedNode {
-    init_tracing();
+async fn start_node(redis: &RedisServer) -> CableServer {
     let pubsub = RedisPubSub::new(RedisConfig::from_url(&redis.url()).unwrap());
-    let cable = Cable::builder()
-        .connection(UserFromQuery)
-        .channel::<StreamChannel>()
-        .pubsub(pubsub)
-        .allowed_origins(AllowedOrigins::any())
-        .build()
-        .expect("the cable builds");
-    let handle = cable.handle();
-    let app: axum::Router = cable.router("/cable");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    IdentifiedNode { addr, handle, task }
-}
-
-type Ws = WebSocketStream<TcpStream>;
-
-/// The next non-ping frame as JSON, or `None` once the socket ended (close frame or EOF).
-async fn next(ws: &mut Ws) -> Option<Value> {
-    loop {
-        match timeout(WAIT, ws.next())
-            .await
-            .expect("a frame or the end in time")
-        {
-            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if v["type"] != "ping" {
-                    return Some(v);
-                }
-            }
-            Some(Ok(_)) => {}
-        }
-    }
-}
-
-/// A welcomed client of `user`, subscribed to `stream`.
-async fn user_client(node: &IdentifiedNode, user: &str, stream: &str) -> Ws {
-    let addr = node.addr;
-    let mut request = format!("ws://{addr}/cable?user={user}")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "actioncable-v1-json, actioncable-unsupported"
-            .parse()
-            .unwrap(),
-    );
-    let tcp = timeout(WAIT, TcpStream::connect(addr))
-        .await
-        .unwrap()
-        .unwrap();
-    let (mut ws, _) = timeout(WAIT, tokio_tungstenite::client_async(request, tcp))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(next(&mut ws).await, Some(json!({ "type": "welcome" })));
-    let id = identifier(stream);
-    ws.send(Message::text(
-        json!({ "command": "subscribe", "identifier": id }).to_string(),
-    ))
+    spawn_cable(
+        Cable::builder()
+            .connection(UserFromQuery)
+            .channel::<StreamChannel>()
+            .pubsub(pubsub)
+            .allowed_origins(AllowedOrigins::any()),
+    )
     .await
-    .unwrap();
+}
+
+/// A welcomed client of `user` (no `Origin`, as a non-browser client), subscribed to `stream`.
+async fn user_client(node: &CableServer, user: &str, stream: &str) -> CableClient {
+    let mut ws = CableClient::connect(
+        node.addr,
+        Connect::new()
+            .path(&format!("/cable?user={user}"))
+            .no_origin(),
+    )
+    .await
+    .expect("the upgrade");
     assert_eq!(
-        next(&mut ws).await,
+        ws.next_json_or_end().await,
+        Some(json!({ "type": "welcome" }))
+    );
+    let id = identifier(stream);
+    ws.send_subscribe(&id).await;
+    assert_eq!(
+        ws.next_json_or_end().await,
         Some(json!({ "identifier": id, "type": "confirm_subscription" }))
     );
     ws
 }
 
 /// `disconnect` with reason `remote` and `reconnect`, then the socket ends.
-async fn expect_remote_disconnect(ws: &mut Ws, reconnect: bool) {
+async fn expect_remote_disconnect(ws: &mut CableClient, reconnect: bool) {
     assert_eq!(
-        next(ws).await,
+        ws.next_json_or_end().await,
         Some(json!({ "type": "disconnect", "reason": "remote", "reconnect": reconnect }))
     );
-    assert_eq!(next(ws).await, None, "the socket ends after the disconnect");
+    assert_eq!(
+        ws.next_json_or_end().await,
+        None,
+        "the socket ends after the disconnect"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +111,7 @@ async fn remote_disconnect_closes_an_identity_on_every_node_and_nobody_else() {
         .await
         .unwrap();
     assert_eq!(
-        next(&mut bob_b).await,
+        bob_b.next_json_or_end().await,
         Some(json!({ "identifier": identifier("room"), "message": { "still": "here" } }))
     );
 

@@ -2,15 +2,13 @@
 //! compatibility with Rails (prefix, payload, client name, internal channel), Redis going
 //! away and coming back, Sentinel, shutdown.
 
-mod support;
-
+use crate::support::*;
 use actioncable::{BroadcastError, PubSubError};
 use actioncable_redis::{RedisConfig, RedisPubSub};
 use serde_json::json;
 use std::os::unix::ffi::OsStrExt as _;
 use std::sync::Arc;
 use std::time::Duration;
-use support::*;
 use tokio::time::Instant;
 
 fn adapter(config: RedisConfig) -> RedisPubSub {
@@ -22,7 +20,7 @@ fn url_config(server: &RedisServer) -> RedisConfig {
 }
 
 async fn node(pubsub: &RedisPubSub) -> Node {
-    Node::start(Arc::new(pubsub.clone())).await
+    stream_node(Arc::new(pubsub.clone())).await
 }
 
 fn default_name() -> String {
@@ -32,7 +30,7 @@ fn default_name() -> String {
 /// Broadcasts `{"probe": n}` until `client` receives one (Redis pub/sub drops what is published
 /// while the subscriber connection is being re-established), bounded by `WAIT`. Then drains
 /// late probes, so the next message the client sees is the next one broadcast.
-async fn until_delivered(node: &Node, client: &mut Client, stream: &str) {
+async fn until_delivered(node: &Node, client: &mut CableClient, stream: &str) {
     let deadline = Instant::now() + WAIT;
     for n in 0.. {
         assert!(
@@ -45,7 +43,10 @@ async fn until_delivered(node: &Node, client: &mut Client, stream: &str) {
             .await
             .is_ok()
         {
-            if let Some(m) = client.try_message(stream, Duration::from_millis(300)).await {
+            if let Some(m) = client
+                .try_stream_message(stream, Duration::from_millis(300))
+                .await
+            {
                 assert!(m["probe"].is_number(), "unexpected message {m}");
                 break;
             }
@@ -58,7 +59,7 @@ async fn until_delivered(node: &Node, client: &mut Client, stream: &str) {
         .await
         .expect("a broadcast once delivery works");
     loop {
-        let m = client.message(stream).await;
+        let m = client.stream_message(stream).await;
         if m["marker"] == true {
             return;
         }
@@ -73,21 +74,30 @@ async fn a_broadcast_on_one_node_reaches_clients_of_another() {
     let b = node(&adapter(url_config(&redis))).await;
     let mut on_a = a.client().await;
     let mut on_b = b.client().await;
-    on_b.subscribe("chat:lobby").await;
+    on_b.subscribe_stream("chat:lobby").await;
 
     a.handle
         .broadcast("chat:lobby", &json!({ "from": "a" }))
         .await
         .unwrap();
-    assert_eq!(on_b.message("chat:lobby").await, json!({ "from": "a" }));
+    assert_eq!(
+        on_b.stream_message("chat:lobby").await,
+        json!({ "from": "a" })
+    );
 
-    on_a.subscribe("chat:lobby").await;
+    on_a.subscribe_stream("chat:lobby").await;
     b.handle
         .broadcast("chat:lobby", &json!({ "from": "b" }))
         .await
         .unwrap();
-    assert_eq!(on_a.message("chat:lobby").await, json!({ "from": "b" }));
-    assert_eq!(on_b.message("chat:lobby").await, json!({ "from": "b" }));
+    assert_eq!(
+        on_a.stream_message("chat:lobby").await,
+        json!({ "from": "b" })
+    );
+    assert_eq!(
+        on_b.stream_message("chat:lobby").await,
+        json!({ "from": "b" })
+    );
     on_a.expect_silence(SILENCE).await;
     on_b.expect_silence(SILENCE).await;
 }
@@ -98,14 +108,14 @@ async fn prefixed_channels_and_raw_json_payloads_match_rails() {
     let pubsub = adapter(url_config(&redis).channel_prefix(Some("app".into())));
     let node = node(&pubsub).await;
     let mut client = node.client().await;
-    client.subscribe("chat:lobby").await;
+    client.subscribe_stream("chat:lobby").await;
     assert_eq!(numsub(redis.port, "app:chat:lobby"), 1);
     assert_eq!(numsub(redis.port, "chat:lobby"), 0);
 
     // What Rails (or anyone) publishes on the prefixed channel reaches us.
     let out = redis.cli(&["PUBLISH", "app:chat:lobby", r#"{"x":1}"#]);
     assert_eq!(out.trim(), "1", "one subscriber: {out}");
-    assert_eq!(client.message("chat:lobby").await, json!({ "x": 1 }));
+    assert_eq!(client.stream_message("chat:lobby").await, json!({ "x": 1 }));
 
     // Unprefixed or foreign channels do not.
     redis.cli(&["PUBLISH", "chat:lobby", r#"{"x":2}"#]);
@@ -125,7 +135,7 @@ async fn prefixed_channels_and_raw_json_payloads_match_rails() {
         )
     );
     assert_eq!(
-        client.message("chat:lobby").await,
+        client.stream_message("chat:lobby").await,
         json!({ "text": "hé", "n": [1, 2] })
     );
 }
@@ -135,10 +145,10 @@ async fn without_prefix_the_channel_is_the_broadcasting_name() {
     let redis = RedisServer::start();
     let node = node(&adapter(url_config(&redis))).await;
     let mut client = node.client().await;
-    client.subscribe("chat:lobby").await;
+    client.subscribe_stream("chat:lobby").await;
 
     redis.cli(&["PUBLISH", "chat:lobby", r#"{"a":1}"#]);
-    assert_eq!(client.message("chat:lobby").await, json!({ "a": 1 }));
+    assert_eq!(client.stream_message("chat:lobby").await, json!({ "a": 1 }));
 
     let mut watcher = CliSubscriber::start(redis.port, "chat:lobby");
     node.handle
@@ -149,7 +159,7 @@ async fn without_prefix_the_channel_is_the_broadcasting_name() {
         watcher.message(),
         ("chat:lobby".to_owned(), "[true]".to_owned())
     );
-    assert_eq!(client.message("chat:lobby").await, json!([true]));
+    assert_eq!(client.stream_message("chat:lobby").await, json!([true]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +167,7 @@ async fn payloads_that_are_not_json_or_not_utf8_are_dropped() {
     let redis = RedisServer::start();
     let node = node(&adapter(url_config(&redis))).await;
     let mut client = node.client().await;
-    client.subscribe("chat:lobby").await;
+    client.subscribe_stream("chat:lobby").await;
 
     redis.cli(&["PUBLISH", "chat:lobby", "not json"]);
     let status = std::process::Command::new("redis-cli")
@@ -171,7 +181,7 @@ async fn payloads_that_are_not_json_or_not_utf8_are_dropped() {
 
     // The connection is fine afterwards.
     redis.cli(&["PUBLISH", "chat:lobby", r#""ok""#]);
-    assert_eq!(client.message("chat:lobby").await, json!("ok"));
+    assert_eq!(client.stream_message("chat:lobby").await, json!("ok"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,13 +240,13 @@ async fn redis_killed_and_restarted_clients_stay_and_delivery_resumes() {
     let pubsub = adapter(url_config(&redis).subscribe_timeout(Duration::from_secs(1)));
     let node = node(&pubsub).await;
     let mut client = node.client().await;
-    client.subscribe("chat:lobby").await;
-    client.subscribe("chat:other").await;
+    client.subscribe_stream("chat:lobby").await;
+    client.subscribe_stream("chat:other").await;
     node.handle
         .broadcast("chat:lobby", &json!("before"))
         .await
         .unwrap();
-    assert_eq!(client.message("chat:lobby").await, json!("before"));
+    assert_eq!(client.stream_message("chat:lobby").await, json!("before"));
 
     redis.kill();
 
@@ -268,10 +278,9 @@ async fn redis_killed_and_restarted_clients_stay_and_delivery_resumes() {
     // A new stream cannot go live: the subscription is rejected after the subscribe timeout.
     let mut newcomer = node.client().await;
     let started = Instant::now();
-    assert!(
-        !newcomer
-            .try_subscribe_identifier(&identifier("chat:new"))
-            .await,
+    assert_eq!(
+        newcomer.take_subscribe(&identifier("chat:new")).await,
+        SubscribeReply::Rejected,
         "a subscription needing a new stream during the outage is rejected"
     );
     assert!(started.elapsed() < Duration::from_secs(4));
@@ -287,12 +296,12 @@ async fn redis_killed_and_restarted_clients_stay_and_delivery_resumes() {
         .broadcast("chat:lobby", &json!("after"))
         .await
         .unwrap();
-    assert_eq!(client.message("chat:lobby").await, json!("after"));
+    assert_eq!(client.stream_message("chat:lobby").await, json!("after"));
     node.handle
         .broadcast("chat:other", &json!("other"))
         .await
         .unwrap();
-    assert_eq!(client.message("chat:other").await, json!("other"));
+    assert_eq!(client.stream_message("chat:other").await, json!("other"));
     client.expect_silence(SILENCE).await;
     eventually("both connections up again", || pubsub.is_connected()).await;
 
@@ -317,12 +326,12 @@ async fn redis_killed_and_restarted_clients_stay_and_delivery_resumes() {
     );
 
     // And new streams work again, with the same client.
-    newcomer.subscribe("chat:new").await;
+    newcomer.subscribe_stream("chat:new").await;
     node.handle
         .broadcast("chat:new", &json!("new"))
         .await
         .unwrap();
-    assert_eq!(newcomer.message("chat:new").await, json!("new"));
+    assert_eq!(newcomer.stream_message("chat:new").await, json!("new"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,10 +348,10 @@ async fn starts_while_redis_is_down_and_connects_when_it_comes_up() {
 
     redis.restart();
     let mut client = node.client().await;
-    client.subscribe("s").await;
+    client.subscribe_stream("s").await;
     eventually("both connections up", || pubsub.is_connected()).await;
     node.handle.broadcast("s", &json!(2)).await.unwrap();
-    assert_eq!(client.message("s").await, json!(2));
+    assert_eq!(client.stream_message("s").await, json!(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,12 +364,12 @@ async fn sentinel_finds_the_master_and_follows_a_new_one() {
     let pubsub = adapter(config);
     let node = node(&pubsub).await;
     let mut client = node.client().await;
-    client.subscribe("chat:lobby").await;
+    client.subscribe_stream("chat:lobby").await;
     node.handle
         .broadcast("chat:lobby", &json!(1))
         .await
         .unwrap();
-    assert_eq!(client.message("chat:lobby").await, json!(1));
+    assert_eq!(client.stream_message("chat:lobby").await, json!(1));
     let name = default_name();
     assert_eq!(
         clients(first.port)
@@ -386,7 +395,7 @@ async fn sentinel_finds_the_master_and_follows_a_new_one() {
         .broadcast("chat:lobby", &json!(2))
         .await
         .unwrap();
-    assert_eq!(client.message("chat:lobby").await, json!(2));
+    assert_eq!(client.stream_message("chat:lobby").await, json!(2));
     assert_eq!(
         clients(second.port)
             .iter()
@@ -409,13 +418,13 @@ async fn rediss_with_a_private_root_certificate() {
     let pubsub = adapter(config);
     let trusted = node(&pubsub).await;
     let mut client = trusted.client().await;
-    client.subscribe("secure").await;
+    client.subscribe_stream("secure").await;
     trusted
         .handle
         .broadcast("secure", &json!("over TLS"))
         .await
         .unwrap();
-    assert_eq!(client.message("secure").await, json!("over TLS"));
+    assert_eq!(client.stream_message("secure").await, json!("over TLS"));
     // Both connections came in over TLS (the plain port sees only redis-cli).
     let name = default_name();
     assert_eq!(
@@ -448,7 +457,7 @@ async fn health_checks_replace_a_connection_that_stops_answering() {
     );
     let node = node(&pubsub).await;
     let mut client = node.client().await;
-    client.subscribe("chat:lobby").await;
+    client.subscribe_stream("chat:lobby").await;
     let name = default_name();
     eventually("both connections up", || pubsub.is_connected()).await;
 
@@ -472,7 +481,7 @@ async fn health_checks_replace_a_connection_that_stops_answering() {
         .broadcast("chat:lobby", &json!("back"))
         .await
         .unwrap();
-    assert_eq!(client.message("chat:lobby").await, json!("back"));
+    assert_eq!(client.stream_message("chat:lobby").await, json!("back"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,8 +490,8 @@ async fn channels_redis_refuses_are_dropped_without_a_reconnect_loop() {
     let pubsub = adapter(url_config(&redis));
     let node = node(&pubsub).await;
     let mut client = node.client().await;
-    client.subscribe("ok:1").await;
-    client.subscribe("secret:1").await;
+    client.subscribe_stream("ok:1").await;
+    client.subscribe_stream("secret:1").await;
     let name = default_name();
     eventually("both connections up", || pubsub.is_connected()).await;
     let before = client_ids(redis.port, &name);
@@ -507,14 +516,13 @@ async fn channels_redis_refuses_are_dropped_without_a_reconnect_loop() {
     assert_eq!(client_ids(redis.port, &name), settled);
 
     // A new forbidden stream is refused (the subscription is rejected), allowed ones work.
-    assert!(
-        !client
-            .try_subscribe_identifier(&identifier("secret:2"))
-            .await
+    assert_eq!(
+        client.take_subscribe(&identifier("secret:2")).await,
+        SubscribeReply::Rejected
     );
-    client.subscribe("ok:2").await;
+    client.subscribe_stream("ok:2").await;
     node.handle.broadcast("ok:2", &json!("fine")).await.unwrap();
-    assert_eq!(client.message("ok:2").await, json!("fine"));
+    assert_eq!(client.stream_message("ok:2").await, json!("fine"));
     assert_eq!(client_ids(redis.port, &name), settled);
     let refused = node.handle.broadcast("secret:1", &json!("no")).await;
     assert!(
@@ -556,7 +564,7 @@ async fn a_broadcast_except_its_sender_skips_only_the_sender_across_nodes() {
     let mut neighbour = a.client().await;
     let mut remote = b.client().await;
     for client in [&mut sender, &mut neighbour, &mut remote] {
-        client.subscribe("room").await;
+        client.subscribe_stream("room").await;
     }
     until_delivered(&a, &mut remote, "room").await;
     // The sender is the connection on `a` that subscribed first.
@@ -568,10 +576,10 @@ async fn a_broadcast_except_its_sender_skips_only_the_sender_across_nodes() {
         .broadcast_except("room", &message, sender_id)
         .await
         .unwrap();
-    assert_eq!(remote.message("room").await, message);
+    assert_eq!(remote.stream_message("room").await, message);
     // `neighbour` may also have late probes from `until_delivered`; skip those.
     loop {
-        let m = neighbour.message("room").await;
+        let m = neighbour.stream_message("room").await;
         if m["probe"].is_number() || m["marker"] == true {
             continue;
         }
@@ -582,7 +590,7 @@ async fn a_broadcast_except_its_sender_skips_only_the_sender_across_nodes() {
     // reaches it: the exclusion was used once.
     a.handle.broadcast("room", &message).await.unwrap();
     loop {
-        let m = sender.message("room").await;
+        let m = sender.stream_message("room").await;
         if m["probe"].is_number() || m["marker"] == true {
             continue;
         }

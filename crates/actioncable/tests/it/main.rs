@@ -1,0 +1,26 @@
+//! The `actioncable` crate's integration tests: one test binary, one module per concern, so the
+//! shared support compiles and links once. Whole-server tests run a real cable on a loopback
+//! port and drive it with real WebSocket clients; `channel_api` and `timers` use the socketless
+//! harness (`actioncable::testing`, enabled for these tests by the crate's dev-dependency on
+//! itself).
+//!
+//! `soak` and `slow_consumer` measure the process's memory, so each runs in a process of its own
+//! (`cable_test_support::own_process`); `security` and `limits` read their own logs through a
+//! scoped capture (`cable_test_support::LogCapture`).
+
+mod support;
+
+mod auth;
+mod bad_input;
+mod broadcast;
+mod channel_api;
+mod channel_wire;
+mod fuzz_corpus;
+mod handshake;
+mod limits;
+mod protocol_props;
+mod security;
+mod slow_consumer;
+mod soak;
+mod subscriptions;
+mod timers;

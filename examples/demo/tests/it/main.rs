@@ -1,0 +1,8 @@
+//! The demo's integration tests in one test binary: `channels` drives its channels and
+//! connection through the socketless harness, as Rails channel tests do; `demo` drives the real
+//! router on a loopback port over HTTP and WebSocket.
+
+mod support;
+
+mod channels;
+mod demo;
