@@ -21,8 +21,9 @@
 //!   a WebSocket library will not send.
 //! - Logging: [`init_tracing`] and [`LogCapture`] (a test's own log, for assertions on it).
 //! - Processes: [`spare_port`], [`rss_kib`], [`own_process`] (a test that measures the process
-//!   runs in a process of its own), and real `redis-server`, Sentinel and `redis-cli`
-//!   processes in [`redis`].
+//!   runs in a process of its own), a server binary as a child process ([`ServerProcess`]:
+//!   how it stops on SIGTERM), and real `redis-server`, Sentinel and `redis-cli` processes in
+//!   [`redis`].
 //!
 //! Nothing here is a mock: servers listen on real sockets, Redis is the real `redis-server`,
 //! and a missing program fails the test with an install hint instead of skipping it.
@@ -30,6 +31,7 @@
 //! Fixture channels and connections stay with the tests of the crate that uses them; only what
 //! more than one crate's tests need lives here.
 
+mod binary;
 mod client;
 mod frames;
 mod http;
@@ -39,6 +41,7 @@ pub mod redis;
 mod server;
 mod timing;
 
+pub use binary::ServerProcess;
 pub use client::{CableClient, Connect, OriginHeader, SubscribeReply};
 pub use frames::{
     CONSUMER_PROTOCOLS, WELCOME, confirm_frame, data_frame, disconnect_frame, is_ping,

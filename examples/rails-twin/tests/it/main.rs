@@ -1,0 +1,20 @@
+//! The `example-rails-twin` binary, run as a process.
+
+use cable_test_support::{Connect, ServerProcess};
+
+const LOBBY: &str = r#"{"channel":"ChatChannel","room":"lobby"}"#;
+
+/// SIGTERM tells an identified, subscribed client `server_restart` and the process exits
+/// cleanly.
+#[tokio::test]
+async fn sigterm_sends_server_restart_and_exits() {
+    let server = ServerProcess::start(
+        env!("CARGO_BIN_EXE_example-rails-twin"),
+        &[("CABLE_ADAPTER", "memory")],
+    );
+    let mut client = server
+        .client(Connect::new().path("/cable?user=alice"))
+        .await;
+    client.confirm(LOBBY).await;
+    server.assert_sigterm_stops_gracefully(client).await;
+}
