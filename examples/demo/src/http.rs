@@ -37,7 +37,7 @@ pub struct AppState {
     /// Credentials.
     pub auth: Arc<Auth>,
     /// Broadcasts to cable subscribers.
-    pub cable: CableHandle,
+    pub handle: CableHandle,
     /// Private rooms and their members.
     pub private_rooms: Arc<PrivateRooms>,
 }
@@ -322,7 +322,7 @@ async fn create_notification(
     // The notification is stored either way (the owner sees it in GET /notifications); a
     // failed push is reported to the caller rather than swallowed.
     if let Err(e) = state
-        .cable
+        .handle
         .broadcast_to("NotificationChannel", &stored.user, &push)
         .await
     {

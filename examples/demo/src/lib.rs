@@ -37,13 +37,13 @@ pub const CABLE_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// How long plain HTTP requests get to finish after the cable has shut down.
 pub const HTTP_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The assembled app: the router (HTTP API + `/cable`) and a handle to the cable.
+/// The assembled app: the router (HTTP API + `/cable`) and the cable's handle.
 #[derive(Debug)]
 pub struct Demo {
     /// Serve this (with connect info, see [`serve`]).
     pub router: Router,
     /// Broadcast or shut down through this.
-    pub cable: CableHandle,
+    pub handle: CableHandle,
 }
 
 /// Builds the app: opens the database, builds the cable, mounts everything.
@@ -73,15 +73,12 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
     let http_state = http::AppState {
         db,
         auth,
-        cable: handle.clone(),
+        handle: handle.clone(),
         private_rooms,
     };
     let router = assets::Assets::new(&config.assets)
         .serve(http::routes(http_state).merge(cable.router("/cable")));
-    Ok(Demo {
-        router,
-        cable: handle,
-    })
+    Ok(Demo { router, handle })
 }
 
 /// The cable's application part: the connection (token or signed cookie) and both channels
@@ -123,7 +120,7 @@ pub async fn serve(
     demo: Demo,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let cable = demo.cable;
+    let handle = demo.handle;
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     // Without TCP_NODELAY a frame that follows another closely waits for the client's
     // delayed ACK (40 ms on Linux); the upgraded socket is out of reach later, so set it here.
@@ -138,7 +135,7 @@ pub async fn serve(
     .with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: closing cable connections");
-        if cable.shutdown(CABLE_SHUTDOWN_DEADLINE).await {
+        if handle.shutdown(CABLE_SHUTDOWN_DEADLINE).await {
             tracing::info!("cable closed");
         } else {
             tracing::warn!("cable connections did not all close in time");

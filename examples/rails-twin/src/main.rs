@@ -329,9 +329,9 @@ impl UserQuery {
 }
 
 /// Publishes the body's JSON text (an empty body is `{}`) to `stream`.
-async fn publish(cable: &CableHandle, stream: &str, body: &str) -> Result<(), Reply> {
+async fn publish(handle: &CableHandle, stream: &str, body: &str) -> Result<(), Reply> {
     let json = if body.is_empty() { "{}" } else { body };
-    cable.broadcast_json(stream, json).await.map_err(|e| {
+    handle.broadcast_json(stream, json).await.map_err(|e| {
         let error = json!({ "error": e.to_string() });
         (StatusCode::INTERNAL_SERVER_ERROR, Json(error))
     })
@@ -339,11 +339,11 @@ async fn publish(cable: &CableHandle, stream: &str, body: &str) -> Result<(), Re
 
 /// `POST /broadcast?stream=S` → `ActionCable.server.broadcast(S, body)`.
 async fn broadcast(
-    State(cable): State<CableHandle>,
+    State(handle): State<CableHandle>,
     Query(q): Query<StreamQuery>,
     body: String,
 ) -> Result<Reply, Reply> {
-    publish(&cable, &q.stream, &body).await?;
+    publish(&handle, &q.stream, &body).await?;
     Ok((
         StatusCode::OK,
         Json(json!({ "ok": true, "stream": q.stream })),
@@ -352,12 +352,12 @@ async fn broadcast(
 
 /// `POST /broadcast_to?user=U[&gid=1]` → `NotificationChannel.broadcast_to(model, body)`.
 async fn broadcast_to(
-    State(cable): State<CableHandle>,
+    State(handle): State<CableHandle>,
     Query(q): Query<UserQuery>,
     body: String,
 ) -> Result<Reply, Reply> {
     let broadcasting = q.broadcasting();
-    publish(&cable, &broadcasting, &body).await?;
+    publish(&handle, &broadcasting, &body).await?;
     let reply = json!({ "ok": true, "broadcasting": broadcasting });
     Ok((StatusCode::OK, Json(reply)))
 }
@@ -371,11 +371,11 @@ async fn broadcasting_for(Query(q): Query<UserQuery>) -> Reply {
 }
 
 /// `POST /disconnect?user=U`.
-async fn disconnect(State(cable): State<CableHandle>, Query(q): Query<UserQuery>) -> Reply {
+async fn disconnect(State(handle): State<CableHandle>, Query(q): Query<UserQuery>) -> Reply {
     // Through the pub/sub adapter: with Redis it reaches the user's connections on every node,
     // Rails' included.
     let identity = actioncable::Identity::new(CURRENT_USER, q.user.as_str());
-    match cable.remote_disconnect(&identity, true).await {
+    match handle.remote_disconnect(&identity, true).await {
         Ok(()) => (StatusCode::OK, Json(json!({ "ok": true }))),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -385,8 +385,8 @@ async fn disconnect(State(cable): State<CableHandle>, Query(q): Query<UserQuery>
 }
 
 /// `GET /stats`.
-async fn stats(State(cable): State<CableHandle>) -> Reply {
-    let connections = cable.connection_count();
+async fn stats(State(handle): State<CableHandle>) -> Reply {
+    let connections = handle.connection_count();
     (StatusCode::OK, Json(json!({ "connections": connections })))
 }
 
@@ -430,7 +430,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/stats", get(stats))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .with_state(cable.handle());
+        .with_state(handle.clone());
     let app = Router::new()
         .merge(cable.router("/cable"))
         .merge(cable.router("/cable/{*rest}"))
