@@ -62,8 +62,10 @@ on_exit() {
 start_private_redis() {
   local log="$1"
   REDIS_PORT="$(free_port)"
+  # Its output goes to the log too: it must not hold this script's stdout open (a caller that
+  # reads the script's output would wait for it).
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-    --daemonize no --logfile "$log" &
+    --daemonize no --logfile "$log" </dev/null >>"$log" 2>&1 &
   REDIS_PID=$!
   wait_until "redis-server on port $REDIS_PORT" 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
 }
