@@ -53,10 +53,12 @@ ensure_redis() {
 # and smoke tests, which find it through RAILS_CABLE_URL; stopped when this script exits. (The
 # Rails interop test starts its own, with the Redis adapter.)
 start_rails_app() {
-  local port; port="$(free_port)"
-  export RAILS_STATE_DIR; RAILS_STATE_DIR="$(mktemp -d -t actioncable-rails.XXXXXX)"
-  on_exit "RAILS_STATE_DIR='$RAILS_STATE_DIR' '$PWD/interop/rails/stop.sh' >/dev/null; rm -rf '$RAILS_STATE_DIR'"
-  RAILS_LOG="$PWD/js-client/test-artifacts/rails-app.log" PORT="$port" interop/rails/start.sh
+  local port state
+  port="$(free_port)"
+  state="$(mktemp -d -t actioncable-rails.XXXXXX)"
+  on_exit "RAILS_STATE_DIR='$state' '$PWD/interop/rails/stop.sh' >/dev/null; rm -rf '$state'"
+  RAILS_STATE_DIR="$state" RAILS_LOG="$PWD/js-client/test-artifacts/rails-app.log" PORT="$port" \
+    interop/rails/start.sh
   export RAILS_CABLE_URL="ws://127.0.0.1:$port/cable"
 }
 
