@@ -86,7 +86,9 @@ cargo build --release -p example-bench -p cable-bench >&2
 # Every process this script starts is stopped on exit: the servers (the Rails app by its
 # stop.sh), then Redis.
 declare -A PID URL RAILS_STATE
+# shellcheck disable=SC2016 # expanded when the script exits
 on_exit 'stop_pid "${REDIS_PID:-}" TERM'
+# shellcheck disable=SC2016
 on_exit 'for name in "${!PID[@]}"; do stop_server "$name"; done'
 
 step "redis-server on 127.0.0.1 (private, spare port)" >&2

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the scripts in this folder and by interop/rails/*.sh. Source it:
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Every wait here is bounded; every process is stopped by its own PID, never by name.
@@ -64,13 +65,16 @@ start_private_redis() {
   REDIS_PORT="$(free_port)"
   # Its output goes to the log too: it must not hold this script's stdout open (a caller that
   # reads the script's output would wait for it).
+  # shellcheck disable=SC2094 # redis-server appends to its log, and so does this redirection
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
     --daemonize no --logfile "$log" </dev/null >>"$log" 2>&1 &
+  # shellcheck disable=SC2034 # for the caller
   REDIS_PID=$!
   wait_until "redis-server on port $REDIS_PORT" 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
 }
 
 # The Debian packages that run the Rails reference app (interop/rails).
+# shellcheck disable=SC2034 # for the scripts that source this file
 RAILS_PACKAGES=(ruby ruby-actioncable puma ruby-redis)
 
 # rails_missing: prints why the Rails reference app cannot run here (and returns 0), or

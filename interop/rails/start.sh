@@ -14,6 +14,7 @@
 # and ruby-redis (scripts/test.sh installs them).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../../scripts/lib.sh
 source "$HERE/../../scripts/lib.sh"
 
 STATE="${RAILS_STATE_DIR:-${TMPDIR:-/tmp}/actioncable-rails}"

@@ -3,6 +3,7 @@
 # in its puma.pid (SIGTERM, SIGKILL after 10 s). Nothing recorded there: nothing to do.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../../scripts/lib.sh
 source "$HERE/../../scripts/lib.sh"
 
 STATE="${RAILS_STATE_DIR:-${TMPDIR:-/tmp}/actioncable-rails}"
