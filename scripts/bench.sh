@@ -3,40 +3,64 @@
 #
 # Builds cable-bench, cable-ref and example-bench (release); starts the raw reference server
 # (cable-ref), example-bench with the in-memory adapter, example-bench with the Redis adapter
-# (on a private redis-server on a spare port; the shared Redis is never touched) and, when Ruby's
-# ActionCable and puma are installed, the real Rails server from ../shared/anchors/rails/; then
-# runs, alternating the targets within each series:
+# (on a private redis-server on a spare port; the machine's default Redis is never touched) and
+# the real Rails server, the Rails reference app of interop/rails (Debian's Ruby ActionCable on
+# puma); then runs these series, alternating the targets within each:
 #
 #   broadcast   BROADCAST_CLIENTS (10,000) subscribers, SENDERS (4) senders, ROUNDS (50) rounds,
 #               against the reference and both adapters, PAIRS (3) times each;
-#   broadcast   RAILS_BROADCAST_CLIENTS (1,000) subscribers, RAILS_ROUNDS (10) rounds, against
-#               Rails and the reference at the same size (only with Rails);
+#   echo        ECHO_CLIENTS (100) clients for ECHO_SECS (5) s against every target, PAIRS times;
+#   broadcast-small
+#               RAILS_BROADCAST_CLIENTS (1,000) subscribers, RAILS_ROUNDS (10) rounds, against
+#               Rails, the reference and example-bench at Rails' size, PAIRS times;
+#   redis       REDIS_CLIENTS (1,000) subscribers, SENDERS senders, REDIS_ROUNDS (200) rounds,
+#               example-bench with the in-memory and with the Redis adapter, REDIS_PAIRS (5) times
+#               each: what the Redis hop costs where fan-out does not hide it;
 #   connect     CONNECT_CLIENTS (19,000) idle subscribed connections against a fresh reference
 #               and a fresh example-bench, CONNECT_PAIRS (2) times each, and RAILS_CONNECT_CLIENTS
-#               (2,000) against a fresh Rails; the server's RSS per connection;
-#   echo        ECHO_CLIENTS (100) clients for ECHO_SECS (5) s against every target, PAIRS times.
+#               (2,000) against a fresh Rails; the server's RSS per connection.
 #
-# cable-bench reads each server's CPU time (/proc/<pid>/stat) around the measured phase and its
-# RSS (/proc/<pid>/status) for connect. Prints Markdown tables of the medians with ratios to the
-# reference. Every run is bounded (--timeout-secs); every process started here is stopped on
-# exit. Settings above are environment variables; OUT (a new temporary directory) keeps every
-# run's report and JSON line; RAILS=0 skips Rails. Not a test: nothing in scripts/test.sh runs it.
+# Server CPU is one thing throughout: the server process's CPU time (utime + stime of
+# /proc/<pid>/stat, every thread) during the measured phase of a run only, which cable-bench
+# reads itself (--server-pid); connecting and closing are not in it. cable-bench also reads the
+# server's RSS (/proc/<pid>/status) for connect. Prints Markdown tables of the medians with
+# ratios to the reference.
+#
+# Settings are environment variables: the sizes above; SERIES, the series to run (default all:
+# "broadcast echo broadcast-small redis connect"); RAILS=0 leaves Rails out (with RAILS=1, the
+# default, the script stops unless Ruby's ActionCable is installed: apt-get install ruby
+# ruby-actioncable puma ruby-redis); QUICK=1 makes every series tiny, to check that the script
+# and every target work (its figures mean nothing); OUT (a new temporary directory) keeps every
+# run's report and JSON line; SERVER_BIN (default target/release/example-bench) and
+# EXTRA_SERVER_ENV (NAME=value words, e.g. RUST_LOG=info) change the example-bench targets, to
+# compare builds. Every run is bounded (--timeout-secs); every process started here is stopped on
+# exit. Not a test: nothing in scripts/test.sh runs it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
 
+if [[ "${QUICK:-0}" == 1 ]]; then
+  : "${BROADCAST_CLIENTS:=200}" "${ROUNDS:=5}" "${PAIRS:=1}" "${RAILS_BROADCAST_CLIENTS:=50}"
+  : "${RAILS_ROUNDS:=3}" "${CONNECT_CLIENTS:=300}" "${CONNECT_PAIRS:=1}" "${RAILS_CONNECT_CLIENTS:=100}"
+  : "${ECHO_CLIENTS:=10}" "${ECHO_SECS:=1}" "${REDIS_CLIENTS:=100}" "${REDIS_ROUNDS:=20}" "${REDIS_PAIRS:=1}"
+fi
 BROADCAST_CLIENTS="${BROADCAST_CLIENTS:-10000}"
 SENDERS="${SENDERS:-4}"
 ROUNDS="${ROUNDS:-50}"
 PAIRS="${PAIRS:-3}"
 RAILS_BROADCAST_CLIENTS="${RAILS_BROADCAST_CLIENTS:-1000}"
 RAILS_ROUNDS="${RAILS_ROUNDS:-10}"
+REDIS_CLIENTS="${REDIS_CLIENTS:-1000}"
+REDIS_ROUNDS="${REDIS_ROUNDS:-200}"
+REDIS_PAIRS="${REDIS_PAIRS:-5}"
 CONNECT_CLIENTS="${CONNECT_CLIENTS:-19000}"
 CONNECT_PAIRS="${CONNECT_PAIRS:-2}"
 RAILS_CONNECT_CLIENTS="${RAILS_CONNECT_CLIENTS:-2000}"
 ECHO_CLIENTS="${ECHO_CLIENTS:-100}"
 ECHO_SECS="${ECHO_SECS:-5}"
+SERIES="${SERIES:-broadcast echo broadcast-small redis connect}"
 RAILS="${RAILS:-1}"
-RAILS_ANCHOR_DIR="${RAILS_ANCHOR_DIR:-$PWD/../shared/anchors/rails}"
+SERVER_BIN="${SERVER_BIN:-target/release/example-bench}"
 OUT="${OUT:-$(mktemp -d -t bench.XXXXXX)}"
 mkdir -p "$OUT"
 # Clients come from several loopback addresses so that no run, nor the sockets left in
@@ -44,88 +68,67 @@ mkdir -p "$OUT"
 BIND_IPS="127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5"
 BENCH=target/release/cable-bench
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+want() { [[ " $SERIES " == *" $1 "* ]]; }
 
-wait_for_port() {
-  local port="$1" what="$2"
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "$what did not start listening on $port" >&2
-  exit 1
-}
-
-PIDS=()
-RAILS_STATE=""
-stop_pid() {
-  local pid="$1"
-  kill -INT "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [[ -n "$RAILS_STATE" ]]; then
-    ANCHOR_STATE_DIR="$RAILS_STATE" "$RAILS_ANCHOR_DIR/stop.sh" >/dev/null 2>&1 || true
+RAILS_ON=0
+if [[ "$RAILS" == 1 ]] && { want echo || want broadcast-small || want connect; }; then
+  if why="$(rails_missing)"; then
+    echo "scripts/bench.sh: $why, so Rails cannot be measured." >&2
+    echo "  Install it (sudo apt-get install ${RAILS_PACKAGES[*]}) or leave Rails out with RAILS=0." >&2
+    exit 1
   fi
-}
-trap cleanup EXIT
+  RAILS_ON=1
+fi
 
-have_rails() {
-  [[ "$RAILS" == 1 && -x "$RAILS_ANCHOR_DIR/start.sh" ]] && command -v puma >/dev/null &&
-    ruby -e 'require "action_cable"' 2>/dev/null
-}
-
-echo "==> cargo build --release -p example-bench -p cable-bench" >&2
+step "cargo build --release -p example-bench -p cable-bench" >&2
 cargo build --release -p example-bench -p cable-bench >&2
 
-REDIS_PORT="$(free_port)"
-echo "==> redis-server on 127.0.0.1:$REDIS_PORT (private)" >&2
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-  --daemonize no --logfile "$OUT/redis.log" &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-wait_for_port "$REDIS_PORT" redis-server
+# Every process this script starts is stopped on exit: the servers (the Rails app by its
+# stop.sh), then Redis.
+declare -A PID URL RAILS_STATE
+# shellcheck disable=SC2016 # expanded when the script exits
+on_exit 'stop_pid "${REDIS_PID:-}" TERM'
+# shellcheck disable=SC2016
+on_exit 'for name in "${!PID[@]}"; do stop_server "$name"; done'
 
-declare -A PORT PID URL
+step "redis-server on 127.0.0.1 (private, spare port)" >&2
+start_private_redis "$OUT/redis.log"
+
 # start_server NAME: starts target NAME (ref, memory, redis, rails) on a new port; sets
-# PORT[NAME], PID[NAME], URL[NAME].
+# PID[NAME] and URL[NAME].
 start_server() {
   local name="$1" port
   port="$(free_port)"
-  PORT[$name]="$port"
   URL[$name]="ws://127.0.0.1:$port/cable"
   case "$name" in
     ref)
       PORT="$port" BIND=127.0.0.1 target/release/cable-ref >"$OUT/server-ref.log" 2>&1 &
       PID[$name]=$! ;;
     memory | redis)
-      CABLE_ADAPTER="$name" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" PORT="$port" \
-        BIND=127.0.0.1 target/release/example-bench >"$OUT/server-$name.log" 2>&1 &
+      # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
+      env CABLE_ADAPTER="$name" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" PORT="$port" \
+        BIND=127.0.0.1 ${EXTRA_SERVER_ENV:-} "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
       PID[$name]=$! ;;
     rails)
-      # The anchor identifies connections by ?user= and checks Origin unless told not to.
-      RAILS_STATE="$(mktemp -d -p "$OUT" rails.XXXXXX)"
-      ANCHOR_STATE_DIR="$RAILS_STATE" PORT="$port" CABLE_ADAPTER=async CABLE_DISABLE_FORGERY=1 \
-        "$RAILS_ANCHOR_DIR/start.sh" >&2
-      PID[$name]="$(cat "$RAILS_STATE/puma.pid")"
+      # The Rails app identifies connections by ?user= and checks Origin unless told not to.
+      RAILS_STATE[$name]="$(mktemp -d -p "$OUT" rails.XXXXXX)"
+      RAILS_STATE_DIR="${RAILS_STATE[$name]}" PORT="$port" CABLE_ADAPTER=async \
+        CABLE_DISABLE_FORGERY=1 interop/rails/start.sh >&2
+      PID[$name]="$(cat "${RAILS_STATE[$name]}/puma.pid")"
       URL[$name]="ws://127.0.0.1:$port/cable?user=bench" ;;
   esac
-  [[ "$name" == rails ]] || PIDS+=("${PID[$name]}")
-  wait_for_port "$port" "$name"
+  wait_for_port "$port" "$name" || exit 1
 }
 
 stop_server() {
   local name="$1"
+  [[ -n "${PID[$name]:-}" ]] || return 0
   if [[ "$name" == rails ]]; then
-    ANCHOR_STATE_DIR="$RAILS_STATE" "$RAILS_ANCHOR_DIR/stop.sh" >/dev/null 2>&1 || true
-    RAILS_STATE=""
+    RAILS_STATE_DIR="${RAILS_STATE[$name]}" interop/rails/stop.sh >/dev/null 2>&1 || true
   else
-    stop_pid "${PID[$name]}"
+    stop_pid "${PID[$name]}" INT
   fi
+  unset "PID[$name]"
 }
 
 # run SERIES NAME N MODE ARGS...: one cable-bench run against NAME; the JSON line plus the
@@ -146,64 +149,82 @@ print(json.dumps(d))' "$name" "$series" >"$file.json"
   echo "  $series $name #$n: $(sed -n 2p "$file.txt" | tr -s ' ')" >&2
 }
 
-RAILS_ON=0
-if have_rails; then RAILS_ON=1; else echo "==> Rails anchor not available: its rows are skipped" >&2; fi
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 TARGETS=(ref memory redis)
-for name in "${TARGETS[@]}"; do start_server "$name"; done
-if ((RAILS_ON)); then start_server rails; fi
+if want broadcast || want echo || want broadcast-small || want redis; then
+  for name in "${TARGETS[@]}"; do start_server "$name"; done
+  if ((RAILS_ON)) && { want echo || want broadcast-small; }; then start_server rails; fi
+fi
 
-echo "==> broadcast: $BROADCAST_CLIENTS subscribers, $SENDERS senders, $ROUNDS rounds, $PAIRS× each" >&2
-for n in $(seq 1 "$PAIRS"); do
-  for name in "${TARGETS[@]}"; do
-    run broadcast "$name" "$n" broadcast --clients "$BROADCAST_CLIENTS" --senders "$SENDERS" \
-      --rounds "$ROUNDS" --ramp-per-sec 3000 --timeout-secs 90
-  done
-done
-
-echo "==> echo: $ECHO_CLIENTS clients, ${ECHO_SECS} s, $PAIRS× each" >&2
-ECHO_TARGETS=("${TARGETS[@]}")
-if ((RAILS_ON)); then ECHO_TARGETS+=(rails); fi
-for n in $(seq 1 "$PAIRS"); do
-  for name in "${ECHO_TARGETS[@]}"; do
-    run echo "$name" "$n" echo --clients "$ECHO_CLIENTS" --duration-secs "$ECHO_SECS" --timeout-secs 60
-  done
-done
-
-if ((RAILS_ON)); then
-  echo "==> broadcast (Rails size): $RAILS_BROADCAST_CLIENTS subscribers, $RAILS_ROUNDS rounds" >&2
+if want broadcast; then
+  step "broadcast: $BROADCAST_CLIENTS subscribers, $SENDERS senders, $ROUNDS rounds, $PAIRS× each" >&2
   for n in $(seq 1 "$PAIRS"); do
-    for name in ref memory rails; do
+    for name in "${TARGETS[@]}"; do
+      run broadcast "$name" "$n" broadcast --clients "$BROADCAST_CLIENTS" --senders "$SENDERS" \
+        --rounds "$ROUNDS" --ramp-per-sec 3000 --timeout-secs 90
+    done
+  done
+fi
+
+if want echo; then
+  step "echo: $ECHO_CLIENTS clients, ${ECHO_SECS} s, $PAIRS× each" >&2
+  ECHO_TARGETS=("${TARGETS[@]}")
+  if ((RAILS_ON)); then ECHO_TARGETS+=(rails); fi
+  for n in $(seq 1 "$PAIRS"); do
+    for name in "${ECHO_TARGETS[@]}"; do
+      run echo "$name" "$n" echo --clients "$ECHO_CLIENTS" --duration-secs "$ECHO_SECS" --timeout-secs 60
+    done
+  done
+fi
+
+if want broadcast-small; then
+  SMALL_TARGETS=(ref memory)
+  if ((RAILS_ON)); then SMALL_TARGETS+=(rails); fi
+  step "broadcast (Rails size): $RAILS_BROADCAST_CLIENTS subscribers, $RAILS_ROUNDS rounds, $PAIRS× each" >&2
+  for n in $(seq 1 "$PAIRS"); do
+    for name in "${SMALL_TARGETS[@]}"; do
       run broadcast-small "$name" "$n" broadcast --clients "$RAILS_BROADCAST_CLIENTS" \
         --senders "$SENDERS" --rounds "$RAILS_ROUNDS" --ramp-per-sec 500 --timeout-secs 120 \
         --round-timeout-secs 10
     done
   done
 fi
-for name in "${TARGETS[@]}"; do stop_server "$name"; done
-if ((RAILS_ON)); then stop_server rails; fi
 
-# Idle memory: each run on a freshly started server, so earlier runs' heap does not count.
-echo "==> connect: $CONNECT_CLIENTS idle connections, fresh server per run, $CONNECT_PAIRS× each" >&2
-for n in $(seq 1 "$CONNECT_PAIRS"); do
-  for name in ref memory; do
-    start_server "$name"
-    run connect "$name" "$n" connect --clients "$CONNECT_CLIENTS" --ramp-per-sec 3000 \
-      --hold-secs 4 --timeout-secs 60
-    stop_server "$name"
+if want redis; then
+  step "redis: $REDIS_CLIENTS subscribers, $SENDERS senders, $REDIS_ROUNDS rounds, memory and Redis $REDIS_PAIRS× each" >&2
+  for n in $(seq 1 "$REDIS_PAIRS"); do
+    for name in memory redis; do
+      run redis "$name" "$n" broadcast --clients "$REDIS_CLIENTS" --senders "$SENDERS" \
+        --rounds "$REDIS_ROUNDS" --ramp-per-sec 3000 --timeout-secs 90
+    done
   done
-done
-if ((RAILS_ON)); then
-  start_server rails
-  run connect rails 1 connect --clients "$RAILS_CONNECT_CLIENTS" --ramp-per-sec 500 \
-    --hold-secs 4 --timeout-secs 60
-  stop_server rails
+fi
+for name in "${!PID[@]}"; do stop_server "$name"; done
+
+if want connect; then
+  # Idle memory: each run on a freshly started server, so earlier runs' heap does not count.
+  step "connect: $CONNECT_CLIENTS idle connections, fresh server per run, $CONNECT_PAIRS× each" >&2
+  for n in $(seq 1 "$CONNECT_PAIRS"); do
+    for name in ref memory; do
+      start_server "$name"
+      run connect "$name" "$n" connect --clients "$CONNECT_CLIENTS" --ramp-per-sec 3000 \
+        --hold-secs 4 --timeout-secs 60
+      stop_server "$name"
+    done
+  done
+  if ((RAILS_ON)); then
+    start_server rails
+    run connect rails 1 connect --clients "$RAILS_CONNECT_CLIENTS" --ramp-per-sec 500 \
+      --hold-secs 4 --timeout-secs 60
+    stop_server rails
+  fi
 fi
 
 echo
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r), $(rustc --version), $(redis-server --version | cut -d' ' -f1-3)$( ((RAILS_ON)) && echo ", Rails ActionCable $(ruby -e 'require "action_cable"; print ActionCable.version') on puma $(puma --version 2>/dev/null | cut -d' ' -f3)")."
 echo "Load average before the series: $LOAD_BEFORE (anything well above 0 means other work shared the cores)."
+if [[ "${QUICK:-0}" == 1 ]]; then echo "QUICK=1: tiny runs that check the script and every target; these figures mean nothing."; fi
 python3 - "$OUT" <<'EOF'
 import glob, json, statistics, sys
 
@@ -259,6 +280,14 @@ b = table("Broadcast to many subscribers", "broadcast", ["ref", "memory", "redis
           [("memory", "ref"), ("redis", "ref"), ("redis", "memory")])
 s = table("Broadcast, Rails size", "broadcast-small", ["ref", "memory", "rails"], bcols,
           [("memory", "ref"), ("rails", "ref")])
+r = table("Redis vs in-memory adapter", "redis", ["memory", "redis"], bcols, [("redis", "memory")])
+if r and "memory" in r and "redis" in r:
+    rs = runs[("redis", "redis")] + runs[("redis", "memory")]
+    late = sum(x.get("late", 0) for x in rs)
+    print(f"\nRedis minus memory at the median: time-to-all p50 {r['redis'][0] - r['memory'][0]:+.2f} ms, "
+          f"per-delivery p50 {r['redis'][2] - r['memory'][2]:+.2f} ms; "
+          f"{rs[0]['clients']:,} subscribers, {rs[0]['senders']} senders, {rs[0]['rounds']} rounds per run; "
+          f"{sum(x['lost'] for x in rs)} lost and {late} late in all runs.")
 ccols = [
     ("connections", lambda r: r["clients"], 0),
     ("RSS per connection (bytes)", lambda r: r.get("bytes_per_connection"), 0),

@@ -13,23 +13,21 @@
 # (the access log names the node of each request: upstream=127.0.0.1:<node port>).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
 ROOT="$PWD"
 STATE="${CLUSTER_STATE_DIR:-/tmp/actioncable-cluster}"
 PORT="${CLUSTER_PORT:-8080}"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
 wait_for() { # wait_for <what> <command…>: up to 10 s
   local what="$1"; shift
-  for _ in $(seq 1 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "cluster: $what did not come up; logs in $STATE" >&2
-  return 1
+  wait_until "cluster: $what" 10 "$@" || { echo "cluster: logs in $STATE" >&2; return 1; }
 }
 
 down() {
+  # SIGTERM to each process recorded here; a node has its 10 s shutdown deadline, then SIGKILL.
   for pidfile in "$STATE"/*.pid; do
     [[ -f "$pidfile" ]] || continue
-    kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+    stop_pid "$(cat "$pidfile")" TERM 12
     rm -f "$pidfile"
   done
   if [[ -f "$STATE/nginx/nginx.pid" ]]; then
@@ -49,12 +47,9 @@ up() {
 
   local redis_url="${REDIS_URL:-}"
   if [[ -z "$redis_url" ]]; then
-    local rport; rport="$(free_port)"
-    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
-      > "$STATE/redis.log" 2>&1 &
-    echo $! > "$STATE/redis.pid"
-    redis_url="redis://127.0.0.1:$rport/0"
-    wait_for "redis" redis-cli -p "$rport" ping
+    start_private_redis "$STATE/redis.log"
+    echo "$REDIS_PID" > "$STATE/redis.pid"
+    redis_url="redis://127.0.0.1:$REDIS_PORT/0"
   fi
 
   local secret="${SECRET_KEY_BASE:-cluster-demo-secret-shared-by-both-nodes-0123456789}"

@@ -8,6 +8,7 @@
 # examples/demo/README.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
 
 consumer=js-client/node_modules/@rails/actioncable/app/assets/javascripts/actioncable.esm.js
 if [[ ! -f $consumer ]]; then
@@ -16,10 +17,9 @@ if [[ ! -f $consumer ]]; then
     echo "  (Node.js >= 20 with npm, e.g. sudo apt-get install nodejs npm)" >&2
     exit 1
   fi
-  printf '==> installing the page'"'"'s JavaScript dependencies (npm ci in js-client)\n'
+  step "installing the page's JavaScript dependencies (npm ci in js-client)"
   (cd js-client && npm ci --no-audit --no-fund)
 fi
 
-printf '==> starting example-demo: open http://%s:%s/ in a browser once it is listening (Ctrl-C stops it)\n' \
-  "${BIND:-127.0.0.1}" "${PORT:-3000}"
+step "starting example-demo: open http://${BIND:-127.0.0.1}:${PORT:-3000}/ in a browser once it is listening (Ctrl-C stops it)"
 exec cargo run -p example-demo

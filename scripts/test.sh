@@ -5,31 +5,14 @@
 # starts a Redis on 127.0.0.1:6379 if none answers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-step() { printf '\n==> %s\n' "$*"; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-# The real Rails ActionCable server (from Debian's packages) runs beside ours so the js-client
-# tests can compare behaviour; without Ruby those tests are skipped with a message.
-start_rails_anchor() {
-  local dir="${RAILS_ANCHOR_DIR:-$PWD/../shared/anchors/rails}"
-  if [[ -x "$dir/start.sh" ]] && command -v puma >/dev/null && ruby -e 'require "action_cable"' 2>/dev/null; then
-    local port; port="$(free_port)"
-    export ANCHOR_STATE_DIR; ANCHOR_STATE_DIR="$(mktemp -d)"
-    PORT="$port" "$dir/start.sh"
-    trap "\"$dir/stop.sh\" >/dev/null" EXIT
-    export RAILS_ANCHOR_URL="ws://127.0.0.1:$port/cable"
-  else
-    echo "Rails anchor not available: the side-by-side tests will be skipped."
-    echo "  (install it with: sudo apt-get install ruby ruby-actioncable puma ruby-redis)"
-  fi
-}
+source scripts/lib.sh
 
 # Debian packages the tests run for real: redis-server/redis-cli/redis-sentinel (the Redis
 # adapter's tests start their own servers), openssl (a TLS test's certificates), nginx (the
 # load-balanced topology), python3 (free ports), chromium (the demo page's browser tests drive
-# Debian's Chromium through playwright-core; no browser is ever downloaded).
+# Debian's Chromium through playwright-core; no browser is ever downloaded), and Ruby's
+# ActionCable under puma (the Rails reference app in interop/rails, which the side-by-side and
+# Rails interop tests compare us with).
 ensure_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
@@ -39,11 +22,22 @@ ensure_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v python3 >/dev/null || missing+=(python3)
   command -v chromium >/dev/null || missing+=(chromium)
+  rails_missing >/dev/null && missing+=("${RAILS_PACKAGES[@]}")
   if ((${#missing[@]})); then
     step "installing ${missing[*]}"
     local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    if ! { $sudo apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+      echo "scripts/test.sh: could not install ${missing[*]}; install them by hand:" >&2
+      echo "  sudo apt-get install ${missing[*]}" >&2
+      exit 1
+    fi
+  fi
+  local why
+  if why="$(rails_missing)"; then
+    echo "scripts/test.sh: the Rails reference app cannot run: $why." >&2
+    echo "  The side-by-side and Rails interop tests need it: sudo apt-get install ${RAILS_PACKAGES[*]}" >&2
+    exit 1
   fi
 }
 
@@ -52,8 +46,20 @@ ensure_redis() {
   step "starting redis-server on 127.0.0.1:6379"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
     --logfile /tmp/actioncable-test-redis.log
-  for _ in $(seq 1 50); do redis-cli -p 6379 ping >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "redis-server did not start" >&2; exit 1
+  wait_until "redis-server on 127.0.0.1:6379" 5 redis-cli -h 127.0.0.1 -p 6379 ping || exit 1
+}
+
+# The Rails reference app (interop/rails, async adapter) on a spare port for the side-by-side
+# and smoke tests, which find it through RAILS_CABLE_URL; stopped when this script exits. (The
+# Rails interop test starts its own, with the Redis adapter.)
+start_rails_app() {
+  local port state
+  port="$(free_port)"
+  state="$(mktemp -d -t actioncable-rails.XXXXXX)"
+  on_exit "RAILS_STATE_DIR='$state' '$PWD/interop/rails/stop.sh' >/dev/null; rm -rf '$state'"
+  RAILS_STATE_DIR="$state" RAILS_LOG="$PWD/js-client/test-artifacts/rails-app.log" PORT="$port" \
+    interop/rails/start.sh
+  export RAILS_CABLE_URL="ws://127.0.0.1:$port/cable"
 }
 
 step "system packages and services"
@@ -100,8 +106,8 @@ if [[ -f js-client/package.json ]]; then
   (cd js-client && npm ci --no-audit --no-fund)
   step "js-client: build example servers"
   cargo build --workspace --bins
-  step "js-client: Rails anchor for side-by-side tests"
-  start_rails_anchor
+  step "js-client: the Rails reference app for the side-by-side tests"
+  start_rails_app
   step "js-client: node --test"
   (cd js-client && npm test)
 fi

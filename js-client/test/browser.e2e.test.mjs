@@ -19,10 +19,10 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { waitUntil } from "./support/consumer.mjs";
 import { Scope, http, login, signJwt, nowSecs, freePort, JS_CLIENT_DIR } from "./support/demo.mjs";
+import { BROWSER_WAIT_MS, BROWSER_TEST_TIMEOUT_MS, LONG_TEST_TIMEOUT_MS, QUIET_MS, RECONNECT_WAIT_MS, DEMO_STOP_GRACE_MS, TYPING_GONE_WITHIN_MS } from "./support/timing.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const SCREENSHOTS = join(JS_CLIENT_DIR, "test-artifacts", "screenshots");
-const T = 10000; // every single wait
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 360, height: 740 };
 
@@ -48,7 +48,7 @@ async function shot(page, name, { fullPage = false } = {}) {
 }
 
 /** A test with its own Scope (demo processes, temp dirs) and browser contexts, always cleaned up. */
-function browserTest(name, { timeout = 45000 } = {}, fn) {
+function browserTest(name, { timeout = BROWSER_TEST_TIMEOUT_MS } = {}, fn) {
   test(name, { timeout }, async (t) => {
     const scope = new Scope(`browser ${name}`);
     const pages = [];
@@ -56,7 +56,7 @@ function browserTest(name, { timeout = 45000 } = {}, fn) {
     /** A new browser context (its own cookies and sessionStorage: another user) on `demo`. */
     scope.page = async (demo, { viewport = DESKTOP, label = `page ${pages.length + 1}` } = {}) => {
       const context = await browser.newContext({ viewport, baseURL: demo.baseUrl, locale: "en-GB" });
-      context.setDefaultTimeout(T);
+      context.setDefaultTimeout(BROWSER_WAIT_MS);
       const page = await context.newPage();
       page.on("pageerror", (error) => errors.push(`${label}: ${error.message}`));
       pages.push({ page, label });
@@ -83,7 +83,7 @@ function browserTest(name, { timeout = 45000 } = {}, fn) {
 
 const statusOf = (page) => page.getByRole("banner").getByRole("status");
 
-async function waitForStatus(page, text, timeout = T) {
+async function waitForStatus(page, text, timeout = BROWSER_WAIT_MS) {
   await statusOf(page).filter({ hasText: new RegExp(`^${text}$`) }).waitFor({ timeout });
 }
 
@@ -180,7 +180,7 @@ describe("the demo page in headless Chromium", () => {
     const typing = alice.getByText("bob is typing…");
     await typing.waitFor();
     await shot(alice, "02-typing-indicator");
-    await typing.waitFor({ state: "hidden", timeout: 6000 });
+    await typing.waitFor({ state: "hidden", timeout: TYPING_GONE_WITHIN_MS });
 
     // Messages both ways.
     await say(bob, "hello alice");
@@ -247,7 +247,7 @@ describe("the demo page in headless Chromium", () => {
     await shot(bob, "06-notifications-arrived");
 
     // Only their owner got them.
-    await alice.waitForTimeout(500);
+    await alice.waitForTimeout(QUIET_MS);
     assert.equal(await notificationsPanel(alice).getByRole("listitem").count(), 0);
     await waitForUnread(alice, 0);
     await notificationsPanel(alice).getByText("No notifications yet.").waitFor();
@@ -273,7 +273,7 @@ describe("the demo page in headless Chromium", () => {
     assert.deepEqual(stored.body.map((n) => [n.message, n.read]), [["Lunch at noon?", true], ["Your build passed", true]]);
   });
 
-  browserTest("connection status: reconnecting while the server is down, connected again on its own", { timeout: 90000 }, async (scope, t) => {
+  browserTest("connection status: reconnecting while the server is down, connected again on its own", { timeout: LONG_TEST_TIMEOUT_MS }, async (scope, t) => {
     const port = await freePort();
     const database = join(scope.tempDir(), "demo.sqlite3");
     let demo = await scope.demo({ port, database });
@@ -282,7 +282,7 @@ describe("the demo page in headless Chromium", () => {
     await say(alice, "before the restart");
 
     const stoppedAt = Date.now();
-    assert.deepEqual(await demo.stop({ graceMs: 8000 }), { code: 0, signal: null });
+    assert.deepEqual(await demo.stop({ graceMs: DEMO_STOP_GRACE_MS }), { code: 0, signal: null });
     await waitForStatus(alice, "Reconnecting…");
     await chatLog(alice).getByText("Connection lost — reconnecting…").waitFor();
     // What you type meanwhile is kept, with a clear reason.
@@ -290,12 +290,12 @@ describe("the demo page in headless Chromium", () => {
     await alice.getByLabel("Chat message").press("Enter");
     await alice.getByText(/^Not sent: not connected/).waitFor();
     assert.equal(await alice.getByLabel("Chat message").inputValue(), "typed while down");
-    await alice.waitForTimeout(1500); // let the detail line count a little
+    await alice.waitForTimeout(3 * QUIET_MS); // let the detail line count a little
     await shot(alice, "08-reconnecting");
 
     demo = await scope.demo({ port, database });
     // The stock ConnectionMonitor reopens on its own (stale after 6 s, polls every 6–18 s).
-    await waitForStatus(alice, "Connected", 45000);
+    await waitForStatus(alice, "Connected", RECONNECT_WAIT_MS);
     t.diagnostic(`the page was connected again ${Date.now() - stoppedAt} ms after the SIGTERM`);
     await chatLog(alice).getByText("Reconnected").waitFor();
     await alice.getByRole("button", { name: "Send", exact: true }).click();
@@ -320,7 +320,7 @@ describe("the demo page in headless Chromium", () => {
     await page.getByRole("heading", { name: "Sign in to chat" }).waitFor();
     await shot(page, "10-connection-rejected");
     await waitUntil(() => demo.proc.lines.some((l) => /cable connection without valid credentials/.test(l)),
-      { timeoutMs: T, label: "the server logging the rejection" });
+      { timeoutMs: BROWSER_WAIT_MS, label: "the server logging the rejection" });
 
     // Signing in again works and clears the message.
     await signIn(page, "mallory");
@@ -334,7 +334,7 @@ describe("the demo page in headless Chromium", () => {
     const demo = await scope.demo({ env: { DEMO_ASSETS: assets } });
     // stderr (the log) and stdout (the ready line) are separate pipes: the warning may come in second.
     await waitUntil(() => demo.proc.lines.some((l) => /WARN/.test(l) && /npm ci/.test(l)),
-      { timeoutMs: T, label: "a startup warning saying to run npm ci" });
+      { timeoutMs: BROWSER_WAIT_MS, label: "a startup warning saying to run npm ci" });
     assert.equal((await http(demo.baseUrl, "/vendor/actioncable.esm.js")).status, 404);
     const page = await scope.page(demo);
     await page.goto("/");

@@ -7,8 +7,8 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { subscribe, withTimeout, waitUntil } from "./support/consumer.mjs";
 import { Scope, login, http, JS_CLIENT_DIR } from "./support/demo.mjs";
+import { WAIT_MS, TEST_TIMEOUT_MS } from "./support/timing.mjs";
 
-const T = 5000;
 const CLI = join(JS_CLIENT_DIR, "bin", "chat.mjs");
 
 /** Spawn the CLI with piped stdio; collects stdout+stderr lines. Killed by kill() if still running. */
@@ -34,16 +34,16 @@ function runCli(args) {
     exited,
     write: (s) => child.stdin.write(s),
     end: () => child.stdin.end(),
-    waitLine: (re, t = T) => waitUntil(() => lines.find((l) => re.test(l)), { timeoutMs: t, label: `CLI output ${re}` })
+    waitLine: (re, t = WAIT_MS) => waitUntil(() => lines.find((l) => re.test(l)), { timeoutMs: t, label: `CLI output ${re}` })
       .catch((err) => { err.message += `\n--- CLI output ---\n${output()}`; throw err; }),
-    waitExit: (t = T) => withTimeout(exited, t, "CLI exit").catch((err) => { err.message += `\n--- CLI output ---\n${output()}`; throw err; }),
+    waitExit: (t = WAIT_MS) => withTimeout(exited, t, "CLI exit").catch((err) => { err.message += `\n--- CLI output ---\n${output()}`; throw err; }),
     output,
     kill: () => { if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL"); },
   };
 }
 
 function cliTest(name, fn) {
-  test(name, { timeout: 20000 }, async () => {
+  test(name, { timeout: TEST_TIMEOUT_MS }, async () => {
     const scope = new Scope(`cli ${name}`);
     const clis = [];
     try {
@@ -60,14 +60,14 @@ describe("bin/chat.mjs against example-demo", () => {
     const demo = await scope.demo();
     const dave = await login(demo.baseUrl, "dave");
     const daveChat = subscribe(scope.consumer(`${demo.cableUrl}?token=${dave.token}`), { channel: "ChatChannel", room: "lobby" });
-    await daveChat.waitConnected(T);
+    await daveChat.waitConnected(WAIT_MS);
 
     const carol = cli(["carol", "lobby", "--url", demo.baseUrl]);
     await carol.waitLine(/joined #lobby as carol/);
-    await daveChat.waitFor((m) => m.type === "joined" && m.user === "carol", T);
+    await daveChat.waitFor((m) => m.type === "joined" && m.user === "carol", WAIT_MS);
 
     carol.write("hello from the cli\n");
-    const msg = await daveChat.waitFor((m) => m.type === "message" && m.user === "carol", T);
+    const msg = await daveChat.waitFor((m) => m.type === "message" && m.user === "carol", WAIT_MS);
     assert.equal(msg.text, "hello from the cli");
     await carol.waitLine(/<carol> hello from the cli$/); // the CLI shows its own message once echoed
 
@@ -84,7 +84,7 @@ describe("bin/chat.mjs against example-demo", () => {
     const leftMark = daveChat.events.length;
     carol.write("/quit\n");
     assert.deepEqual(await carol.waitExit(), { code: 0, signal: null });
-    await daveChat.waitFor((m) => m.type === "left" && m.user === "carol", T, { fromIndex: leftMark });
+    await daveChat.waitFor((m) => m.type === "left" && m.user === "carol", WAIT_MS, { fromIndex: leftMark });
     assert.equal(carol.lines.at(-1), "* bye");
     const stored = (await http(demo.baseUrl, "/notifications", { token: (await login(demo.baseUrl, "carol")).token })).body;
     assert.equal(stored.find((x) => x.id === n.id).read, true);

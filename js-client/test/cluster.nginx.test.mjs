@@ -20,18 +20,17 @@ import { join } from "node:path";
 import { subscribe, sleep, freePort, waitUntil, closeConsumer, createConsumer } from "./support/consumer.mjs";
 import { JS_CLIENT_DIR, DEMO_BIN, assertDemoBuilt, login, http } from "./support/demo.mjs";
 import { haveCommand } from "./support/redis.mjs";
+import { WAIT_MS, QUIET_MS, CLOSE_MS, PROCESS_STOP_MS, SCRIPT_MS, LONG_TEST_TIMEOUT_MS } from "./support/timing.mjs";
 
 const CLUSTER_SH = join(JS_CLIENT_DIR, "..", "scripts", "cluster.sh");
 const ARTIFACTS = join(JS_CLIENT_DIR, "test-artifacts", "cluster");
-const T = 5000;
-const QUIET_MS = 500;
 
 const missing = ["nginx", "redis-server", "redis-cli", "curl", "python3"].filter((c) => !haveCommand(c));
 const skip = missing.length ? `${missing.join(", ")} not found (apt-get install nginx-light redis-server curl python3)` : false;
 
 function cluster(cmd, env) {
   return new Promise((resolve, reject) => {
-    execFile("bash", [CLUSTER_SH, cmd], { env: { ...process.env, ...env }, timeout: 60000 }, (err, stdout, stderr) => {
+    execFile("bash", [CLUSTER_SH, cmd], { env: { ...process.env, ...env }, timeout: SCRIPT_MS }, (err, stdout, stderr) => {
       if (err) {
         err.message += `\ncluster.sh ${cmd} stdout: ${stdout}\nstderr: ${stderr}`;
         reject(err);
@@ -64,7 +63,7 @@ function clusterPids(state) {
 }
 
 const NAME = "two consumers through nginx land on different nodes, chat, and get their notifications";
-test(NAME, { skip, timeout: 90000 }, async (t) => {
+test(NAME, { skip, timeout: LONG_TEST_TIMEOUT_MS }, async (t) => {
   assertDemoBuilt();
   const state = mkdtempSync(join(tmpdir(), "actioncable-cluster-test-"));
   const port = await freePort();
@@ -80,7 +79,7 @@ test(NAME, { skip, timeout: 90000 }, async (t) => {
   };
   let pids = [];
   const downSync = () => {
-    try { execFileSync("bash", [CLUSTER_SH, "down"], { env: { ...process.env, ...env }, stdio: "ignore", timeout: 15000 }); } catch { /* best effort */ }
+    try { execFileSync("bash", [CLUSTER_SH, "down"], { env: { ...process.env, ...env }, stdio: "ignore", timeout: SCRIPT_MS }); } catch { /* best effort */ }
   };
   process.once("exit", downSync);
   const consumers = [];
@@ -105,10 +104,10 @@ test(NAME, { skip, timeout: 90000 }, async (t) => {
     // One upgrade right after the other: round robin gives them different nodes.
     const aliceC = connect(alice);
     const aliceChat = subscribe(aliceC, { channel: "ChatChannel", room: "lobby" });
-    await aliceChat.waitConnected(T);
+    await aliceChat.waitConnected(WAIT_MS);
     const bobC = connect(bob);
     const bobChat = subscribe(bobC, { channel: "ChatChannel", room: "lobby" });
-    await bobChat.waitConnected(T);
+    await bobChat.waitConnected(WAIT_MS);
 
     await t.test("the two consumers are served by different nodes (node logs)", async () => {
       const accepted = (node, user) => readFileSync(join(state, `node${node}.log`), "utf8").split("\n")
@@ -116,22 +115,22 @@ test(NAME, { skip, timeout: 90000 }, async (t) => {
       const where = await waitUntil(() => {
         const w = { alice: [accepted(1, "alice"), accepted(2, "alice")], bob: [accepted(1, "bob"), accepted(2, "bob")] };
         return w.alice[0] + w.alice[1] === 1 && w.bob[0] + w.bob[1] === 1 ? w : undefined;
-      }, { timeoutMs: T, label: "one `connected` line per user in node1.log/node2.log" });
+      }, { timeoutMs: WAIT_MS, label: "one `connected` line per user in node1.log/node2.log" });
       assert.notDeepEqual(where.alice, where.bob, `alice on node ${where.alice.indexOf(1) + 1}, bob on node ${where.bob.indexOf(1) + 1}`);
     });
 
     await t.test("they chat with each other across the nodes", async () => {
-      await aliceChat.waitFor((m) => m.type === "joined" && m.user === "bob", T);
+      await aliceChat.waitFor((m) => m.type === "joined" && m.user === "bob", WAIT_MS);
       aliceChat.perform("speak", { text: "hi bob, from my node" });
-      const m1 = await bobChat.waitFor((m) => m.type === "message" && m.user === "alice", T);
+      const m1 = await bobChat.waitFor((m) => m.type === "message" && m.user === "alice", WAIT_MS);
       assert.equal(m1.text, "hi bob, from my node");
       bobChat.perform("speak", { text: "hi alice, from mine" });
-      const m2 = await aliceChat.waitFor((m) => m.type === "message" && m.user === "bob", T);
+      const m2 = await aliceChat.waitFor((m) => m.type === "message" && m.user === "bob", WAIT_MS);
       assert.equal(m2.text, "hi alice, from mine");
-      assert.deepEqual(await bobChat.waitFor((m) => m.type === "message" && m.user === "bob", T), m2);
+      assert.deepEqual(await bobChat.waitFor((m) => m.type === "message" && m.user === "bob", WAIT_MS), m2);
       const mark = aliceChat.events.length;
       bobChat.perform("typing");
-      assert.deepEqual(await aliceChat.waitFor((m) => m.type === "typing", T, { fromIndex: mark }), { type: "typing", user: "bob" });
+      assert.deepEqual(await aliceChat.waitFor((m) => m.type === "typing", WAIT_MS, { fromIndex: mark }), { type: "typing", user: "bob" });
       // One SQLite file behind both nodes: either node's history (round robin) has both.
       for (let i = 0; i < 2; i++) {
         const h = await http(base, "/rooms/lobby/messages", { token: alice.token });
@@ -142,15 +141,15 @@ test(NAME, { skip, timeout: 90000 }, async (t) => {
     await t.test("notifications POSTed through nginx reach their owner only, whichever node takes the POST", async () => {
       const aliceN = subscribe(aliceC, { channel: "NotificationChannel" });
       const bobN = subscribe(bobC, { channel: "NotificationChannel" });
-      await aliceN.waitConnected(T);
-      await bobN.waitConnected(T);
+      await aliceN.waitConnected(WAIT_MS);
+      await bobN.waitConnected(WAIT_MS);
       // Two POSTs in a row: round robin sends them to different nodes.
       const forBob = await http(base, "/notifications", { method: "POST", json: { user: "bob", message: "for bob" } });
       const forAlice = await http(base, "/notifications", { method: "POST", json: { user: "alice", message: "for alice" } });
       assert.equal(forBob.status, 201, JSON.stringify(forBob.body));
       assert.equal(forAlice.status, 201, JSON.stringify(forAlice.body));
-      assert.equal((await bobN.waitFor((m) => m.id === forBob.body.id, T)).message, "for bob");
-      assert.equal((await aliceN.waitFor((m) => m.id === forAlice.body.id, T)).message, "for alice");
+      assert.equal((await bobN.waitFor((m) => m.id === forBob.body.id, WAIT_MS)).message, "for bob");
+      assert.equal((await aliceN.waitFor((m) => m.id === forAlice.body.id, WAIT_MS)).message, "for alice");
       await sleep(QUIET_MS);
       assert.deepEqual(bobN.received.map((m) => m.message), ["for bob"]);
       assert.deepEqual(aliceN.received.map((m) => m.message), ["for alice"]);
@@ -158,7 +157,7 @@ test(NAME, { skip, timeout: 90000 }, async (t) => {
 
     await t.test("nginx's access log: the two WebSockets went to different upstreams, the two POSTs too", async () => {
       // A proxied WebSocket is logged when it closes.
-      await Promise.all(consumers.map((c) => closeConsumer(c, 2000)));
+      await Promise.all(consumers.map((c) => closeConsumer(c, CLOSE_MS)));
       const nodes = [`127.0.0.1:${port1}`, `127.0.0.1:${port2}`];
       const logFile = join(state, "nginx", "logs", "access.log");
       const upstreams = (re) => readFileSync(logFile, "utf8").split("\n").filter((l) => re.test(l))
@@ -166,7 +165,7 @@ test(NAME, { skip, timeout: 90000 }, async (t) => {
       const ws = await waitUntil(() => {
         const u = upstreams(/"GET \/cable HTTP\/1\.1" 101 /);
         return u.length === 2 ? u : undefined;
-      }, { timeoutMs: T, label: "two `GET /cable … 101` lines in nginx's access log" });
+      }, { timeoutMs: WAIT_MS, label: "two `GET /cable … 101` lines in nginx's access log" });
       assert.ok(!readFileSync(logFile, "utf8").includes(alice.token), "no login token in the access log");
       assert.deepEqual([...ws].sort(), [...nodes].sort(), `WebSocket upstreams ${ws}`);
       const posts = upstreams(/"POST \/notifications HTTP\/1\.1" 201 /);
@@ -174,12 +173,12 @@ test(NAME, { skip, timeout: 90000 }, async (t) => {
     });
     failed = false;
   } finally {
-    await Promise.allSettled(consumers.map((c) => closeConsumer(c, 2000)));
+    await Promise.allSettled(consumers.map((c) => closeConsumer(c, CLOSE_MS)));
     if (!pids.length) pids = clusterPids(state);
     await cluster("down", env).catch((err) => t.diagnostic(`cluster.sh down: ${err.message}`));
     process.removeListener("exit", downSync);
     // `down` signals and returns; wait for the processes, then kill what is left (by pid).
-    await waitUntil(() => !pids.some(alive), { timeoutMs: 10000, label: "cluster processes to exit" }).catch(() => {
+    await waitUntil(() => !pids.some(alive), { timeoutMs: 2 * PROCESS_STOP_MS, label: "cluster processes to exit" }).catch(() => {
       for (const pid of pids.filter(alive)) {
         t.diagnostic(`pid ${pid} still alive after cluster.sh down; SIGKILL`);
         try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }

@@ -14,12 +14,11 @@ import { subscribe, sleep, currentSocket, consumerState, waitForFrame } from "./
 import {
   Scope, login, http, signJwt, nowSecs, freePort, TEST_SECRET, RFC3339_UTC,
 } from "./support/demo.mjs";
+import { WAIT_MS, QUIET_MS, SETTLE_MS, TEST_TIMEOUT_MS, LONG_TEST_TIMEOUT_MS, RECONNECT_WAIT_MS, DEMO_STOP_GRACE_MS } from "./support/timing.mjs";
 
-const T = 5000; // every single wait
-const QUIET_MS = 500; // "receives nothing" windows
 
 /** A node:test test with its own Scope (consumers, processes, temp dirs), always cleaned up. */
-function demoTest(name, { timeout = 20000 } = {}, fn) {
+function demoTest(name, { timeout = TEST_TIMEOUT_MS } = {}, fn) {
   test(name, { timeout }, async (t) => {
     const scope = new Scope(name);
     try {
@@ -44,8 +43,8 @@ async function connectUser(scope, demo, name, { via = "token" } = {}) {
 /** Subscribe to a chat room and wait for the confirmation and for our own `joined`. */
 async function joinRoom(user, room) {
   const chat = subscribe(user.consumer, { channel: "ChatChannel", room });
-  assert.deepEqual(await chat.waitConnected(T), { reconnected: false });
-  await chat.waitFor((m) => m.type === "joined" && m.user === user.user, T);
+  assert.deepEqual(await chat.waitConnected(WAIT_MS), { reconnected: false });
+  await chat.waitFor((m) => m.type === "joined" && m.user === user.user, WAIT_MS);
   return chat;
 }
 
@@ -69,42 +68,42 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     const aliceChat = await joinRoom(alice, "lobby");
     assert.equal(aliceChat.identifier, chatId("lobby"));
     const bobChat = await joinRoom(bob, "lobby");
-    assert.deepEqual(await aliceChat.waitFor((m) => m.type === "joined" && m.user === "bob", T), { type: "joined", user: "bob" });
+    assert.deepEqual(await aliceChat.waitFor((m) => m.type === "joined" && m.user === "bob", WAIT_MS), { type: "joined", user: "bob" });
     // `joined` is a broadcast, not presence: bob (who came later) sees alice's only when she (re)joins.
     const mark = bobChat.events.length;
     aliceChat.unsubscribe();
-    assert.deepEqual(await bobChat.waitFor((m) => m.type === "left", T, { fromIndex: mark }), { type: "left", user: "alice" });
+    assert.deepEqual(await bobChat.waitFor((m) => m.type === "left", WAIT_MS, { fromIndex: mark }), { type: "left", user: "alice" });
     const aliceChat2 = subscribe(alice.consumer, { channel: "ChatChannel", room: "lobby" });
-    await aliceChat2.waitConnected(T);
-    assert.deepEqual(await bobChat.waitFor((m) => m.type === "joined", T, { fromIndex: mark }), { type: "joined", user: "alice" });
+    await aliceChat2.waitConnected(WAIT_MS);
+    assert.deepEqual(await bobChat.waitFor((m) => m.type === "joined", WAIT_MS, { fromIndex: mark }), { type: "joined", user: "alice" });
 
     // alice → bob
     aliceChat2.perform("speak", { text: "hello bob" });
-    const m1b = await bobChat.waitFor((m) => m.type === "message" && m.text === "hello bob", T);
-    const m1a = await aliceChat2.waitFor((m) => m.type === "message" && m.text === "hello bob", T);
+    const m1b = await bobChat.waitFor((m) => m.type === "message" && m.text === "hello bob", WAIT_MS);
+    const m1a = await aliceChat2.waitFor((m) => m.type === "message" && m.text === "hello bob", WAIT_MS);
     assertMessage(m1b, { user: "alice", text: "hello bob" });
     assert.deepEqual(m1a, m1b, "sender and receiver get the same broadcast");
 
     // bob → alice (text is trimmed; unicode survives)
     bobChat.perform("speak", { text: "  hi alice — ça va? 👋 \n" });
-    const m2a = await aliceChat2.waitFor((m) => m.type === "message" && m.user === "bob", T);
+    const m2a = await aliceChat2.waitFor((m) => m.type === "message" && m.user === "bob", WAIT_MS);
     assertMessage(m2a, { user: "bob", text: "hi alice — ça va? 👋" });
     assert.ok(m2a.id > m1b.id, "ids increase");
-    assert.deepEqual(await bobChat.waitFor((m) => m.type === "message" && m.user === "bob", T), m2a);
+    assert.deepEqual(await bobChat.waitFor((m) => m.type === "message" && m.user === "bob", WAIT_MS), m2a);
 
     // typing reaches the other
     const typingMark = bobChat.events.length;
     aliceChat2.perform("typing");
-    assert.deepEqual(await bobChat.waitFor((m) => m.type === "typing", T, { fromIndex: typingMark }), { type: "typing", user: "alice" });
+    assert.deepEqual(await bobChat.waitFor((m) => m.type === "typing", WAIT_MS, { fromIndex: typingMark }), { type: "typing", user: "alice" });
 
     // history goes to the sender only, oldest first
     bobChat.perform("history", {});
-    const hist = await bobChat.waitFor((m) => m.type === "history", T);
+    const hist = await bobChat.waitFor((m) => m.type === "history", WAIT_MS);
     assert.deepEqual(Object.keys(hist).sort(), ["messages", "type"]);
     const strip = ({ id, user, text, sent_at }) => ({ id, user, text, sent_at }); // a broadcast without "type"
     assert.deepEqual(hist.messages, [strip(m1b), strip(m2a)]);
     bobChat.perform("history", { limit: 1 });
-    const hist1 = await bobChat.waitFor((m) => m.type === "history" && m.messages.length === 1, T);
+    const hist1 = await bobChat.waitFor((m) => m.type === "history" && m.messages.length === 1, WAIT_MS);
     assert.deepEqual(hist1.messages, [strip(m2a)], "limit keeps the newest, still oldest first");
     // The HTTP API has the same history (Bearer token and cookie both work).
     assert.deepEqual((await http(demo.baseUrl, "/rooms/lobby/messages", { token: alice.token })).body, hist.messages);
@@ -114,7 +113,7 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     // bob leaves: alice sees `left`; alice never got bob's history replies
     const leftMark = aliceChat2.events.length;
     bobChat.unsubscribe();
-    assert.deepEqual(await aliceChat2.waitFor((m) => m.type === "left", T, { fromIndex: leftMark }), { type: "left", user: "bob" });
+    assert.deepEqual(await aliceChat2.waitFor((m) => m.type === "left", WAIT_MS, { fromIndex: leftMark }), { type: "left", user: "bob" });
     assert.ok(!aliceChat2.received.some((m) => m.type === "history"), "history is not broadcast");
   });
 
@@ -124,7 +123,7 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     const bob = await connectUser(scope, demo, "bob");
     const aliceChat = await joinRoom(alice, "errors");
     const bobChat = await joinRoom(bob, "errors");
-    await aliceChat.waitFor((m) => m.type === "joined" && m.user === "bob", T);
+    await aliceChat.waitFor((m) => m.type === "joined" && m.user === "bob", WAIT_MS);
     const aMark = aliceChat.events.length;
     const bMark = bobChat.events.length;
 
@@ -134,12 +133,12 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     const longest = "é".repeat(500);
     aliceChat.perform("speak", { text: `  ${longest}  ` });
 
-    const ok = await bobChat.waitFor((m) => m.type === "message", T, { fromIndex: bMark });
+    const ok = await bobChat.waitFor((m) => m.type === "message", WAIT_MS, { fromIndex: bMark });
     assertMessage(ok, { user: "alice", text: longest });
-    await aliceChat.waitFor((m) => m.type === "message", T, { fromIndex: aMark });
+    await aliceChat.waitFor((m) => m.type === "message", WAIT_MS, { fromIndex: aMark });
     // Everything the room's stream carried for alice's speaks came before that broadcast, and
     // the errors are transmitted in order before it too.
-    await sleep(100);
+    await sleep(SETTLE_MS);
     const aliceGot = aliceChat.events.slice(aMark).filter((e) => e.type === "received").map((e) => e.data);
     const errors = aliceGot.filter((m) => m.type === "error");
     assert.equal(errors.length, bad.length, `one error per bad speak; got ${JSON.stringify(aliceGot)}`);
@@ -183,11 +182,11 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     const controlChat = subscribe(control, { channel: "ChatChannel", room: "lobby" });
 
     for (const { label, consumer, chat } of runs) {
-      assert.deepEqual(await chat.waitDisconnected(T), { willAttemptReconnect: false }, label);
-      const frame = await waitForFrame(consumer, (f) => f.type === "disconnect", T, `${label}: disconnect frame`);
+      assert.deepEqual(await chat.waitDisconnected(WAIT_MS), { willAttemptReconnect: false }, label);
+      const frame = await waitForFrame(consumer, (f) => f.type === "disconnect", WAIT_MS, `${label}: disconnect frame`);
       assert.deepEqual(frame, { type: "disconnect", reason: "unauthorized", reconnect: false }, label);
     }
-    await controlChat.waitConnected(T);
+    await controlChat.waitConnected(WAIT_MS);
     await sleep(QUIET_MS); // no reconnect attempts, no late confirmation
     for (const { label, consumer, chat } of runs) {
       assert.ok(!chat.events.some((e) => e.type === "connected"), `${label}: never connected`);
@@ -214,7 +213,7 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     ];
     const subs = rejectedParams.map((p) => subscribe(alice.consumer, p));
     for (const [i, s] of subs.entries()) {
-      assert.equal(await s.waitRejected(T), true, JSON.stringify(rejectedParams[i]));
+      assert.equal(await s.waitRejected(WAIT_MS), true, JSON.stringify(rejectedParams[i]));
     }
     // The connection survives rejections and still works.
     const ok = await joinRoom(alice, `${"a".repeat(40)}`);
@@ -222,12 +221,12 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     assert.equal(alice.consumer.sockets.length, 1);
     assert.ok(subs.every((s) => !s.events.some((e) => e.type === "connected")));
     ok.perform("speak", { text: "still here" });
-    await ok.waitFor((m) => m.type === "message" && m.text === "still here", T);
+    await ok.waitFor((m) => m.type === "message" && m.text === "still here", WAIT_MS);
 
     // The member gets in (positive control for the private room), and so does the HTTP rule.
     const staff = await joinRoom(admin, "staff");
     staff.perform("speak", { text: "staff only" });
-    await staff.waitFor((m) => m.type === "message" && m.text === "staff only", T);
+    await staff.waitFor((m) => m.type === "message" && m.text === "staff only", WAIT_MS);
     assert.equal((await http(demo.baseUrl, "/rooms/staff/messages", { token: alice.token })).status, 403);
     const adminView = await http(demo.baseUrl, "/rooms/staff/messages", { token: admin.token });
     assert.equal(adminView.status, 200);
@@ -241,8 +240,8 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     const aliceN = subscribe(alice.consumer, { channel: "NotificationChannel" });
     const bobN = subscribe(bob.consumer, { channel: "NotificationChannel" });
     assert.equal(bobN.identifier, '{"channel":"NotificationChannel"}');
-    await aliceN.waitConnected(T);
-    await bobN.waitConnected(T);
+    await aliceN.waitConnected(WAIT_MS);
+    await bobN.waitConnected(WAIT_MS);
 
     const created = await http(demo.baseUrl, "/notifications", {
       method: "POST", json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
@@ -255,12 +254,12 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     assert.deepEqual({ ...n1, id: 0, created_at: "" },
       { id: 0, user: "bob", message: "Your build passed", kind: "success", link: "/builds/42", read: false, created_at: "" });
 
-    const pushed = await bobN.waitFor((m) => m.id === n1.id, T);
+    const pushed = await bobN.waitFor((m) => m.id === n1.id, WAIT_MS);
     assert.deepEqual(pushed, { id: n1.id, message: n1.message, kind: n1.kind, link: n1.link, created_at: n1.created_at });
 
     // Defaults: kind "info", link null.
     const n2 = (await http(demo.baseUrl, "/notifications", { method: "POST", json: { user: "bob", message: "second" } })).body;
-    assert.deepEqual(await bobN.waitFor((m) => m.id === n2.id, T),
+    assert.deepEqual(await bobN.waitFor((m) => m.id === n2.id, WAIT_MS),
       { id: n2.id, message: "second", kind: "info", link: null, created_at: n2.created_at });
 
     await sleep(QUIET_MS);
@@ -275,7 +274,7 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
 
     // bob marks n1 read.
     bobN.perform("mark_read", { id: n1.id });
-    assert.deepEqual(await bobN.waitFor((m) => m.type === "marked_read", T), { type: "marked_read", id: n1.id });
+    assert.deepEqual(await bobN.waitFor((m) => m.type === "marked_read", WAIT_MS), { type: "marked_read", id: n1.id });
     const list = await http(demo.baseUrl, "/notifications", { token: bob.token });
     assert.equal(list.status, 200);
     assert.deepEqual(list.body.map((n) => [n.id, n.read]), [[n2.id, false], [n1.id, true]], "newest first");
@@ -283,10 +282,10 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
 
     // alice cannot mark bob's n2, and cannot see it.
     aliceN.perform("mark_read", { id: n2.id });
-    assert.deepEqual(await aliceN.waitFor((m) => m.type === "error", T), { type: "error", error: "notification not found" });
+    assert.deepEqual(await aliceN.waitFor((m) => m.type === "error", WAIT_MS), { type: "error", error: "notification not found" });
     const errMark = aliceN.events.length;
     aliceN.perform("mark_read", { id: 999999 });
-    assert.deepEqual(await aliceN.waitFor((m) => m.type === "error", T, { fromIndex: errMark }),
+    assert.deepEqual(await aliceN.waitFor((m) => m.type === "error", WAIT_MS, { fromIndex: errMark }),
       { type: "error", error: "notification not found" }, "someone else's id and a missing id look the same");
     const after = await http(demo.baseUrl, "/notifications", { cookie: bob.cookie });
     assert.deepEqual(after.body.map((n) => [n.id, n.read]), [[n2.id, false], [n1.id, true]], "n2 stays unread");
@@ -303,17 +302,17 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     const bobChat = await joinRoom(bob, "quiet");
 
     aliceChat.perform("speak", { text: "before" });
-    await bobChat.waitFor((m) => m.type === "message" && m.text === "before", T);
+    await bobChat.waitFor((m) => m.type === "message" && m.text === "before", WAIT_MS);
 
     const leftMark = aliceChat.events.length;
     bobChat.unsubscribe();
-    await aliceChat.waitFor((m) => m.type === "left" && m.user === "bob", T, { fromIndex: leftMark });
+    await aliceChat.waitFor((m) => m.type === "left" && m.user === "bob", WAIT_MS, { fromIndex: leftMark });
     const socket = currentSocket(bob.consumer);
     const frameMark = socket.frames.length;
     const bobMark = bobChat.events.length;
 
     for (const text of ["after 1", "after 2", "after 3"]) aliceChat.perform("speak", { text });
-    await aliceChat.waitFor((m) => m.type === "message" && m.text === "after 3", T);
+    await aliceChat.waitFor((m) => m.type === "message" && m.text === "after 3", WAIT_MS);
     await sleep(QUIET_MS);
     assert.deepEqual(bobChat.events.slice(bobMark), [], "bob's subscription got nothing");
     const leaked = socket.frames.slice(frameMark).filter((f) => f.data.includes("after "));
@@ -323,10 +322,10 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     // Re-subscribing brings delivery back.
     const again = await joinRoom(bob, "quiet");
     aliceChat.perform("speak", { text: "welcome back" });
-    await again.waitFor((m) => m.type === "message" && m.text === "welcome back", T);
+    await again.waitFor((m) => m.type === "message" && m.text === "welcome back", WAIT_MS);
   });
 
-  demoTest("the consumer reconnects by itself after the server restarts", { timeout: 60000 }, async (scope, t) => {
+  demoTest("the consumer reconnects by itself after the server restarts", { timeout: LONG_TEST_TIMEOUT_MS }, async (scope, t) => {
     const port = await freePort();
     const database = join(scope.tempDir(), "demo.sqlite3");
     let demo = await scope.demo({ port, database });
@@ -335,17 +334,17 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     const aliceChat = await joinRoom(alice, "restart");
     const bobChat = await joinRoom(bob, "restart");
     aliceChat.perform("speak", { text: "before restart" });
-    const before = await bobChat.waitFor((m) => m.type === "message" && m.text === "before restart", T);
+    const before = await bobChat.waitFor((m) => m.type === "message" && m.text === "before restart", WAIT_MS);
 
     const aMark = aliceChat.events.length;
     const bMark = bobChat.events.length;
     const stoppedAt = Date.now();
-    assert.deepEqual(await demo.stop({ graceMs: 8000 }), { code: 0, signal: null }, "graceful exit on SIGTERM");
+    assert.deepEqual(await demo.stop({ graceMs: DEMO_STOP_GRACE_MS }), { code: 0, signal: null }, "graceful exit on SIGTERM");
     const stopMs = Date.now() - stoppedAt;
     for (const [name, user, chat, mark] of [["alice", alice, aliceChat, aMark], ["bob", bob, bobChat, bMark]]) {
       assert.deepEqual(user.consumer.sockets.at(-1).frames.map((f) => JSON.parse(f.data)).find((f) => f.type === "disconnect"),
         { type: "disconnect", reason: "server_restart", reconnect: true }, name);
-      assert.deepEqual(await chat.waitDisconnected(T, { fromIndex: mark }), { willAttemptReconnect: true }, name);
+      assert.deepEqual(await chat.waitDisconnected(WAIT_MS, { fromIndex: mark }), { willAttemptReconnect: true }, name);
     }
 
     const restartAt = Date.now();
@@ -353,8 +352,8 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     const upMs = Date.now() - restartAt;
 
     const [aliceBack, bobBack] = await Promise.all([
-      aliceChat.waitForEvent((e) => e.type === "connected", 30000, { fromIndex: aMark, label: "alice reconnected" }),
-      bobChat.waitForEvent((e) => e.type === "connected", 30000, { fromIndex: bMark, label: "bob reconnected" }),
+      aliceChat.waitForEvent((e) => e.type === "connected", RECONNECT_WAIT_MS, { fromIndex: aMark, label: "alice reconnected" }),
+      bobChat.waitForEvent((e) => e.type === "connected", RECONNECT_WAIT_MS, { fromIndex: bMark, label: "bob reconnected" }),
     ]);
     assert.deepEqual(aliceBack.data, { reconnected: true });
     assert.deepEqual(bobBack.data, { reconnected: true });
@@ -365,11 +364,11 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
 
     // New messages flow both ways, and the file database kept the old one.
     bobChat.perform("speak", { text: "after restart" });
-    const after = await aliceChat.waitFor((m) => m.type === "message" && m.text === "after restart", T);
+    const after = await aliceChat.waitFor((m) => m.type === "message" && m.text === "after restart", WAIT_MS);
     assertMessage(after, { user: "bob", text: "after restart" });
     assert.ok(after.id > before.id);
     aliceChat.perform("history", {});
-    const hist = await aliceChat.waitFor((m) => m.type === "history", T);
+    const hist = await aliceChat.waitFor((m) => m.type === "history", WAIT_MS);
     assert.deepEqual(hist.messages.map((m) => m.text), ["before restart", "after restart"]);
     assert.ok(alice.consumer.sockets.length >= 2);
   });
@@ -392,10 +391,10 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     const sameChat = subscribe(same, { channel: "ChatChannel", room: "lobby" });
     const local = scope.consumer(url, { origin: "http://localhost:5173" });
     const localChat = subscribe(local, { channel: "ChatChannel", room: "lobby" });
-    await sameChat.waitConnected(T);
-    await localChat.waitConnected(T);
+    await sameChat.waitConnected(WAIT_MS);
+    await localChat.waitConnected(WAIT_MS);
 
-    await sleep(1500);
+    await sleep(3 * QUIET_MS);
     for (const [label, consumer, chat] of [["evil origin", evil, evilChat], ["no origin", noOrigin, noOriginChat]]) {
       assert.deepEqual(chat.events.map((e) => e.type), ["initialized"], `${label}: never connected`);
       const sock = consumer.sockets[0];
@@ -413,7 +412,7 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     const allowed = subscribe(scope.consumer(url, { origin: "https://chat.example.com" }), { channel: "ChatChannel", room: "lobby" });
     const local = scope.consumer(url, { origin: "http://localhost:5173" });
     const localChat = subscribe(local, { channel: "ChatChannel", room: "lobby" });
-    await allowed.waitConnected(T);
+    await allowed.waitConnected(WAIT_MS);
     await sleep(QUIET_MS);
     assert.deepEqual(localChat.events.map((e) => e.type), ["initialized"]);
     assert.ok(local.sockets[0].errors.some((e) => /404/.test(e)), JSON.stringify(local.sockets[0].errors));

@@ -17,8 +17,8 @@ import {
   freePort,
   startProcess,
 } from "./support/consumer.mjs";
+import { WAIT_MS } from "./support/timing.mjs";
 
-const TIMEOUT = 5000;
 const FIXTURE = fileURLToPath(new URL("./fixtures/tiny-server.mjs", import.meta.url));
 
 // A minimal ActionCable-ish server: selects actioncable-v1-json, welcomes, confirms every
@@ -69,10 +69,10 @@ describe("consumer helpers (in-process fake server)", () => {
     const anon = createConsumer(`${server.url}?who=anon`, { origin: null });
 
     const subs = [alice, bob, anon].map((c) => subscribe(c, { channel: "EchoChannel", n: 1 }));
-    for (const s of subs) assert.deepEqual(await s.waitConnected(TIMEOUT), { reconnected: false });
+    for (const s of subs) assert.deepEqual(await s.waitConnected(WAIT_MS), { reconnected: false });
 
     subs[0].perform("say", { text: "hi <é>" });
-    assert.deepEqual(await subs[0].waitFor((m) => m.action === "say", TIMEOUT), { text: "hi <é>", action: "say" });
+    assert.deepEqual(await subs[0].waitFor((m) => m.action === "say", WAIT_MS), { text: "hi <é>", action: "say" });
     assert.equal(subs[1].received.length, 0);
 
     const byWho = Object.fromEntries(server.upgrades.map((u) => [new URL(u.url, "http://x").searchParams.get("who"), u.headers]));
@@ -85,28 +85,28 @@ describe("consumer helpers (in-process fake server)", () => {
     assert.equal(byWho.alice["sec-websocket-protocol"], "actioncable-v1-json,actioncable-unsupported");
     assert.equal(currentSocket(alice).protocol, "actioncable-v1-json");
 
-    await closeConsumer(alice, TIMEOUT);
-    assert.equal(await waitForConsumerState(alice, "closed", TIMEOUT), "closed");
-    assert.deepEqual(await subs[0].waitDisconnected(TIMEOUT), { willAttemptReconnect: false });
+    await closeConsumer(alice, WAIT_MS);
+    assert.equal(await waitForConsumerState(alice, "closed", WAIT_MS), "closed");
+    assert.deepEqual(await subs[0].waitDisconnected(WAIT_MS), { willAttemptReconnect: false });
   });
 
   test("waitFor rejects with a timeout instead of hanging", async () => {
     server ??= await fakeCable();
     const c = createConsumer(server.url);
     const s = subscribe(c, { channel: "EchoChannel" });
-    await s.waitConnected(TIMEOUT);
+    await s.waitConnected(WAIT_MS);
     await assert.rejects(s.waitFor(() => false, 200), /timed out after 200 ms/);
     await assert.rejects(s.waitRejected(100), /timed out after 100 ms waiting for rejected/);
   });
 
   test("openRawSocket speaks the wire protocol directly", async () => {
     server ??= await fakeCable();
-    const raw = await openRawSocket(server.url, { timeoutMs: TIMEOUT });
-    assert.deepEqual(await raw.waitFor((f) => f.type === "welcome", TIMEOUT), { type: "welcome" });
+    const raw = await openRawSocket(server.url, { timeoutMs: WAIT_MS });
+    assert.deepEqual(await raw.waitFor((f) => f.type === "welcome", WAIT_MS), { type: "welcome" });
     raw.send({ command: "subscribe", identifier: '{"channel":"X"}' });
-    await raw.waitFor((f) => f.type === "confirm_subscription", TIMEOUT);
+    await raw.waitFor((f) => f.type === "confirm_subscription", WAIT_MS);
     raw.close(1000);
-    assert.equal((await raw.waitClose(TIMEOUT)).code, 1000);
+    assert.equal((await raw.waitClose(WAIT_MS)).code, 1000);
   });
 });
 
@@ -122,7 +122,7 @@ describe("process helpers", () => {
   test("startProcess waits for a log line; stop() ends it with SIGTERM", async () => {
     const port = await freePort();
     const p = await startProcess(process.execPath, [FIXTURE], {
-      env: { PORT: String(port) }, readyLogLine: /listening on \d+/, timeoutMs: TIMEOUT,
+      env: { PORT: String(port) }, readyLogLine: /listening on \d+/, timeoutMs: WAIT_MS,
     });
     assert.ok(p.lines.some((l) => l.includes(`listening on ${port}`)));
     assert.deepEqual(await p.stop(), { code: null, signal: "SIGTERM" });
@@ -133,14 +133,14 @@ describe("process helpers", () => {
     const port = await freePort();
     const p = await startProcess(process.execPath, [FIXTURE], {
       env: { PORT: String(port), IGNORE_SIGTERM: "1" },
-      readyUrl: `http://127.0.0.1:${port}/ready`, readyStatus: (s) => s === 200, timeoutMs: TIMEOUT,
+      readyUrl: `http://127.0.0.1:${port}/ready`, readyStatus: (s) => s === 200, timeoutMs: WAIT_MS,
     });
     assert.deepEqual(await p.stop({ graceMs: 300 }), { code: null, signal: "SIGKILL" });
   });
 
   test("startProcess rejects when the process exits early or never gets ready", async () => {
     await assert.rejects(
-      startProcess(process.execPath, ["-e", "console.log('boom'); process.exit(3)"], { readyLogLine: "never", timeoutMs: TIMEOUT }),
+      startProcess(process.execPath, ["-e", "console.log('boom'); process.exit(3)"], { readyLogLine: "never", timeoutMs: WAIT_MS }),
       /exited before it was ready \(\{"code":3,"signal":null\}\); output:\nboom/,
     );
     await assert.rejects(

@@ -16,11 +16,11 @@ import { subscribe, sleep, currentSocket, consumerState } from "./support/consum
 import { http } from "./support/demo.mjs";
 import { redisCli, redisMissing } from "./support/redis.mjs";
 import {
-  T, QUIET_MS, scoped, connectUser, joinRoom, assertMessage, receivedSince,
+  scoped, connectUser, joinRoom, assertMessage, receivedSince,
 } from "./support/multinode.mjs";
+import { WAIT_MS, QUIET_MS, TEST_TIMEOUT_MS } from "./support/timing.mjs";
 
 const skip = redisMissing();
-const TEST_TIMEOUT = 30000;
 
 const chatIdentifier = (room) => JSON.stringify({ channel: "ChatChannel", room });
 
@@ -42,7 +42,7 @@ const rawFrames = (consumer) =>
 
 describe("two demo nodes on one Redis", () => {
   const name1 = "alice on node A and bob on node B chat in lobby: joined, messages, typing, left";
-  test(name1, { skip, timeout: TEST_TIMEOUT }, scoped(name1, async (scope) => {
+  test(name1, { skip, timeout: TEST_TIMEOUT_MS }, scoped(name1, async (scope) => {
     const { a, b } = await twoNodes(scope);
     // Log in on one node, connect to the other: both nodes check credentials with one secret.
     const alice = await connectUser(scope, a, "alice", { loginNode: b, via: "token" });
@@ -50,30 +50,30 @@ describe("two demo nodes on one Redis", () => {
 
     const aliceChat = await joinRoom(alice, "lobby");
     const bobChat = await joinRoom(bob, "lobby");
-    assert.deepEqual(await aliceChat.waitFor((m) => m.type === "joined" && m.user === "bob", T),
+    assert.deepEqual(await aliceChat.waitFor((m) => m.type === "joined" && m.user === "bob", WAIT_MS),
       { type: "joined", user: "bob" }, "bob's join on B reaches alice on A");
 
     // alice (A) → bob (B)
     aliceChat.perform("speak", { text: "hello from node A" });
-    const m1 = await bobChat.waitFor((m) => m.type === "message" && m.text === "hello from node A", T);
+    const m1 = await bobChat.waitFor((m) => m.type === "message" && m.text === "hello from node A", WAIT_MS);
     assertMessage(m1, { user: "alice", text: "hello from node A" });
-    assert.deepEqual(await aliceChat.waitFor((m) => m.type === "message" && m.user === "alice", T), m1,
+    assert.deepEqual(await aliceChat.waitFor((m) => m.type === "message" && m.user === "alice", WAIT_MS), m1,
       "the sender gets the same broadcast, back through Redis");
 
     // bob (B) → alice (A)
     bobChat.perform("speak", { text: "  hi alice, B here 👋 " });
-    const m2 = await aliceChat.waitFor((m) => m.type === "message" && m.user === "bob", T);
+    const m2 = await aliceChat.waitFor((m) => m.type === "message" && m.user === "bob", WAIT_MS);
     assertMessage(m2, { user: "bob", text: "hi alice, B here 👋" });
-    assert.deepEqual(await bobChat.waitFor((m) => m.type === "message" && m.user === "bob", T), m2);
+    assert.deepEqual(await bobChat.waitFor((m) => m.type === "message" && m.user === "bob", WAIT_MS), m2);
     assert.ok(m2.id > m1.id, "one shared database: ids keep increasing across nodes");
 
     // typing, both ways
     let mark = bobChat.events.length;
     aliceChat.perform("typing");
-    assert.deepEqual(await bobChat.waitFor((m) => m.type === "typing", T, { fromIndex: mark }), { type: "typing", user: "alice" });
+    assert.deepEqual(await bobChat.waitFor((m) => m.type === "typing", WAIT_MS, { fromIndex: mark }), { type: "typing", user: "alice" });
     mark = aliceChat.events.length;
     bobChat.perform("typing");
-    assert.deepEqual(await aliceChat.waitFor((m) => m.type === "typing" && m.user === "bob", T, { fromIndex: mark }),
+    assert.deepEqual(await aliceChat.waitFor((m) => m.type === "typing" && m.user === "bob", WAIT_MS, { fromIndex: mark }),
       { type: "typing", user: "bob" });
 
     // Both nodes store in the one SQLite file: either node's history has both messages.
@@ -87,7 +87,7 @@ describe("two demo nodes on one Redis", () => {
     // bob leaves (B): alice (A) sees `left`.
     mark = aliceChat.events.length;
     bobChat.unsubscribe();
-    assert.deepEqual(await aliceChat.waitFor((m) => m.type === "left", T, { fromIndex: mark }), { type: "left", user: "bob" });
+    assert.deepEqual(await aliceChat.waitFor((m) => m.type === "left", WAIT_MS, { fromIndex: mark }), { type: "left", user: "bob" });
 
     // Each broadcast arrived exactly once (no double delivery through Redis).
     await sleep(QUIET_MS);
@@ -99,21 +99,21 @@ describe("two demo nodes on one Redis", () => {
   }));
 
   const name2 = "a notification POSTed to node A reaches bob on node B only; mark_read through node B";
-  test(name2, { skip, timeout: TEST_TIMEOUT }, scoped(name2, async (scope) => {
+  test(name2, { skip, timeout: TEST_TIMEOUT_MS }, scoped(name2, async (scope) => {
     const { a, b } = await twoNodes(scope);
     const alice = await connectUser(scope, a, "alice");
     const bob = await connectUser(scope, b, "bob", { via: "cookie" });
     const aliceN = subscribe(alice.consumer, { channel: "NotificationChannel" });
     const bobN = subscribe(bob.consumer, { channel: "NotificationChannel" });
-    await aliceN.waitConnected(T);
-    await bobN.waitConnected(T);
+    await aliceN.waitConnected(WAIT_MS);
+    await bobN.waitConnected(WAIT_MS);
 
     const created = await http(a.baseUrl, "/notifications", {
       method: "POST", json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
     });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const n = created.body;
-    const push = await bobN.waitFor((m) => m.id === n.id, T);
+    const push = await bobN.waitFor((m) => m.id === n.id, WAIT_MS);
     assert.deepEqual(push, { id: n.id, message: "Your build passed", kind: "success", link: "/builds/42", created_at: n.created_at });
     await sleep(QUIET_MS);
     assert.deepEqual(receivedSince(aliceN), [], "alice (on the node that was POSTed to) gets nothing");
@@ -121,7 +121,7 @@ describe("two demo nodes on one Redis", () => {
 
     // mark_read through node B, seen through node A (one database).
     bobN.perform("mark_read", { id: n.id });
-    assert.deepEqual(await bobN.waitFor((m) => m.type === "marked_read", T), { type: "marked_read", id: n.id });
+    assert.deepEqual(await bobN.waitFor((m) => m.type === "marked_read", WAIT_MS), { type: "marked_read", id: n.id });
     const listed = await http(a.baseUrl, "/notifications", { token: bob.token });
     assert.equal(listed.status, 200);
     assert.equal(listed.body.length, 1);
@@ -131,18 +131,18 @@ describe("two demo nodes on one Redis", () => {
     // The other way round: POST to B for alice on A; bob (B) may not mark it.
     const forAlice = await http(b.baseUrl, "/notifications", { method: "POST", json: { user: "alice", message: "hi" } });
     assert.equal(forAlice.status, 201);
-    const aPush = await aliceN.waitFor((m) => m.id === forAlice.body.id, T);
+    const aPush = await aliceN.waitFor((m) => m.id === forAlice.body.id, WAIT_MS);
     assert.deepEqual(aPush, { id: forAlice.body.id, message: "hi", kind: "info", link: null, created_at: forAlice.body.created_at });
     const mark = bobN.events.length;
     bobN.perform("mark_read", { id: forAlice.body.id });
-    assert.deepEqual(await bobN.waitFor(() => true, T, { fromIndex: mark }), { type: "error", error: "notification not found" });
+    assert.deepEqual(await bobN.waitFor(() => true, WAIT_MS, { fromIndex: mark }), { type: "error", error: "notification not found" });
     const alicesList = await http(b.baseUrl, "/notifications", { token: alice.token });
     assert.equal(alicesList.body[0].read, false, "bob's mark_read did not touch alice's notification");
     assert.deepEqual(receivedSince(bobN).filter((m) => m.id === forAlice.body.id), [], "bob never saw alice's notification");
   }));
 
   const name3 = "redis-cli PUBLISH demo:chat:lobby with Rails' format reaches the consumers on both nodes";
-  test(name3, { skip, timeout: TEST_TIMEOUT }, scoped(name3, async (scope) => {
+  test(name3, { skip, timeout: TEST_TIMEOUT_MS }, scoped(name3, async (scope) => {
     const { redis, a, b } = await twoNodes(scope);
     const alice = await joinRoom(await connectUser(scope, a, "alice"), "lobby");
     const bob = await joinRoom(await connectUser(scope, b, "bob"), "lobby");
@@ -155,8 +155,8 @@ describe("two demo nodes on one Redis", () => {
     assert.equal(await redisCli(redis.port, ["PUBLISH", "demo:chat:lobby", payload]), "2",
       "both nodes subscribe demo:chat:lobby (one Redis subscription per node)");
     const expected = { type: "message", user: "rails", text: "hi" };
-    assert.deepEqual(await alice.waitFor((m) => m.user === "rails", T, { fromIndex: aMark }), expected);
-    assert.deepEqual(await bob.waitFor((m) => m.user === "rails", T, { fromIndex: bMark }), expected);
+    assert.deepEqual(await alice.waitFor((m) => m.user === "rails", WAIT_MS, { fromIndex: aMark }), expected);
+    assert.deepEqual(await bob.waitFor((m) => m.user === "rails", WAIT_MS, { fromIndex: bMark }), expected);
     // Passed through byte for byte inside the usual envelope.
     const frame = `{"identifier":${JSON.stringify(chatIdentifier("lobby"))},"message":${payload}}`;
     for (const [who, user] of [["alice", alice], ["bob", bob]]) {
@@ -168,8 +168,8 @@ describe("two demo nodes on one Redis", () => {
     assert.equal(await redisCli(redis.port, ["PUBLISH", "chat:lobby", '{"type":"message","user":"rails","text":"unprefixed"}']), "0");
     assert.equal(await redisCli(redis.port, ["PUBLISH", "demo:chat:lobby", "this is not json"]), "2");
     assert.equal(await redisCli(redis.port, ["PUBLISH", "demo:chat:lobby", '{"type":"message","user":"rails","text":"again"}']), "2");
-    await alice.waitFor((m) => m.text === "again", T);
-    await bob.waitFor((m) => m.text === "again", T);
+    await alice.waitFor((m) => m.text === "again", WAIT_MS);
+    await bob.waitFor((m) => m.text === "again", WAIT_MS);
     await sleep(QUIET_MS);
     for (const rec of [alice, bob]) {
       assert.deepEqual(receivedSince(rec).filter((m) => m.user === "rails"),
@@ -180,23 +180,23 @@ describe("two demo nodes on one Redis", () => {
   }));
 
   const name4 = "redis-cli SUBSCRIBE demo:chat:lobby sees the exact JSON of a message spoken through the consumer";
-  test(name4, { skip, timeout: TEST_TIMEOUT }, scoped(name4, async (scope) => {
+  test(name4, { skip, timeout: TEST_TIMEOUT_MS }, scoped(name4, async (scope) => {
     const { redis, a, b } = await twoNodes(scope);
     const spy = await scope.spy(redis, "demo:chat:lobby");
     const alice = await joinRoom(await connectUser(scope, a, "alice"), "lobby");
     const bob = await joinRoom(await connectUser(scope, b, "bob"), "lobby");
-    assert.equal(await spy.waitFor((p) => p.includes('"alice"'), T), '{"type":"joined","user":"alice"}');
+    assert.equal(await spy.waitFor((p) => p.includes('"alice"'), WAIT_MS), '{"type":"joined","user":"alice"}');
 
     alice.perform("speak", { text: 'hello "redis" <&> é' });
-    const m = await bob.waitFor((x) => x.type === "message", T);
+    const m = await bob.waitFor((x) => x.type === "message", WAIT_MS);
     assertMessage(m, { user: "alice", text: 'hello "redis" <&> é' });
-    const payload = await spy.waitFor((p) => p.includes('"type":"message"'), T);
+    const payload = await spy.waitFor((p) => p.includes('"type":"message"'), WAIT_MS);
     // Exactly the broadcast's JSON: this key order, serde_json's encoding, no envelope.
     assert.equal(payload, JSON.stringify({ type: "message", id: m.id, user: "alice", text: 'hello "redis" <&> é', sent_at: m.sent_at }));
     // And what the consumer on the other node got is that text, passed through unchanged.
     const frame = `{"identifier":${JSON.stringify(chatIdentifier("lobby"))},"message":${payload}}`;
     assert.ok(rawFrames(bob.subscription.consumer).includes(frame), `bob's frame is exactly ${frame}`);
-    await alice.waitFor((x) => x.type === "message", T);
+    await alice.waitFor((x) => x.type === "message", WAIT_MS);
     assert.ok(rawFrames(alice.subscription.consumer).includes(frame), `alice's frame is exactly ${frame}`);
     // Everything on the channel so far, in order, on the prefixed channel name only.
     await sleep(QUIET_MS);

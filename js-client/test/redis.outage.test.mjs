@@ -22,7 +22,8 @@ import assert from "node:assert/strict";
 import { subscribe, sleep, currentSocket, consumerState, waitUntil } from "./support/consumer.mjs";
 import { http } from "./support/demo.mjs";
 import { redisCli, redisMissing } from "./support/redis.mjs";
-import { T, QUIET_MS, scoped, connectUser, joinRoom, assertMessage, receivedSince } from "./support/multinode.mjs";
+import { scoped, connectUser, joinRoom, assertMessage, receivedSince } from "./support/multinode.mjs";
+import { WAIT_MS, QUIET_MS, LONG_TEST_TIMEOUT_MS, REDIS_SUBSCRIBE_TIMEOUT_MS } from "./support/timing.mjs";
 
 const skip = redisMissing();
 
@@ -30,17 +31,17 @@ const skip = redisMissing();
 // consumer's ConnectionMonitor would reconnect after 6 s without one; it checks every 6-12 s).
 const MIN_OUTAGE_MS = 7000;
 const RESUME_WITHIN_MS = 15000;
-const SUBSCRIBE_TIMEOUT_MS = 5000; // actioncable-redis' subscribe timeout (crate docs)
+const PROBE_EVERY_MS = 500;
 
 const pingsSince = (consumer, since) =>
   currentSocket(consumer).frames.filter((f) => f.at >= since && f.data.startsWith('{"type":"ping"')).length;
 
 const NAME = "redis-server SIGKILLed under a demo node, then restarted on the same port";
-test(NAME, { skip, timeout: 90000 }, scoped(NAME, async (scope, t) => {
+test(NAME, { skip, timeout: LONG_TEST_TIMEOUT_MS }, scoped(NAME, async (scope, t) => {
   const redis = await scope.redis({ tag: "before" });
   const node = await scope.node("node", redis);
   /** The node's first log line matching `re` (output is piped: wait a moment for it). */
-  const logLine = (re) => waitUntil(() => node.proc.lines.find((l) => re.test(l)), { timeoutMs: 2000, label: `log line ${re}` })
+  const logLine = (re) => waitUntil(() => node.proc.lines.find((l) => re.test(l)), { timeoutMs: WAIT_MS, label: `log line ${re}` })
     .catch(() => undefined);
 
   const alice = await connectUser(scope, node, "alice");
@@ -49,12 +50,12 @@ test(NAME, { skip, timeout: 90000 }, scoped(NAME, async (scope, t) => {
   const aliceChat = await joinRoom(alice, "outage");
   const bobChat = await joinRoom(bob, "outage");
   const bobN = subscribe(bob.consumer, { channel: "NotificationChannel" });
-  await bobN.waitConnected(T);
+  await bobN.waitConnected(WAIT_MS);
   const carolChat = await joinRoom(carol, "outage");
   aliceChat.perform("speak", { text: "before the outage" });
   // Everyone has it before the marks are taken: deliveries to different sessions may land in
   // any order, and a late copy must not count as "heard during the outage".
-  await Promise.all([aliceChat, bobChat, carolChat].map((chat) => chat.waitFor((m) => m.text === "before the outage", T)));
+  await Promise.all([aliceChat, bobChat, carolChat].map((chat) => chat.waitFor((m) => m.text === "before the outage", WAIT_MS)));
 
   const everyone = { alice: [alice, aliceChat], bob: [bob, bobChat], carol: [carol, carolChat] };
   const marks = Object.fromEntries(Object.entries(everyone).map(([k, [, chat]]) => [k, chat.events.length]));
@@ -66,7 +67,7 @@ test(NAME, { skip, timeout: 90000 }, scoped(NAME, async (scope, t) => {
   // Started now, checked below: a room nobody on this node streams yet needs a Redis SUBSCRIBE.
   const elsewhere = subscribe(carol.consumer, { channel: "ChatChannel", room: "elsewhere" });
   const elsewhereSettled = elsewhere.waitForEvent((e) => e.type === "rejected" || e.type === "connected",
-    SUBSCRIBE_TIMEOUT_MS + 5000, { label: "rejected or connected" }).then((e) => ({ type: e.type, after: e.at - killedAt }));
+    REDIS_SUBSCRIBE_TIMEOUT_MS + WAIT_MS, { label: "rejected or connected" }).then((e) => ({ type: e.type, after: e.at - killedAt }));
 
   await t.test("POST /notifications while Redis is down answers an error status, not 201", async () => {
     const res = await http(node.baseUrl, "/notifications", { method: "POST", json: { user: "bob", message: "during the outage" } });
@@ -78,7 +79,7 @@ test(NAME, { skip, timeout: 90000 }, scoped(NAME, async (scope, t) => {
     aliceChat.perform("speak", { text: "spoken during the outage" });
     // Commands of a connection run in order: the history reply comes after the speak was handled.
     aliceChat.perform("history", {});
-    const hist = await aliceChat.waitFor((m) => m.type === "history", T, { fromIndex: marks.alice });
+    const hist = await aliceChat.waitFor((m) => m.type === "history", WAIT_MS, { fromIndex: marks.alice });
     assert.deepEqual(hist.messages.map((m) => m.text), ["before the outage", "spoken during the outage"], "stored");
     const stored = await http(node.baseUrl, "/rooms/outage/messages", { token: bob.token });
     assert.deepEqual(stored.body.map((m) => m.text), ["before the outage", "spoken during the outage"]);
@@ -98,7 +99,7 @@ test(NAME, { skip, timeout: 90000 }, scoped(NAME, async (scope, t) => {
   await t.test("a new room subscribed while Redis is down is rejected after the 5 s subscribe timeout", async () => {
     const settled = await elsewhereSettled;
     assert.equal(settled.type, "rejected", JSON.stringify(settled));
-    assert.ok(settled.after >= SUBSCRIBE_TIMEOUT_MS - 500 && settled.after < SUBSCRIBE_TIMEOUT_MS + 3000,
+    assert.ok(settled.after >= REDIS_SUBSCRIBE_TIMEOUT_MS - 500 && settled.after < REDIS_SUBSCRIBE_TIMEOUT_MS + 3000,
       `rejected ${settled.after} ms after the kill`);
   });
 
@@ -119,7 +120,7 @@ test(NAME, { skip, timeout: 90000 }, scoped(NAME, async (scope, t) => {
   const restartedAt = Date.now();
 
   await t.test("after the restart delivery resumes with no client action, within 15 s", async () => {
-    // Probe: bob says something every 500 ms until alice hears one of them (those said before the
+    // Probe: bob says something every PROBE_EVERY_MS until alice hears one of them (those said before the
     // node's publisher reconnected are lost, as documented).
     const bobMark = bobChat.events.length;
     let n = 0;
@@ -129,7 +130,7 @@ test(NAME, { skip, timeout: 90000 }, scoped(NAME, async (scope, t) => {
     heard.then(() => { done = true; }, () => { done = true; });
     while (!done) {
       bobChat.perform("speak", { text: `back ${++n}` });
-      await sleep(500);
+      await sleep(PROBE_EVERY_MS);
     }
     const first = await heard;
     const resumedAfter = Date.now() - restartedAt;
@@ -138,12 +139,12 @@ test(NAME, { skip, timeout: 90000 }, scoped(NAME, async (scope, t) => {
     // From now on everything arrives, to everyone in the room.
     aliceChat.perform("speak", { text: "after the outage" });
     for (const [, [, chat]] of Object.entries(everyone)) {
-      assertMessage(await chat.waitFor((m) => m.text === "after the outage", T), { user: "alice", text: "after the outage" });
+      assertMessage(await chat.waitFor((m) => m.text === "after the outage", WAIT_MS), { user: "alice", text: "after the outage" });
     }
-    await bobChat.waitFor((m) => m.text === first.text, T, { fromIndex: bobMark });
+    await bobChat.waitFor((m) => m.text === first.text, WAIT_MS, { fromIndex: bobMark });
     const created = await http(node.baseUrl, "/notifications", { method: "POST", json: { user: "bob", message: "after" } });
     assert.equal(created.status, 201);
-    assert.equal((await bobN.waitFor((m) => m.message === "after", T, { fromIndex: bobNMark })).id, created.body.id);
+    assert.equal((await bobN.waitFor((m) => m.message === "after", WAIT_MS, { fromIndex: bobNMark })).id, created.body.id);
 
     // The node resubscribed its streams on the new server by itself, and nobody reconnected.
     const channels = (await redisCli(redis2.port, ["PUBSUB", "CHANNELS"])).split("\n").sort();

@@ -18,17 +18,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { subscribe, currentSocket } from "./support/consumer.mjs";
 import { Scope, login, http, freePort } from "./support/demo.mjs";
+import { WAIT_MS, PROCESS_STOP_MS, RECONNECT_WAIT_MS, LONG_TEST_TIMEOUT_MS, DEMO_EXIT_DEADLINE_MS } from "./support/timing.mjs";
 
-const T = 5000;
 const USERS = 6;
-/** examples/demo: CABLE_SHUTDOWN_DEADLINE (5 s) + HTTP_SHUTDOWN_DEADLINE (5 s). */
-const EXIT_DEADLINE_MS = 10000;
-const RECONNECT_WAIT_MS = 35000;
 const ROOM = { channel: "ChatChannel", room: "restart-crowd" };
 const NOTIFICATIONS = { channel: "NotificationChannel" };
 
 test("graceful restart: a crowd of stock consumers gets server_restart, the demo exits in time, all come back and resubscribe",
-  { timeout: 60000 }, async (t) => {
+  { timeout: LONG_TEST_TIMEOUT_MS }, async (t) => {
     const scope = new Scope("restart crowd");
     try {
       const port = await freePort();
@@ -46,7 +43,7 @@ test("graceful restart: a crowd of stock consumers gets server_restart, the demo
         const notes = subscribe(consumer, NOTIFICATIONS);
         users.push({ name, creds, consumer, chat, notes });
       }
-      await Promise.all(users.flatMap((u) => [u.chat.waitConnected(T), u.notes.waitConnected(T)]));
+      await Promise.all(users.flatMap((u) => [u.chat.waitConnected(WAIT_MS), u.notes.waitConnected(WAIT_MS)]));
 
       // Marks: everything after these indexes happens because of the restart.
       for (const u of users) {
@@ -56,10 +53,10 @@ test("graceful restart: a crowd of stock consumers gets server_restart, the demo
       }
 
       const stoppedAt = Date.now();
-      const exit = await demo.stop({ graceMs: EXIT_DEADLINE_MS + 5000 });
+      const exit = await demo.stop({ graceMs: DEMO_EXIT_DEADLINE_MS + PROCESS_STOP_MS });
       const stopMs = Date.now() - stoppedAt;
       assert.deepEqual(exit, { code: 0, signal: null }, "exit status after SIGTERM");
-      assert.ok(stopMs < EXIT_DEADLINE_MS, `the demo took ${stopMs} ms to exit (deadline ${EXIT_DEADLINE_MS} ms)`);
+      assert.ok(stopMs < DEMO_EXIT_DEADLINE_MS, `the demo took ${stopMs} ms to exit (deadline ${DEMO_EXIT_DEADLINE_MS} ms)`);
       assert.ok(demo.proc.lines.some((l) => /cable closed/.test(l)), "every cable connection closed before the deadline");
       assert.ok(!demo.proc.lines.some((l) => /did not all close in time/.test(l)), "no connection outlived the deadline");
 
@@ -68,8 +65,8 @@ test("graceful restart: a crowd of stock consumers gets server_restart, the demo
         const disconnects = frames.filter((f) => f.type === "disconnect");
         assert.deepEqual(disconnects, [{ type: "disconnect", reason: "server_restart", reconnect: true }], u.name);
         assert.equal(frames.at(-1).type, "disconnect", `${u.name}: nothing after the disconnect`);
-        assert.deepEqual(await u.chat.waitDisconnected(T, { fromIndex: u.chatMark }), { willAttemptReconnect: true }, u.name);
-        assert.deepEqual(await u.notes.waitDisconnected(T, { fromIndex: u.notesMark }), { willAttemptReconnect: true }, u.name);
+        assert.deepEqual(await u.chat.waitDisconnected(WAIT_MS, { fromIndex: u.chatMark }), { willAttemptReconnect: true }, u.name);
+        assert.deepEqual(await u.notes.waitDisconnected(WAIT_MS, { fromIndex: u.notesMark }), { willAttemptReconnect: true }, u.name);
       }
 
       const restartAt = Date.now();
@@ -114,14 +111,14 @@ test("graceful restart: a crowd of stock consumers gets server_restart, the demo
         ids[u.name] = r.body.id;
       }
       for (const u of users) {
-        const n = await u.notes.waitFor((m) => m.id === ids[u.name], T, { fromIndex: u.notesMark });
+        const n = await u.notes.waitFor((m) => m.id === ids[u.name], WAIT_MS, { fromIndex: u.notesMark });
         assert.equal(n.message, `after restart for ${u.name}`);
         const others = u.notes.events.slice(u.notesMark).filter((e) => e.type === "received" && e.data.id !== undefined && e.data.id !== ids[u.name]);
         assert.deepEqual(others, [], `${u.name} got only its own notification`);
       }
       users[0].chat.perform("speak", { text: "everyone back?" });
       for (const u of users) {
-        const m = await u.chat.waitFor((m) => m.type === "message" && m.text === "everyone back?", T, { fromIndex: u.chatMark });
+        const m = await u.chat.waitFor((m) => m.type === "message" && m.text === "everyone back?", WAIT_MS, { fromIndex: u.chatMark });
         assert.equal(m.user, "user0");
       }
 

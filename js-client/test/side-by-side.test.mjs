@@ -1,6 +1,6 @@
-// Side by side: the real Rails ActionCable server (the anchor, shared/anchors/rails) and its port
-// to actioncable-rs (examples/rails-twin) get IDENTICAL scenarios over raw `ws` sockets (Origin
-// http://localhost, ?user=alice), and the frames each returns (pings aside) must be equal:
+// Side by side: the real Rails ActionCable server (the Rails reference app, interop/rails) and
+// its port to actioncable-rs (examples/rails-twin) get IDENTICAL scenarios over raw `ws` sockets
+// (Origin http://localhost, ?user=alice), and the frames each returns (pings aside) must be equal:
 //   - byte for byte, except for ActiveSupport's HTML-safe escaping (`\u003c` for `<`, ...), which
 //     docs/protocol.md ("Byte-level encoding") lists: there the frames must be JSON-equal AND
 //     differ only by that escaping;
@@ -9,38 +9,26 @@
 //   - a difference the docs do not list is a bug: it gets fixed, or recorded as a `todo` test with
 //     a comment until it is.
 //
-// Enable: install Ruby's ActionCable (Debian: `apt-get install ruby ruby-actioncable puma
-// ruby-redis`, or ../shared/anchors/rails/setup.sh) and run ./scripts/test.sh, which starts the
-// anchor and exports RAILS_ANCHOR_URL; or by hand from js-client/:
-//   cargo build --workspace --bins
-//   PORT=28080 ANCHOR_STATE_DIR=$(mktemp -d) ../../shared/anchors/rails/start.sh
-//   RAILS_ANCHOR_URL=ws://127.0.0.1:28080/cable npm test
-//   ANCHOR_STATE_DIR=<same dir> ../../shared/anchors/rails/stop.sh
-// The twin is ../target/debug/example-rails-twin (or $RAILS_TWIN_BIN), started here on a free
-// port; its log goes to test-artifacts/side-by-side/twin.log.
+// The Rails app is the one ./scripts/test.sh starts (it exports RAILS_CABLE_URL), or, without
+// that variable, one started here (test/support/rails.mjs). It needs Debian's ruby,
+// ruby-actioncable, puma and ruby-redis: without them these tests fail, they are never skipped.
+// The twin is ../target/debug/example-rails-twin (or $RAILS_TWIN_BIN; `cargo build --workspace
+// --bins`), started here on a free port; its log goes to test-artifacts/side-by-side/twin.log,
+// the Rails app's (when started here) to test-artifacts/side-by-side/rails.log.
 
 import { describe, test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import WebSocket from "ws";
 import { ActionCable, freePort, startProcess, waitUntil, sleep } from "./support/consumer.mjs";
-
-const ANCHOR = process.env.RAILS_ANCHOR_URL;
-const skip = ANCHOR
-  ? false
-  : "RAILS_ANCHOR_URL is not set, no Rails to compare with. Enable: apt-get install ruby ruby-actioncable " +
-    "puma ruby-redis, then ./scripts/test.sh starts the anchor (see this file's header)";
+import { TWIN_BIN, assertTwinBuilt, railsApp, serverAt } from "./support/rails.mjs";
+import { WAIT_MS, QUIET_MS, PING_INTERVAL_MS, TEST_TIMEOUT_MS } from "./support/timing.mjs";
 
 const JS_CLIENT_DIR = fileURLToPath(new URL("..", import.meta.url));
-const TWIN_BIN = process.env.RAILS_TWIN_BIN || join(JS_CLIENT_DIR, "..", "target", "debug", "example-rails-twin");
-const TWIN_LOG = join(JS_CLIENT_DIR, "test-artifacts", "side-by-side", "twin.log");
-
-const WAIT = 3000; // positive waits (Rails' worker pool is slower than us)
-const SILENCE = 400; // "nothing arrives" windows
+const ARTIFACTS = join(JS_CLIENT_DIR, "test-artifacts", "side-by-side");
 const ORIGIN = "http://localhost";
 const RUN = randomBytes(3).toString("hex"); // keeps rooms of separate runs apart
 
@@ -51,14 +39,7 @@ const RUN = randomBytes(3).toString("hex"); // keeps rooms of separate runs apar
 /** { name, cable (ws URL), base (http URL) } for both servers, once started. */
 const servers = {};
 let twinProc = null;
-
-function server(name, cableUrl) {
-  const base = new URL(cableUrl);
-  base.protocol = base.protocol === "wss:" ? "https:" : "http:";
-  base.pathname = "/";
-  base.search = "";
-  return { name, cable: cableUrl, base: base.toString().replace(/\/$/, "") };
-}
+let rails = null;
 
 // ---------------------------------------------------------------------------------------------
 // Raw clients: every frame recorded, pings kept apart
@@ -77,7 +58,7 @@ const isPing = (raw) => typeof raw === "string" && raw.startsWith('{"type":"ping
 async function open(srv, { user = "alice", origin = ORIGIN, headers = {}, query = true, welcome = true } = {}) {
   const url = new URL(srv.cable);
   if (query && user !== null) url.searchParams.set("user", user);
-  const ws = new WebSocket(url.toString(), ActionCable.INTERNAL.protocols, { origin, headers, handshakeTimeout: WAIT });
+  const ws = new WebSocket(url.toString(), ActionCable.INTERNAL.protocols, { origin, headers, handshakeTimeout: WAIT_MS });
   openSockets.add(ws);
   const c = {
     ws,
@@ -95,7 +76,7 @@ async function open(srv, { user = "alice", origin = ORIGIN, headers = {}, query 
       return out;
     },
     /** Wait for a non-ping frame after the cursor matching `pred(parsed, raw)`; returns it raw. */
-    async waitFor(pred, label = "frame", t = WAIT) {
+    async waitFor(pred, label = "frame", t = WAIT_MS) {
       try {
         return await waitUntil(() => c.frames.slice(c.cursor).find((raw) => pred(parse(raw), raw)), {
           timeoutMs: t, label,
@@ -105,7 +86,7 @@ async function open(srv, { user = "alice", origin = ORIGIN, headers = {}, query 
         throw err;
       }
     },
-    waitClose: (t = WAIT) => waitUntil(() => c.closeInfo, { timeoutMs: t, label: `close from ${srv.name}` }),
+    waitClose: (t = WAIT_MS) => waitUntil(() => c.closeInfo, { timeoutMs: t, label: `close from ${srv.name}` }),
   };
   ws.on("message", (data, isBinary) => {
     const raw = isBinary ? data : data.toString("utf8");
@@ -136,7 +117,7 @@ async function request(srv, path, { method = "GET", body, headers = {} } = {}) {
     method,
     headers: body === undefined ? headers : { "Content-Type": "application/json", ...headers },
     body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(WAIT),
+    signal: AbortSignal.timeout(WAIT_MS),
   });
   return { status: res.status, contentType: res.headers.get("content-type"), body: await res.text() };
 }
@@ -153,7 +134,7 @@ function rawUpgrade(srv, { path = "/cable?user=alice", origin, extraHeaders = {}
       "Sec-WebSocket-Protocol": ActionCable.INTERNAL.protocols.join(", "),
     };
     if (origin !== undefined) headers.Origin = origin;
-    const req = http.request(srv.base + path, { headers, timeout: WAIT });
+    const req = http.request(srv.base + path, { headers, timeout: WAIT_MS });
     req.on("upgrade", (res, socket) => { socket.destroy(); resolve({ status: res.statusCode }); });
     req.on("response", (res) => {
       let body = "";
@@ -241,7 +222,7 @@ async function subscribe(c, identifier) {
 async function joinChat(c, roomName) {
   const identifier = id({ channel: "ChatChannel", room: roomName });
   await subscribe(c, identifier);
-  await sleep(SILENCE); // Rails' joined, if it comes at all, comes within this window
+  await sleep(QUIET_MS); // Rails' joined, if it comes at all, comes within this window
   const frames = c.take();
   const confirmAt = frames.indexOf(confirmFrame(identifier));
   assert.ok(confirmAt >= 0, `${c.srv.name}: confirmation ${show(frames)}`);
@@ -266,20 +247,16 @@ async function whoami(c, identifier) {
 // ---------------------------------------------------------------------------------------------
 
 before(async () => {
-  if (!ANCHOR) return;
-  if (!existsSync(TWIN_BIN)) {
-    throw new Error(`example-rails-twin not found at ${TWIN_BIN}: run \`cargo build --workspace --bins\` ` +
-      "in the repository root (or set RAILS_TWIN_BIN)");
-  }
+  assertTwinBuilt();
+  rails = await railsApp({ logFile: join(ARTIFACTS, "rails.log") });
   const port = await freePort();
   twinProc = await startProcess(TWIN_BIN, [], {
     env: { PORT: String(port), RUST_LOG: process.env.TWIN_RUST_LOG || "info,actioncable=debug", NO_COLOR: "1" },
     readyLogLine: `rails-twin listening on http://127.0.0.1:${port}`,
-    timeoutMs: 15000,
-    logFile: TWIN_LOG,
+    logFile: join(ARTIFACTS, "twin.log"),
   });
-  servers.rails = server("rails", ANCHOR);
-  servers.twin = server("twin", `ws://127.0.0.1:${port}/cable`);
+  servers.rails = serverAt("rails", rails.cable);
+  servers.twin = serverAt("twin", `ws://127.0.0.1:${port}/cable`);
 });
 
 afterEach(() => {
@@ -289,6 +266,7 @@ afterEach(() => {
 
 after(async () => {
   if (twinProc) await twinProc.stop();
+  if (rails) await rails.stop();
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -296,11 +274,11 @@ after(async () => {
 // ---------------------------------------------------------------------------------------------
 
 describe("side by side with Rails: handshake and connection", () => {
-  test("welcome: the first frame, then nothing; same subprotocol", { skip }, async () => {
+  test("welcome: the first frame, then nothing; same subprotocol", async () => {
     const r = await sideBySide(async (srv) => {
       const c = await open(srv, { welcome: false });
       await c.waitFor(() => true, "welcome");
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       return { frames: c.take(), protocol: c.ws.protocol };
     });
     assert.deepEqual(r.rails.frames, ['{"type":"welcome"}']);
@@ -309,12 +287,12 @@ describe("side by side with Rails: handshake and connection", () => {
     assert.equal(r.twin.protocol, r.rails.protocol);
   });
 
-  test("identified by the `user` cookie when there is no ?user=", { skip }, async () => {
+  test("identified by the `user` cookie when there is no ?user=", async () => {
     const r = await sideBySide(async (srv) => {
       const c = await open(srv, { query: false, headers: { Cookie: "user=bob" } });
       const chat = id({ channel: "ChatChannel", room: room("cookie") });
       await subscribe(c, chat);
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       c.take(); // confirm, maybe joined (see joinChat)
       c.command("message", chat, { action: "whoami" });
       await c.waitFor((f) => f?.message?.user === "bob", "whoami reply");
@@ -324,10 +302,10 @@ describe("side by side with Rails: handshake and connection", () => {
     assertSameFrames(r, "whoami by cookie");
   });
 
-  test("ping: {\"type\":\"ping\",\"message\":<epoch seconds>} within 3.5 s", { skip }, async () => {
+  test("ping: {\"type\":\"ping\",\"message\":<epoch seconds>} within 3.5 s", async () => {
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
-      await waitUntil(() => c.pings.length > 0, { timeoutMs: 3500, label: `ping from ${srv.name}` });
+      await waitUntil(() => c.pings.length > 0, { timeoutMs: PING_INTERVAL_MS + QUIET_MS, label: `ping from ${srv.name}` });
       return { ping: c.pings[0], at: Date.now() / 1000 };
     });
     for (const [name, { ping, at }] of Object.entries(r)) {
@@ -336,7 +314,7 @@ describe("side by side with Rails: handshake and connection", () => {
     }
   });
 
-  test("banned user: the same disconnect frame, then close 1000; missing user too", { skip }, async () => {
+  test("banned user: the same disconnect frame, then close 1000; missing user too", async () => {
     for (const user of ["banned", null]) {
       const r = await sideBySide(async (srv) => {
         const c = await open(srv, { user, welcome: false });
@@ -350,7 +328,7 @@ describe("side by side with Rails: handshake and connection", () => {
     }
   });
 
-  test("a plain HTTP request on /cable: 404 `Page not found`, text/plain", { skip }, async () => {
+  test("a plain HTTP request on /cable: 404 `Page not found`, text/plain", async () => {
     for (const method of ["GET", "POST"]) {
       const r = await sideBySide((srv) => request(srv, "/cable?user=alice", { method }));
       assert.deepEqual(r.rails, { status: 404, contentType: "text/plain", body: "Page not found" }, method);
@@ -358,7 +336,7 @@ describe("side by side with Rails: handshake and connection", () => {
     }
   });
 
-  test("a WebSocket upgrade from a foreign or missing Origin: the same 404, no upgrade", { skip }, async () => {
+  test("a WebSocket upgrade from a foreign or missing Origin: the same 404, no upgrade", async () => {
     for (const origin of ["http://evil.example", "http://localhost.evil.example", "https://localhost", undefined]) {
       const r = await sideBySide((srv) => rawUpgrade(srv, { origin }));
       assert.deepEqual(r.rails, { status: 404, contentType: "text/plain", body: "Page not found" }, `Origin ${origin}`);
@@ -371,7 +349,7 @@ describe("side by side with Rails: handshake and connection", () => {
     }
   });
 
-  test("same origin as the Host header: allowed; another host or port: 404", { skip }, async () => {
+  test("same origin as the Host header: allowed; another host or port: 404", async () => {
     const cases = [
       ["http://example.test", {}, 101],
       ["http://example.test:80", {}, 404],
@@ -388,7 +366,7 @@ describe("side by side with Rails: handshake and connection", () => {
   // Rails' same-origin check (`allow_same_origin_as_host`) builds the expected origin from the
   // request's own scheme ("https" only when `request.ssl?`, which honours X-Forwarded-Proto);
   // AllowedOrigins::same_origin does the same.
-  test("same origin as the Host header takes the request's scheme into account", { skip }, async () => {
+  test("same origin as the Host header takes the request's scheme into account", async () => {
     const cases = [
       ["https://example.test", {}],
       ["http://example.test", { "X-Forwarded-Proto": "https" }],
@@ -402,7 +380,7 @@ describe("side by side with Rails: handshake and connection", () => {
 });
 
 describe("side by side with Rails: subscriptions", () => {
-  test("subscribe: the confirmation bytes (ChatChannel, NotificationChannel, BenchmarkChannel)", { skip }, async () => {
+  test("subscribe: the confirmation bytes (ChatChannel, NotificationChannel, BenchmarkChannel)", async () => {
     const identifiers = [
       id({ channel: "ChatChannel", room: room("confirm") }),
       id({ channel: "NotificationChannel" }),
@@ -413,7 +391,7 @@ describe("side by side with Rails: subscriptions", () => {
       const out = [];
       for (const identifier of identifiers) {
         await subscribe(c, identifier);
-        await sleep(SILENCE);
+        await sleep(QUIET_MS);
         out.push(...c.take().filter((f) => !isJoined(f))); // joined: see joinChat
       }
       return out;
@@ -422,7 +400,7 @@ describe("side by side with Rails: subscriptions", () => {
     assertSameFrames(r, "confirmations");
   });
 
-  test("ChatChannel with a blank room is rejected (missing, empty, whitespace), nothing else", { skip }, async () => {
+  test("ChatChannel with a blank room is rejected (missing, empty, whitespace), nothing else", async () => {
     const identifiers = [
       id({ channel: "ChatChannel" }),
       id({ channel: "ChatChannel", room: "" }),
@@ -431,14 +409,14 @@ describe("side by side with Rails: subscriptions", () => {
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
       for (const identifier of identifiers) await subscribe(c, identifier);
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       return c.take();
     });
     assert.deepEqual(r.rails, identifiers.map(rejectFrame));
     assertSameFrames(r, "blank room");
   });
 
-  test("unknown channel: Rails is silent, we reject (deliberate difference #1, #7)", { skip }, async () => {
+  test("unknown channel: Rails is silent, we reject (deliberate difference #1, #7)", async () => {
     const unknown = [
       id({ channel: "NopeChannel" }),
       id({ channel: "Object" }), // a constant that is not a channel
@@ -447,7 +425,7 @@ describe("side by side with Rails: subscriptions", () => {
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
       for (const identifier of unknown) c.command("subscribe", identifier);
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       const answers = c.take();
       const chat = await joinChat(c, room("after-unknown"));
       await whoami(c, chat); // the connection carries on
@@ -458,12 +436,12 @@ describe("side by side with Rails: subscriptions", () => {
     assertSameFrames({ rails: r.rails.after, twin: r.twin.after }, "after an unknown channel");
   });
 
-  test("malformed identifier: Rails is silent, we reject (deliberate difference #1)", { skip }, async () => {
+  test("malformed identifier: Rails is silent, we reject (deliberate difference #1)", async () => {
     const malformed = ["not json", "[1]", "null", "{}", '{"room":"x"}', '{"channel":1}'];
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
       for (const identifier of malformed) c.command("subscribe", identifier);
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       const answers = c.take();
       const chat = await joinChat(c, room("after-malformed"));
       await whoami(c, chat);
@@ -474,12 +452,12 @@ describe("side by side with Rails: subscriptions", () => {
     assertSameFrames({ rails: r.rails.after, twin: r.twin.after }, "after a malformed identifier");
   });
 
-  test("duplicate subscribe (same identifier string): ignored, silence", { skip }, async () => {
+  test("duplicate subscribe (same identifier string): ignored, silence", async () => {
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
       const chat = await joinChat(c, room("dup"));
       c.command("subscribe", chat);
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       const dup = c.take();
       await whoami(c, chat);
       return [...dup, ...c.take()];
@@ -488,7 +466,7 @@ describe("side by side with Rails: subscriptions", () => {
     assert.equal(r.rails.length, 1);
   });
 
-  test("same params in another key order: two subscriptions, one frame each per broadcast", { skip }, async () => {
+  test("same params in another key order: two subscriptions, one frame each per broadcast", async () => {
     const name = room("order");
     const a = id({ channel: "ChatChannel", room: name });
     const b = id({ room: name, channel: "ChatChannel" });
@@ -496,7 +474,7 @@ describe("side by side with Rails: subscriptions", () => {
       const c = await open(srv);
       await joinChat(c, name);
       await subscribe(c, b);
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       const second = c.take();
       // b's joined goes to a and b: always on the twin (#5); on Rails to none, some or all.
       if (srv.name === "twin") {
@@ -507,8 +485,8 @@ describe("side by side with Rails: subscriptions", () => {
         method: "POST", body: { note: "both<>" },
       });
       assert.equal(res.status, 200, `${srv.name}: ${res.body}`);
-      await waitUntil(() => c.frames.slice(c.cursor).length >= 2, { timeoutMs: WAIT, label: `two deliveries on ${srv.name}` });
-      await sleep(SILENCE);
+      await waitUntil(() => c.frames.slice(c.cursor).length >= 2, { timeoutMs: WAIT_MS, label: `two deliveries on ${srv.name}` });
+      await sleep(QUIET_MS);
       return { second: second.filter((f) => !isJoined(f)), deliveries: c.take() };
     });
     assertSameFrames({ rails: r.rails.second, twin: r.twin.second }, "second subscription");
@@ -517,36 +495,36 @@ describe("side by side with Rails: subscriptions", () => {
     assertSameFrameSet({ rails: r.rails.deliveries, twin: r.twin.deliveries }, "one delivery per identifier");
   });
 
-  test("unsubscribe: silence, and later broadcasts are not delivered", { skip }, async () => {
+  test("unsubscribe: silence, and later broadcasts are not delivered", async () => {
     const notifications = id({ channel: "NotificationChannel" });
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
       await subscribe(c, notifications);
       c.take();
       c.command("unsubscribe", notifications);
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       const afterUnsubscribe = c.take();
       const res = await request(srv, "/broadcast_to?user=alice", { method: "POST", body: { after: "unsubscribe" } });
       assert.equal(res.status, 200, `${srv.name}: ${res.body}`);
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       return [...afterUnsubscribe, ...c.take()];
     });
     assertSilent(r, "NotificationChannel unsubscribe + broadcast_to");
   });
 
-  test("unsubscribe from ChatChannel: both deliver the unsubscriber its own `left`, then nothing", { skip }, async () => {
+  test("unsubscribe from ChatChannel: both deliver the unsubscriber its own `left`, then nothing", async () => {
     const name = room("leave");
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
       const chat = await joinChat(c, name);
       c.command("unsubscribe", chat);
       await c.waitFor((f) => f?.message?.type === "left", "own left");
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       const res = await request(srv, `/broadcast?stream=${encodeURIComponent(`chat:${name}`)}`, {
         method: "POST", body: { after: "unsubscribe" },
       });
       assert.equal(res.status, 200, `${srv.name}: ${res.body}`);
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       return c.take();
     });
     assert.deepEqual(r.rails, [dataFrame(id({ channel: "ChatChannel", room: name }), { type: "left", user: "alice" })]);
@@ -555,7 +533,7 @@ describe("side by side with Rails: subscriptions", () => {
 });
 
 describe("side by side with Rails: actions and broadcasts", () => {
-  test("whoami: transmit to the sender", { skip }, async () => {
+  test("whoami: transmit to the sender", async () => {
     const chatId = id({ channel: "ChatChannel", room: room("whoami") });
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
@@ -567,7 +545,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
     assertSameFrames(r, "whoami");
   });
 
-  test("speak: broadcast to the room (HTML-ish text is escaped only by Rails), text null when missing", { skip }, async () => {
+  test("speak: broadcast to the room (HTML-ish text is escaped only by Rails), text null when missing", async () => {
     const chatId = id({ channel: "ChatChannel", room: room("speak") });
     const text = "hi <b>&amp;</b> \u2028\u2029 é 😀";
     const r = await sideBySide(async (srv) => {
@@ -577,7 +555,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
       await c.waitFor((f) => f?.message?.type === "message", "speak");
       c.command("message", chat, { action: "speak" });
       await c.waitFor((f) => f?.message?.text === null, "speak without text");
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       return c.take();
     });
     assert.deepEqual(r.rails.map(parse), [
@@ -588,7 +566,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
     assertSameFrames(r, "speak");
   });
 
-  test("mark_read on NotificationChannel: transmit {type, id, user}", { skip }, async () => {
+  test("mark_read on NotificationChannel: transmit {type, id, user}", async () => {
     const notifications = id({ channel: "NotificationChannel" });
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
@@ -607,7 +585,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
     assertSameFrames(r, "mark_read");
   });
 
-  test("silence: unknown identifier, unknown action, no action, failing action (boom)", { skip }, async () => {
+  test("silence: unknown identifier, unknown action, no action, failing action (boom)", async () => {
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
       const chat = await joinChat(c, room("silence-actions"));
@@ -617,7 +595,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
       c.command("message", chat, { action: "nope" });
       c.command("message", chat, { text: "no action" });
       c.command("message", chat, { action: "boom" });
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       const silent = c.take();
       await whoami(c, chat);
       return { silent, after: c.take() };
@@ -626,7 +604,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
     assertSameFrames({ rails: r.rails.after, twin: r.twin.after }, "whoami afterwards");
   });
 
-  test("silence: frames that are not commands (not JSON, array, scalar, unknown command, bad data, binary)", { skip }, async () => {
+  test("silence: frames that are not commands (not JSON, array, scalar, unknown command, bad data, binary)", async () => {
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
       const chat = await joinChat(c, room("silence-frames"));
@@ -638,7 +616,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
       c.send({ command: "message", identifier: chat, data: { action: "whoami" } }); // data not a string
       c.send({ command: "message", identifier: chat, data: "not json" });
       c.ws.send(Buffer.from([0x7b, 0x7d, 0x00, 0xff]), { binary: true });
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       const silent = c.take();
       await whoami(c, chat);
       return { silent, after: c.take(), closed: c.closeInfo };
@@ -648,7 +626,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
     assert.deepEqual([r.rails.closed, r.twin.closed], [null, null]);
   });
 
-  test("broadcasting_for: the same stream names, plain and GlobalID", { skip }, async () => {
+  test("broadcasting_for: the same stream names, plain and GlobalID", async () => {
     const cases = [
       ["alice", "notification:alice"],
       ["alice&gid=1", "notification:Z2lkOi8vYW5jaG9yL0FuY2hvclVzZXIvYWxpY2U"],
@@ -663,7 +641,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
     }
   });
 
-  test("broadcast_to reaches the NotificationChannel subscriber of that model only", { skip }, async () => {
+  test("broadcast_to reaches the NotificationChannel subscriber of that model only", async () => {
     const plain = id({ channel: "NotificationChannel" });
     const gid = id({ channel: "NotificationChannel", gid: true });
     const r = await sideBySide(async (srv) => {
@@ -676,7 +654,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
         const res = await request(srv, `/broadcast_to?${query}`, { method: "POST", body });
         assert.equal(res.status, 200, `${srv.name}: ${res.body}`);
         if (body.n !== 3) await c.waitFor((f) => f?.message?.n === body.n, `broadcast_to ${query}`);
-        await sleep(body.n === 3 ? SILENCE : 0);
+        await sleep(body.n === 3 ? QUIET_MS : 0);
         out.push(...c.take());
       }
       return out;
@@ -688,15 +666,15 @@ describe("side by side with Rails: actions and broadcasts", () => {
     assertSameFrames(r, "broadcast_to");
   });
 
-  test("BenchmarkChannel broadcast: the same frames; their order is racy on Rails, fixed here", { skip }, async () => {
+  test("BenchmarkChannel broadcast: the same frames; their order is racy on Rails, fixed here", async () => {
     const bench = id({ channel: "BenchmarkChannel" });
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);
       await subscribe(c, bench);
       c.take();
       c.command("message", bench, { action: "broadcast", n: 1 });
-      await waitUntil(() => c.frames.slice(c.cursor).length >= 2, { timeoutMs: WAIT, label: `two frames on ${srv.name}` });
-      await sleep(SILENCE);
+      await waitUntil(() => c.frames.slice(c.cursor).length >= 2, { timeoutMs: WAIT_MS, label: `two frames on ${srv.name}` });
+      await sleep(QUIET_MS);
       return c.take();
     });
     // Keys are alphabetical in the sent data so that this comparison is not about key order
@@ -709,7 +687,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
     assert.deepEqual(r.twin.map((f) => parse(f).message.action), ["broadcast", "broadcastResult"]);
   });
 
-  test("message size: up to 1 MiB echoed by both; beyond, Rails echoes and we close 1009 (deliberate difference #4)", { skip, timeout: 30000 }, async () => {
+  test("message size: up to 1 MiB echoed by both; beyond, Rails echoes and we close 1009 (deliberate difference #4)", { timeout: TEST_TIMEOUT_MS }, async () => {
     const bench = id({ channel: "BenchmarkChannel" });
     // Keys in alphabetical order, so that this is not about key order.
     const frameOf = (n) => JSON.stringify({ command: "message", identifier: bench, data: JSON.stringify({ action: "echo", payload: "x".repeat(n) }) });
@@ -724,8 +702,8 @@ describe("side by side with Rails: actions and broadcasts", () => {
       await c.waitFor((f) => f?.message?.payload?.length === under, "1 MiB echo");
       const small = c.take();
       c.send(frameOf(over));
-      await waitUntil(() => c.closeInfo || c.frames.length > c.cursor, { timeoutMs: WAIT, label: `answer to 1.5 MiB on ${srv.name}` });
-      await sleep(SILENCE);
+      await waitUntil(() => c.closeInfo || c.frames.length > c.cursor, { timeoutMs: WAIT_MS, label: `answer to 1.5 MiB on ${srv.name}` });
+      await sleep(QUIET_MS);
       return { small, big: c.take(), close: c.closeInfo };
     });
     assert.equal(frameOf(under).length, 1024 * 1024);
@@ -740,8 +718,8 @@ describe("side by side with Rails: actions and broadcasts", () => {
     assert.equal(r.twin.close?.code, 1009, JSON.stringify(r.twin.close));
   });
 
-  test("POST /disconnect: Rails 6.1 closes without a frame; we send disconnect `remote` first (Rails 7.1+)", { skip }, async () => {
-    // Not alice: the anchor is shared with anchor.smoke.test.mjs, which may run meanwhile.
+  test("POST /disconnect: Rails 6.1 closes without a frame; we send disconnect `remote` first (Rails 7.1+)", async () => {
+    // Not alice: the Rails app may be shared with rails.smoke.test.mjs, running meanwhile.
     const user = `dora-${RUN}`;
     const r = await sideBySide(async (srv) => {
       const c = await open(srv, { user });
@@ -749,7 +727,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
       const res = await request(srv, `/disconnect?user=${user}`, { method: "POST" });
       assert.equal(res.status, 200, `${srv.name}: ${res.body}`);
       const close = await c.waitClose();
-      await sleep(SILENCE);
+      await sleep(QUIET_MS);
       return { frames: c.take(), close, other: [other.take(), other.closeInfo] };
     });
     // docs/protocol.md: Rails' wire format is unchanged through 8.1 apart from the `remote` reason.
@@ -763,7 +741,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
 
   // Client-supplied JSON objects come back with the client's key order (serde_json's
   // `preserve_order`), byte for byte as from Rails: the stock consumer appends `action` last.
-  test("client-supplied objects keep their key order (echo, speak with an object)", { skip }, async () => {
+  test("client-supplied objects keep their key order (echo, speak with an object)", async () => {
     const bench = id({ channel: "BenchmarkChannel" });
     const r = await sideBySide(async (srv) => {
       const c = await open(srv);

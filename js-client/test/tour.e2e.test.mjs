@@ -14,10 +14,10 @@ import {
   startProcess,
 } from "./support/consumer.mjs";
 import { JS_CLIENT_DIR } from "./support/demo.mjs";
+import { WAIT_MS } from "./support/timing.mjs";
 
 const TOUR_BIN = process.env.TOUR_BIN || join(JS_CLIENT_DIR, "..", "target", "debug", "example-tour");
 const READY = /^tour listening on ws:\/\/(\S+)\/cable$/;
-const TIMEOUT = 5000;
 
 describe("example-tour with stock consumers", () => {
   let server;
@@ -30,7 +30,6 @@ describe("example-tour with stock consumers", () => {
     server = await startProcess(TOUR_BIN, [], {
       env: { PORT: "0", RUST_LOG: "info", NO_COLOR: "1" },
       readyLogLine: READY,
-      timeoutMs: 15000,
       logFile: join(JS_CLIENT_DIR, "test-artifacts", "tour", "tour.log"),
     });
     const [, addr] = server.lines.find((l) => READY.test(l)).match(READY);
@@ -64,7 +63,7 @@ describe("example-tour with stock consumers", () => {
     assert.equal(a.received.filter((m) => m.from === "alice").length, 0, "alice heard herself");
 
     a.perform("kick", { user: "bob" });
-    await b.waitRejected(TIMEOUT);
+    await b.waitRejected(WAIT_MS);
     // The stock consumer forgot the subscription: no lobby subscription left on bob's side.
     const lobby = bob.subscriptions.findAll(b.identifier);
     assert.equal(lobby.length, 0, "the kicked subscription is still known to the consumer");
@@ -87,13 +86,13 @@ describe("example-tour with stock consumers", () => {
     const ann = createConsumer(`${cableUrl}?user=ann`);
     const clock = subscribe(ann, { channel: "ClockChannel", every_ms: 100 });
     await clock.waitConnected();
-    await clock.waitFor((m) => m.tick === 3, TIMEOUT);
+    await clock.waitFor((m) => m.tick === 3, WAIT_MS);
     const ticks = clock.received.map((m) => m.tick);
     assert.deepEqual(ticks.slice(0, 3), [1, 2, 3]);
     clock.unsubscribe();
 
     const mallory = createConsumer(`${cableUrl}?user=mallory`);
     const refused = subscribe(mallory, { channel: "ClockChannel" });
-    await refused.waitRejected(TIMEOUT);
+    await refused.waitRejected(WAIT_MS);
   });
 });

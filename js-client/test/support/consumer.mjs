@@ -17,7 +17,6 @@ import net from "node:net";
 import {
   ActionCable,
   DEFAULT_ORIGIN,
-  DEFAULT_TIMEOUT_MS,
   createConsumer as createNodeConsumer,
   closeConsumer as closeNodeConsumer,
   consumerState,
@@ -27,6 +26,7 @@ import {
   withTimeout,
   sleep,
 } from "../../lib/actioncable-node.mjs";
+import { WAIT_MS, PROCESS_START_MS, PROCESS_STOP_MS } from "./timing.mjs";
 
 export * from "../../lib/actioncable-node.mjs";
 
@@ -47,7 +47,7 @@ export function createConsumer(url, options = {}) {
 }
 
 /** Wait until the consumer's socket state is `state` (or one of `state` if an array). */
-export async function waitForConsumerState(consumer, state, timeoutMs = DEFAULT_TIMEOUT_MS) {
+export async function waitForConsumerState(consumer, state, timeoutMs = WAIT_MS) {
   const wanted = Array.isArray(state) ? state : [state];
   await waitUntil(() => wanted.includes(consumerState(consumer)), {
     timeoutMs,
@@ -60,7 +60,7 @@ export async function waitForConsumerState(consumer, state, timeoutMs = DEFAULT_
  * Wait for a raw frame on the consumer's current socket. `predicate` gets the parsed JSON
  * (or the raw string if it is not JSON) and the raw string. Returns the parsed frame.
  */
-export async function waitForFrame(consumer, predicate, timeoutMs = DEFAULT_TIMEOUT_MS, label = "frame") {
+export async function waitForFrame(consumer, predicate, timeoutMs = WAIT_MS, label = "frame") {
   return waitUntil(() => {
     const socket = currentSocket(consumer);
     if (!socket) return undefined;
@@ -78,13 +78,13 @@ export async function waitForFrame(consumer, predicate, timeoutMs = DEFAULT_TIME
  * a socket still CONNECTING (which the stock consumer deliberately never closes) is terminated.
  * Resolves once the socket is closed, or after `timeoutMs` (then it is terminated).
  */
-export async function closeConsumer(consumer, timeoutMs = DEFAULT_TIMEOUT_MS) {
+export async function closeConsumer(consumer, timeoutMs = WAIT_MS) {
   liveConsumers.delete(consumer);
   await closeNodeConsumer(consumer, timeoutMs);
 }
 
 /** Close every consumer made by createConsumer() that has not been closed yet (for `after`). */
-export async function closeAllConsumers(timeoutMs = DEFAULT_TIMEOUT_MS) {
+export async function closeAllConsumers(timeoutMs = WAIT_MS) {
   await Promise.all([...liveConsumers].map((c) => closeConsumer(c, timeoutMs)));
 }
 
@@ -125,7 +125,7 @@ export function subscribe(consumer, params, mixin = {}) {
     waiters = still;
   }
 
-  function waitForEvent(predicate, timeoutMs = DEFAULT_TIMEOUT_MS, { fromIndex = 0, label = "event" } = {}) {
+  function waitForEvent(predicate, timeoutMs = WAIT_MS, { fromIndex = 0, label = "event" } = {}) {
     const existing = events.slice(fromIndex).find((e) => predicate(e));
     if (existing) return Promise.resolve(existing);
     return new Promise((resolve, reject) => {
@@ -163,13 +163,13 @@ export function subscribe(consumer, params, mixin = {}) {
     events,
     received,
     waitForEvent,
-    waitConnected: (t = DEFAULT_TIMEOUT_MS) =>
+    waitConnected: (t = WAIT_MS) =>
       waitForEvent((e) => e.type === "connected", t, { label: "connected" }).then((e) => e.data),
-    waitRejected: (t = DEFAULT_TIMEOUT_MS) =>
+    waitRejected: (t = WAIT_MS) =>
       waitForEvent((e) => e.type === "rejected", t, { label: "rejected" }).then(() => true),
-    waitDisconnected: (t = DEFAULT_TIMEOUT_MS, { fromIndex = 0 } = {}) =>
+    waitDisconnected: (t = WAIT_MS, { fromIndex = 0 } = {}) =>
       waitForEvent((e) => e.type === "disconnected", t, { fromIndex, label: "disconnected" }).then((e) => e.data),
-    waitFor: (predicate, t = DEFAULT_TIMEOUT_MS, { fromIndex = 0 } = {}) =>
+    waitFor: (predicate, t = WAIT_MS, { fromIndex = 0 } = {}) =>
       waitForEvent((e) => e.type === "received" && predicate(e.data), t, { fromIndex, label: "a matching received message" })
         .then((e) => e.data),
     perform: (action, data = {}) => subscription.perform(action, data),
@@ -191,7 +191,7 @@ export function openRawSocket(url, {
   origin = DEFAULT_ORIGIN,
   headers = {},
   protocols = ActionCable.INTERNAL.protocols,
-  timeoutMs = DEFAULT_TIMEOUT_MS,
+  timeoutMs = WAIT_MS,
 } = {}) {
   const opts = { headers, handshakeTimeout: timeoutMs };
   if (origin !== null) opts.origin = origin;
@@ -205,7 +205,7 @@ export function openRawSocket(url, {
     ws,
     frames,
     send: (msg) => ws.send(typeof msg === "string" ? msg : JSON.stringify(msg)),
-    waitFor: (predicate, t = DEFAULT_TIMEOUT_MS, { fromIndex = 0 } = {}) =>
+    waitFor: (predicate, t = WAIT_MS, { fromIndex = 0 } = {}) =>
       waitUntil(() => {
         for (let i = fromIndex; i < frames.length; i++) {
           const p = parsed(frames[i]);
@@ -213,7 +213,7 @@ export function openRawSocket(url, {
         }
         return undefined;
       }, { timeoutMs: t, label: "raw frame" }).then((hit) => hit.p),
-    waitClose: (t = DEFAULT_TIMEOUT_MS) => waitUntil(() => closeInfo, { timeoutMs: t, label: "close" }),
+    waitClose: (t = WAIT_MS) => waitUntil(() => closeInfo, { timeoutMs: t, label: "close" }),
     close: (code, reason) => { if (ws.readyState !== WebSocket.CLOSED) ws.close(code, reason); },
   };
   return withTimeout(new Promise((resolve, reject) => {
@@ -256,17 +256,17 @@ process.once("exit", () => {
  *                 (a WebSocket endpoint answering 404/400 to a plain GET still counts)
  *   readyStatus:  optional predicate on the status code, e.g. (s) => s === 200
  *   readyLogLine: string or RegExp; ready when a stdout/stderr line matches
- *   timeoutMs:    readiness deadline (default 30000); on timeout or early exit the process is
+ *   timeoutMs:    readiness deadline (default PROCESS_START_MS); on timeout or early exit the process is
  *                 stopped and the promise rejects with the last log lines
  *   logFile:      optional path; all output is also appended there (dirs are created)
  * The child gets its own process group (detached), so stop() also reaches processes it forked
  * (e.g. `cargo run` → the server binary). Resolves to
  *   { child, pid, lines (array of output lines), exited (promise of {code, signal}), stop({graceMs}) }.
- * stop() sends SIGTERM to the group, waits graceMs (default 5000), then SIGKILL; it is idempotent
+ * stop() sends SIGTERM to the group, waits graceMs (default PROCESS_STOP_MS), then SIGKILL; it is idempotent
  * and resolves to {code, signal}.
  */
 export async function startProcess(cmd, args = [], {
-  env = {}, cwd, readyUrl, readyStatus, readyLogLine, timeoutMs = 30000, logFile,
+  env = {}, cwd, readyUrl, readyStatus, readyLogLine, timeoutMs = PROCESS_START_MS, logFile,
 } = {}) {
   if (!readyUrl && !readyLogLine) throw new Error("startProcess needs readyUrl or readyLogLine");
   const child = spawn(cmd, args, {
@@ -314,7 +314,7 @@ export async function startProcess(cmd, args = [], {
     });
   }
 
-  proc.stop = async ({ graceMs = 5000 } = {}) => {
+  proc.stop = async ({ graceMs = PROCESS_STOP_MS } = {}) => {
     if (exitInfo) return exitInfo;
     const signalGroup = (sig) => {
       try { process.kill(-child.pid, sig); } catch { try { child.kill(sig); } catch { /* already gone */ } }
@@ -324,7 +324,7 @@ export async function startProcess(cmd, args = [], {
       return await withTimeout(proc.exited, graceMs, `pid ${child.pid} to exit after SIGTERM`);
     } catch {
       signalGroup("SIGKILL");
-      return withTimeout(proc.exited, 5000, `pid ${child.pid} to exit after SIGKILL`);
+      return withTimeout(proc.exited, PROCESS_STOP_MS, `pid ${child.pid} to exit after SIGKILL`);
     }
   };
 
@@ -360,7 +360,7 @@ export async function startProcess(cmd, args = [], {
   try {
     await withTimeout(ready, timeoutMs, `${cmd} to become ready`);
   } catch (err) {
-    await proc.stop({ graceMs: 2000 }).catch(() => {});
+    await proc.stop().catch(() => {});
     if (!err.message.includes("output:")) err.message += `\n--- last output of ${cmd} ---\n${tail()}`;
     throw err;
   }

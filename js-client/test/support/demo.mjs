@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createHmac } from "node:crypto";
 import { createConsumer, closeConsumer, startProcess, freePort, withTimeout } from "./consumer.mjs";
+import { WAIT_MS, CLOSE_MS, PROCESS_START_MS, PROCESS_STOP_MS } from "./timing.mjs";
 
 export const JS_CLIENT_DIR = fileURLToPath(new URL("../..", import.meta.url));
 export const DEMO_BIN = process.env.DEMO_BIN || join(JS_CLIENT_DIR, "..", "target", "debug", "example-demo");
@@ -42,7 +43,7 @@ export const demoLogFile = (name) => join(ARTIFACTS, `${slug(name)}.log`);
  *   logName:  log file name under test-artifacts/demo/ (output is appended)
  * Resolves to { proc, port, baseUrl, cableUrl, stop() }.
  */
-export async function startDemo({ port = 0, database = ":memory:", env = {}, logName = "demo", timeoutMs = 15000 } = {}) {
+export async function startDemo({ port = 0, database = ":memory:", env = {}, logName = "demo", timeoutMs = PROCESS_START_MS } = {}) {
   assertDemoBuilt();
   const proc = await startProcess(DEMO_BIN, [], {
     env: {
@@ -76,7 +77,7 @@ export async function login(baseUrl, name) {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ name }),
-    signal: AbortSignal.timeout(5000),
+    signal: AbortSignal.timeout(WAIT_MS),
   });
   const body = await res.json();
   if (res.status !== 200) throw new Error(`login ${name}: HTTP ${res.status} ${JSON.stringify(body)}`);
@@ -91,7 +92,7 @@ export async function http(baseUrl, path, { method = "GET", token, cookie, json,
   if (cookie) h.Cookie = cookie;
   if (json !== undefined) h["Content-Type"] = "application/json";
   const res = await fetch(`${baseUrl}${path}`, {
-    method, headers: h, body: json === undefined ? undefined : JSON.stringify(json), signal: AbortSignal.timeout(5000),
+    method, headers: h, body: json === undefined ? undefined : JSON.stringify(json), signal: AbortSignal.timeout(WAIT_MS),
   });
   const text = await res.text();
   let body = text;
@@ -144,8 +145,8 @@ export class Scope {
   }
 
   async cleanup() {
-    await Promise.allSettled(this.consumers.map((c) => closeConsumer(c, 2000)));
-    await Promise.allSettled(this.demos.map((d) => withTimeout(d.stop({ graceMs: 3000 }), 10000, "demo stop")));
+    await Promise.allSettled(this.consumers.map((c) => closeConsumer(c, CLOSE_MS)));
+    await Promise.allSettled(this.demos.map((d) => withTimeout(d.stop(), 2 * PROCESS_STOP_MS, "demo stop")));
     for (const dir of this.dirs) rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -6,9 +6,8 @@ import { rmSync } from "node:fs";
 import { subscribe, closeConsumer, withTimeout } from "./consumer.mjs";
 import { Scope, login, demoLogFile, RFC3339_UTC } from "./demo.mjs";
 import { startRedis, redisSubscribe, redisLogFile, freshLog } from "./redis.mjs";
+import { WAIT_MS, PROCESS_STOP_MS } from "./timing.mjs";
 
-export const T = 5000; // every single positive wait
-export const QUIET_MS = 500; // "receives nothing" windows
 
 /**
  * A demo Scope (consumers, demo processes, temp dirs) that also owns redis-servers and
@@ -55,8 +54,8 @@ export class RedisScope extends Scope {
 
   async cleanup() {
     await super.cleanup();
-    await Promise.allSettled(this.spies.map((s) => withTimeout(s.stop(), 5000, "redis-cli stop")));
-    await Promise.allSettled(this.redises.map((r) => withTimeout(r.stop(), 8000, "redis-server stop")));
+    await Promise.allSettled(this.spies.map((s) => withTimeout(s.stop(), 2 * PROCESS_STOP_MS, "redis-cli stop")));
+    await Promise.allSettled(this.redises.map((r) => withTimeout(r.stop(), 2 * PROCESS_STOP_MS, "redis-server stop")));
   }
 }
 
@@ -88,8 +87,8 @@ export async function connectUser(scope, node, name, { loginNode = node, via = "
 /** Subscribe to a chat room; wait for the confirmation and for our own `joined`. */
 export async function joinRoom(user, room) {
   const chat = subscribe(user.consumer, { channel: "ChatChannel", room });
-  assert.deepEqual(await chat.waitConnected(T), { reconnected: false }, `${user.user} joins ${room}`);
-  await chat.waitFor((m) => m.type === "joined" && m.user === user.user, T);
+  assert.deepEqual(await chat.waitConnected(WAIT_MS), { reconnected: false }, `${user.user} joins ${room}`);
+  await chat.waitFor((m) => m.type === "joined" && m.user === user.user, WAIT_MS);
   return chat;
 }
 

@@ -10,6 +10,7 @@ import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { startProcess, freePort, waitUntil, withTimeout } from "./consumer.mjs";
 import { JS_CLIENT_DIR } from "./demo.mjs";
+import { WAIT_MS, PROCESS_START_MS, PROCESS_STOP_MS } from "./timing.mjs";
 
 // A test process stopped by a signal (`node --test` sends SIGTERM to its children when it is
 // interrupted) would otherwise die without running any `exit` handler, leaving the servers it
@@ -26,7 +27,7 @@ const slug = (s) => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g
 /** `name` is on PATH (sync; for skip decisions at load time). */
 export function haveCommand(name) {
   try {
-    execFileSync("sh", ["-c", `command -v ${name}`], { stdio: "ignore", timeout: 5000 });
+    execFileSync("sh", ["-c", `command -v ${name}`], { stdio: "ignore", timeout: WAIT_MS });
     return true;
   } catch {
     return false;
@@ -47,10 +48,10 @@ export const redisLogFile = (name, tag = "redis") => join(REDIS_ARTIFACTS, `${sl
  * `--save '' --appendonly no`, and wait for "Ready to accept connections".
  * Resolves to { port, url(db = 0), proc, kill() (SIGKILL, resolves once it is gone), stop() }.
  */
-export async function startRedis({ port, logFile, timeoutMs = 10000 } = {}) {
+export async function startRedis({ port, logFile, timeoutMs = PROCESS_START_MS } = {}) {
   for (let attempt = 0; ; attempt++) {
     const p = port ?? await freePort();
-    if (p === 6379) throw new Error("refusing to start a test redis-server on 6379 (the shared one)");
+    if (p === 6379) throw new Error("refusing to start a test redis-server on 6379 (the machine's default Redis)");
     if (logFile) { mkdirSync(REDIS_ARTIFACTS, { recursive: true }); }
     try {
       const proc = await startProcess("redis-server", [
@@ -64,9 +65,9 @@ export async function startRedis({ port, logFile, timeoutMs = 10000 } = {}) {
         /** SIGKILL (no shutdown, no goodbye to clients), then wait until it is gone. */
         async kill() {
           try { process.kill(proc.pid, "SIGKILL"); } catch { /* already gone */ }
-          return withTimeout(proc.exited, 5000, `redis-server ${p} to die`);
+          return withTimeout(proc.exited, PROCESS_STOP_MS, `redis-server ${p} to die`);
         },
-        stop: () => proc.stop({ graceMs: 3000 }),
+        stop: () => proc.stop(),
       };
     } catch (err) {
       // A spare port can be taken between freePort() and the bind: try another (not a fixed one).
@@ -77,7 +78,7 @@ export async function startRedis({ port, logFile, timeoutMs = 10000 } = {}) {
 }
 
 /** Run `redis-cli -p port args…` (bounded); resolves to its stdout (trimmed of the last newline). */
-export function redisCli(port, args, { timeoutMs = 5000 } = {}) {
+export function redisCli(port, args, { timeoutMs = WAIT_MS } = {}) {
   return new Promise((resolve, reject) => {
     execFile("redis-cli", ["-h", "127.0.0.1", "-p", String(port), ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
       if (err) {
@@ -97,7 +98,7 @@ export function redisCli(port, args, { timeoutMs = 5000 } = {}) {
  * message (a JSON payload never holds a raw newline, so one line is one payload).
  * Returns { messages() → [{channel, payload}], waitFor(pred(payload, channel), t) → payload, stop() }.
  */
-export async function redisSubscribe(port, channel, { logFile, timeoutMs = 5000 } = {}) {
+export async function redisSubscribe(port, channel, { logFile, timeoutMs = PROCESS_START_MS } = {}) {
   const proc = await startProcess("redis-cli", ["-h", "127.0.0.1", "-p", String(port), "SUBSCRIBE", channel], {
     readyLogLine: /^subscribe$/, timeoutMs, logFile,
   });
@@ -113,7 +114,7 @@ export async function redisSubscribe(port, channel, { logFile, timeoutMs = 5000 
   return {
     proc,
     messages,
-    async waitFor(pred, t = 5000, label = `a message on ${channel}`) {
+    async waitFor(pred, t = WAIT_MS, label = `a message on ${channel}`) {
       try {
         const hit = await waitUntil(() => messages().find((m) => pred(m.payload, m.channel)), { timeoutMs: t, label });
         return hit.payload;
@@ -122,7 +123,7 @@ export async function redisSubscribe(port, channel, { logFile, timeoutMs = 5000 
         throw err;
       }
     },
-    stop: () => proc.stop({ graceMs: 1000 }),
+    stop: () => proc.stop(),
   };
 }
 

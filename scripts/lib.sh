@@ -1,0 +1,90 @@
+# shellcheck shell=bash
+# Helpers shared by the scripts in this folder and by interop/rails/*.sh. Source it:
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# Every wait here is bounded; every process is stopped by its own PID, never by name.
+
+# `==> message`, the scripts' progress line (bench.sh sends it to stderr: its tables go to stdout).
+step() { printf '\n==> %s\n' "$*"; }
+
+# A TCP port on 127.0.0.1 that was free a moment ago.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_until WHAT SECONDS COMMAND...: runs COMMAND (output discarded) every 0.1 s until it
+# succeeds; after SECONDS it prints "WHAT did not come up" and returns 1.
+wait_until() {
+  local what="$1" secs="$2" i
+  shift 2
+  for ((i = 0; i < secs * 10; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "$what did not come up within ${secs} s" >&2
+  return 1
+}
+
+# port_open PORT: is something listening on 127.0.0.1:PORT?
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_for_port PORT WHAT [SECONDS=10]: until 127.0.0.1:PORT accepts connections.
+wait_for_port() { wait_until "$2 (port $1)" "${3:-10}" port_open "$1"; }
+
+# stop_pid PID [SIGNAL=TERM] [SECONDS=5]: send SIGNAL, wait up to SECONDS for the process to
+# exit, then SIGKILL it. Reaps it when it is a child of this shell. A PID that is already gone
+# is fine.
+stop_pid() {
+  local pid="$1" sig="${2:-TERM}" secs="${3:-5}" i
+  [[ -n "$pid" ]] || return 0
+  kill "-$sig" "$pid" 2>/dev/null || true
+  for ((i = 0; i < secs * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "PID $pid still running ${secs} s after SIG$sig; sending SIGKILL" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+# on_exit COMMAND: run COMMAND (a string for eval) when the script exits, however it exits;
+# commands run in reverse order of registration. Replaces the script's EXIT trap.
+_ON_EXIT=()
+_run_on_exit() {
+  local i
+  for ((i = ${#_ON_EXIT[@]} - 1; i >= 0; i--)); do eval "${_ON_EXIT[i]}" || true; done
+}
+on_exit() {
+  _ON_EXIT+=("$1")
+  trap _run_on_exit EXIT
+}
+
+# start_private_redis LOGFILE: a redis-server on a spare port of 127.0.0.1 (no persistence),
+# started as a child of this shell; sets REDIS_PORT and REDIS_PID and waits until it answers.
+# The caller stops it (stop_pid "$REDIS_PID"). Never 6379: that one may be another's.
+start_private_redis() {
+  local log="$1"
+  REDIS_PORT="$(free_port)"
+  # Its output goes to the log too: it must not hold this script's stdout open (a caller that
+  # reads the script's output would wait for it).
+  # shellcheck disable=SC2094 # redis-server appends to its log, and so does this redirection
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --daemonize no --logfile "$log" </dev/null >>"$log" 2>&1 &
+  # shellcheck disable=SC2034 # for the caller
+  REDIS_PID=$!
+  wait_until "redis-server on port $REDIS_PORT" 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
+}
+
+# The Debian packages that run the Rails reference app (interop/rails).
+# shellcheck disable=SC2034 # for the scripts that source this file
+RAILS_PACKAGES=(ruby ruby-actioncable puma ruby-redis)
+
+# rails_missing: prints why the Rails reference app cannot run here (and returns 0), or
+# returns 1 when Ruby, ActionCable, the redis gem and puma are all installed.
+rails_missing() {
+  if ! command -v ruby >/dev/null; then echo "ruby is not installed"; return 0; fi
+  if ! command -v puma >/dev/null; then echo "puma is not installed"; return 0; fi
+  if ! ruby -e 'require "action_cable"; require "redis"' >/dev/null 2>&1; then
+    echo "Ruby's ActionCable or its redis gem is not installed"
+    return 0
+  fi
+  return 1
+}
