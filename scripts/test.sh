@@ -69,11 +69,19 @@ ensure_redis
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy"
-cargo clippy --workspace --all-targets --features actioncable/testing -- -D warnings
+# Each top-level module imports only the layers below it (docs/architecture.md).
+step "module layers"
+python3 scripts/check-layers.py crates/actioncable/src crates/actioncable-redis/src
 
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+# Each crate's tests get the features they need from their own dev-dependencies.
 step "cargo test"
-cargo test --workspace --features actioncable/testing
+cargo test --workspace
 
 # --- fuzzing: a short bounded run of every cargo-fuzz target (needs the nightly toolchain) ---
 # `cargo test` already replays the committed corpus on stable (tests/it/fuzz_corpus.rs); here

@@ -16,10 +16,10 @@
 //! use actioncable::stream::{stream_for, GlobalId};
 //! assert_eq!(stream_for("NotificationChannel", &"alice"), "notification:alice");
 //! assert_eq!(stream_for("Chats::AppearancesChannel", &42), "chats:appearances:42");
-//! let user = GlobalId::new("anchor", "AnchorUser", "alice");
+//! let user = GlobalId::new("interop", "User", "alice");
 //! assert_eq!(
 //!     stream_for("NotificationChannel", &user),
-//!     "notification:Z2lkOi8vYW5jaG9yL0FuY2hvclVzZXIvYWxpY2U"
+//!     "notification:Z2lkOi8vaW50ZXJvcC9Vc2VyL2FsaWNl"
 //! );
 //! ```
 

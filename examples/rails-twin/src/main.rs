@@ -1,16 +1,16 @@
-//! The Rails ActionCable anchor app (`shared/anchors/rails`: `config.ru` and `app/channels.rb`)
-//! ported to actioncable-rs, line for line where the framework allows. The js-client test
+//! The Rails reference app (`interop/rails`: `config.ru` and `app/channels.rb`) ported to
+//! actioncable-rs, line for line where the framework allows. The js-client test
 //! `side-by-side.test.mjs` runs the same scenarios against both and compares the frames; it also
 //! reads as "what a Rails channel looks like in Rust".
 //!
 //! Run with: `cargo run -p example-rails-twin` (`PORT`, default 28081; binds 127.0.0.1;
 //! `CABLE_DISABLE_FORGERY=1` accepts any or no `Origin`; `CABLE_ADAPTER=redis` with `REDIS_URL`
-//! and `CABLE_CHANNEL_PREFIX` shares broadcasts with the anchor run with the same settings;
+//! and `CABLE_CHANNEL_PREFIX` shares broadcasts with the Rails app run with the same settings;
 //! logs on stderr, `RUST_LOG`).
 //!
 //! | Rails (`app/channels.rb`, `config.ru`) | here |
 //! |---|---|
-//! | `class Connection < ActionCable::Connection::Base` | `impl Connection for AnchorConnection` |
+//! | `class Connection < ActionCable::Connection::Base` | `impl Connection for UserConnection` |
 //! | `identified_by :current_user`; `self.current_user = user` | `Ok(Identity::new("current_user", user))` |
 //! | `request.params[:user]`, `cookies[:user]`, `.presence` | `req.query("user")`, `req.cookie("user")`, `present` |
 //! | `reject_unauthorized_connection` | `Err(Reject)` |
@@ -21,7 +21,7 @@
 //! | `reject` | `Err(ChannelError::reject())` |
 //! | `stream_from "chat:#{room}"` | `ctx.stream_from(format!("chat:{room}")).await?` |
 //! | `stream_for current_user` | `ctx.stream_for(&user).await?` → `notification:alice` |
-//! | `stream_for record` (`to_gid_param`) | `ctx.stream_for(&GlobalId::new("anchor", "AnchorUser", user))` |
+//! | `stream_for record` (`to_gid_param`) | `ctx.stream_for(&GlobalId::new("interop", "User", user))` |
 //! | `ActionCable.server.broadcast(name, hash)` | `ctx.broadcast(name, &value).await?` or `CableHandle::broadcast` |
 //! | `transmit(hash)` | `ctx.transmit(&value)?` |
 //! | public methods `speak(data)`, `whoami` | variants of `type Action`, a serde enum tagged by `action` |
@@ -70,10 +70,10 @@ const CURRENT_USER: &str = "current_user";
 
 /// `ApplicationCable::Connection`: the user from `?user=` or the `user` cookie; none or
 /// `banned` is rejected.
-struct AnchorConnection;
+struct UserConnection;
 
 #[async_trait]
-impl Connection for AnchorConnection {
+impl Connection for UserConnection {
     async fn connect(&self, req: &ConnectRequest) -> Result<Identity, Reject> {
         let user = present(req.query("user"))
             .or_else(|| present(req.cookie("user").map(str::to_owned)))
@@ -97,7 +97,7 @@ fn present(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
 }
 
-/// The channels' `current_user` (always set: `AnchorConnection` rejects anonymous clients).
+/// The channels' `current_user` (always set: `UserConnection` rejects anonymous clients).
 fn current_user(ctx: &ChannelContext) -> String {
     ctx.identity()
         .get(CURRENT_USER)
@@ -105,9 +105,9 @@ fn current_user(ctx: &ChannelContext) -> String {
         .to_owned()
 }
 
-/// The anchor's `AnchorUser`: a record whose `to_gid_param` names its stream.
-fn anchor_user(name: &str) -> GlobalId {
-    GlobalId::new("anchor", "AnchorUser", name)
+/// The Rails app's `UserRecord`: a record whose `to_gid_param` names its stream.
+fn user_record(name: &str) -> GlobalId {
+    GlobalId::new("interop", "User", name)
 }
 
 /// Ruby truthiness: everything but `nil` and `false`.
@@ -186,7 +186,7 @@ impl Channel for ChatChannel {
                 ctx.broadcast(&self.stream, &event).await?;
             }
             ChatAction::Whoami => ctx.transmit(&json!({ "user": user }))?,
-            ChatAction::Boom => return Err(ChannelError::msg("anchor boom")),
+            ChatAction::Boom => return Err(ChannelError::msg("boom")),
         }
         Ok(())
     }
@@ -239,7 +239,7 @@ impl Channel for NotificationChannel {
     ) -> Result<Self, ChannelError> {
         let user = current_user(ctx);
         if truthy(&params.gid) {
-            ctx.stream_for(&anchor_user(&user)).await?;
+            ctx.stream_for(&user_record(&user)).await?;
         } else {
             ctx.stream_for(&user).await?;
         }
@@ -318,10 +318,10 @@ struct UserQuery {
 }
 
 impl UserQuery {
-    /// `NotificationChannel.broadcasting_for(gid == "1" ? AnchorUser.new(user) : user)`.
+    /// `NotificationChannel.broadcasting_for(gid == "1" ? UserRecord.new(user) : user)`.
     fn broadcasting(&self) -> String {
         if self.gid.as_deref() == Some("1") {
-            stream_for(NotificationChannel::CLASS, &anchor_user(&self.user))
+            stream_for(NotificationChannel::CLASS, &user_record(&self.user))
         } else {
             stream_for(NotificationChannel::CLASS, &self.user)
         }
@@ -413,7 +413,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .allow_any_port("http://127.0.0.1")
     };
     let cable = Cable::builder()
-        .connection(AnchorConnection)
+        .connection(UserConnection)
         .channel::<ChatChannel>()
         .channel::<NotificationChannel>()
         .channel::<BenchmarkChannel>()

@@ -8,8 +8,8 @@ require "base64"
 # names are the ones examples/rails-twin uses (`GlobalId::new(..)` in its `NotificationChannel`),
 # so that both servers name the same stream; change them together.
 class UserRecord
-  GID_APP = "anchor"
-  GID_MODEL = "AnchorUser"
+  GID_APP = "interop"
+  GID_MODEL = "User"
 
   attr_reader :name
 

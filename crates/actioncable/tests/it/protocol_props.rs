@@ -352,7 +352,7 @@ proptest! {
 
 #[test]
 fn fixed_frames_from_the_stock_consumer_decode() {
-    // Sanity anchors for the generators above: the frames the consumer really sends.
+    // Fixed points for the generators above: the frames the consumer really sends.
     let id = r#"{"channel":"ChatChannel","room":"lobby"}"#;
     let sub = json!({ "command": "subscribe", "identifier": id }).to_string();
     assert_eq!(
