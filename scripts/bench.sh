@@ -32,8 +32,10 @@
 # ruby-actioncable puma ruby-redis); QUICK=1 makes every series tiny, to check that the script
 # and every target work (its figures mean nothing); OUT (a new temporary directory) keeps every
 # run's report and JSON line; SERVER_BIN (default target/release/example-bench) and
-# EXTRA_SERVER_ENV (NAME=value words, e.g. RUST_LOG=info) change the example-bench targets, to
-# compare builds. Every run is bounded (--timeout-secs); every process started here is stopped on
+# EXTRA_SERVER_ENV (NAME=value words, e.g. RUST_LOG=info) change the example-bench targets;
+# BASELINE_BIN, another build of example-bench (an earlier commit's, say), adds it as one more
+# target with the in-memory adapter, next to example-bench in every series it runs in, so that
+# a change is measured before and after in the same series (a ratio row compares the two). Every run is bounded (--timeout-secs); every process started here is stopped on
 # exit. Not a test: nothing in scripts/test.sh runs it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -61,6 +63,11 @@ ECHO_SECS="${ECHO_SECS:-5}"
 SERIES="${SERIES:-broadcast echo broadcast-small redis connect}"
 RAILS="${RAILS:-1}"
 SERVER_BIN="${SERVER_BIN:-target/release/example-bench}"
+BASELINE_BIN="${BASELINE_BIN:-}"
+if [[ -n "$BASELINE_BIN" && ! -x "$BASELINE_BIN" ]]; then
+  echo "scripts/bench.sh: BASELINE_BIN=$BASELINE_BIN is not an executable" >&2
+  exit 1
+fi
 OUT="${OUT:-$(mktemp -d -t bench.XXXXXX)}"
 mkdir -p "$OUT"
 # Clients come from several loopback addresses so that no run, nor the sockets left in
@@ -94,7 +101,7 @@ on_exit 'for name in "${!PID[@]}"; do stop_server "$name"; done'
 step "redis-server on 127.0.0.1 (private, spare port)" >&2
 start_private_redis "$OUT/redis.log"
 
-# start_server NAME: starts target NAME (ref, memory, redis, rails) on a new port; sets
+# start_server NAME: starts target NAME (ref, memory, baseline, redis, rails) on a new port; sets
 # PID[NAME] and URL[NAME].
 start_server() {
   local name="$1" port
@@ -108,6 +115,11 @@ start_server() {
       # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
       env CABLE_ADAPTER="$name" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" PORT="$port" \
         BIND=127.0.0.1 ${EXTRA_SERVER_ENV:-} "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
+      PID[$name]=$! ;;
+    baseline)
+      # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
+      env CABLE_ADAPTER=memory PORT="$port" BIND=127.0.0.1 ${EXTRA_SERVER_ENV:-} \
+        "$BASELINE_BIN" >"$OUT/server-$name.log" 2>&1 &
       PID[$name]=$! ;;
     rails)
       # The Rails app identifies connections by ?user= and checks Origin unless told not to.
@@ -152,6 +164,12 @@ print(json.dumps(d))' "$name" "$series" >"$file.json"
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 TARGETS=(ref memory redis)
+# With a baseline build, it runs right after the build under test in every series.
+MEMORY_TARGETS=(memory)
+if [[ -n "$BASELINE_BIN" ]]; then
+  TARGETS=(ref memory baseline redis)
+  MEMORY_TARGETS=(memory baseline)
+fi
 if want broadcast || want echo || want broadcast-small || want redis; then
   for name in "${TARGETS[@]}"; do start_server "$name"; done
   if ((RAILS_ON)) && { want echo || want broadcast-small; }; then start_server rails; fi
@@ -179,7 +197,7 @@ if want echo; then
 fi
 
 if want broadcast-small; then
-  SMALL_TARGETS=(ref memory)
+  SMALL_TARGETS=(ref "${MEMORY_TARGETS[@]}")
   if ((RAILS_ON)); then SMALL_TARGETS+=(rails); fi
   step "broadcast (Rails size): $RAILS_BROADCAST_CLIENTS subscribers, $RAILS_ROUNDS rounds, $PAIRS× each" >&2
   for n in $(seq 1 "$PAIRS"); do
@@ -206,7 +224,7 @@ if want connect; then
   # Idle memory: each run on a freshly started server, so earlier runs' heap does not count.
   step "connect: $CONNECT_CLIENTS idle connections, fresh server per run, $CONNECT_PAIRS× each" >&2
   for n in $(seq 1 "$CONNECT_PAIRS"); do
-    for name in ref memory; do
+    for name in ref "${MEMORY_TARGETS[@]}"; do
       start_server "$name"
       run connect "$name" "$n" connect --clients "$CONNECT_CLIENTS" --ramp-per-sec 3000 \
         --hold-secs 4 --timeout-secs 60
@@ -246,6 +264,7 @@ def ratio(a, b):
     return "–" if a is None or b is None or b == 0 else f"{a / b:.2f}×"
 
 NAMES = {"ref": "raw reference (cable-ref)", "memory": "example-bench, memory",
+         "baseline": "example-bench, baseline build (memory)",
          "redis": "example-bench, Redis", "rails": "Rails 6.1 ActionCable (puma)"}
 
 def table(title, series, targets, cols, note_rows=()):
@@ -276,10 +295,10 @@ bcols = [
     ("lost (median)", lambda r: r["lost"], 0),
 ]
 
-b = table("Broadcast to many subscribers", "broadcast", ["ref", "memory", "redis"], bcols,
-          [("memory", "ref"), ("redis", "ref"), ("redis", "memory")])
-s = table("Broadcast, Rails size", "broadcast-small", ["ref", "memory", "rails"], bcols,
-          [("memory", "ref"), ("rails", "ref")])
+b = table("Broadcast to many subscribers", "broadcast", ["ref", "memory", "baseline", "redis"], bcols,
+          [("memory", "ref"), ("memory", "baseline"), ("redis", "ref"), ("redis", "memory")])
+s = table("Broadcast, Rails size", "broadcast-small", ["ref", "memory", "baseline", "rails"], bcols,
+          [("memory", "ref"), ("memory", "baseline"), ("rails", "ref")])
 r = table("Redis vs in-memory adapter", "redis", ["memory", "redis"], bcols, [("redis", "memory")])
 if r and "memory" in r and "redis" in r:
     rs = runs[("redis", "redis")] + runs[("redis", "memory")]
@@ -295,16 +314,16 @@ ccols = [
     ("connect CPU µs/connection", lambda r: 1e6 * r["server_connect_cpu_secs"] / r["clients"] if "server_connect_cpu_secs" in r else None, 0),
     ("connections lost", lambda r: r["connections_lost"], 0),
 ]
-c = table("Idle subscribed connections", "connect", ["ref", "memory", "rails"], ccols,
-          [("memory", "ref"), ("rails", "ref")])
+c = table("Idle subscribed connections", "connect", ["ref", "memory", "baseline", "rails"], ccols,
+          [("memory", "ref"), ("memory", "baseline"), ("rails", "ref")])
 ecols = [
     ("round trips/s", lambda r: r["round_trips_per_sec"], 0),
     ("round trip p50 (ms)", lat("p50"), 2),
     ("round trip p99 (ms)", lat("p99"), 2),
     ("server CPU µs/round trip", lambda r: r.get("server_cpu_us_per_round_trip"), 2),
 ]
-e = table("Echo round trips", "echo", ["ref", "memory", "redis", "rails"], ecols,
-          [("memory", "ref"), ("redis", "ref"), ("rails", "ref")])
+e = table("Echo round trips", "echo", ["ref", "memory", "baseline", "redis", "rails"], ecols,
+          [("memory", "ref"), ("memory", "baseline"), ("redis", "ref"), ("rails", "ref")])
 
 print("\n### Targets\n")
 def check(name, ok, detail):

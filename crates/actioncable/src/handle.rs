@@ -52,7 +52,7 @@ impl CableHandle {
         message: &T,
     ) -> Result<(), BroadcastError> {
         let json = serde_json::to_string(message)?;
-        self.broadcast_json(stream, &json).await
+        self.publish(stream, &json, None).await
     }
 
     /// Broadcasts an already-encoded JSON document.
@@ -61,9 +61,24 @@ impl CableHandle {
     /// When `json` is not JSON or the adapter does not accept it.
     pub async fn broadcast_json(&self, stream: &str, json: &str) -> Result<(), BroadcastError> {
         protocol::raw_json(json)?;
+        self.publish(stream, json, None).await
+    }
+
+    /// Hands `json` (valid JSON: serde_json's output, or checked) to the adapter, marking it
+    /// to skip connection `except` here when it comes back; logs a failure.
+    pub(crate) async fn publish(
+        &self,
+        stream: &str,
+        json: &str,
+        except: Option<ConnectionId>,
+    ) -> Result<(), BroadcastError> {
+        let excluded = except.filter(|&id| self.hub.exclude(stream, json, id));
         match self.hub.pubsub().publish(stream, json).await {
             Ok(()) => Ok(()),
             Err(e) => {
+                if let Some(id) = excluded {
+                    self.hub.cancel_exclusion(stream, json, id);
+                }
                 tracing::error!(stream, error = %e, "broadcast failed");
                 Err(e.into())
             }
@@ -123,22 +138,7 @@ impl CableHandle {
         except: ConnectionId,
     ) -> Result<(), BroadcastError> {
         let json = serde_json::to_string(message)?;
-        self.broadcast_json_except(stream, &json, except).await
-    }
-
-    pub(crate) async fn broadcast_json_except(
-        &self,
-        stream: &str,
-        json: &str,
-        except: ConnectionId,
-    ) -> Result<(), BroadcastError> {
-        protocol::raw_json(json)?;
-        let excluded = self.hub.exclude(stream, json, except);
-        let result = self.broadcast_json(stream, json).await;
-        if excluded && result.is_err() {
-            self.hub.cancel_exclusion(stream, json, except);
-        }
-        result
+        self.publish(stream, &json, Some(except)).await
     }
 
     /// Number of streams with subscribers on this node, each identified connection's internal
@@ -163,7 +163,7 @@ impl CableHandle {
     ) -> Result<(), BroadcastError> {
         let stream = protocol::internal_stream(&identity.connection_identifier());
         let message = protocol::remote_disconnect_message(reconnect);
-        self.broadcast_json(&stream, &message).await
+        self.publish(&stream, &message, None).await
     }
 
     /// Closes every connection on this node whose identity has identifier `name` equal to

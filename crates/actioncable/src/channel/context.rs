@@ -388,10 +388,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             });
             return Ok(());
         }
-        match except {
-            None => self.handle.broadcast_json(stream, &json).await,
-            Some(id) => self.handle.broadcast_json_except(stream, &json, id).await,
-        }
+        self.handle.publish(stream, &json, except).await
     }
 
     /// Broadcasts to the stream of `model` in this channel (Rails' `broadcast_to`).

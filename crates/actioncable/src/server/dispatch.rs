@@ -252,8 +252,8 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             });
             return Err(ChannelError::reject_because("too many subscriptions"));
         }
-        let Some((&class, factory)) = self.shared.channels.get_key_value(parsed.channel_class())
-        else {
+        let shared = self.shared.clone();
+        let Some((&class, factory)) = shared.channels.get_key_value(parsed.channel_class()) else {
             tracing::warn!(channel = %clip(parsed.channel_class()), "Subscription class not found; rejecting");
             self.send(ServerMessage::Reject {
                 identifier: &identifier,
@@ -263,15 +263,13 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         let subscription = self.next_subscription;
         self.next_subscription += 1;
         let mut ctx = ChannelContext::new(
-            self.shared.handle.clone(),
-            self.shared.state.clone(),
+            shared.handle.clone(),
+            shared.state.clone(),
             parsed,
             class,
             self.connection.clone(),
             subscription,
         );
-        let factory = factory.clone();
-        let shared = self.shared.clone();
         let subscribed = guard(async {
             for callbacks in &shared.callbacks {
                 callbacks.before_subscribe(&mut ctx).await?;
@@ -315,14 +313,11 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
                 Err(e)
             }
         };
-        let handle = &self.shared.handle;
+        let handle = &shared.handle;
         for d in deferred {
             // Failures are logged by the broadcast itself; the caller was told at `broadcast`
             // time that the message would go out after the confirmation.
-            let _ = match d.except {
-                None => handle.broadcast_json(&d.stream, &d.json).await,
-                Some(id) => handle.broadcast_json_except(&d.stream, &d.json, id).await,
-            };
+            let _ = handle.publish(&d.stream, &d.json, d.except).await;
         }
         outcome
     }
