@@ -53,6 +53,20 @@
 //!
 //! The wire protocol, the differences from Rails, and the architecture are described in the
 //! repository's `docs/` folder (`protocol.md`, `guide.md`, `architecture.md`).
+//!
+//! ## Stopping
+//!
+//! [`shutdown_signal`] resolves on SIGINT or SIGTERM; pass it to axum's graceful shutdown and
+//! call [`CableHandle::shutdown`], so that every client is told `server_restart` and reconnects.
+//!
+//! ## Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `testing` | the `testing` module: channels and connections tested without sockets (Rails' `ActionCable::Channel::TestCase`) |
+//!
+//! Every type named in the guide is re-exported here at the root; the modules group the rest
+//! (`auth`, `stream`, `pubsub` for adapter authors).
 
 pub mod auth;
 pub mod channel;
