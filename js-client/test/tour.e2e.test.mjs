@@ -82,6 +82,29 @@ describe("example-tour with stock consumers", () => {
     assert.equal(b.events.filter((e) => e.type === "disconnected").length, 0);
   });
 
+  test("data that fits no action reaches the channel's rescue, which answers the sender alone", async () => {
+    const dan = createConsumer(`${cableUrl}?user=dan`);
+    const eve = createConsumer(`${cableUrl}?user=eve`);
+    const d = subscribe(dan, { channel: "RoomChannel", room: "typos" });
+    const e = subscribe(eve, { channel: "RoomChannel", room: "typos" });
+    await Promise.all([d.waitConnected(), e.waitConnected()]);
+
+    // A field of the wrong type: serde's words come back, for `say` only to its sender.
+    d.perform("say", { text: 5 });
+    const wrongType = await d.waitFor((m) => m.action === "say" && "error" in m);
+    assert.match(wrongType.error, /invalid type: integer `5`, expected a string/);
+    // An action the channel does not have.
+    d.perform("shout", { text: "hey" });
+    const unknown = await d.waitFor((m) => m.action === "shout" && "error" in m);
+    assert.match(unknown.error, /unknown variant `shout`, expected `say` or `kick`/);
+
+    // The subscription carries on; eve never saw the errors, only the next real line.
+    d.perform("say", { text: "typed right" });
+    await e.waitFor((m) => m.text === "typed right");
+    assert.equal(e.received.filter((m) => "error" in m).length, 0, "errors went to others");
+    assert.equal(d.events.filter((ev) => ev.type === "disconnected").length, 0);
+  });
+
   test("a timer channel ticks in order; a refused user is rejected", async () => {
     const ann = createConsumer(`${cableUrl}?user=ann`);
     const clock = subscribe(ann, { channel: "ClockChannel", every_ms: 100 });

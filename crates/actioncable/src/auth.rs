@@ -15,7 +15,7 @@
 //! struct Claims { sub: String, exp: u64 }
 //!
 //! let secret = "a development secret that is at least 32 bytes long";
-//! let jwt = JwtVerifier::hs256(secret.as_bytes());
+//! let jwt = JwtVerifier::hs256(secret.as_bytes()).unwrap();
 //! let token = jwt.sign(&Claims { sub: "alice".into(), exp: 4_000_000_000 }).unwrap();
 //! assert_eq!(jwt.verify::<Claims>(&token).unwrap().sub, "alice");
 //! assert!(jwt.verify::<Claims>("not.a.token").is_err());
@@ -132,26 +132,66 @@ impl fmt::Debug for CookieKey {
 
 /// Verifies (and, for the app's own login, signs) JWTs with pinned algorithms.
 ///
-/// Expiry (`exp`) is required and checked; `nbf` is checked when present.
+/// Verification checks the signature and the algorithm (so `alg: none` and
+/// algorithm-confusion tokens are refused), requires `exp` (seconds since the Unix epoch) and
+/// checks it, checks `nbf` when present, and `aud` when [`audience`](Self::audience) is set.
+/// Expiry and not-before allow a clock skew of 60 s by default (`jsonwebtoken`'s default;
+/// [`leeway`](Self::leeway) changes it).
+///
+/// [`sign`](Self::sign) refuses claims this verifier would refuse (no `exp`, an `exp` already
+/// past, a missing audience), so a login cannot hand out a token that every connection then
+/// rejects.
+///
+/// ```
+/// use actioncable::JwtVerifier;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Claims { sub: String, exp: u64 }
+///
+/// let jwt = JwtVerifier::hs256(b"a secret of at least thirty-two bytes!!").unwrap();
+/// let exp = 4_000_000_000; // seconds since the Unix epoch: now + the token's lifetime
+/// let token = jwt.sign(&Claims { sub: "alice".into(), exp }).unwrap();
+/// assert_eq!(jwt.verify::<Claims>(&token).unwrap().sub, "alice");
+///
+/// // Claims without `exp` would never verify, so they are not signed either.
+/// #[derive(Serialize)]
+/// struct NoExpiry { sub: String }
+/// assert!(jwt.sign(&NoExpiry { sub: "alice".into() }).is_err());
+/// // Neither is a secret too short to be safe.
+/// assert!(JwtVerifier::hs256(b"short").is_err());
+/// ```
 #[derive(Clone)]
 pub struct JwtVerifier {
     decoding: DecodingKey,
     encoding: Option<EncodingKey>,
     validation: Validation,
     algorithm: Algorithm,
+    audiences: Vec<String>,
 }
+
+/// The shortest HMAC secret accepted, as for [`CookieKey`]: 32 bytes (256 bits, HS256's
+/// output size).
+const MIN_SECRET_BYTES: usize = 32;
+
+/// An `exp` beyond this (year 10000) is not in seconds: milliseconds, most likely.
+const LATEST_EXP: u64 = 253_402_300_800;
 
 impl JwtVerifier {
     /// HMAC-SHA256 with a shared secret: the common choice when the same app issues the token.
-    pub fn hs256(secret: &[u8]) -> JwtVerifier {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.validate_nbf = true;
-        JwtVerifier {
-            decoding: DecodingKey::from_secret(secret),
-            encoding: Some(EncodingKey::from_secret(secret)),
-            validation,
-            algorithm: Algorithm::HS256,
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidKey`] when the secret is shorter than 32 bytes.
+    pub fn hs256(secret: &[u8]) -> Result<JwtVerifier, AuthError> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(AuthError::InvalidKey(format!(
+                "an HMAC secret must be at least {MIN_SECRET_BYTES} bytes (this one has {})",
+                secret.len()
+            )));
         }
+        let mut verifier = JwtVerifier::new(DecodingKey::from_secret(secret), Algorithm::HS256);
+        verifier.encoding = Some(EncodingKey::from_secret(secret));
+        Ok(verifier)
     }
 
     /// Any key and algorithm `jsonwebtoken` supports (RS256 with a public key, say). Only
@@ -164,6 +204,7 @@ impl JwtVerifier {
             encoding: None,
             validation,
             algorithm,
+            audiences: Vec::new(),
         }
     }
 
@@ -171,10 +212,11 @@ impl JwtVerifier {
     #[must_use]
     pub fn audience(mut self, audiences: &[&str]) -> JwtVerifier {
         self.validation.set_audience(audiences);
+        self.audiences = audiences.iter().map(|a| (*a).to_owned()).collect();
         self
     }
 
-    /// Allowed clock skew for `exp` and `nbf`, in seconds (default 60).
+    /// Allowed clock skew for `exp` and `nbf`, in seconds (default 60, `jsonwebtoken`'s).
     #[must_use]
     pub fn leeway(mut self, seconds: u64) -> JwtVerifier {
         self.validation.leeway = seconds;
@@ -184,25 +226,85 @@ impl JwtVerifier {
     /// Verifies the signature, the algorithm and the expiry, and returns the claims.
     ///
     /// # Errors
-    /// [`AuthError::InvalidToken`] for any bad token.
+    /// [`AuthError::InvalidToken`] for any bad token; its message names what was wrong
+    /// (`ExpiredSignature`, `InvalidSignature`, `MissingRequiredClaim("exp")`, …), never the
+    /// token.
     pub fn verify<C: DeserializeOwned>(&self, token: &str) -> Result<C, AuthError> {
         Ok(jsonwebtoken::decode::<C>(token, &self.decoding, &self.validation)?.claims)
     }
 
-    /// Signs claims with this verifier's algorithm (HMAC verifiers only).
+    /// Signs claims with this verifier's algorithm (HMAC verifiers only), after checking that
+    /// [`verify`](Self::verify) would accept them: they must be a JSON object with a numeric
+    /// `exp` in seconds since the Unix epoch, not already past, a numeric `nbf` if any, and an
+    /// `aud` among the configured audiences if there are any.
     ///
     /// # Errors
-    /// Fails for verifiers built from a public key, or when the claims do not serialize.
+    /// [`AuthError::InvalidClaims`] for claims that would never verify, [`AuthError::InvalidKey`]
+    /// for verifiers built from a public key, [`AuthError::InvalidToken`] when the claims do not
+    /// serialize.
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, AuthError> {
         let key = self
             .encoding
             .as_ref()
             .ok_or_else(|| AuthError::InvalidKey("this verifier holds no signing key".into()))?;
+        let value = serde_json::to_value(claims)
+            .map_err(|e| AuthError::InvalidClaims(format!("they do not serialize: {e}")))?;
+        self.check_claims(&value)?;
         Ok(jsonwebtoken::encode(
             &Header::new(self.algorithm),
-            claims,
+            &value,
             key,
         )?)
+    }
+
+    /// Why `verify` would refuse these claims whatever the signature, if it would.
+    fn check_claims(&self, claims: &serde_json::Value) -> Result<(), AuthError> {
+        let invalid = |why: String| Err(AuthError::InvalidClaims(why));
+        let Some(map) = claims.as_object() else {
+            return invalid("they must serialize to a JSON object".into());
+        };
+        let Some(exp) = map.get("exp") else {
+            return invalid(
+                "`exp` is missing: verification requires it (seconds since the Unix epoch)".into(),
+            );
+        };
+        let Some(exp) = exp.as_u64() else {
+            return invalid(format!(
+                "`exp` must be a whole number of seconds since the Unix epoch, not {exp}"
+            ));
+        };
+        if exp > LATEST_EXP {
+            return invalid(format!(
+                "`exp` {exp} is after the year 10000: seconds since the Unix epoch are expected, not milliseconds"
+            ));
+        }
+        let now = jsonwebtoken::get_current_timestamp();
+        if exp.saturating_add(self.validation.leeway) < now {
+            return invalid(format!(
+                "`exp` {exp} is already past (now is {now}): set it to now + the token's lifetime"
+            ));
+        }
+        if map.get("nbf").is_some_and(|nbf| !nbf.is_u64()) {
+            return invalid("`nbf` must be a whole number of seconds since the Unix epoch".into());
+        }
+        if !self.audiences.is_empty() {
+            let matches = |v: &serde_json::Value| {
+                v.as_str()
+                    .is_some_and(|a| self.audiences.iter().any(|x| x == a))
+            };
+            let ok = match map.get("aud") {
+                Some(serde_json::Value::Array(list)) => list.iter().any(matches),
+                Some(one) => matches(one),
+                None => false,
+            };
+            if !ok {
+                return invalid(format!(
+                    "`aud` must name one of the verifier's audiences {:?}",
+                    self.audiences
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -237,16 +339,19 @@ mod tests {
 
     #[test]
     fn rejects_expired_wrong_key_and_none_tokens() {
-        let jwt = JwtVerifier::hs256(SECRET.as_bytes());
-        let expired = jwt
-            .sign(&Claims {
+        let jwt = JwtVerifier::hs256(SECRET.as_bytes()).unwrap();
+        let expired = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &Claims {
                 sub: "a".into(),
                 exp: now() - 3600,
-            })
-            .unwrap();
+            },
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
         assert!(jwt.verify::<Claims>(&expired).is_err());
 
-        let other = JwtVerifier::hs256(b"another secret of sufficient length!!");
+        let other = JwtVerifier::hs256(b"another secret of sufficient length!!").unwrap();
         let forged = other
             .sign(&Claims {
                 sub: "a".into(),
@@ -275,5 +380,40 @@ mod tests {
     #[test]
     fn short_secrets_are_refused() {
         assert!(CookieKey::derive_from_secret("short").is_err());
+        assert!(matches!(
+            JwtVerifier::hs256(&[7; 31]),
+            Err(AuthError::InvalidKey(_))
+        ));
+        assert!(JwtVerifier::hs256(&[7; 32]).is_ok());
+    }
+
+    #[test]
+    fn sign_refuses_claims_that_verify_would_refuse() {
+        use serde_json::json;
+        let jwt = JwtVerifier::hs256(SECRET.as_bytes()).unwrap();
+        let refused = |jwt: &JwtVerifier, claims: serde_json::Value| match jwt.sign(&claims) {
+            Err(AuthError::InvalidClaims(why)) => why,
+            other => panic!("{claims} was not refused: {other:?}"),
+        };
+        let exp = now() + 3600;
+        assert!(refused(&jwt, json!({ "sub": "a" })).contains("`exp` is missing"));
+        assert!(refused(&jwt, json!({ "sub": "a", "exp": "tomorrow" })).contains("whole number"));
+        assert!(refused(&jwt, json!({ "sub": "a", "exp": 3600 })).contains("already past"));
+        assert!(refused(&jwt, json!({ "sub": "a", "exp": exp * 1000 })).contains("milliseconds"));
+        assert!(refused(&jwt, json!(["a"])).contains("JSON object"));
+        assert!(refused(&jwt, json!({ "exp": exp, "nbf": "now" })).contains("`nbf`"));
+
+        // Within the leeway an `exp` just past still verifies, so it is still signed.
+        let token = jwt.sign(&json!({ "sub": "a", "exp": now() - 10 })).unwrap();
+        assert_eq!(jwt.verify::<Claims>(&token).unwrap().sub, "a");
+
+        // With audiences, `aud` must name one of them.
+        let jwt = jwt.audience(&["cable"]);
+        assert!(refused(&jwt, json!({ "exp": exp })).contains("`aud`"));
+        assert!(refused(&jwt, json!({ "exp": exp, "aud": "other" })).contains("`aud`"));
+        let token = jwt
+            .sign(&json!({ "sub": "a", "exp": exp, "aud": ["x", "cable"] }))
+            .unwrap();
+        assert_eq!(jwt.verify::<Claims>(&token).unwrap().sub, "a");
     }
 }

@@ -83,6 +83,57 @@ impl ChannelError {
             Kind::Failed(e) => Some(e.as_ref()),
         }
     }
+
+    /// The [`InvalidAction`] this error is, when the client's data did not fit the channel's
+    /// actions (what a `rescue` checks to answer the client).
+    pub fn invalid_action(&self) -> Option<&InvalidAction> {
+        self.source_error()?.downcast_ref()
+    }
+}
+
+/// Data a client sent that cannot be one of the channel's actions: an unknown action, a field
+/// missing or of the wrong type (`"3"` where a number is expected), `data` that is not a JSON
+/// object. It is the client's mistake, not the server's: the channel's
+/// [`rescue`](crate::Channel::rescue) receives it (as a [`ChannelError`];
+/// [`ChannelError::invalid_action`] finds it) and may answer the client; if `rescue` returns
+/// it, it is logged at warning level with the channel, the action and serde's explanation, and
+/// the subscription carries on.
+///
+/// ```
+/// use actioncable::{ChannelContext, ChannelError};
+/// # async fn rescue(ctx: &mut ChannelContext, action: &str, error: ChannelError) -> Result<(), ChannelError> {
+/// if let Some(invalid) = error.invalid_action() {
+///     // e.g. "invalid type: string \"lots\", expected u32"
+///     return ctx.transmit(&serde_json::json!({ "error": invalid.reason(), "action": action }));
+/// }
+/// Err(error)
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid data for action `{action}`: {reason}")]
+pub struct InvalidAction {
+    action: String,
+    reason: String,
+}
+
+impl InvalidAction {
+    pub(crate) fn new(action: impl Into<String>, reason: impl fmt::Display) -> InvalidAction {
+        InvalidAction {
+            action: action.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The action the client named (`receive` when it named none).
+    pub fn action(&self) -> &str {
+        &self.action
+    }
+
+    /// What does not fit, in serde's words (e.g. ``unknown variant `nope`, expected one of
+    /// `speak`, `typing` ``).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for ChannelError {
@@ -210,4 +261,7 @@ pub enum AuthError {
     /// A key or secret is unusable.
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// Claims given to `JwtVerifier::sign` that verification would refuse.
+    #[error("claims that would never verify: {0}")]
+    InvalidClaims(String),
 }

@@ -102,7 +102,9 @@ pub use connection::{
     Reject,
 };
 #[doc(inline)]
-pub use error::{AuthError, BoxError, BroadcastError, ChannelError, ConfigError, PubSubError};
+pub use error::{
+    AuthError, BoxError, BroadcastError, ChannelError, ConfigError, InvalidAction, PubSubError,
+};
 pub use handle::CableHandle;
 #[doc(inline)]
 pub use pubsub::{MemoryPubSub, PubSub};

@@ -19,6 +19,7 @@
 //!   bounded; a test that hangs is a failure, never a stuck CI job.
 //! - Raw HTTP/1.1 over a `TcpStream` ([`http_raw`], [`http_request`], [`raw_upgrade`]) for what
 //!   a WebSocket library will not send.
+//! - JWTs from another issuer ([`mint_hs256`]), expired or malformed ones included.
 //! - Logging: [`init_tracing`] and [`LogCapture`] (a test's own log, for assertions on it).
 //! - Processes: [`spare_port`], [`rss_kib`], [`own_process`] (a test that measures the process
 //!   runs in a process of its own), a server binary as a child process ([`ServerProcess`]:
@@ -35,6 +36,7 @@ mod binary;
 mod client;
 mod frames;
 mod http;
+mod jwt;
 mod logs;
 mod process;
 pub mod redis;
@@ -48,6 +50,7 @@ pub use frames::{
     perform_data, reject_frame,
 };
 pub use http::{HttpReply, http_raw, http_request, raw_upgrade, upgrade_request};
+pub use jwt::{mint_hs256, unix_now};
 pub use logs::{LogCapture, init_tracing};
 pub use process::{own_process, rss_kib, spare_port};
 pub use server::{CableServer, ShutdownSignal, TestServer, spawn_cable};

@@ -44,10 +44,9 @@ impl Auth {
     pub fn new(secret_key_base: &str) -> anyhow::Result<Auth> {
         let cookie_key = CookieKey::derive_from_secret(secret_key_base)
             .context("cannot derive the cookie key from SECRET_KEY_BASE")?;
-        Ok(Auth {
-            jwt: JwtVerifier::hs256(secret_key_base.as_bytes()),
-            cookie_key,
-        })
+        let jwt = JwtVerifier::hs256(secret_key_base.as_bytes())
+            .context("cannot use SECRET_KEY_BASE as the token key")?;
+        Ok(Auth { jwt, cookie_key })
     }
 
     /// A login token for `user`, valid for [`TOKEN_LIFETIME`].

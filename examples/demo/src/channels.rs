@@ -123,11 +123,18 @@ impl ActionError {
 
 /// Both channels' `rescue`: an [`ActionError`] is transmitted to the sender as
 /// `{"type":"error","error":reason}`; an invalid request is then handled, a failure is passed on
-/// to be logged. Other errors are passed on untouched.
+/// to be logged. Data that fits none of the channel's actions (an unknown action, say) is
+/// answered the same way, with serde's explanation, and handled. Other errors are passed on
+/// untouched.
 fn rescue_action_error<S: Send + Sync + 'static>(
     ctx: &ChannelContext<S>,
     error: ChannelError,
 ) -> Result<(), ChannelError> {
+    if let Some(invalid) = error.invalid_action() {
+        return ctx.transmit(&Reply::Error {
+            error: invalid.reason(),
+        });
+    }
     let Some(action_error) = error
         .source_error()
         .and_then(|e| e.downcast_ref::<ActionError>())

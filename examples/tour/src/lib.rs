@@ -6,6 +6,8 @@
 //!   subscription is ended by the server (`reject_subscription` on the wire; the stock consumer
 //!   calls `rejected()` and forgets it). The kick travels as a message on the room's control
 //!   stream, which each subscriber watches through a stream filter, so it works across nodes.
+//!   Its `rescue` answers data that fits none of its actions (an unknown action, a field of the
+//!   wrong type) with `{"error":…,"action":…}` to the sender alone.
 //! - `Audit` callbacks refuse subscriptions from users named `mallory` (`before_subscribe`)
 //!   and log every command with its duration (`around_command`).
 //!
@@ -170,6 +172,20 @@ impl Channel for RoomChannel {
             }
         }
         Ok(())
+    }
+
+    /// `perform("kick", {user: 5})` or `perform("shout")` fit none of the actions: tell the
+    /// sender why instead of dropping it. Anything else is logged.
+    async fn rescue(
+        &mut self,
+        ctx: &mut ChannelContext,
+        action: &str,
+        error: ChannelError,
+    ) -> Result<(), ChannelError> {
+        match error.invalid_action() {
+            Some(invalid) => ctx.transmit(&json!({ "error": invalid.reason(), "action": action })),
+            None => Err(error),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! a client cannot name anything else.
 
 use super::{Channel, ChannelContext};
-use crate::error::ChannelError;
+use crate::error::{ChannelError, InvalidAction};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
@@ -77,32 +77,26 @@ where
         ctx: &mut ChannelContext<S>,
         data: &str,
     ) -> Result<(), PerformError> {
+        let (name, result) = match parse_message(data) {
+            Err(invalid) => {
+                let name = invalid.action().to_owned();
+                (name, Err(ChannelError::new(invalid)))
+            }
+            Ok((None, data)) => ("receive".to_owned(), self.0.receive(ctx, data).await),
+            Ok((Some(name), data)) => match C::Action::deserialize(&data) {
+                Ok(action) => {
+                    let result = self.0.perform(ctx, action).await;
+                    (name, result)
+                }
+                Err(e) => {
+                    let invalid = InvalidAction::new(name.clone(), e);
+                    (name, Err(ChannelError::new(invalid)))
+                }
+            },
+        };
         let fail = |action: &str, error: ChannelError| PerformError {
             action: action.to_owned(),
             error,
-        };
-        let data: Value = serde_json::from_str(data).map_err(|e| fail("?", e.into()))?;
-        let action = match &data {
-            Value::Object(map) => match map.get("action") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) if s.is_empty() => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(other) => {
-                    return Err(fail(
-                        &other.to_string(),
-                        ChannelError::msg("`action` is not a string"),
-                    ));
-                }
-            },
-            _ => return Err(fail("?", ChannelError::msg("`data` is not a JSON object"))),
-        };
-        let (name, result) = match action {
-            None => ("receive".to_owned(), self.0.receive(ctx, data).await),
-            Some(name) => {
-                let action = C::Action::deserialize(&data).map_err(|e| fail(&name, e.into()))?;
-                let result = self.0.perform(ctx, action).await;
-                (name, result)
-            }
         };
         match result {
             Ok(()) => Ok(()),
@@ -135,6 +129,31 @@ where
                 }),
         }
     }
+}
+
+/// A message's data as Rails reads it: a JSON object whose `action` (a string) names the
+/// action, or no action (absent, `null` or empty) for `receive`. Anything else is the client's
+/// mistake.
+fn parse_message(data: &str) -> Result<(Option<String>, Value), InvalidAction> {
+    let data: Value = serde_json::from_str(data)
+        .map_err(|e| InvalidAction::new("receive", format_args!("`data` is not JSON: {e}")))?;
+    let action = match &data {
+        Value::Object(map) => match map.get("action") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(InvalidAction::new(
+                    other.to_string(),
+                    "`action` is not a string",
+                ));
+            }
+        },
+        _ => {
+            return Err(InvalidAction::new("receive", "`data` is not a JSON object"));
+        }
+    };
+    Ok((action, data))
 }
 
 impl From<ChannelError> for PerformError {

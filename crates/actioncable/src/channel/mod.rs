@@ -87,7 +87,9 @@ pub trait Channel<S: Send + Sync + 'static = ()>: Sized + Send + 'static {
     type Params: DeserializeOwned + Send;
 
     /// The actions clients may perform: typically an enum with `#[serde(tag = "action")]`.
-    /// Use [`AnyAction`] for untyped dispatch.
+    /// Use [`AnyAction`] for untyped dispatch. Data that does not deserialize (an unknown
+    /// action, a field of the wrong type) goes to [`rescue`](Channel::rescue) as an
+    /// [`InvalidAction`](crate::InvalidAction).
     type Action: DeserializeOwned + Send;
 
     /// The subscription starts: set up streams and return the channel, or reject with
@@ -141,10 +143,12 @@ pub trait Channel<S: Send + Sync + 'static = ()>: Sized + Send + 'static {
         )))
     }
 
-    /// An action, `receive` or timer returned `error` (Rails' `rescue_from`). Return `Ok` when
+    /// An action, `receive` or timer returned `error` (Rails' `rescue_from`), or the client's
+    /// data fit none of the channel's actions: an unknown action, a field of the wrong type
+    /// ([`ChannelError::invalid_action`] returns it, with serde's explanation). Return `Ok` when
     /// it is handled — after transmitting a friendly error to the client, say — or the error to
-    /// have it logged with the channel, action and identifier. Either way the subscription and
-    /// the connection carry on.
+    /// have it logged with the channel, action and identifier (invalid data at warning level,
+    /// anything else as an error). Either way the subscription and the connection carry on.
     ///
     /// ```
     /// # use actioncable::{async_trait, Channel, ChannelContext, ChannelError, NoParams, AnyAction};

@@ -65,8 +65,13 @@ impl fmt::Display for Reject {
 
 impl std::error::Error for Reject {}
 
+/// `?` on an [`AuthError`] in `connect` rejects the connection and logs why at debug level:
+/// the kind of failure (an expired token, a bad signature, a missing claim…), never the
+/// credential itself. Turn on `RUST_LOG=actioncable=debug` when every connection is refused
+/// and the cause is not obvious.
 impl From<AuthError> for Reject {
-    fn from(_: AuthError) -> Self {
+    fn from(error: AuthError) -> Self {
+        tracing::debug!(%error, "rejecting the connection: its credentials did not verify");
         Reject
     }
 }

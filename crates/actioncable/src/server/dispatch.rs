@@ -340,8 +340,16 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         match result {
             Ok(()) => Ok(()),
             Err(PerformError { action, error }) => {
-                tracing::error!(channel = sub.ctx.channel_class(), action = %clip(&action), identifier = %clip(identifier),
-                    error = %error, "Unable to process {}#{}", sub.ctx.channel_class(), clip(&action));
+                let channel = sub.ctx.channel_class();
+                if let Some(invalid) = error.invalid_action() {
+                    // The client's mistake: a warning, with what it sent escaped.
+                    tracing::warn!(channel, action = ?clip(&action), identifier = ?clip(identifier),
+                        reason = ?clip(invalid.reason()), "Unable to process {channel}#{}: invalid action data",
+                        clip(&action).escape_debug());
+                } else {
+                    tracing::error!(channel, action = %clip(&action), identifier = %clip(identifier),
+                        error = %error, "Unable to process {}#{}", channel, clip(&action));
+                }
                 Err(error)
             }
         }

@@ -18,7 +18,7 @@ fn now() -> u64 {
 
 async fn jwt_server() -> (CableServer, Recorder, JwtVerifier) {
     let rec = Recorder::new();
-    let verifier = JwtVerifier::hs256(SECRET.as_bytes());
+    let verifier = JwtVerifier::hs256(SECRET.as_bytes()).unwrap();
     let server = spawn_cable(builder(&rec).connection(JwtConnection {
         verifier: verifier.clone(),
         rec: rec.clone(),
@@ -72,15 +72,15 @@ async fn a_valid_jwt_connects_with_its_subject_as_identity() {
 async fn expired_forged_none_and_malformed_jwts_are_rejected() {
     let (server, rec, jwt) = jwt_server().await;
 
-    // Expired an hour ago (beyond the default 60 s leeway).
-    let expired = jwt
-        .sign(&Claims {
-            sub: "alice".into(),
-            exp: now() - 3600,
-        })
-        .unwrap();
+    // Expired an hour ago (beyond the default 60 s leeway): `sign` refuses to make it, so it
+    // comes from another issuer with the same secret.
+    let expired = mint_hs256(
+        SECRET.as_bytes(),
+        &json!({ "sub": "alice", "exp": now() - 3600 }),
+    );
     // Signed with another key.
     let forged = JwtVerifier::hs256(b"some other secret that is long enough too")
+        .unwrap()
         .sign(&Claims {
             sub: "alice".into(),
             exp: now() + 3600,

@@ -8,6 +8,7 @@ use actioncable::{
     Cable, Channel, ChannelContext, ChannelError, ConnectRequest, Connection, ConnectionRef,
     Identity, NoParams, Reject, async_trait,
 };
+use cable_test_support::LogCapture;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -544,4 +545,142 @@ async fn a_subscription_repeated_or_unknown_behaves_as_on_the_wire() {
     conn.send_frame(r#"{"command":"message","identifier":"{}","data":"{}"}"#)
         .await;
     assert!(sub.is_confirmed());
+}
+
+/// Typed actions for the invalid-data tests: `points` must be a number.
+#[derive(serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+enum ScoreAction {
+    Score { points: u32 },
+}
+
+/// No `rescue` of its own: the default logs and drops data that fits no action.
+struct Strict;
+
+#[async_trait]
+impl Channel for Strict {
+    const CLASS: &'static str = "Strict";
+    type Params = NoParams;
+    type Action = ScoreAction;
+
+    async fn subscribed(_: &mut ChannelContext, _: NoParams) -> Result<Self, ChannelError> {
+        Ok(Strict)
+    }
+
+    async fn perform(
+        &mut self,
+        ctx: &mut ChannelContext,
+        a: ScoreAction,
+    ) -> Result<(), ChannelError> {
+        let ScoreAction::Score { points } = a;
+        ctx.transmit(&json!({ "scored": points }))
+    }
+}
+
+/// Answers data that fits no action with what was wrong, as the guide shows.
+struct Forgiving;
+
+#[async_trait]
+impl Channel for Forgiving {
+    const CLASS: &'static str = "Forgiving";
+    type Params = NoParams;
+    type Action = ScoreAction;
+
+    async fn subscribed(_: &mut ChannelContext, _: NoParams) -> Result<Self, ChannelError> {
+        Ok(Forgiving)
+    }
+
+    async fn perform(
+        &mut self,
+        ctx: &mut ChannelContext,
+        a: ScoreAction,
+    ) -> Result<(), ChannelError> {
+        let ScoreAction::Score { points } = a;
+        ctx.transmit(&json!({ "scored": points }))
+    }
+
+    async fn rescue(
+        &mut self,
+        ctx: &mut ChannelContext,
+        action: &str,
+        error: ChannelError,
+    ) -> Result<(), ChannelError> {
+        match error.invalid_action() {
+            Some(invalid) => {
+                assert_eq!(invalid.action(), action);
+                ctx.transmit(&json!({ "error": invalid.reason(), "action": action }))
+            }
+            None => Err(error),
+        }
+    }
+}
+
+fn score_cable() -> TestCable {
+    TestCable::new(Cable::builder().channel::<Strict>().channel::<Forgiving>()).unwrap()
+}
+
+#[tokio::test]
+async fn data_that_fits_no_action_reaches_rescue_with_serdes_reason() {
+    let cable = score_cable();
+    let conn = cable.connect_as(Identity::anonymous()).await;
+    let sub = conn.subscribe::<Forgiving>(json!({})).await;
+
+    // A form that sends "3" for a number.
+    sub.perform("score", json!({ "points": "3" }))
+        .await
+        .unwrap();
+    // An action the channel does not have.
+    sub.perform("shout", json!({})).await.unwrap();
+    // A number where the action's name should be, straight from a hand-made frame.
+    sub.send(&json!({ "action": 7 })).await.unwrap();
+    assert_eq!(
+        sub.transmissions(),
+        vec![
+            json!({ "error": "invalid type: string \"3\", expected u32", "action": "score" }),
+            json!({ "error": "unknown variant `shout`, expected `score`", "action": "shout" }),
+            json!({ "error": "`action` is not a string", "action": "7" }),
+        ]
+    );
+    // The subscription carries on.
+    sub.perform("score", json!({ "points": 3 })).await.unwrap();
+    assert_eq!(sub.transmissions().last(), Some(&json!({ "scored": 3 })));
+}
+
+#[tokio::test]
+async fn data_that_fits_no_action_is_a_warning_when_nothing_rescues_it() {
+    let logs = LogCapture::new("actioncable=warn");
+    let _entered = logs.enter();
+    let cable = score_cable();
+    let conn = cable.connect_as(Identity::anonymous()).await;
+    let sub = conn.subscribe::<Strict>(json!({})).await;
+
+    let error = sub
+        .perform("score", json!({ "points": "lots\nERROR forged line" }))
+        .await
+        .unwrap_err();
+    let invalid = error.invalid_action().expect("an InvalidAction");
+    assert_eq!(invalid.action(), "score");
+    assert!(
+        invalid.reason().starts_with("invalid type: string"),
+        "{invalid}"
+    );
+    assert!(sub.transmissions().is_empty(), "the client is told nothing");
+
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("Unable to process Strict#score: invalid action data"))
+        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(
+        line.contains(r#"reason="invalid type: string \"lots\\nERROR forged line\""#),
+        "{line}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("ERROR forged line")),
+        "a client's newline starts no log line of its own:\n{text}"
+    );
+    // Still subscribed, still working.
+    sub.perform("score", json!({ "points": 2 })).await.unwrap();
+    assert_eq!(sub.transmissions(), vec![json!({ "scored": 2 })]);
 }

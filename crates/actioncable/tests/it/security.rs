@@ -54,7 +54,7 @@ fn claims(sub: &str) -> Claims {
 
 async fn jwt_server() -> (CableServer, Recorder, JwtVerifier) {
     let rec = Recorder::new();
-    let verifier = JwtVerifier::hs256(JWT_SECRET.as_bytes());
+    let verifier = JwtVerifier::hs256(JWT_SECRET.as_bytes()).unwrap();
     let server = spawn_cable(builder(&rec).connection(JwtConnection {
         verifier: verifier.clone(),
         rec: rec.clone(),
@@ -299,7 +299,7 @@ impl actioncable::Connection for JwtOrCookie {
 async fn secrets_tokens_and_cookie_values_never_appear_in_trace_logs() {
     let _logs = logs().enter();
     let rec = Recorder::new();
-    let jwt = JwtVerifier::hs256(JWT_SECRET.as_bytes());
+    let jwt = JwtVerifier::hs256(JWT_SECRET.as_bytes()).unwrap();
     let key = CookieKey::derive_from_secret(SECRET_KEY_BASE).unwrap();
     let server = spawn_cable(builder(&rec).connection(JwtOrCookie {
         jwt: jwt.clone(),
@@ -310,14 +310,13 @@ async fn secrets_tokens_and_cookie_values_never_appear_in_trace_logs() {
 
     let good_token = jwt.sign(&claims("alice")).unwrap();
     let forged_token = JwtVerifier::hs256(b"another secret that is long enough to sign with")
+        .unwrap()
         .sign(&claims("mallory"))
         .unwrap();
-    let expired_token = jwt
-        .sign(&Claims {
-            sub: "eve".into(),
-            exp: now() - 7200,
-        })
-        .unwrap();
+    let expired_token = mint_hs256(
+        JWT_SECRET.as_bytes(),
+        &json!({ "sub": "eve", "exp": now() - 7200 }),
+    );
     let set_cookie = key.signed_set_cookie("user", "bob");
     let good_cookie = set_cookie.split(';').next().unwrap().to_owned();
     let cookie_value = good_cookie.strip_prefix("user=").unwrap().to_owned();
