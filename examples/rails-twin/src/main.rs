@@ -30,7 +30,7 @@
 //! | a Ruby hash literal `{ type: "joined", user: }` | a `#[derive(Serialize)]` type (fields keep their order) |
 //! | `NotificationChannel.broadcast_to(model, hash)` | `CableHandle::broadcast_to("NotificationChannel", &model, &value)` |
 //! | `NotificationChannel.broadcasting_for(model)` | `actioncable::stream::stream_for("NotificationChannel", &model)` |
-//! | `allowed_request_origins`, `allow_same_origin_as_host` | `AllowedOrigins::same_origin().allow_any_port(…)` |
+//! | `allowed_request_origins`, `allow_same_origin_as_host` (no `Origin`: refused) | `AllowedOrigins::same_origin().allow_any_port(…).require_origin()` |
 //! | `disable_request_forgery_protection = true` | `AllowedOrigins::any()` |
 //! | `map "/cable" do run ActionCable.server end` | `cable.router("/cable")` (and `/cable/*`, as Rack's `map` does) |
 //! | `remote_connections.where(current_user: u).disconnect` | `CableHandle::remote_disconnect(&Identity::new("current_user", u), true)` |
@@ -411,6 +411,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         AllowedOrigins::same_origin()
             .allow_any_port("http://localhost")
             .allow_any_port("http://127.0.0.1")
+            // Rails refuses a request without `Origin`; the twin does what Rails does.
+            .require_origin()
     };
     let cable = Cable::builder()
         .connection(UserConnection)

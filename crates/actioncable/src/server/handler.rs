@@ -35,12 +35,15 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
     let config = &shared.config;
     let registry = shared.handle.registry();
     if !config.origins.allows_request(&parts.headers) {
-        let origin = parts
-            .headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        tracing::warn!(origin, "Request origin not allowed");
+        match parts.headers.get(header::ORIGIN) {
+            Some(origin) => {
+                tracing::warn!(origin = ?String::from_utf8_lossy(origin.as_bytes()), "Request origin not allowed");
+            }
+            None => tracing::warn!(
+                "Request without an Origin header not allowed (AllowedOrigins::require_origin); \
+                 non-browser clients send none"
+            ),
+        }
         return not_found();
     }
     if registry.is_shutting_down() {

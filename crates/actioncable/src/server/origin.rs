@@ -1,9 +1,18 @@
+//! [`AllowedOrigins`]: which pages may open a cable.
+
 use http::HeaderMap;
 use http::header::{HOST, ORIGIN};
 
 /// Which `Origin` headers may open a cable (Rails' `allowed_request_origins` and
 /// `allow_same_origin_as_host`). A refused origin gets Rails' `404 Page not found` before any
 /// upgrade.
+///
+/// The check stops cross-site WebSocket hijacking: a page on another site opening a cable with
+/// the user's cookies. Only browsers carry a user's cookies to pages of other sites, and
+/// browsers always send `Origin` on a WebSocket upgrade; a client that sends none (Node, Python,
+/// Rust, a mobile app) is not a browser, and could send any `Origin` it liked anyway. So a
+/// request **without** `Origin` is admitted by default, as AnyCable does; Rails refuses it, and
+/// [`require_origin`](Self::require_origin) does too.
 ///
 /// ```
 /// use actioncable::AllowedOrigins;
@@ -13,7 +22,9 @@ use http::header::{HOST, ORIGIN};
 /// assert!(origins.allows(Some("http://localhost:5173"), Some("127.0.0.1:3000")));
 /// assert!(origins.allows(Some("http://127.0.0.1:3000"), Some("127.0.0.1:3000")));
 /// assert!(!origins.allows(Some("http://evil.example"), Some("127.0.0.1:3000")));
-/// assert!(!origins.allows(None, Some("127.0.0.1:3000")));
+/// // A non-browser client: no `Origin` at all.
+/// assert!(origins.allows(None, Some("127.0.0.1:3000")));
+/// assert!(!origins.require_origin().allows(None, Some("127.0.0.1:3000")));
 /// assert!(AllowedOrigins::any().allows(None, None));
 /// ```
 #[derive(Debug, Clone)]
@@ -22,23 +33,25 @@ pub struct AllowedOrigins {
     same_origin: bool,
     exact: Vec<String>,
     any_port: Vec<String>,
+    /// Whether a request without `Origin` (a non-browser client) is admitted.
+    missing: bool,
 }
 
 impl AllowedOrigins {
-    /// Only the same origin as the request: `<scheme>://<Host header>`, Rails' default with
-    /// `allow_same_origin_as_host`. The scheme is `https` when a TLS-terminating proxy says so
-    /// with `X-Forwarded-Proto: https` (Rails' `request.ssl?`), else `http`.
+    /// The same origin as the request, `<scheme>://<Host header>` (Rails' default with
+    /// `allow_same_origin_as_host`), and requests without `Origin` (non-browser clients; see
+    /// above). The scheme is `https` when a TLS-terminating proxy says so with
+    /// `X-Forwarded-Proto: https` (Rails' `request.ssl?`), else `http`.
     pub fn same_origin() -> AllowedOrigins {
         AllowedOrigins {
-            any: false,
             same_origin: true,
-            exact: Vec::new(),
-            any_port: Vec::new(),
+            missing: true,
+            ..AllowedOrigins::none()
         }
     }
 
-    /// No origin check at all (Rails' `disable_request_forgery_protection`): for load tools and
-    /// non-browser clients, which send no `Origin`.
+    /// No origin check at all (Rails' `disable_request_forgery_protection`): for load tools,
+    /// or a cable that only non-browser clients use.
     pub fn any() -> AllowedOrigins {
         AllowedOrigins {
             any: true,
@@ -46,14 +59,31 @@ impl AllowedOrigins {
         }
     }
 
-    /// Nothing allowed until added.
+    /// Nothing allowed until added, not even requests without `Origin`.
     pub fn none() -> AllowedOrigins {
         AllowedOrigins {
             any: false,
             same_origin: false,
             exact: Vec::new(),
             any_port: Vec::new(),
+            missing: false,
         }
+    }
+
+    /// Refuses requests without an `Origin` header, as Rails does: only browsers from allowed
+    /// origins may connect.
+    #[must_use]
+    pub fn require_origin(mut self) -> AllowedOrigins {
+        self.missing = false;
+        self
+    }
+
+    /// Admits requests without an `Origin` header (non-browser clients), the default of
+    /// [`same_origin`](Self::same_origin).
+    #[must_use]
+    pub fn allow_missing_origin(mut self) -> AllowedOrigins {
+        self.missing = true;
+        self
     }
 
     /// Also allows exactly `origin`, e.g. `https://app.example.com`.
@@ -82,7 +112,9 @@ impl AllowedOrigins {
         if self.any {
             return true;
         }
-        let Some(origin) = origin else { return false };
+        let Some(origin) = origin else {
+            return self.missing;
+        };
         if let (true, Some(host)) = (self.same_origin, host) {
             let same = origin
                 .strip_prefix(scheme)

@@ -180,22 +180,45 @@ async fn a_refused_origin_gets_404_and_no_upgrade() {
         assert_page_not_found(&reply, false);
         assert_eq!(reply.header("sec-websocket-protocol"), None);
     }
-    // No Origin at all under the same-origin policy.
+    assert_refused_with_404(
+        CableClient::connect(server.addr, Connect::new().origin("http://evil.example")).await,
+    );
+    // Nothing was connected, so nothing was disconnected.
+    assert_eq!(server.handle.connection_count(), 0);
+    assert!(rec.events().is_empty(), "{:?}", rec.events());
+}
+
+/// Browsers always send `Origin` on a WebSocket upgrade, so a request without one is a
+/// non-browser client (Node, Python, a mobile app): admitted by default, refused as Rails does
+/// with `require_origin`.
+#[tokio::test]
+async fn a_request_without_origin_is_admitted_unless_origins_are_required() {
+    let (server, _rec) = spawn_default().await;
+    let mut c = CableClient::connect(server.addr, Connect::new().no_origin())
+        .await
+        .expect("a non-browser client connects under the default policy");
+    assert_eq!(c.protocol.as_deref(), Some("actioncable-v1-json"));
+    c.expect_welcome().await;
+    c.confirm(ECHO).await;
+
+    let rec = Recorder::new();
+    let strict =
+        spawn_cable(builder(&rec).allowed_origins(AllowedOrigins::same_origin().require_origin()))
+            .await;
     let (reply, client) = raw_upgrade(
-        server.addr,
+        strict.addr,
         "/cable",
         &[("Sec-WebSocket-Protocol", CONSUMER_PROTOCOLS)],
     )
     .await;
     assert!(client.is_none());
     assert_page_not_found(&reply, false);
-
-    assert_refused_with_404(
-        CableClient::connect(server.addr, Connect::new().origin("http://evil.example")).await,
-    );
-    assert_refused_with_404(CableClient::connect(server.addr, Connect::new().no_origin()).await);
-    // Nothing was connected, so nothing was disconnected.
-    assert_eq!(server.handle.connection_count(), 0);
+    assert_refused_with_404(CableClient::connect(strict.addr, Connect::new().no_origin()).await);
+    // A browser from the same origin still connects.
+    let mut browser = CableClient::connect(strict.addr, Connect::new())
+        .await
+        .expect("same origin");
+    browser.expect_welcome().await;
     assert!(rec.events().is_empty(), "{:?}", rec.events());
 }
 

@@ -436,7 +436,10 @@ async fn unknown_actions_are_answered_without_harming_the_subscription() {
 
     // Rails logs it and tells the client nothing; the demo's `rescue` tells the sender why.
     let result: Result<(), ChannelError> = alice_lobby.perform("shout", json!({})).await;
-    assert!(result.is_ok(), "handled by the channel's rescue: {result:?}");
+    assert!(
+        result.is_ok(),
+        "handled by the channel's rescue: {result:?}"
+    );
     let transmissions = alice_lobby.transmissions();
     assert_eq!(transmissions.len(), before + 1);
     assert_eq!(
