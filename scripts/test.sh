@@ -79,6 +79,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
+# Alone, so no other member's crate features reach the guide's code: a newcomer's app has only section 1's list.
+step "the guide as an app (crates/guide-check)"
+cargo check -p guide-check
+
 # Each crate's tests get the features they need from their own dev-dependencies.
 step "cargo test"
 cargo test --workspace
