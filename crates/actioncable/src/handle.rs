@@ -15,6 +15,7 @@ use crate::hub::Hub;
 use crate::protocol;
 use crate::registry::Registry;
 use crate::stream::{self, ToStreamParam};
+use crate::untrusted::untrusted;
 use serde::Serialize;
 use std::fmt;
 use std::sync::Arc;
@@ -79,7 +80,7 @@ impl CableHandle {
                 if let Some(id) = excluded {
                     self.hub.cancel_exclusion(stream, json, id);
                 }
-                tracing::error!(stream, error = %e, "broadcast failed");
+                tracing::error!(stream = %untrusted(stream), error = %e, "broadcast failed");
                 Err(e.into())
             }
         }

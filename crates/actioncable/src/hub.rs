@@ -21,6 +21,7 @@ use crate::outbox::Outbox;
 use crate::protocol::{self, DisconnectReason};
 use crate::pubsub::{Deliver, PubSub};
 use crate::sync::{lock, read, write};
+use crate::untrusted::untrusted;
 use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -146,7 +147,7 @@ impl Hub {
         }
         if *live {
             if let Err(e) = self.pubsub.unsubscribe(stream).await {
-                tracing::warn!(stream, error = %e, "pub/sub unsubscribe failed");
+                tracing::warn!(stream = %untrusted(stream), error = %e, "pub/sub unsubscribe failed");
             }
             *live = false;
         }
@@ -229,7 +230,7 @@ impl Deliver for Hub {
         let message = match protocol::raw_json(payload) {
             Ok(m) => m,
             Err(e) => {
-                tracing::error!(stream, error = %e, "dropping a broadcast that is not JSON");
+                tracing::error!(stream = %untrusted(stream), error = %e, "dropping a broadcast that is not JSON");
                 return 0;
             }
         };
@@ -293,7 +294,7 @@ fn run_filter(filter: &StreamFilter, value: &Value, stream: &str) -> Option<Valu
         Ok(result) => result,
         Err(_) => {
             tracing::error!(
-                stream,
+                stream = %untrusted(stream),
                 "a stream filter panicked; message skipped for its subscriber"
             );
             None

@@ -89,6 +89,7 @@ pub mod stream;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod untrusted;
 
 #[doc(inline)]
 pub use auth::{CookieKey, JwtVerifier};

@@ -17,6 +17,7 @@ use crate::error::ChannelError;
 use crate::hub::INTERNAL;
 use crate::outbox::{Control, Frames, Outbox};
 use crate::protocol::{self, Command, Identifier, ServerMessage};
+use crate::untrusted::untrusted;
 use axum::extract::ws::Utf8Bytes;
 use futures_util::FutureExt as _;
 use std::collections::HashMap;
@@ -68,7 +69,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             {
                 Ok(()) => Some(stream),
                 Err(e) => {
-                    tracing::warn!(error = %e, "remote disconnect is unavailable for this connection");
+                    tracing::warn!(error = %untrusted(&e), "remote disconnect is unavailable for this connection");
                     None
                 }
             }
@@ -163,7 +164,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         if let Err(e) = &result
             && !failed.load(Ordering::Relaxed)
         {
-            tracing::warn!(identifier = %clip(&identifier), command = ?kind, error = %e,
+            tracing::warn!(identifier = %untrusted(&identifier), command = ?kind, error = %untrusted(&e),
                 "command refused by an around_command callback");
             if kind == CommandKind::Subscribe && !ran.load(Ordering::Relaxed) {
                 self.send(ServerMessage::Reject {
@@ -202,8 +203,8 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
                 };
                 let result = guard(sub.channel.periodic(&mut sub.ctx, name)).await;
                 if let Err(PerformError { action, error }) = result {
-                    tracing::error!(channel = sub.ctx.channel_class(), timer = %action, identifier = %clip(&identifier),
-                        error = %error, "periodic timer {}#{} failed", sub.ctx.channel_class(), action);
+                    tracing::error!(channel = sub.ctx.channel_class(), timer = %action, identifier = %untrusted(&identifier),
+                        error = %untrusted(&error), "periodic timer {}#{} failed", sub.ctx.channel_class(), action);
                 }
             }
             Control::Unsubscribe {
@@ -218,7 +219,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
                     return;
                 }
                 if let Some(sub) = self.subscriptions.remove(&identifier) {
-                    tracing::info!(channel = sub.ctx.channel_class(), identifier = %clip(&identifier),
+                    tracing::info!(channel = sub.ctx.channel_class(), identifier = %untrusted(&identifier),
                         "subscription ended by the server");
                     self.end_subscription(sub).await;
                     self.send(ServerMessage::Reject {
@@ -231,13 +232,13 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
 
     async fn subscribe(&mut self, identifier: String) -> Result<(), ChannelError> {
         if self.subscriptions.contains_key(identifier.as_str()) {
-            tracing::debug!(identifier = %clip(&identifier), "already subscribed; ignored");
+            tracing::debug!(identifier = %untrusted(&identifier), "already subscribed; ignored");
             return Ok(());
         }
         let parsed = match Identifier::parse(&identifier) {
             Ok(parsed) => parsed,
             Err(e) => {
-                tracing::warn!(identifier = %clip(&identifier), error = %e, "rejecting a subscription");
+                tracing::warn!(identifier = %untrusted(&identifier), error = %untrusted(&e), "rejecting a subscription");
                 self.send(ServerMessage::Reject {
                     identifier: &identifier,
                 });
@@ -246,7 +247,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         };
         let limit = self.shared.config.max_subscriptions;
         if self.subscriptions.len() >= limit {
-            tracing::warn!(identifier = %clip(&identifier), limit, "rejecting a subscription: too many on this connection");
+            tracing::warn!(identifier = %untrusted(&identifier), limit, "rejecting a subscription: too many on this connection");
             self.send(ServerMessage::Reject {
                 identifier: &identifier,
             });
@@ -254,7 +255,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         }
         let shared = self.shared.clone();
         let Some((&class, factory)) = shared.channels.get_key_value(parsed.channel_class()) else {
-            tracing::warn!(channel = %clip(parsed.channel_class()), "Subscription class not found; rejecting");
+            tracing::warn!(channel = %untrusted(parsed.channel_class()), "Subscription class not found; rejecting");
             self.send(ServerMessage::Reject {
                 identifier: &identifier,
             });
@@ -286,7 +287,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         let deferred = ctx.take_deferred_broadcasts();
         let outcome = match subscribed {
             Ok(channel) => {
-                tracing::debug!(channel = class, identifier = %clip(&identifier), "subscribed");
+                tracing::debug!(channel = class, identifier = %untrusted(&identifier), "subscribed");
                 self.send(ServerMessage::Confirm {
                     identifier: &identifier,
                 });
@@ -298,12 +299,12 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             }
             Err(e) => {
                 if let Some(reason) = e.rejection_reason() {
-                    tracing::warn!(channel = class, identifier = %clip(&identifier), %reason,
+                    tracing::warn!(channel = class, identifier = %untrusted(&identifier), reason = %untrusted(reason),
                         "subscription rejected");
                 } else if e.is_rejection() {
-                    tracing::debug!(channel = class, identifier = %clip(&identifier), "subscription rejected");
+                    tracing::debug!(channel = class, identifier = %untrusted(&identifier), "subscription rejected");
                 } else {
-                    tracing::error!(channel = class, identifier = %clip(&identifier), error = %e,
+                    tracing::error!(channel = class, identifier = %untrusted(&identifier), error = %untrusted(&e),
                         "subscribe failed; rejecting");
                 }
                 ctx.stop_everything().await;
@@ -324,7 +325,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
 
     async fn unsubscribe(&mut self, identifier: &str) -> Result<(), ChannelError> {
         let Some(sub) = self.subscriptions.remove(identifier) else {
-            tracing::warn!(identifier = %clip(identifier), "unsubscribe: no subscription with this identifier");
+            tracing::warn!(identifier = %untrusted(identifier), "unsubscribe: no subscription with this identifier");
             return Err(ChannelError::msg("no subscription with this identifier"));
         };
         self.end_subscription(sub).await;
@@ -333,7 +334,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
 
     async fn message(&mut self, identifier: &str, data: &str) -> Result<(), ChannelError> {
         let Some(sub) = self.subscriptions.get_mut(identifier) else {
-            tracing::warn!(identifier = %clip(identifier), "message: no subscription with this identifier");
+            tracing::warn!(identifier = %untrusted(identifier), "message: no subscription with this identifier");
             return Err(ChannelError::msg("no subscription with this identifier"));
         };
         let result = guard(sub.channel.message(&mut sub.ctx, data)).await;
@@ -343,12 +344,12 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
                 let channel = sub.ctx.channel_class();
                 if let Some(invalid) = error.invalid_action() {
                     // The client's mistake: a warning, with what it sent escaped.
-                    tracing::warn!(channel, action = ?clip(&action), identifier = ?clip(identifier),
-                        reason = ?clip(invalid.reason()), "Unable to process {channel}#{}: invalid action data",
-                        clip(&action).escape_debug());
+                    tracing::warn!(channel, action = %untrusted(&action), identifier = %untrusted(identifier),
+                        reason = %untrusted(invalid.reason()), "Unable to process {channel}#{}: invalid action data",
+                        untrusted(&action));
                 } else {
-                    tracing::error!(channel, action = %clip(&action), identifier = %clip(identifier),
-                        error = %error, "Unable to process {}#{}", channel, clip(&action));
+                    tracing::error!(channel, action = %untrusted(&action), identifier = %untrusted(identifier),
+                        error = %untrusted(&error), "Unable to process {}#{}", channel, untrusted(&action));
                 }
                 Err(error)
             }
@@ -362,18 +363,18 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         let name = sub.ctx.channel_class();
         for callbacks in &shared.callbacks {
             if let Err(e) = guard(callbacks.before_unsubscribe(&mut sub.ctx)).await {
-                tracing::error!(channel = name, identifier = %clip(sub.ctx.identifier()), error = %e,
+                tracing::error!(channel = name, identifier = %untrusted(sub.ctx.identifier()), error = %untrusted(&e),
                     "before_unsubscribe failed");
             }
         }
         if let Err(e) = guard(sub.channel.unsubscribed(&mut sub.ctx)).await {
-            tracing::error!(channel = name, identifier = %clip(sub.ctx.identifier()), error = %e,
+            tracing::error!(channel = name, identifier = %untrusted(sub.ctx.identifier()), error = %untrusted(&e),
                 "unsubscribed failed");
         }
         sub.ctx.stop_everything().await;
         for callbacks in &shared.callbacks {
             if let Err(e) = guard(callbacks.after_unsubscribe(&mut sub.ctx)).await {
-                tracing::error!(channel = name, identifier = %clip(sub.ctx.identifier()), error = %e,
+                tracing::error!(channel = name, identifier = %untrusted(sub.ctx.identifier()), error = %untrusted(&e),
                     "after_unsubscribe failed");
             }
         }
@@ -402,17 +403,4 @@ pub(crate) async fn guard<T, E: From<ChannelError>>(
         Ok(result) => result,
         Err(_) => Err(ChannelError::msg("callback panicked").into()),
     }
-}
-
-/// Client-provided text, shortened for logs.
-pub(crate) fn clip(s: &str) -> &str {
-    const MAX: usize = 200;
-    if s.len() <= MAX {
-        return s;
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

@@ -3,6 +3,7 @@
 use super::{Shared, session};
 use crate::connection::ConnectRequest;
 use crate::protocol::{PAGE_NOT_FOUND, PROTOCOLS};
+use crate::untrusted::untrusted;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{StatusCode, header};
@@ -37,7 +38,7 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
     if !config.origins.allows_request(&parts.headers) {
         match parts.headers.get(header::ORIGIN) {
             Some(origin) => {
-                tracing::warn!(origin = ?String::from_utf8_lossy(origin.as_bytes()), "Request origin not allowed");
+                tracing::warn!(origin = %untrusted(String::from_utf8_lossy(origin.as_bytes())), "Request origin not allowed");
             }
             None => tracing::warn!(
                 "Request without an Origin header not allowed (AllowedOrigins::require_origin); \

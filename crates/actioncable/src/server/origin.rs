@@ -139,7 +139,12 @@ impl AllowedOrigins {
     }
 
     pub(crate) fn allows_request(&self, headers: &HeaderMap) -> bool {
-        let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
+        // An `Origin` that is present but not text is a foreign origin, never a missing one.
+        let origin = match headers.get(ORIGIN).map(|v| v.to_str()) {
+            None => None,
+            Some(Ok(origin)) => Some(origin),
+            Some(Err(_)) => return self.any,
+        };
         let host = headers.get(HOST).and_then(|v| v.to_str().ok());
         let https = headers
             .get("x-forwarded-proto")
@@ -185,6 +190,18 @@ mod tests {
             h.insert(*k, v.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn an_origin_that_is_not_text_is_not_a_missing_one() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            ORIGIN,
+            http::HeaderValue::from_bytes(b"http://a\xe2\x80\xae").unwrap(),
+        );
+        assert!(!AllowedOrigins::same_origin().allows_request(&h));
+        assert!(AllowedOrigins::same_origin().allows_request(&HeaderMap::new()));
+        assert!(AllowedOrigins::any().allows_request(&h));
     }
 
     #[test]

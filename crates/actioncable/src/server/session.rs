@@ -10,11 +10,12 @@
 //! socket and it, and decides when the connection ends.
 
 use super::Shared;
-use super::dispatch::{Dispatcher, clip};
+use super::dispatch::Dispatcher;
 use crate::connection::{Identity, Reject};
 use crate::outbox::{Control, Frames, Outbox};
 use crate::protocol::{Command, DisconnectReason, ServerMessage};
 use crate::registry::Admission;
+use crate::untrusted::untrusted;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use futures_util::{FutureExt as _, SinkExt as _};
 use std::collections::VecDeque;
@@ -177,7 +178,7 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     };
     let liveness = Liveness::new(shared.config.client_timeout);
     let budget = Budget::new(shared.config.max_commands_per_second);
-    let span = tracing::info_span!("cable", conn = %id, identity = %identity);
+    let span = tracing::info_span!("cable", conn = %id, identity = %untrusted(&*identity));
     async move {
         let (dispatcher, frames) = Dispatcher::open(shared, identity, id).await;
         let session = Session {
@@ -372,7 +373,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                 let command = match Command::decode(text) {
                     Ok(command) => command,
                     Err(e) => {
-                        tracing::warn!(error = %e, frame = %clip(text), "ignoring a frame that is not a command");
+                        tracing::warn!(error = %untrusted(&e), frame = %untrusted(text), "ignoring a frame that is not a command");
                         return None;
                     }
                 };
@@ -399,7 +400,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                 message = socket.recv(), if backlog.len() < READ_AHEAD => match message.inspect(|_| liveness.heard()) {
                     Some(Ok(Message::Text(next))) => {
                         if subscribing.as_deref().is_some_and(|id| is_subscribe_to(&next, id)) {
-                            tracing::debug!(identifier = %clip(subscribing.as_deref().unwrap_or_default()),
+                            tracing::debug!(identifier = %untrusted(subscribing.as_deref().unwrap_or_default()),
                                 "subscribe repeated while pending; ignored");
                         } else {
                             backlog.push_back(next);
@@ -505,7 +506,7 @@ fn read_error(e: axum::Error) -> End {
             End::Close(close_code::PROTOCOL, "protocol error")
         }
         _ => {
-            tracing::info!(error = %e, "WebSocket error");
+            tracing::info!(error = %untrusted(&e), "WebSocket error");
             End::Gone
         }
     }

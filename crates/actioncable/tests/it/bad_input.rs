@@ -436,3 +436,76 @@ async fn websocket_protocol_violations_close_with_their_code() {
     })
     .await;
 }
+
+/// Every place a client's text reaches the log — the user it identifies as, the Origin header, a
+/// frame that does not parse, a command name, an identifier, a channel class, params, an
+/// action name, action data — with a newline that would start a forged log line, a terminal
+/// escape and a right-to-left override. The log must show them escaped, never raw.
+#[tokio::test]
+async fn client_text_never_forges_a_log_line() {
+    const FORGED: &str = "FORGED-ADMIN";
+    let logs = LogCapture::new("actioncable=trace");
+    let _entered = logs.enter();
+    let rec = Recorder::new();
+    let server = spawn_cable(builder(&rec)).await;
+    let evil = format!("x\n2026-12-06T00:00:00Z  INFO {FORGED}: logged in\u{1b}[2J\u{202e}");
+    let query: String = form_urlencoded::byte_serialize(evil.as_bytes()).collect();
+
+    // A foreign Origin: refused, and logged. HTTP forbids control characters in a header, but
+    // not a right-to-left override.
+    let origin = format!("http://a\u{202e}{FORGED}");
+    let (reply, upgraded) =
+        raw_upgrade(server.addr, "/cable", &[("Origin", origin.as_str())]).await;
+    assert!(upgraded.is_none() && reply.status == 404, "{reply:?}");
+
+    let mut c = server.client_at(&format!("/cable?user={query}")).await;
+    c.send_text(evil.clone()).await; // not JSON
+    c.send_json(&json!({ "command": evil, "identifier": "{}" }))
+        .await; // unknown command
+    c.send_subscribe(&evil).await; // an identifier that is not JSON
+    c.expect_reject(&evil).await;
+    let unknown = json!({ "channel": evil }).to_string();
+    c.send_subscribe(&unknown).await; // an unknown channel class
+    c.expect_reject(&unknown).await;
+    let bad_params = json!({ "channel": "ChatChannel", "room": { evil.as_str(): 1 } }).to_string();
+    c.send_subscribe(&bad_params).await; // params that do not deserialize
+    c.expect_reject(&bad_params).await;
+    c.confirm(LOBBY).await;
+    c.send_message(&json!({ "channel": "Nope", "x": evil }).to_string(), "{}")
+        .await; // a message for no subscription
+    c.perform(LOBBY, &evil, json!({ "text": evil })).await; // an unknown action
+    c.send_message(LOBBY, &evil).await; // data that is not JSON
+    c.send_message(
+        LOBBY,
+        &json!({ "action": "speak", "text": 5, evil.as_str(): evil }).to_string(),
+    )
+    .await; // an action whose data does not fit
+    // A round trip after all that: everything before it has been handled and logged.
+    c.perform(LOBBY, "speak", json!({ "text": "done" })).await;
+    let _ = c.recv_message(LOBBY).await;
+
+    let text = logs.text();
+    assert!(
+        text.contains(r"x\n2026-12-06T00:00:00Z"),
+        "the payload was logged, escaped:\n{text}"
+    );
+    for line in text.lines() {
+        // The payload may appear, but only inside a real line, its newline escaped.
+        assert!(
+            !line.starts_with("2026-12-06T00:00:00Z"),
+            "a forged line: {line}"
+        );
+        if line.contains(&format!("INFO {FORGED}")) {
+            let escaped = format!(r"\n2026-12-06T00:00:00Z  INFO {FORGED}");
+            assert!(line.contains(&escaped), "a forged line: {line}");
+        }
+    }
+    assert!(
+        !text.contains('\u{1b}'),
+        "a raw escape sequence reached the log"
+    );
+    assert!(
+        !text.contains('\u{202e}'),
+        "a raw right-to-left override reached the log"
+    );
+}
