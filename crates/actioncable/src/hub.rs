@@ -311,7 +311,7 @@ mod tests {
 
     /// Connection `id` with a frame queue of `capacity`.
     fn conn(id: u64, capacity: usize) -> (ConnectionRef, Frames) {
-        let (outbox, frames) = Outbox::new(capacity);
+        let (outbox, frames) = Outbox::new(capacity, 1 << 20);
         let identity = Arc::new(Identity::anonymous());
         (
             ConnectionRef::new(ConnectionId(id), identity, outbox),

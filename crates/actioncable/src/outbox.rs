@@ -10,8 +10,9 @@
 //!   reason wins.
 //!
 //! Nothing that pushes into an outbox ever waits: [`Outbox::push`] is synchronous, and a full
-//! frame queue means the client reads too slowly, so the connection is asked to close (reason
-//! `too_slow`) instead of growing memory or stalling the broadcaster.
+//! frame queue — too many frames, or too many bytes — means the client reads too slowly, so the
+//! connection is asked to close (reason `too_slow`) instead of growing memory or stalling the
+//! broadcaster.
 //!
 //! The queues are plain `Mutex<VecDeque>`s with a `Notify`, not tokio channels: a channel
 //! allocates its first block of slots up front (about 1.5 KB), which every idle connection
@@ -48,9 +49,12 @@ pub(crate) enum Control {
 pub(crate) struct Outbox(Arc<Mailbox>);
 
 struct Mailbox {
-    frames: Mutex<VecDeque<Utf8Bytes>>,
+    frames: Mutex<Queue>,
     frames_ready: Notify,
+    /// Most frames queued at once.
     capacity: usize,
+    /// Most bytes queued at once (one frame larger than this still fits an empty queue).
+    byte_capacity: usize,
     close: Mutex<Option<(DisconnectReason, bool)>>,
     close_requested: Notify,
     dropped: AtomicU64,
@@ -60,6 +64,13 @@ struct Mailbox {
     ended: AtomicBool,
 }
 
+/// The frames waiting for the client, and their total size.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Utf8Bytes>,
+    bytes: usize,
+}
+
 /// The session's end of the frame queue: the frames to write, oldest first.
 pub(crate) struct Frames(Arc<Mailbox>);
 
@@ -67,12 +78,13 @@ pub(crate) struct Frames(Arc<Mailbox>);
 const KEEP_CAPACITY: usize = 16;
 
 impl Outbox {
-    /// A mailbox whose frame queue holds at most `capacity` frames.
-    pub(crate) fn new(capacity: usize) -> (Outbox, Frames) {
+    /// A mailbox whose frame queue holds at most `capacity` frames and `byte_capacity` bytes.
+    pub(crate) fn new(capacity: usize, byte_capacity: usize) -> (Outbox, Frames) {
         let mailbox = Arc::new(Mailbox {
-            frames: Mutex::new(VecDeque::new()),
+            frames: Mutex::new(Queue::default()),
             frames_ready: Notify::new(),
             capacity: capacity.max(1),
+            byte_capacity,
             close: Mutex::new(None),
             close_requested: Notify::new(),
             dropped: AtomicU64::new(0),
@@ -83,23 +95,26 @@ impl Outbox {
         (Outbox(mailbox.clone()), Frames(mailbox))
     }
 
-    /// Queues a frame without waiting; `false` when it was not queued. A full queue means the
-    /// client reads too slowly: the session is asked to close (reason `too_slow`) rather than
-    /// letting memory grow or making the broadcaster wait.
+    /// Queues a frame without waiting; `false` when it was not queued. A full queue (in frames
+    /// or in bytes) means the client reads too slowly: the session is asked to close (reason
+    /// `too_slow`) rather than letting memory grow or making the broadcaster wait.
     pub(crate) fn push(&self, frame: Utf8Bytes) -> bool {
         let mailbox = &self.0;
         if mailbox.ended.load(Ordering::Acquire) {
             return false;
         }
         {
-            let mut frames = lock(&mailbox.frames);
-            if frames.len() >= mailbox.capacity {
-                drop(frames);
+            let mut queue = lock(&mailbox.frames);
+            let size = frame.len();
+            let over_bytes = !queue.frames.is_empty() && queue.bytes + size > mailbox.byte_capacity;
+            if queue.frames.len() >= mailbox.capacity || over_bytes {
+                drop(queue);
                 mailbox.dropped.fetch_add(1, Ordering::Relaxed);
                 self.close(DisconnectReason::TooSlow, true);
                 return false;
             }
-            frames.push_back(frame);
+            queue.bytes += size;
+            queue.frames.push_back(frame);
         }
         mailbox.frames_ready.notify_one();
         true
@@ -150,12 +165,12 @@ impl Outbox {
     pub(crate) fn end(&self) {
         self.0.ended.store(true, Ordering::Release);
         lock(&self.0.control).clear();
-        *lock(&self.0.frames) = VecDeque::new();
+        *lock(&self.0.frames) = Queue::default();
     }
 
     /// Frames waiting in the queue.
     pub(crate) fn queued(&self) -> usize {
-        lock(&self.0.frames).len()
+        lock(&self.0.frames).frames.len()
     }
 
     /// Frames refused because the queue was full.
@@ -177,10 +192,11 @@ impl Frames {
 
     /// The next frame, if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Utf8Bytes> {
-        let mut frames = lock(&self.0.frames);
-        let frame = frames.pop_front()?;
-        if frames.is_empty() && frames.capacity() > KEEP_CAPACITY {
-            *frames = VecDeque::new();
+        let mut queue = lock(&self.0.frames);
+        let frame = queue.frames.pop_front()?;
+        queue.bytes -= frame.len();
+        if queue.frames.is_empty() && queue.frames.capacity() > KEEP_CAPACITY {
+            queue.frames = VecDeque::new();
         }
         Some(frame)
     }
@@ -190,9 +206,11 @@ impl Frames {
 mod tests {
     use super::*;
 
+    const PLENTY: usize = 1 << 20;
+
     #[tokio::test]
     async fn a_full_queue_refuses_the_frame_and_asks_to_close() {
-        let (outbox, mut frames) = Outbox::new(1);
+        let (outbox, mut frames) = Outbox::new(1, PLENTY);
         assert!(outbox.push(Utf8Bytes::from_static("1")));
         assert!(!outbox.push(Utf8Bytes::from_static("2")));
         assert_eq!(outbox.closed().await, (DisconnectReason::TooSlow, true));
@@ -203,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_close_reason_wins() {
-        let (outbox, _frames) = Outbox::new(4);
+        let (outbox, _frames) = Outbox::new(4, PLENTY);
         outbox.close(DisconnectReason::ServerRestart, true);
         outbox.close(DisconnectReason::Remote, false);
         assert_eq!(
@@ -212,9 +230,30 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_byte_budget_bounds_the_queue_too() {
+        let (outbox, mut frames) = Outbox::new(1024, 10);
+        // One frame larger than the whole budget still fits an empty queue …
+        assert!(outbox.push(Utf8Bytes::from("x".repeat(25))));
+        assert!(
+            !outbox.push(Utf8Bytes::from_static("y")),
+            "… but nothing after it"
+        );
+        assert_eq!(outbox.closed().await, (DisconnectReason::TooSlow, true));
+
+        let (outbox, mut small) = Outbox::new(1024, 10);
+        assert!(outbox.push(Utf8Bytes::from_static("12345")));
+        assert!(outbox.push(Utf8Bytes::from_static("12345")));
+        assert!(!outbox.push(Utf8Bytes::from_static("1")), "11 bytes > 10");
+        // Written frames give their bytes back.
+        assert_eq!(small.try_recv().unwrap().as_str(), "12345");
+        assert_eq!(lock(&outbox.0.frames).bytes, 5);
+        assert_eq!(frames.try_recv().unwrap().len(), 25);
+    }
+
     #[test]
     fn an_ended_mailbox_refuses_everything() {
-        let (outbox, mut frames) = Outbox::new(4);
+        let (outbox, mut frames) = Outbox::new(4, PLENTY);
         assert!(outbox.push(Utf8Bytes::from_static("queued")));
         outbox.end();
         assert!(frames.try_recv().is_none(), "queued frames are forgotten");

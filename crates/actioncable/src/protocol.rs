@@ -237,6 +237,8 @@ pub enum DisconnectReason {
     Remote,
     /// The client did not read its messages fast enough (an AnyCable reason).
     TooSlow,
+    /// Its identity already has `max_connections_per_identity` open connections.
+    TooManyConnections,
 }
 
 impl DisconnectReason {
@@ -247,6 +249,7 @@ impl DisconnectReason {
             DisconnectReason::ServerRestart => "server_restart",
             DisconnectReason::Remote => "remote",
             DisconnectReason::TooSlow => "too_slow",
+            DisconnectReason::TooManyConnections => "too_many_connections",
         }
     }
 }

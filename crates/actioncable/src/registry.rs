@@ -2,13 +2,14 @@
 //! shutting down.
 //!
 //! Every connection is admitted here before its upgrade ([`Registry::admit`], the
-//! `max_connections` limit), registered once it is identified (so the beat can ping it and
+//! `max_connections` limit), counted against its identity once it is identified
+//! ([`Registry::reserve`], `max_connections_per_identity`), registered (so the beat can ping it and
 //! [`CableHandle`](crate::CableHandle) can list, find, disconnect and shut it down), and
 //! unregistered when its session ends. The registry also owns the shutdown signal and the
 //! tracker of session tasks that shutdown waits on. It holds [`ConnectionRef`]s only: it can
 //! reach a connection's outbox, never its socket.
 
-use crate::connection::{ConnectionId, ConnectionRef};
+use crate::connection::{ConnectionId, ConnectionRef, Identity};
 use crate::protocol::DisconnectReason;
 use crate::sync::lock;
 use std::collections::HashMap;
@@ -19,6 +20,9 @@ use tokio_util::task::TaskTracker;
 
 pub(crate) struct Registry {
     connections: Mutex<HashMap<ConnectionId, ConnectionRef>>,
+    /// Open connections per connection identifier (identified ones only).
+    per_identity: Mutex<HashMap<String, usize>>,
+    max_per_identity: usize,
     next_id: AtomicU64,
     /// Connections admitted and not yet finished, upgrades in flight included.
     admitted: AtomicUsize,
@@ -37,10 +41,32 @@ impl Drop for Admission {
     }
 }
 
+/// One of an identity's places among `max_connections_per_identity`; dropping it frees it.
+pub(crate) struct Reservation {
+    registry: Arc<Registry>,
+    /// `None` for an anonymous connection, which no identity limit applies to.
+    key: Option<String>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        let mut counts = lock(&self.registry.per_identity);
+        if let Some(n) = counts.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&key);
+            }
+        }
+    }
+}
+
 impl Registry {
-    pub(crate) fn new(max_connections: usize) -> Registry {
+    pub(crate) fn new(max_connections: usize, max_per_identity: usize) -> Registry {
         Registry {
             connections: Mutex::new(HashMap::new()),
+            per_identity: Mutex::new(HashMap::new()),
+            max_per_identity,
             next_id: AtomicU64::new(1),
             admitted: AtomicUsize::new(0),
             max_connections,
@@ -58,6 +84,33 @@ impl Registry {
             })
             .ok()
             .map(|_| Admission(self.clone()))
+    }
+
+    /// Counts one more connection of `identity` unless it already has
+    /// `max_connections_per_identity` open here. Anonymous connections are not counted.
+    pub(crate) fn reserve(self: &Arc<Self>, identity: &Identity) -> Option<Reservation> {
+        if identity.is_anonymous() {
+            return Some(Reservation {
+                registry: self.clone(),
+                key: None,
+            });
+        }
+        let key = identity.connection_identifier();
+        let mut counts = lock(&self.per_identity);
+        let n = counts.entry(key.clone()).or_insert(0);
+        if *n >= self.max_per_identity {
+            return None;
+        }
+        *n += 1;
+        drop(counts);
+        Some(Reservation {
+            registry: self.clone(),
+            key: Some(key),
+        })
+    }
+
+    pub(crate) fn max_per_identity(&self) -> usize {
+        self.max_per_identity
     }
 
     /// The most connections this node admits.

@@ -82,7 +82,7 @@ use crate::error::{ChannelError, ConfigError, PubSubError};
 use crate::handle::CableHandle;
 use crate::outbox::{Control, Frames};
 use crate::protocol::Command;
-use crate::pubsub::{Inbound, MemoryPubSub, PubSub};
+use crate::pubsub::{Inbound, PubSub};
 use crate::server::dispatch::Dispatcher;
 use crate::server::{Cable, CableBuilder, Shared};
 use crate::sync::lock;
@@ -659,30 +659,36 @@ impl<S> fmt::Debug for TestSubscription<S> {
     }
 }
 
-/// The in-memory adapter plus a record of every publish.
+/// An in-process adapter that delivers each broadcast before `publish` returns (so a test sees
+/// its effects at once, deterministically) and records it. The real `MemoryPubSub` delivers on
+/// a task of its own, in the same order.
 #[derive(Default)]
 struct RecordingPubSub {
-    memory: MemoryPubSub,
+    inbound: std::sync::OnceLock<Inbound>,
     log: Mutex<Vec<(String, String)>>,
 }
 
 #[async_trait]
 impl PubSub for RecordingPubSub {
     fn start(&self, inbound: Inbound) -> Result<(), PubSubError> {
-        self.memory.start(inbound)
+        self.inbound
+            .set(inbound)
+            .map_err(|_| PubSubError::Backend("the test adapter started twice".into()))
     }
 
-    async fn subscribe(&self, stream: &str) -> Result<(), PubSubError> {
-        self.memory.subscribe(stream).await
+    async fn subscribe(&self, _stream: &str) -> Result<(), PubSubError> {
+        Ok(())
     }
 
-    async fn unsubscribe(&self, stream: &str) -> Result<(), PubSubError> {
-        self.memory.unsubscribe(stream).await
+    async fn unsubscribe(&self, _stream: &str) -> Result<(), PubSubError> {
+        Ok(())
     }
 
     async fn publish(&self, stream: &str, payload: &str) -> Result<(), PubSubError> {
         lock(&self.log).push((stream.to_owned(), payload.to_owned()));
-        self.memory.publish(stream, payload).await
+        let inbound = self.inbound.get().ok_or(PubSubError::Closed)?;
+        inbound.deliver(stream, payload);
+        Ok(())
     }
 }
 

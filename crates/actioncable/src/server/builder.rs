@@ -89,10 +89,30 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
         self
     }
 
+    /// Largest subscription identifier accepted, in bytes (default 4 KiB; Rails has no limit).
+    /// A larger one is rejected like a malformed one. Every frame to a subscription repeats its
+    /// identifier, so without this bound one client could subscribe `max_subscriptions` times
+    /// with identifiers of `max_message_size` and turn every broadcast into hundreds of MiB.
+    /// The stock consumer's identifiers are the JSON of a channel's params: tens to hundreds of
+    /// bytes.
+    pub fn max_identifier_size(mut self, bytes: usize) -> Self {
+        self.config.max_identifier_size = bytes;
+        self
+    }
+
     /// Frames that may wait for one slow client (default 1024). When a client falls this far
     /// behind it is disconnected with reason `too_slow` and `reconnect: true`.
     pub fn outbound_capacity(mut self, frames: usize) -> Self {
         self.config.outbound_capacity = frames;
+        self
+    }
+
+    /// Bytes of frames that may wait for one slow client (default 8 MiB), the other bound of
+    /// the same queue: a client that many bytes behind is disconnected with `too_slow` too, so
+    /// large frames cannot make one connection hold `outbound_capacity` × their size. A single
+    /// frame larger than this is still sent to a client that has nothing else waiting.
+    pub fn outbound_bytes(mut self, bytes: usize) -> Self {
+        self.config.outbound_bytes = bytes;
         self
     }
 
@@ -121,6 +141,16 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
     /// `Retry-After`, before any handshake; the stock consumer retries with its backoff.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.config.max_connections = connections;
+        self
+    }
+
+    /// Most connections one identity may have open on this node (default 100), counted by
+    /// Rails' connection identifier; anonymous connections are not counted (limit them by
+    /// address in front of the server). One more is sent `disconnect` with reason
+    /// `too_many_connections` and `reconnect: false` right after its upgrade, before any
+    /// `welcome`: one logged-in account cannot hold a node's connections by itself.
+    pub fn max_connections_per_identity(mut self, connections: usize) -> Self {
+        self.config.max_connections_per_identity = connections;
         self
     }
 
@@ -173,7 +203,10 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
         self.config.validate()?;
         let hub = Arc::new(Hub::new(self.pubsub.clone()));
         self.pubsub.start(Inbound::new(&hub))?;
-        let registry = Arc::new(Registry::new(self.config.max_connections));
+        let registry = Arc::new(Registry::new(
+            self.config.max_connections,
+            self.config.max_connections_per_identity,
+        ));
         let shared = Shared {
             handle: CableHandle::new(hub, registry),
             config: self.config,

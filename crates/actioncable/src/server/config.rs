@@ -11,11 +11,14 @@ pub(crate) struct Config {
     pub(crate) ping_interval: Duration,
     pub(crate) max_message_size: usize,
     pub(crate) max_subscriptions: usize,
+    pub(crate) max_identifier_size: usize,
     pub(crate) outbound_capacity: usize,
+    pub(crate) outbound_bytes: usize,
     pub(crate) read_buffer_size: usize,
     pub(crate) write_buffer_size: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_identity: usize,
     pub(crate) client_timeout: Duration,
     pub(crate) max_commands_per_second: u32,
     pub(crate) origins: AllowedOrigins,
@@ -27,11 +30,14 @@ impl Default for Config {
             ping_interval: Duration::from_secs(3),
             max_message_size: 1024 * 1024,
             max_subscriptions: 256,
+            max_identifier_size: 4096,
             outbound_capacity: 1024,
+            outbound_bytes: 8 * 1024 * 1024,
             read_buffer_size: 1024,
             write_buffer_size: 8192,
             close_timeout: Duration::from_secs(2),
             max_connections: 50_000,
+            max_connections_per_identity: 100,
             client_timeout: Duration::from_secs(20),
             max_commands_per_second: 100,
             origins: AllowedOrigins::same_origin(),
@@ -54,6 +60,15 @@ impl Config {
         }
         if self.client_timeout < Duration::from_millis(100) {
             return Err(invalid("client_timeout", "must be at least 100 ms"));
+        }
+        if self.max_identifier_size < 64 {
+            return Err(invalid("max_identifier_size", "must be at least 64 bytes"));
+        }
+        if self.outbound_bytes < 1024 {
+            return Err(invalid("outbound_bytes", "must be at least 1 KiB"));
+        }
+        if self.max_connections_per_identity == 0 {
+            return Err(invalid("max_connections_per_identity", "must be positive"));
         }
         if self.outbound_capacity == 0
             || self.max_subscriptions == 0

@@ -53,7 +53,8 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         identity: Arc<Identity>,
         id: ConnectionId,
     ) -> (Self, Frames) {
-        let (outbox, frames) = Outbox::new(shared.config.outbound_capacity);
+        let config = &shared.config;
+        let (outbox, frames) = Outbox::new(config.outbound_capacity, config.outbound_bytes);
         let connection = ConnectionRef::new(id, identity, outbox);
         let handle = &shared.handle;
         handle.registry().register(&connection);
@@ -231,6 +232,17 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
     }
 
     async fn subscribe(&mut self, identifier: String) -> Result<(), ChannelError> {
+        // Every frame to the subscription repeats its identifier, and the identifier is kept
+        // for as long as it lasts: its size is bounded like its count.
+        let max_size = self.shared.config.max_identifier_size;
+        if identifier.len() > max_size {
+            tracing::warn!(identifier = %untrusted(&identifier), size = identifier.len(), limit = max_size,
+                "rejecting a subscription: identifier too large");
+            self.send(ServerMessage::Reject {
+                identifier: &identifier,
+            });
+            return Err(ChannelError::reject_because("identifier too large"));
+        }
         if self.subscriptions.contains_key(identifier.as_str()) {
             tracing::debug!(identifier = %untrusted(&identifier), "already subscribed; ignored");
             return Ok(());

@@ -14,7 +14,7 @@ use super::dispatch::Dispatcher;
 use crate::connection::{Identity, Reject};
 use crate::outbox::{Control, Frames, Outbox};
 use crate::protocol::{Command, DisconnectReason, ServerMessage};
-use crate::registry::Admission;
+use crate::registry::{Admission, Reservation};
 use crate::untrusted::untrusted;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use futures_util::{FutureExt as _, SinkExt as _};
@@ -41,6 +41,10 @@ struct Session<S> {
     backlog: VecDeque<Utf8Bytes>,
     liveness: Liveness,
     budget: Budget,
+    /// Binary frames refused so far (only the first is logged).
+    binary_frames: u64,
+    /// This connection's place among its identity's; freed as soon as the session ends.
+    reservation: Reservation,
 }
 
 /// Dead-peer detection: when the client was last heard from, and whether it was pinged since.
@@ -113,12 +117,22 @@ impl Budget {
         }
     }
 
-    /// `None` when a command may run now; otherwise when the next token arrives.
-    fn wait(&mut self) -> Option<Instant> {
-        let now = Instant::now();
+    fn refill(&mut self, now: Instant) {
         let refill = now.saturating_duration_since(self.updated).as_secs_f64() * self.rate;
         self.tokens = (self.tokens + refill).min(self.rate);
         self.updated = now;
+    }
+
+    /// Whether a frame may be read now (without logging a throttling episode).
+    fn has_token(&mut self) -> bool {
+        self.refill(Instant::now());
+        self.tokens >= 1.0
+    }
+
+    /// `None` when a command may run now; otherwise when the next token arrives.
+    fn wait(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        self.refill(now);
         if self.tokens >= 1.0 {
             if self.tokens >= self.rate {
                 self.logged = false;
@@ -167,7 +181,8 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     remote: Option<SocketAddr>,
     _admission: Admission,
 ) {
-    let id = shared.handle.registry().next_id();
+    let registry = shared.handle.registry();
+    let id = registry.next_id();
     let identity = match outcome {
         Ok(identity) => Arc::new(identity),
         Err(Reject) => {
@@ -175,6 +190,12 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
             reject_unauthorized(socket, &shared).instrument(span).await;
             return;
         }
+    };
+    let Some(reservation) = registry.reserve(&identity) else {
+        let span = tracing::info_span!("cable", conn = %id, identity = %untrusted(&*identity));
+        let limit = registry.max_per_identity();
+        turn_away(socket, &shared, limit).instrument(span).await;
+        return;
     };
     let liveness = Liveness::new(shared.config.client_timeout);
     let budget = Budget::new(shared.config.max_commands_per_second);
@@ -188,6 +209,8 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
             frames,
             dispatcher,
             backlog: VecDeque::new(),
+            binary_frames: 0,
+            reservation,
         };
         session.run().await;
     }
@@ -199,6 +222,16 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
 async fn reject_unauthorized<S>(mut socket: WebSocket, shared: &Shared<S>) {
     tracing::info!("An unauthorized connection attempt was rejected");
     let frame = ServerMessage::disconnect(DisconnectReason::Unauthorized, false).encode();
+    close_politely(&mut socket, Some(frame), shared.config.close_timeout).await;
+}
+
+/// An identity already at `max_connections_per_identity`: like a rejection, but saying why.
+async fn turn_away<S>(mut socket: WebSocket, shared: &Shared<S>, limit: usize) {
+    tracing::warn!(
+        limit,
+        "refusing a connection: too many open for this identity"
+    );
+    let frame = ServerMessage::disconnect(DisconnectReason::TooManyConnections, false).encode();
     close_politely(&mut socket, Some(frame), shared.config.close_timeout).await;
 }
 
@@ -278,7 +311,8 @@ impl<S: Send + Sync + 'static> Session<S> {
                             }
                         }
                         Some(Ok(Message::Binary(bytes))) => {
-                            tracing::warn!(len = bytes.len(), "ignoring a binary frame: commands are text");
+                            self.budget.spend();
+                            refuse_binary(&mut self.binary_frames, bytes.len());
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         Some(Ok(Message::Close(_))) => return End::ClientClosed,
@@ -365,6 +399,8 @@ impl<S: Send + Sync + 'static> Session<S> {
             dispatcher,
             backlog,
             liveness,
+            budget,
+            binary_frames,
             ..
         } = self;
         let outbox = dispatcher.outbox().clone();
@@ -397,7 +433,9 @@ impl<S: Send + Sync + 'static> Session<S> {
                 biased;
                 () = &mut run => return None,
                 (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
-                message = socket.recv(), if backlog.len() < READ_AHEAD => match message.inspect(|_| liveness.heard()) {
+                // Reading ahead is bounded by the backlog and by the command budget, which
+                // binary frames spend too.
+                message = socket.recv(), if backlog.len() < READ_AHEAD && budget.has_token() => match message.inspect(|_| liveness.heard()) {
                     Some(Ok(Message::Text(next))) => {
                         if subscribing.as_deref().is_some_and(|id| is_subscribe_to(&next, id)) {
                             tracing::debug!(identifier = %untrusted(subscribing.as_deref().unwrap_or_default()),
@@ -407,7 +445,8 @@ impl<S: Send + Sync + 'static> Session<S> {
                         }
                     }
                     Some(Ok(Message::Binary(bytes))) => {
-                        tracing::warn!(len = bytes.len(), "ignoring a binary frame: commands are text");
+                        budget.spend();
+                        refuse_binary(binary_frames, bytes.len());
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) => break End::ClientClosed,
@@ -425,6 +464,19 @@ impl<S: Send + Sync + 'static> Session<S> {
         };
         run.await;
         Some(end)
+    }
+}
+
+/// A binary frame is not a command (Rails refuses them too: "Couldn't handle non-string
+/// message"). It costs a command's budget, so a flood of them is read no faster than commands
+/// are, and only the first is logged: a flood cannot flood the log.
+fn refuse_binary(count: &mut u64, len: usize) {
+    *count += 1;
+    if *count == 1 {
+        tracing::warn!(
+            len,
+            "ignoring a binary frame: commands are text (further ones on this connection are counted, not logged)"
+        );
     }
 }
 
@@ -452,8 +504,15 @@ impl<S: Send + Sync + 'static> Session<S> {
         let Session {
             mut socket,
             dispatcher,
+            binary_frames,
+            reservation,
             ..
         } = self;
+        // The socket is going: another connection of the same identity may take its place.
+        drop(reservation);
+        if binary_frames > 1 {
+            tracing::info!(binary_frames, "binary frames refused on this connection");
+        }
         let timeout = dispatcher.shared.config.close_timeout;
         match end {
             End::Gone => {}

@@ -486,3 +486,42 @@ async fn beyond_max_connections_upgrades_are_refused_with_503_before_the_handsha
     .await;
     third.expect_welcome().await;
 }
+
+/// One logged-in account cannot hold a node's connections: beyond
+/// `max_connections_per_identity` it is told `too_many_connections` without a welcome, while
+/// other identities and anonymous clients are not counted against it; a closed connection frees
+/// its place.
+#[tokio::test]
+async fn an_identity_beyond_its_connection_limit_is_turned_away() {
+    let rec = Recorder::new();
+    let server = spawn_cable(builder(&rec).max_connections_per_identity(2)).await;
+    let mut first = server.user("alice").await;
+    let mut second = server.user("alice").await;
+    first.confirm(ECHO).await;
+    second.confirm(ECHO).await;
+
+    let mut third = CableClient::connect(server.addr, Connect::new().path("/cable?user=alice"))
+        .await
+        .expect("upgraded, then told why");
+    assert_eq!(
+        third.recv_text().await,
+        disconnect_frame("too_many_connections", false),
+        "no welcome first"
+    );
+    third.expect_close_code(1000).await;
+
+    // Others are not affected: another user, and anonymous clients (not counted).
+    let mut bob = server.user("bob").await;
+    bob.confirm(ECHO).await;
+    for _ in 0..3 {
+        let mut anonymous = server.client().await;
+        anonymous.confirm(ECHO).await;
+    }
+    assert_eq!(rec.count("disconnect:current_user=alice"), 0);
+
+    // A closed connection frees its place.
+    first.close().await;
+    rec.wait_for("disconnect:current_user=alice").await;
+    let mut again = server.user("alice").await;
+    again.confirm(ECHO).await;
+}

@@ -267,3 +267,55 @@ async fn the_client_timeout_ping_never_costs_a_delivery() {
     );
     eprintln!("{N} deliveries in order across {pings} WebSocket pings");
 }
+
+/// Binary frames are not commands (Rails refuses them too), but they cost a command's budget:
+/// a flood of them is read no faster than `max_commands_per_second`, logs one line, and the
+/// connection's commands behind them still run.
+#[tokio::test]
+async fn a_flood_of_binary_frames_is_throttled_and_logged_once() {
+    const RATE: u32 = 100;
+    const FLOOD: usize = 400;
+    let _logs = warnings().enter();
+    let rec = Recorder::new();
+    let server = spawn_cable(builder(&rec).max_commands_per_second(RATE)).await;
+    let mut flooder = server.user("binary-flooder").await;
+    let mut bystander = server.user("bystander").await;
+    flooder.confirm(ECHO).await;
+    bystander.confirm(ECHO).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let logged_before = count_in_log("ignoring a binary frame");
+
+    let started = Instant::now();
+    for _ in 0..FLOOD {
+        flooder.send(Message::Binary(vec![0u8; 1024].into())).await;
+    }
+    // The echo queued behind the flood comes back only once the flood was read at RATE.
+    flooder
+        .perform(ECHO, "echo", json!({ "payload": "behind the flood" }))
+        .await;
+    let bystander_started = Instant::now();
+    for i in 0..20 {
+        bystander.assert_echo(ECHO, json!({ "by": i })).await;
+    }
+    let bystander_took = bystander_started.elapsed();
+    flooder
+        .expect_data(ECHO, &json!({ "echo": "behind the flood" }))
+        .await;
+    let took = started.elapsed();
+    eprintln!(
+        "{FLOOD} binary frames at max_commands_per_second({RATE}) took {took:?}; \
+         the bystander's 20 round trips meanwhile {bystander_took:?}"
+    );
+    let ideal = Duration::from_secs_f64((FLOOD as f64 + 1.0 - f64::from(RATE)) / f64::from(RATE));
+    assert!(
+        took >= ideal.mul_f64(0.75),
+        "binary frames not throttled: {took:?}"
+    );
+    assert!(
+        bystander_took < took,
+        "bystander {bystander_took:?} vs flood {took:?}"
+    );
+    // One warning for the whole flood (other tests of this module may log their own).
+    assert_eq!(count_in_log("ignoring a binary frame") - logged_before, 1);
+    assert_eq!(server.handle.connection_count(), 2);
+}

@@ -10,6 +10,7 @@
 
 mod support;
 
+mod amplification;
 mod auth;
 mod bad_input;
 mod broadcast;
