@@ -8,6 +8,7 @@
 //! - [`auth`]: login tokens, the signed `user` cookie, and the cable's `Connection`;
 //! - [`channels`]: `ChatChannel` and `NotificationChannel`;
 //! - [`http`]: the JSON API, which broadcasts to the cable through a `CableHandle`;
+//! - [`limits`]: the rate limits' token buckets;
 //! - [`assets`]: the web page (`js-client/public`) and the consumer's ES module.
 //!
 //! [`app`] wires them into one axum router with the cable mounted at `/cable` and the page at
@@ -19,6 +20,7 @@ pub mod channels;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod limits;
 pub mod validate;
 
 use actioncable::{AllowedOrigins, Cable, CableBuilder, CableHandle};
