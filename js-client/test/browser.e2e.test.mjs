@@ -224,9 +224,10 @@ describe("the demo page in headless Chromium", () => {
     await signIn(bob, "bob");
     await notificationsPanel(bob).getByText("No notifications yet.").waitFor();
 
-    // From outside (curl, another service): POST /notifications.
+    // From outside (curl, another service, signed in as "ci"): POST /notifications.
+    const ci = await login(demo.baseUrl, "ci");
     const created = await http(demo.baseUrl, "/notifications", {
-      method: "POST", json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
+      method: "POST", token: ci.token, json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
     });
     assert.equal(created.status, 201);
     const first = notificationItem(bob, "Your build passed");
