@@ -1,5 +1,6 @@
 // The demo's HTTP API (examples/demo/README.md). Signed-in calls carry the login token as
-// `Authorization: Bearer`, the same token the page's consumer puts on /cable.
+// `Authorization: Bearer`, the same token the page's consumer puts on /cable. Every POST sends a
+// JSON body with `Content-Type: application/json` (the server refuses any other with 415).
 
 /** Thrown for an answer that is not 2xx; `status` is the HTTP status (0: no answer at all). */
 export class ApiError extends Error {
@@ -42,8 +43,8 @@ async function request(path, { method = "GET", json, token } = {}) {
 /** POST /login → { user, token } (the response also sets the signed `user` cookie). */
 export const login = (name) => request("/login", { method: "POST", json: { name } });
 
-/** POST /logout (clears the cookie). */
-export const logout = () => request("/logout", { method: "POST" });
+/** POST /logout: ends the user's sessions (every token and cookie) and clears the cookie. */
+export const logout = (token) => request("/logout", { method: "POST", json: {}, token });
 
 /** GET /rooms → [{ room, messages, last_message_at }], most recent activity first. */
 export const rooms = (token) => request("/rooms", { token });
@@ -51,5 +52,6 @@ export const rooms = (token) => request("/rooms", { token });
 /** GET /notifications → the signed-in user's notifications, newest first. */
 export const notifications = (token) => request("/notifications", { token });
 
-/** POST /notifications { user, message, kind } → the stored notification (pushed to its owner over the cable). */
-export const sendNotification = (notification) => request("/notifications", { method: "POST", json: notification });
+/** POST /notifications { user, message, kind } as the signed-in user → the stored notification (pushed to its owner over the cable). */
+export const sendNotification = (token, notification) =>
+  request("/notifications", { method: "POST", json: notification, token });

@@ -1,12 +1,14 @@
 // The demo page: sign in, rooms, chat and notifications over the stock @rails/actioncable
-// consumer (the import map in index.html maps the bare specifier to /vendor/actioncable.esm.js,
-// which the demo server reads from js-client/node_modules).
+// consumer, imported by the URL the demo server serves it at (/vendor/actioncable.esm.js, read
+// from js-client/node_modules; an import map would be an inline script, which the page's CSP
+// refuses).
 //
 // Auth: `POST /login` answers with a token; the consumer connects to `/cable?token=…` and the
 // HTTP calls send `Authorization: Bearer …`. The session lives in sessionStorage, so each tab
-// can be a different user and a reload keeps you signed in.
+// can be a different user and a reload keeps you signed in. Signing out ends the user's
+// sessions on the server: every tab signed in with that name is signed out.
 
-import { createConsumer } from "@rails/actioncable";
+import { createConsumer } from "/vendor/actioncable.esm.js";
 import * as api from "./api.mjs";
 import { ChatPanel } from "./chat.mjs";
 import { byId, el, setFieldError } from "./dom.mjs";
@@ -102,8 +104,9 @@ signinForm.addEventListener("submit", async (event) => {
 signinName.addEventListener("input", () => setFieldError(signinName, signinError, ""));
 
 byId("sign-out").addEventListener("click", () => {
+  const token = current?.token;
   stop();
-  api.logout().catch(() => {});
+  api.logout(token).catch(() => {});
   status.set("offline");
   showSignIn();
 });
@@ -185,13 +188,20 @@ function rejected(session) {
   status.set("rejected");
   showSignIn();
   showAlert("The server rejected the connection: your sign-in is no longer valid " +
-    "(it may have expired, or the server's secret changed). Please sign in again.");
+    "(it may have expired, you may have signed out in another tab, or the server's secret changed). " +
+    "Please sign in again.");
 }
 
 // ---- rooms -------------------------------------------------------------------------------------
 
+/** The room named by the URL's hash; the default room when it names none (or is malformed). */
 function roomFromHash() {
-  const room = decodeURIComponent(location.hash.slice(1));
+  let room;
+  try {
+    room = decodeURIComponent(location.hash.slice(1));
+  } catch {
+    return DEFAULT_ROOM; // `#%E0%A4%A` and friends: not a room, and no reason to break the page
+  }
   return ROOM_PATTERN.test(room) ? room : DEFAULT_ROOM;
 }
 

@@ -148,9 +148,11 @@ export class ChatPanel {
       case "history":
         this.addHistory(Array.isArray(data.messages) ? data.messages : []);
         break;
-      case "error":
-        setFieldError(this.input, this.error, `Not sent: ${data.error}`);
+      case "error": {
+        const wait = Number.isInteger(data.retry_after) ? ` (try again in ${data.retry_after} s)` : "";
+        setFieldError(this.input, this.error, `Not sent: ${data.error}${wait}`);
         break;
+      }
       default:
         break;
     }

@@ -42,13 +42,13 @@ export function setFieldError(input, errorNode, message) {
   else input.removeAttribute("aria-invalid");
 }
 
-// A stable colour per user name (dark enough for white text: contrast >= 4.5:1).
-const AVATAR_COLOURS = ["#1d4ed8", "#7c3aed", "#be185d", "#b45309", "#047857", "#0e7490", "#4338ca", "#9f1239"];
+// A stable colour per user name: one of app.css's `.avatar-0` … `.avatar-7` (classes, not a
+// style attribute, which the page's CSP refuses).
+const AVATAR_COLOURS = 8;
 
 /** A round badge with the user's initial, in the user's colour (decorative). */
 export function avatar(name) {
   let hash = 0;
   for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  const colour = AVATAR_COLOURS[hash % AVATAR_COLOURS.length];
-  return el("span", { class: "avatar", style: `background:${colour}`, "aria-hidden": "true" }, [...name][0].toUpperCase());
+  return el("span", { class: `avatar avatar-${hash % AVATAR_COLOURS}`, "aria-hidden": "true" }, [...name][0].toUpperCase());
 }

@@ -8,10 +8,9 @@
 
 import * as api from "./api.mjs";
 import { byId, el, setFieldError, timeEl } from "./dom.mjs";
+import { safeLink } from "./links.mjs";
 
 const BASE_TITLE = document.title;
-
-const safeLink = (link) => typeof link === "string" && (/^\/(?!\/)/.test(link) || /^https?:\/\//i.test(link));
 
 export class NotificationsPanel {
   /**
@@ -132,13 +131,14 @@ export class NotificationsPanel {
     const button = this.form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
-      const stored = await api.sendNotification({ user, message, kind: this.kind.value });
+      const stored = await api.sendNotification(this.token, { user, message, kind: this.kind.value });
       this.message.value = "";
       setFieldError(this.message, this.formError, "");
       this.result.textContent = stored.user === this.user
         ? `Sent notification #${stored.id} to yourself.`
         : `Sent notification #${stored.id} to ${stored.user}.`;
     } catch (error) {
+      if (error.status === 401) return this.onUnauthorized();
       const field = /user/i.test(error.message) ? this.to : this.message;
       setFieldError(field, this.formError, `Not sent: ${error.message}`);
     } finally {
@@ -195,13 +195,14 @@ export class NotificationsPanel {
       }, pending ? "Marking…" : "Mark as read");
     }
     const hadFocus = li.contains(document.activeElement);
+    const link = safeLink(n.link);
     li.replaceChildren(
       el("p", { class: "notification-head" },
         n.read ? null : el("span", { class: "visually-hidden" }, "Unread: "),
         el("span", { class: "kind" }, n.kind), " ", timeEl(n.created_at)),
       el("p", { class: "notification-message", id: messageId }, n.message),
       el("p", { class: "notification-actions" },
-        safeLink(n.link) ? el("a", { href: n.link }, "Open link") : null,
+        link ? el("a", { href: link.href, rel: link.external ? "noopener noreferrer" : null }, "Open link") : null,
         action),
     );
     if (hadFocus) {

@@ -57,8 +57,19 @@ function browserTest(name, { timeout = BROWSER_TEST_TIMEOUT_MS } = {}, fn) {
     scope.page = async (demo, { viewport = DESKTOP, label = `page ${pages.length + 1}` } = {}) => {
       const context = await browser.newContext({ viewport, baseURL: demo.baseUrl, locale: "en-GB" });
       context.setDefaultTimeout(BROWSER_WAIT_MS);
+      // Every page of every test runs under the demo's Content-Security-Policy: whatever it
+      // refuses (an inline script or style, a connection elsewhere, /cable included) fails the
+      // test. Chromium reports it as a `securitypolicyviolation` event and on the console.
+      await context.addInitScript(() => {
+        document.addEventListener("securitypolicyviolation", (e) => {
+          console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
+        });
+      });
       const page = await context.newPage();
       page.on("pageerror", (error) => errors.push(`${label}: ${error.message}`));
+      page.on("console", (message) => {
+        if (/CSP violation|Content Security Policy/i.test(message.text())) errors.push(`${label}: ${message.text()}`);
+      });
       pages.push({ page, label });
       return page;
     };
@@ -224,9 +235,10 @@ describe("the demo page in headless Chromium", () => {
     await signIn(bob, "bob");
     await notificationsPanel(bob).getByText("No notifications yet.").waitFor();
 
-    // From outside (curl, another service): POST /notifications.
+    // From outside (curl, another service, signed in as "ci"): POST /notifications.
+    const ci = await login(demo.baseUrl, "ci");
     const created = await http(demo.baseUrl, "/notifications", {
-      method: "POST", json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
+      method: "POST", token: ci.token, json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
     });
     assert.equal(created.status, 201);
     const first = notificationItem(bob, "Your build passed");
@@ -325,6 +337,134 @@ describe("the demo page in headless Chromium", () => {
     // Signing in again works and clears the message.
     await signIn(page, "mallory");
     await page.getByRole("alert").waitFor({ state: "hidden" });
+  });
+
+  browserTest("security headers: the page and its assets carry a CSP, framing is refused, and the page runs under it", {}, async (scope) => {
+    const demo = await scope.demo();
+    const page = await scope.page(demo, { label: "alice" });
+    const seen = new Map(); // same-origin path → headers
+    page.on("response", (response) => {
+      const url = new URL(response.url());
+      if (url.origin === demo.baseUrl) seen.set(url.pathname, response.headers());
+    });
+    await signIn(page, "alice"); // the cable connected under `connect-src 'self'`
+    await say(page, "under the CSP");
+    await notificationsPanel(page).getByLabel("Notification text").fill("to myself");
+    await notificationsPanel(page).getByRole("button", { name: "Send notification" }).click();
+    await notificationItem(page, "to myself").waitFor();
+    for (const path of ["/", "/main.mjs", "/app.mjs", "/links.mjs", "/app.css", "/vendor/actioncable.esm.js", "/login", "/notifications"]) {
+      const headers = seen.get(path);
+      assert.ok(headers, `${path} was loaded: ${[...seen.keys()]}`);
+      const csp = headers["content-security-policy"] ?? "";
+      assert.match(csp, /script-src 'self'/, path);
+      assert.match(csp, /connect-src 'self'/, path);
+      assert.match(csp, /frame-ancestors 'none'/, path);
+      assert.doesNotMatch(csp, /unsafe/, path);
+      assert.equal(headers["x-frame-options"], "DENY", path);
+      assert.equal(headers["x-content-type-options"], "nosniff", path);
+      assert.equal(headers["referrer-policy"], "same-origin", path);
+    }
+    // The page has no inline script or style attribute left for the policy to refuse.
+    assert.equal(await page.locator("script:not([src])").count(), 0);
+    assert.equal(await page.locator("[style]").count(), 0);
+
+    // Another page cannot frame it (clickjacking).
+    const framer = await browser.newPage();
+    try {
+      await framer.setContent(`<iframe title="demo" src="${demo.baseUrl}/"></iframe>`);
+      await framer.waitForTimeout(QUIET_MS);
+      const frame = framer.frames().find((f) => f !== framer.mainFrame());
+      assert.ok(frame, "the iframe exists");
+      assert.equal(await frame.getByRole("heading", { name: "Sign in to chat" }).count(), 0, `framed: ${frame.url()}`);
+    } finally {
+      await framer.close();
+    }
+  });
+
+  browserTest("a malformed URL hash does not break the page", {}, async (scope) => {
+    const demo = await scope.demo();
+    const page = await scope.page(demo, { label: "hal" });
+    // Before signing in: the page loads and signing in takes you to the lobby.
+    await page.goto("/#%E0%A4%A");
+    await page.getByLabel("Your name").fill("hal");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await waitForStatus(page, "Connected");
+    await page.getByRole("heading", { name: "#lobby" }).waitFor();
+    await say(page, "hash or no hash");
+    // While signed in: the hash changes to a malformed one.
+    await page.evaluate(() => { location.hash = "%E0%A4%A"; });
+    await page.waitForTimeout(QUIET_MS);
+    await page.getByRole("heading", { name: "#lobby" }).waitFor();
+    // A reload with it (the saved session starts at once).
+    await page.reload();
+    await waitForStatus(page, "Connected");
+    await page.getByRole("heading", { name: "#lobby" }).waitFor();
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.ready), "true");
+    // And a good hash afterwards still works.
+    await page.evaluate(() => { location.hash = "after-the-bad-one"; });
+    await page.getByRole("heading", { name: "#after-the-bad-one" }).waitFor();
+    await say(page, "still chatting");
+    await shot(page, "12-malformed-hash-survived");
+  });
+
+  browserTest("notification links: `/\\evil` and friends never become links, even if the server sent one", {}, async (scope) => {
+    const demo = await scope.demo();
+    const page = await scope.page(demo, { label: "ivy" });
+    await signIn(page, "ivy");
+    const tricks = ["/\\evil.example/", "/\\/evil.example", "\\\\evil.example", "\\/evil.example", "//evil.example",
+      "/\t/evil.example", "/\n/evil.example", "https:\\\\evil.example", "http:///evil.example", "https:evil.example",
+      "javascript:alert(1)", "JavaScript:alert(1)", "data:text/html,hi", " /x", "/caf\u00e9", "/\u202eevil", "", null, 5];
+    const verdicts = await page.evaluate(async (links) => {
+      const { safeLink } = await import("/links.mjs");
+      return links.map((link) => ({
+        link,
+        safe: safeLink(link),
+        // Where this browser would really go (null: not a URL at all).
+        host: (() => { try { return new URL(link, location.href).host; } catch { return null; } })(),
+      }));
+    }, tricks);
+    for (const { link, safe } of verdicts) assert.equal(safe, null, `${JSON.stringify(link)} must not become a link`);
+    // The point: Chromium itself reads several of these as another site.
+    const offsite = verdicts.filter((v) => v.host === "evil.example").map((v) => v.link);
+    for (const link of ["/\\evil.example/", "/\\/evil.example", "//evil.example", "/\t/evil.example", "https:\\\\evil.example"]) {
+      assert.ok(offsite.includes(link), `${JSON.stringify(link)} opens evil.example in Chromium: ${JSON.stringify(offsite)}`);
+    }
+    const good = await page.evaluate(async () => {
+      const { safeLink } = await import("/links.mjs");
+      return [safeLink("/builds/42"), safeLink("https://example.com/x")];
+    });
+    assert.deepEqual(good, [{ href: `${demo.baseUrl}/builds/42`, external: false }, { href: "https://example.com/x", external: true }]);
+
+    // The server refuses them in the first place; a good off-site link opens without an opener.
+    const ivy = await login(demo.baseUrl, "ivy");
+    const bad = await http(demo.baseUrl, "/notifications", { method: "POST", token: ivy.token, json: { user: "ivy", message: "x", link: "/\\evil.example/" } });
+    assert.equal(bad.status, 422);
+    const ok = await http(demo.baseUrl, "/notifications", { method: "POST", token: ivy.token, json: { user: "ivy", message: "docs", link: "https://example.com/docs" } });
+    assert.equal(ok.status, 201);
+    const link = notificationItem(page, "docs").getByRole("link", { name: "Open link" });
+    await link.waitFor();
+    assert.equal(await link.getAttribute("href"), "https://example.com/docs");
+    assert.equal(await link.getAttribute("rel"), "noopener noreferrer");
+  });
+
+  browserTest("signing out ends the session in every tab of that user, not in anyone else's", {}, async (scope) => {
+    const demo = await scope.demo();
+    const tab1 = await scope.page(demo, { label: "jo tab 1" });
+    const tab2 = await scope.page(demo, { label: "jo tab 2" });
+    const kim = await scope.page(demo, { label: "kim" });
+    await signIn(tab1, "jo");
+    await signIn(tab2, "jo");
+    await signIn(kim, "kim");
+    await tab1.getByRole("button", { name: "Sign out" }).click();
+    await tab1.getByRole("heading", { name: "Sign in to chat" }).waitFor();
+    await tab2.getByRole("alert").getByText(/your sign-in is no longer valid/).waitFor();
+    await waitForStatus(tab2, "Connection rejected");
+    await tab2.getByRole("heading", { name: "Sign in to chat" }).waitFor();
+    await kim.waitForTimeout(QUIET_MS);
+    await waitForStatus(kim, "Connected");
+    await say(kim, "still signed in");
+    // Signing in again works.
+    await signIn(tab2, "jo");
   });
 
   browserTest("without `npm ci` the page says how to get the consumer module", {}, async (scope) => {

@@ -76,7 +76,7 @@ describe("bin/chat.mjs against example-demo", () => {
     daveChat.perform("typing");
     await carol.waitLine(/dave is typing/);
 
-    const n = (await http(demo.baseUrl, "/notifications", { method: "POST", json: { user: "carol", message: "ping", link: "/p" } })).body;
+    const n = (await http(demo.baseUrl, "/notifications", { method: "POST", token: dave.token, json: { user: "carol", message: "ping", link: "/p" } })).body;
     await carol.waitLine(new RegExp(`\\[notification #${n.id}\\] \\(info\\) ping → /p`));
     carol.write(`/read ${n.id}\n`);
     await carol.waitLine(new RegExp(`notification #${n.id} marked read`));

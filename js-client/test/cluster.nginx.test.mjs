@@ -144,8 +144,8 @@ test(NAME, { skip, timeout: LONG_TEST_TIMEOUT_MS }, async (t) => {
       await aliceN.waitConnected(WAIT_MS);
       await bobN.waitConnected(WAIT_MS);
       // Two POSTs in a row: round robin sends them to different nodes.
-      const forBob = await http(base, "/notifications", { method: "POST", json: { user: "bob", message: "for bob" } });
-      const forAlice = await http(base, "/notifications", { method: "POST", json: { user: "alice", message: "for alice" } });
+      const forBob = await http(base, "/notifications", { method: "POST", token: alice.token, json: { user: "bob", message: "for bob" } });
+      const forAlice = await http(base, "/notifications", { method: "POST", token: alice.token, json: { user: "alice", message: "for alice" } });
       assert.equal(forBob.status, 201, JSON.stringify(forBob.body));
       assert.equal(forAlice.status, 201, JSON.stringify(forAlice.body));
       assert.equal((await bobN.waitFor((m) => m.id === forBob.body.id, WAIT_MS)).message, "for bob");

@@ -161,15 +161,19 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     const demo = await scope.demo();
     const alice = await login(demo.baseUrl, "alice");
     const now = nowSecs();
-    const claims = { sub: "alice", iat: now, exp: now + 3600 };
-    const [sig] = alice.cookie.slice("user=".length).split(/alice$/);
+    // `ver`: the user's session version (0 until their first logout).
+    const claims = { sub: "alice", iat: now, exp: now + 3600, ver: 0 };
+    // The signed value names the user; change the name and keep the signature.
+    const tampered = alice.cookie.replace(/alice/, "admin");
+    assert.notEqual(tampered, alice.cookie);
     const cases = {
       "no token, no cookie": [demo.cableUrl, {}],
       "token signed with another secret": [`${demo.cableUrl}?token=${signJwt(claims, "another-secret-that-is-long-enough-0123456789")}`, {}],
       "expired token (right secret)": [`${demo.cableUrl}?token=${signJwt({ ...claims, iat: now - 7200, exp: now - 3600 }, TEST_SECRET)}`, {}],
       "alg none token": [`${demo.cableUrl}?token=${signJwt(claims, null, { alg: "none" })}`, {}],
       "garbage token + valid cookie": [`${demo.cableUrl}?token=nope`, { headers: { Cookie: alice.cookie } }],
-      "cookie signed for alice, value changed to admin": [demo.cableUrl, { headers: { Cookie: `user=${sig}admin` } }],
+      "cookie signed for alice, value changed to admin": [demo.cableUrl, { headers: { Cookie: tampered } }],
+      "token without a session version (right secret)": [`${demo.cableUrl}?token=${signJwt({ sub: "alice", iat: now, exp: now + 3600 }, TEST_SECRET)}`, {}],
       "unsigned cookie": [demo.cableUrl, { headers: { Cookie: "user=alice" } }],
     };
     const runs = Object.entries(cases).map(([label, [url, opts]]) => {
@@ -243,8 +247,9 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     await aliceN.waitConnected(WAIT_MS);
     await bobN.waitConnected(WAIT_MS);
 
+    // Any signed-in user may notify any user: alice notifies bob (with her bearer token).
     const created = await http(demo.baseUrl, "/notifications", {
-      method: "POST", json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
+      method: "POST", token: alice.token, json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
     });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const n1 = created.body;
@@ -258,7 +263,7 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     assert.deepEqual(pushed, { id: n1.id, message: n1.message, kind: n1.kind, link: n1.link, created_at: n1.created_at });
 
     // Defaults: kind "info", link null.
-    const n2 = (await http(demo.baseUrl, "/notifications", { method: "POST", json: { user: "bob", message: "second" } })).body;
+    const n2 = (await http(demo.baseUrl, "/notifications", { method: "POST", token: alice.token, json: { user: "bob", message: "second" } })).body;
     assert.deepEqual(await bobN.waitFor((m) => m.id === n2.id, WAIT_MS),
       { id: n2.id, message: "second", kind: "info", link: null, created_at: n2.created_at });
 
@@ -267,7 +272,7 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
 
     // Invalid bodies are refused and push nothing.
     for (const json of [{ message: "x" }, { user: "", message: "x" }, { user: "bob" }, { user: "bob", message: "  " }]) {
-      const r = await http(demo.baseUrl, "/notifications", { method: "POST", json });
+      const r = await http(demo.baseUrl, "/notifications", { method: "POST", token: alice.token, json });
       assert.equal(r.status, 422, JSON.stringify(json));
       assert.equal(typeof r.body.error, "string");
     }
@@ -405,6 +410,101 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
       assert.ok(sock.errors.some((e) => /Unexpected server response: 404/.test(e)), `${label}: ${JSON.stringify(sock.errors)}`);
     }
     assert.ok(demo.proc.lines.some((l) => /origin not allowed/i.test(l) && l.includes("http://evil.example")), "logged");
+  });
+
+  demoTest("cross-site shapes are refused: text/plain login, text/plain or unauthenticated notifications", {}, async (scope) => {
+    const demo = await scope.demo();
+    const bob = await login(demo.baseUrl, "bob");
+    const post = (path, headers, body) => fetch(`${demo.baseUrl}${path}`, {
+      method: "POST", headers, body, signal: AbortSignal.timeout(WAIT_MS),
+    });
+    // What a form or a no-cors fetch on any web page can send without a preflight.
+    const login415 = await post("/login", { "Content-Type": "text/plain" }, JSON.stringify({ name: "mallory" }));
+    assert.equal(login415.status, 415);
+    assert.equal(login415.headers.get("set-cookie"), null, "no login cookie");
+    const note = JSON.stringify({ user: "bob", message: "click", link: "https://evil.example/" });
+    assert.equal((await post("/notifications", { "Content-Type": "text/plain" }, note)).status, 401);
+    assert.equal((await post("/notifications", { "Content-Type": "application/json" }, note)).status, 401, "JSON, no token");
+    assert.equal((await post("/notifications", { "Content-Type": "application/json", Cookie: bob.cookie }, note)).status, 401,
+      "the cookie is not enough");
+    assert.equal((await post("/notifications", { "Content-Type": "text/plain", Authorization: `Bearer ${bob.token}` }, note)).status, 415);
+    assert.deepEqual((await http(demo.baseUrl, "/notifications", { token: bob.token })).body, [], "nothing stored");
+    // The control: the page's own request (bearer token, JSON).
+    const ok = await http(demo.baseUrl, "/notifications", { method: "POST", token: bob.token, json: { user: "bob", message: "fine" } });
+    assert.equal(ok.status, 201, JSON.stringify(ok.body));
+  });
+
+  demoTest("logout ends every session of the user: old token and cookie refused, open consumers closed for good", {}, async (scope) => {
+    const demo = await scope.demo();
+    const tab1 = await connectUser(scope, demo, "alice", { via: "token" });
+    const tab2 = await connectUser(scope, demo, "alice", { via: "cookie" });
+    const bob = await connectUser(scope, demo, "bob");
+    const chats = [tab1, tab2].map((u) => subscribe(u.consumer, { channel: "ChatChannel", room: "lobby" }));
+    for (const chat of chats) await chat.waitConnected(WAIT_MS);
+    const bobChat = await joinRoom(bob, "lobby");
+
+    const out = await http(demo.baseUrl, "/logout", { method: "POST", token: tab1.token, json: {} });
+    assert.equal(out.status, 204);
+    assert.match(out.headers.get("set-cookie"), /^user=;.*Max-Age=0/);
+    for (const [i, u] of [tab1, tab2].entries()) {
+      const frame = await waitForFrame(u.consumer, (f) => f.type === "disconnect", WAIT_MS, `tab ${i + 1}: disconnect`);
+      assert.deepEqual(frame, { type: "disconnect", reason: "remote", reconnect: false });
+      assert.deepEqual(await chats[i].waitDisconnected(WAIT_MS), { willAttemptReconnect: false });
+    }
+    // Over HTTP: both old credentials are refused.
+    assert.equal((await http(demo.baseUrl, "/notifications", { token: tab1.token })).status, 401);
+    assert.equal((await http(demo.baseUrl, "/notifications", { cookie: tab2.cookie })).status, 401);
+    assert.equal((await http(demo.baseUrl, "/notifications", { method: "POST", token: tab2.token, json: { user: "bob", message: "x" } })).status, 401);
+    // Over the cable: both are refused at connect.
+    for (const [label, url, opts] of [
+      ["old token", `${demo.cableUrl}?token=${encodeURIComponent(tab1.token)}`, {}],
+      ["old cookie", demo.cableUrl, { headers: { Cookie: tab2.cookie } }],
+    ]) {
+      const consumer = scope.consumer(url, opts);
+      subscribe(consumer, { channel: "ChatChannel", room: "lobby" });
+      const frame = await waitForFrame(consumer, (f) => f.type === "disconnect", WAIT_MS, `${label}: disconnect`);
+      assert.deepEqual(frame, { type: "disconnect", reason: "unauthorized", reconnect: false }, label);
+    }
+    await sleep(QUIET_MS);
+    assert.equal(consumerState(bob.consumer), "open", "bob stays connected");
+    bobChat.perform("speak", { text: "still here" });
+    await bobChat.waitFor((m) => m.type === "message" && m.text === "still here", WAIT_MS);
+    // Signing in again works.
+    const again = await connectUser(scope, demo, "alice");
+    await joinRoom(again, "lobby");
+  });
+
+  demoTest("limits from the environment: 429 + Retry-After over HTTP, an error reply over the cable, retention", {}, async (scope) => {
+    const demo = await scope.demo({
+      env: {
+        LOGIN_LIMIT_PER_MINUTE: "3", NOTIFY_LIMIT_PER_MINUTE: "2", CHAT_LIMIT_PER_MINUTE: "4",
+        CHAT_KEEP_PER_ROOM: "3", NOTIFICATIONS_KEEP_PER_USER: "1",
+      },
+    });
+    const alice = await connectUser(scope, demo, "alice");
+    const bob = await login(demo.baseUrl, "bob");
+    await login(demo.baseUrl, "carol");
+    const refused = await http(demo.baseUrl, "/login", { method: "POST", json: { name: "dave" } });
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers.get("retry-after"), "20");
+    assert.equal(typeof refused.body.error, "string");
+
+    for (const message of ["one", "two"]) {
+      assert.equal((await http(demo.baseUrl, "/notifications", { method: "POST", token: alice.token, json: { user: "bob", message } })).status, 201);
+    }
+    const tooMany = await http(demo.baseUrl, "/notifications", { method: "POST", token: alice.token, json: { user: "bob", message: "three" } });
+    assert.equal(tooMany.status, 429);
+    assert.equal(tooMany.headers.get("retry-after"), "30");
+    const kept = (await http(demo.baseUrl, "/notifications", { token: bob.token })).body;
+    assert.deepEqual(kept.map((n) => n.message), ["two"], "the last notification per user is kept");
+
+    const chat = await joinRoom(alice, "limits");
+    for (const text of ["m1", "m2", "m3", "m4", "m5"]) chat.perform("speak", { text });
+    const error = await chat.waitFor((m) => m.type === "error", WAIT_MS);
+    assert.deepEqual(error, { type: "error", error: "you are sending messages too fast; wait a moment", retry_after: 15 });
+    await chat.waitFor((m) => m.type === "message" && m.text === "m4", WAIT_MS);
+    const stored = (await http(demo.baseUrl, "/rooms/limits/messages", { token: alice.token })).body;
+    assert.deepEqual(stored.map((m) => m.text), ["m2", "m3", "m4"], "four stored, the last three kept, the fifth refused");
   });
 
   demoTest("ALLOWED_ORIGINS replaces the localhost default", {}, async (scope) => {

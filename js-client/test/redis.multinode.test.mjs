@@ -109,7 +109,7 @@ describe("two demo nodes on one Redis", () => {
     await bobN.waitConnected(WAIT_MS);
 
     const created = await http(a.baseUrl, "/notifications", {
-      method: "POST", json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
+      method: "POST", token: alice.token, json: { user: "bob", message: "Your build passed", kind: "success", link: "/builds/42" },
     });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const n = created.body;
@@ -129,7 +129,7 @@ describe("two demo nodes on one Redis", () => {
     assert.equal(listed.body[0].read, true, "marked read on B, read on A");
 
     // The other way round: POST to B for alice on A; bob (B) may not mark it.
-    const forAlice = await http(b.baseUrl, "/notifications", { method: "POST", json: { user: "alice", message: "hi" } });
+    const forAlice = await http(b.baseUrl, "/notifications", { method: "POST", token: bob.token, json: { user: "alice", message: "hi" } });
     assert.equal(forAlice.status, 201);
     const aPush = await aliceN.waitFor((m) => m.id === forAlice.body.id, WAIT_MS);
     assert.deepEqual(aPush, { id: forAlice.body.id, message: "hi", kind: "info", link: null, created_at: forAlice.body.created_at });

@@ -70,7 +70,7 @@ test(NAME, { skip, timeout: LONG_TEST_TIMEOUT_MS }, scoped(NAME, async (scope, t
     REDIS_SUBSCRIBE_TIMEOUT_MS + WAIT_MS, { label: "rejected or connected" }).then((e) => ({ type: e.type, after: e.at - killedAt }));
 
   await t.test("POST /notifications while Redis is down answers an error status, not 201", async () => {
-    const res = await http(node.baseUrl, "/notifications", { method: "POST", json: { user: "bob", message: "during the outage" } });
+    const res = await http(node.baseUrl, "/notifications", { method: "POST", token: alice.token, json: { user: "bob", message: "during the outage" } });
     const logged = await logLine(/not pushed/);
     assert.ok(res.status >= 500, `status ${res.status}, body ${JSON.stringify(res.body)}; demo log: ${logged}`);
   });
@@ -142,7 +142,7 @@ test(NAME, { skip, timeout: LONG_TEST_TIMEOUT_MS }, scoped(NAME, async (scope, t
       assertMessage(await chat.waitFor((m) => m.text === "after the outage", WAIT_MS), { user: "alice", text: "after the outage" });
     }
     await bobChat.waitFor((m) => m.text === first.text, WAIT_MS, { fromIndex: bobMark });
-    const created = await http(node.baseUrl, "/notifications", { method: "POST", json: { user: "bob", message: "after" } });
+    const created = await http(node.baseUrl, "/notifications", { method: "POST", token: alice.token, json: { user: "bob", message: "after" } });
     assert.equal(created.status, 201);
     assert.equal((await bobN.waitFor((m) => m.message === "after", WAIT_MS, { fromIndex: bobNMark })).id, created.body.id);
 

@@ -106,7 +106,7 @@ test("graceful restart: a crowd of stock consumers gets server_restart, the demo
       // message from another user's action.
       const ids = {};
       for (const u of users) {
-        const r = await http(demo.baseUrl, "/notifications", { method: "POST", json: { user: u.name, message: `after restart for ${u.name}` } });
+        const r = await http(demo.baseUrl, "/notifications", { method: "POST", token: u.creds.token, json: { user: u.name, message: `after restart for ${u.name}` } });
         assert.equal(r.status, 201, JSON.stringify(r.body));
         ids[u.name] = r.body.id;
       }

@@ -1,9 +1,15 @@
 //! The web page: `js-client/public/` at `/`, and the stock `@rails/actioncable` consumer's ES
 //! module at [`CONSUMER_MODULE_URL`], read straight from `js-client/node_modules` (`npm ci`
-//! puts it there; nothing is copied into the repository). The page's import map points the
-//! bare specifier `@rails/actioncable` at that URL.
+//! puts it there; nothing is copied into the repository). The page's modules import it by that
+//! URL (an import map would be an inline script, which the page's CSP does not allow).
+//!
+//! [`security_headers`] adds to every answer a Content-Security-Policy that admits only the
+//! site's own scripts, styles and connections (`/cable` included: `connect-src 'self'` covers
+//! the same origin's `ws:`/`wss:`), no framing, `nosniff` and a referrer policy.
 
 use axum::Router;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::Response;
 use std::path::{Path, PathBuf};
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -13,6 +19,45 @@ pub const CONSUMER_MODULE_URL: &str = "/vendor/actioncable.esm.js";
 /// The consumer's ES module inside the `js-client` folder: the package's `module` entry.
 pub const CONSUMER_MODULE_PATH: &str =
     "node_modules/@rails/actioncable/app/assets/javascripts/actioncable.esm.js";
+
+/// The page's Content-Security-Policy: scripts, styles and connections from this origin only,
+/// no inline script or style, no plugins, no `<base>`, forms to this origin, never framed.
+/// Images may also be `data:` URLs (the page's blank favicon).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// The headers [`security_headers`] sets on every answer.
+pub const SECURITY_HEADERS: [(HeaderName, &str); 6] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    // For browsers that predate `frame-ancestors`.
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    // Full URLs to this site only; other sites (a notification's link) learn nothing.
+    (header::REFERRER_POLICY, "same-origin"),
+    (
+        HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    ),
+    (
+        HeaderName::from_static("cross-origin-resource-policy"),
+        "same-origin",
+    ),
+];
+
+/// Adds [`SECURITY_HEADERS`] to every answer of `router` (the page, its assets, the API, and
+/// `/cable`'s refusals), replacing any of the same name.
+pub fn security_headers(router: Router) -> Router {
+    router.layer(axum::middleware::map_response(add_security_headers))
+}
+
+async fn add_security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
 
 /// The web page's files: a `js-client` folder (`DEMO_ASSETS`).
 #[derive(Debug, Clone)]

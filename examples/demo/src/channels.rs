@@ -4,10 +4,14 @@
 //! it into `{"type":"error","error":…}` for the sender only. Client mistakes (a blank message,
 //! an unknown notification, a field of the wrong type) end there; failures on our side (the
 //! database, the pub/sub adapter) are also logged with the channel, action and identifier.
+//!
+//! Storing chat messages is rate-limited per user (`CHAT_LIMIT_PER_MINUTE`): one over the limit
+//! is not stored, and its sender is told `{"type":"error","error":…,"retry_after":seconds}`.
 
 use crate::auth::CURRENT_USER;
 use crate::config::{PrivateRooms, may_enter};
 use crate::db::{Db, Message};
+use crate::limits::RateLimiter;
 use crate::validate::{chat_text, history_limit, is_valid_room};
 use actioncable::{Channel, ChannelContext, ChannelError, NoParams, async_trait};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -21,6 +25,24 @@ pub struct DemoState {
     pub db: Db,
     /// Private rooms and their members.
     pub private_rooms: Arc<PrivateRooms>,
+    /// Chat messages stored per user (keyed by user name).
+    pub chat_limit: Arc<RateLimiter<String>>,
+}
+
+impl DemoState {
+    /// The channels' state: `db`, the private rooms, and at most `chat_messages_per_minute`
+    /// stored messages per user (0: no limit).
+    pub fn new(
+        db: Db,
+        private_rooms: Arc<PrivateRooms>,
+        chat_messages_per_minute: u32,
+    ) -> DemoState {
+        DemoState {
+            db,
+            private_rooms,
+            chat_limit: Arc::new(RateLimiter::per_minute(chat_messages_per_minute)),
+        }
+    }
 }
 
 /// A field that is either a well-typed `T` or something else the client sent (kept apart so
@@ -84,9 +106,18 @@ enum ChatEvent<'a> {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Reply<'a> {
-    Error { error: &'a str },
-    History { messages: &'a [Message] },
-    MarkedRead { id: i64 },
+    Error {
+        error: &'a str,
+        /// Seconds to wait, for a refusal over a rate limit.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
+    },
+    History {
+        messages: &'a [Message],
+    },
+    MarkedRead {
+        id: i64,
+    },
 }
 
 /// Why an action did not do what the client asked; the sender is told [`reason`](Self::reason).
@@ -95,6 +126,14 @@ pub enum ActionError {
     /// The client sent something wrong. Handled: nothing is logged as a server error.
     #[error("{0}")]
     Invalid(&'static str),
+    /// The client is over a rate limit and may try again after `retry_after` seconds. Handled.
+    #[error("{reason} (retry after {retry_after} s)")]
+    Limited {
+        /// What the client is told.
+        reason: &'static str,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// Something failed on our side. The client is told `reason`; the error is logged.
     #[error("{reason}: {source}")]
     Failed {
@@ -109,7 +148,17 @@ impl ActionError {
     /// What the sender is told.
     pub fn reason(&self) -> &'static str {
         match self {
-            ActionError::Invalid(reason) | ActionError::Failed { reason, .. } => reason,
+            ActionError::Invalid(reason)
+            | ActionError::Limited { reason, .. }
+            | ActionError::Failed { reason, .. } => reason,
+        }
+    }
+
+    /// Seconds to wait, for a refusal over a rate limit.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ActionError::Limited { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 
@@ -133,6 +182,7 @@ fn rescue_action_error<S: Send + Sync + 'static>(
     if let Some(invalid) = error.invalid_action() {
         return ctx.transmit(&Reply::Error {
             error: invalid.reason(),
+            retry_after: None,
         });
     }
     let Some(action_error) = error
@@ -143,9 +193,10 @@ fn rescue_action_error<S: Send + Sync + 'static>(
     };
     ctx.transmit(&Reply::Error {
         error: action_error.reason(),
+        retry_after: action_error.retry_after(),
     })?;
     match action_error {
-        ActionError::Invalid(_) => Ok(()),
+        ActionError::Invalid(_) | ActionError::Limited { .. } => Ok(()),
         ActionError::Failed { .. } => Err(error),
     }
 }
@@ -212,6 +263,13 @@ impl Channel<DemoState> for ChatChannel {
                     None => String::new(),
                 };
                 let text = chat_text(&text).map_err(ActionError::Invalid)?;
+                ctx.state()
+                    .chat_limit
+                    .check(&self.user)
+                    .map_err(|wait| ActionError::Limited {
+                        reason: "you are sending messages too fast; wait a moment",
+                        retry_after: wait.secs(),
+                    })?;
                 let message = ctx
                     .state()
                     .db
@@ -402,6 +460,22 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Reply::History { messages: &[] }).unwrap(),
             json!({"type":"history","messages":[]})
+        );
+        assert_eq!(
+            serde_json::to_value(Reply::Error {
+                error: "no",
+                retry_after: None
+            })
+            .unwrap(),
+            json!({"type":"error","error":"no"})
+        );
+        assert_eq!(
+            serde_json::to_value(Reply::Error {
+                error: "slow down",
+                retry_after: Some(3)
+            })
+            .unwrap(),
+            json!({"type":"error","error":"slow down","retry_after":3})
         );
     }
 

@@ -3,6 +3,8 @@
 //! Every setting has a default, so `cargo run -p example-demo` works as is. Values are
 //! validated here so a typo stops the server with a clear message instead of surfacing later.
 
+use crate::auth::SESSION_LIFETIME;
+use crate::db::Retention;
 use crate::validate::{is_valid_name, is_valid_room};
 use actioncable::PubSub;
 use anyhow::{Context as _, bail};
@@ -50,6 +52,34 @@ pub struct Config {
     /// The pub/sub adapter (`CABLE_ADAPTER`: `memory`, the default, or `redis` with
     /// `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
     pub pubsub: Arc<dyn PubSub>,
+    /// How long a login (token and cookie) lasts (`SESSION_LIFETIME_SECS`, default 12 h).
+    pub session_lifetime: Duration,
+    /// The rate limits.
+    pub limits: Limits,
+    /// What the database keeps.
+    pub retention: Retention,
+}
+
+/// The rate limits, each in requests per minute per key (a burst of that many, then refilled
+/// evenly over the minute); 0 turns one off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `POST /login` per client address (`LOGIN_LIMIT_PER_MINUTE`, default 120).
+    pub logins_per_minute: u32,
+    /// `POST /notifications` per signed-in sender (`NOTIFY_LIMIT_PER_MINUTE`, default 60).
+    pub notifications_per_minute: u32,
+    /// Chat messages stored (`speak`) per user (`CHAT_LIMIT_PER_MINUTE`, default 120).
+    pub chat_messages_per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            logins_per_minute: 120,
+            notifications_per_minute: 60,
+            chat_messages_per_minute: 120,
+        }
+    }
 }
 
 impl Config {
@@ -126,6 +156,50 @@ impl Config {
         let assets =
             PathBuf::from(non_blank("DEMO_ASSETS").unwrap_or_else(|| DEFAULT_ASSETS.to_owned()));
 
+        // A whole number from `min` on, or the default when unset.
+        let number = |name: &str, default: u32, min: u32| -> anyhow::Result<u32> {
+            match non_blank(name) {
+                Some(v) => match v.trim().parse::<u32>() {
+                    Ok(n) if n >= min => Ok(n),
+                    _ => bail!(
+                        "{name}={v:?} is not a whole number from {min} to {}",
+                        u32::MAX
+                    ),
+                },
+                None => Ok(default),
+            }
+        };
+        let defaults = Limits::default();
+        let limits = Limits {
+            logins_per_minute: number("LOGIN_LIMIT_PER_MINUTE", defaults.logins_per_minute, 0)?,
+            notifications_per_minute: number(
+                "NOTIFY_LIMIT_PER_MINUTE",
+                defaults.notifications_per_minute,
+                0,
+            )?,
+            chat_messages_per_minute: number(
+                "CHAT_LIMIT_PER_MINUTE",
+                defaults.chat_messages_per_minute,
+                0,
+            )?,
+        };
+        let keep = Retention::default();
+        let retention = Retention {
+            messages_per_room: number("CHAT_KEEP_PER_ROOM", keep.messages_per_room, 1)?,
+            messages_total: number("CHAT_KEEP_TOTAL", keep.messages_total, 1)?,
+            notifications_per_user: number(
+                "NOTIFICATIONS_KEEP_PER_USER",
+                keep.notifications_per_user,
+                1,
+            )?,
+            notifications_total: number("NOTIFICATIONS_KEEP_TOTAL", keep.notifications_total, 1)?,
+        };
+        let session_lifetime = Duration::from_secs(u64::from(number(
+            "SESSION_LIFETIME_SECS",
+            u32::try_from(SESSION_LIFETIME.as_secs()).unwrap_or(u32::MAX),
+            1,
+        )?));
+
         Ok(Config {
             bind,
             port,
@@ -137,6 +211,9 @@ impl Config {
             ping_interval,
             assets,
             pubsub,
+            session_lifetime,
+            limits,
+            retention,
         })
     }
 
@@ -171,6 +248,9 @@ impl fmt::Debug for Config {
             .field("ping_interval", &self.ping_interval)
             .field("assets", &self.assets)
             .field("pubsub", &self.pubsub)
+            .field("session_lifetime", &self.session_lifetime)
+            .field("limits", &self.limits)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
@@ -265,6 +345,67 @@ mod tests {
         assert!(c.may_enter("staff", "admin"));
         assert!(!c.may_enter("staff", "alice"));
         assert!(c.may_enter("lobby", "alice"));
+        assert_eq!(c.session_lifetime, Duration::from_secs(12 * 60 * 60));
+        assert_eq!(
+            c.limits,
+            Limits {
+                logins_per_minute: 120,
+                notifications_per_minute: 60,
+                chat_messages_per_minute: 120,
+            }
+        );
+        assert_eq!(
+            c.retention,
+            Retention {
+                messages_per_room: 1000,
+                messages_total: 100_000,
+                notifications_per_user: 200,
+                notifications_total: 100_000,
+            }
+        );
+    }
+
+    #[test]
+    fn limits_and_retention_are_settings() {
+        let c = config(&[
+            ("LOGIN_LIMIT_PER_MINUTE", "5"),
+            ("NOTIFY_LIMIT_PER_MINUTE", "0"),
+            ("CHAT_LIMIT_PER_MINUTE", " 7 "),
+            ("CHAT_KEEP_PER_ROOM", "10"),
+            ("CHAT_KEEP_TOTAL", "11"),
+            ("NOTIFICATIONS_KEEP_PER_USER", "12"),
+            ("NOTIFICATIONS_KEEP_TOTAL", "13"),
+            ("SESSION_LIFETIME_SECS", "60"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.limits,
+            Limits {
+                logins_per_minute: 5,
+                notifications_per_minute: 0,
+                chat_messages_per_minute: 7,
+            }
+        );
+        assert_eq!(
+            c.retention,
+            Retention {
+                messages_per_room: 10,
+                messages_total: 11,
+                notifications_per_user: 12,
+                notifications_total: 13,
+            }
+        );
+        assert_eq!(c.session_lifetime, Duration::from_secs(60));
+        for vars in [
+            &[("LOGIN_LIMIT_PER_MINUTE", "-1")][..],
+            &[("CHAT_LIMIT_PER_MINUTE", "lots")],
+            &[("CHAT_KEEP_PER_ROOM", "0")],
+            &[("NOTIFICATIONS_KEEP_TOTAL", "0")],
+            &[("SESSION_LIFETIME_SECS", "0")],
+        ] {
+            let err = config(vars).unwrap_err();
+            assert!(format!("{err:#}").contains(vars[0].0), "{err:#}");
+        }
     }
 
     #[test]

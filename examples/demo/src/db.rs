@@ -1,4 +1,8 @@
-//! SQLite storage: chat messages and notifications.
+//! SQLite storage: chat messages, notifications, and each user's session version.
+//!
+//! Storage is bounded by [`Retention`]: each insert deletes what falls outside it (the oldest
+//! messages of a room beyond its last N, the oldest notifications of a user beyond their last N,
+//! and the oldest rows of each table beyond a total), in the same transaction.
 //!
 //! One connection behind a `std::sync::Mutex`; every query runs on Tokio's blocking pool
 //! (`spawn_blocking`) and holds the lock only inside that closure, so no lock ever spans an
@@ -81,6 +85,7 @@ pub struct NewNotification {
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    retention: Retention,
 }
 
 impl std::fmt::Debug for Db {
@@ -108,14 +113,51 @@ CREATE TABLE IF NOT EXISTS notifications (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications (user, id);
+CREATE TABLE IF NOT EXISTS sessions (
+    user TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
 ";
 
+/// How much the database keeps. Each insert trims its table to these bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The last N messages of each room.
+    pub messages_per_room: u32,
+    /// The last N messages over all rooms.
+    pub messages_total: u32,
+    /// The last N notifications of each user.
+    pub notifications_per_user: u32,
+    /// The last N notifications over all users.
+    pub notifications_total: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            messages_per_room: 1000,
+            messages_total: 100_000,
+            notifications_per_user: 200,
+            notifications_total: 100_000,
+        }
+    }
+}
+
 impl Db {
-    /// Opens (creating if needed) the database at `path`; `:memory:` keeps it in memory.
+    /// Opens (creating if needed) the database at `path` with the default [`Retention`];
+    /// `:memory:` keeps it in memory.
     ///
     /// # Errors
     /// When the file cannot be opened or the schema cannot be created.
     pub fn open(path: &str) -> Result<Db, DbError> {
+        Db::open_with(path, Retention::default())
+    }
+
+    /// Opens the database at `path`, keeping what `retention` allows.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with(path: &str, retention: Retention) -> Result<Db, DbError> {
         let conn = if path == ":memory:" {
             let conn = Connection::open_in_memory()?;
             conn.execute_batch(SCHEMA)?;
@@ -144,6 +186,7 @@ impl Db {
         };
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
+            retention,
         })
     }
 
@@ -172,13 +215,29 @@ impl Db {
     ) -> Result<Message, DbError> {
         let (room, user, text) = (room.to_owned(), user.to_owned(), text.to_owned());
         let sent_at = now_rfc3339();
+        let keep = self.retention;
         self.call(move |c| {
-            c.execute(
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
                 "INSERT INTO messages (room, user, text, sent_at) VALUES (?1, ?2, ?3, ?4)",
                 params![room, user, text, sent_at],
             )?;
+            let id = tx.last_insert_rowid();
+            // Older than the room's Nth newest message; then (ids only grow) every row more
+            // than N ids back.
+            tx.execute(
+                "DELETE FROM messages WHERE room = ?1 AND id < (
+                     SELECT id FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2
+                 )",
+                params![room, keep.messages_per_room.saturating_sub(1)],
+            )?;
+            tx.execute(
+                "DELETE FROM messages WHERE id <= ?1",
+                params![id - i64::from(keep.messages_total)],
+            )?;
+            tx.commit()?;
             Ok(Message {
-                id: c.last_insert_rowid(),
+                id,
                 user,
                 text,
                 sent_at,
@@ -232,14 +291,28 @@ impl Db {
     /// Stores a notification (unread) and returns it.
     pub async fn add_notification(&self, new: NewNotification) -> Result<Notification, DbError> {
         let created_at = now_rfc3339();
+        let keep = self.retention;
         self.call(move |c| {
-            c.execute(
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
                 "INSERT INTO notifications (user, message, kind, link, read, created_at)
                  VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                 params![new.user, new.message, new.kind, new.link, created_at],
             )?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "DELETE FROM notifications WHERE user = ?1 AND id < (
+                     SELECT id FROM notifications WHERE user = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2
+                 )",
+                params![new.user, keep.notifications_per_user.saturating_sub(1)],
+            )?;
+            tx.execute(
+                "DELETE FROM notifications WHERE id <= ?1",
+                params![id - i64::from(keep.notifications_total)],
+            )?;
+            tx.commit()?;
             Ok(Notification {
-                id: c.last_insert_rowid(),
+                id,
                 user: new.user,
                 message: new.message,
                 kind: new.kind,
@@ -288,6 +361,39 @@ impl Db {
                 params![id, user],
             )?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// The session version of `user`: 0 until their first logout, then one more per logout.
+    /// Credentials carry the version they were issued with and are good only while it is the
+    /// current one.
+    pub async fn session_version(&self, user: &str) -> Result<i64, DbError> {
+        let user = user.to_owned();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached("SELECT version FROM sessions WHERE user = ?1")?;
+            let version = stmt
+                .query_row(params![user], |r| r.get(0))
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                    e => Err(e),
+                })?;
+            Ok(version)
+        })
+        .await
+    }
+
+    /// Ends every session of `user` (the next version), returning the new version.
+    pub async fn end_sessions(&self, user: &str) -> Result<i64, DbError> {
+        let user = user.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                "INSERT INTO sessions (user, version) VALUES (?1, 1)
+                 ON CONFLICT (user) DO UPDATE SET version = version + 1
+                 RETURNING version",
+                params![user],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -374,5 +480,103 @@ mod tests {
         assert_eq!(list.len(), 1);
         assert!(list[0].read);
         assert!(db.notifications_for("alice", 10).await.unwrap().is_empty());
+    }
+
+    fn note(user: &str, message: &str) -> NewNotification {
+        NewNotification {
+            user: user.into(),
+            message: message.into(),
+            kind: "info".into(),
+            link: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_the_last_n_per_room_and_per_user() {
+        let db = Db::open_with(
+            ":memory:",
+            Retention {
+                messages_per_room: 3,
+                messages_total: 1000,
+                notifications_per_user: 2,
+                notifications_total: 1000,
+            },
+        )
+        .unwrap();
+        for i in 0..10 {
+            db.add_message("lobby", "alice", &format!("m{i}"))
+                .await
+                .unwrap();
+        }
+        db.add_message("other", "bob", "o1").await.unwrap();
+        let texts = |m: Vec<Message>| m.into_iter().map(|m| m.text).collect::<Vec<_>>();
+        assert_eq!(
+            texts(db.recent_messages("lobby", 200).await.unwrap()),
+            ["m7", "m8", "m9"]
+        );
+        assert_eq!(
+            texts(db.recent_messages("other", 200).await.unwrap()),
+            ["o1"]
+        );
+        let rooms = db.active_rooms(10).await.unwrap();
+        assert_eq!(rooms[1].messages, 3, "{rooms:?}");
+
+        for i in 0..5 {
+            db.add_notification(note("bob", &format!("n{i}")))
+                .await
+                .unwrap();
+        }
+        db.add_notification(note("carol", "c")).await.unwrap();
+        let list = db.notifications_for("bob", 200).await.unwrap();
+        let messages: Vec<_> = list.iter().map(|n| n.message.as_str()).collect();
+        assert_eq!(messages, ["n4", "n3"]);
+        assert_eq!(db.notifications_for("carol", 200).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retention_bounds_each_table_in_total() {
+        let db = Db::open_with(
+            ":memory:",
+            Retention {
+                messages_per_room: 100,
+                messages_total: 5,
+                notifications_per_user: 100,
+                notifications_total: 4,
+            },
+        )
+        .unwrap();
+        // Spread over many rooms and users, as someone dodging the per-room bound would.
+        for i in 0..20 {
+            db.add_message(&format!("room-{i}"), "mallory", "x")
+                .await
+                .unwrap();
+            db.add_notification(note(&format!("user{i}"), "x"))
+                .await
+                .unwrap();
+        }
+        let rooms = db.active_rooms(100).await.unwrap();
+        let total: u32 = rooms.iter().map(|r| r.messages).sum();
+        assert_eq!(total, 5, "{rooms:?}");
+        assert_eq!(rooms[0].room, "room-19");
+        let mut notifications = 0;
+        for i in 0..20 {
+            notifications += db
+                .notifications_for(&format!("user{i}"), 10)
+                .await
+                .unwrap()
+                .len();
+        }
+        assert_eq!(notifications, 4);
+        assert_eq!(db.notifications_for("user19", 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn session_versions_start_at_zero_and_grow_with_each_logout() {
+        let db = Db::open(":memory:").unwrap();
+        assert_eq!(db.session_version("alice").await.unwrap(), 0);
+        assert_eq!(db.end_sessions("alice").await.unwrap(), 1);
+        assert_eq!(db.end_sessions("alice").await.unwrap(), 2);
+        assert_eq!(db.session_version("alice").await.unwrap(), 2);
+        assert_eq!(db.session_version("bob").await.unwrap(), 0);
     }
 }

@@ -1,18 +1,26 @@
 //! The HTTP API: login/logout, rooms and their history, notifications, health.
 //!
 //! Every error answer is JSON `{"error":"…"}` (401 without credentials, 403 for a private room,
-//! 422 for invalid input, 400 for a body that is not JSON, 500 for a storage failure).
+//! 415 for a state-changing request whose body is not declared JSON, 422 for invalid input, 400
+//! for a body that is not JSON, 429 with `Retry-After` over a rate limit, 500 for a storage
+//! failure).
+//!
+//! Against cross-site requests: every `POST` must say `Content-Type: application/json`, which
+//! a page of another origin cannot send without a CORS preflight (that the demo never grants),
+//! so no HTML form or `no-cors` fetch elsewhere can log someone in, out, or send anything; and
+//! `POST /notifications` takes only `Authorization: Bearer`, never the cookie.
 
-use crate::auth::Auth;
+use crate::auth::{Auth, CURRENT_USER, is_https};
 use crate::config::{PrivateRooms, may_enter};
 use crate::db::{Db, NewNotification, Notification};
+use crate::limits::{RateLimiter, RetryAfter, client_key};
 use crate::validate::{history_limit, is_valid_kind, is_valid_link, is_valid_name, is_valid_room};
-use actioncable::{CableHandle, ConnectRequest};
+use actioncable::{CableHandle, ConnectRequest, Identity};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 /// Most notifications `GET /notifications` returns.
@@ -40,6 +49,10 @@ pub struct AppState {
     pub handle: CableHandle,
     /// Private rooms and their members.
     pub private_rooms: Arc<PrivateRooms>,
+    /// `POST /login` per client address.
+    pub login_limit: Arc<RateLimiter<IpAddr>>,
+    /// `POST /notifications` per sender.
+    pub notify_limit: Arc<RateLimiter<String>>,
 }
 
 /// The HTTP routes (the cable is merged in by [`crate::app`]).
@@ -57,13 +70,33 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// An error answer: a status and `{"error": message}`.
+/// An error answer: a status and `{"error": message}` (and `Retry-After` for a 429).
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<RetryAfter>,
+}
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError(status, message.into())
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn unauthorized() -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "authentication required")
+    }
+
+    fn too_many(what: &str, wait: RetryAfter) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("{what}; try again in {} s", wait.secs()),
+            retry_after: Some(wait),
+        }
     }
 
     fn invalid(message: impl Into<String>) -> ApiError {
@@ -78,11 +111,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(wait) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait.secs()));
+        }
+        response
     }
 }
 
-/// The authenticated user: `Authorization: Bearer <JWT>` or the signed `user` cookie.
+/// The authenticated user: `Authorization: Bearer <JWT>` or the signed `user` cookie, of a
+/// session that is still current.
 #[derive(Debug)]
 pub struct CurrentUser(pub String);
 
@@ -95,12 +135,75 @@ impl FromRequestParts<AppState> for CurrentUser {
         state
             .auth
             .http_user(&request)
+            .await
+            .map_err(|e| ApiError::internal("cannot check a session", &e))?
             .map(CurrentUser)
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "authentication required"))
+            .ok_or_else(ApiError::unauthorized)
     }
 }
 
-/// Parses a JSON body whatever its `Content-Type` (the demo's pages and `curl -d` both work).
+/// The authenticated user by `Authorization: Bearer <JWT>` only (never the cookie, which a
+/// browser would attach to another site's request too).
+#[derive(Debug)]
+pub struct BearerUser(pub String);
+
+impl FromRequestParts<AppState> for BearerUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let request = ConnectRequest::new(parts.clone(), None);
+        state
+            .auth
+            .bearer_user(&request)
+            .await
+            .map_err(|e| ApiError::internal("cannot check a session", &e))?
+            .map(BearerUser)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "authentication required: send Authorization: Bearer <the token from POST /login>",
+                )
+            })
+    }
+}
+
+/// The client's address, as the rate limit on logins counts it (IPv6 by /64). Without connect
+/// info (a router driven in-process) every client counts as one.
+#[derive(Debug)]
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        Ok(ClientAddr(client_key(ip)))
+    }
+}
+
+/// Refuses (415) a state-changing request that does not declare a JSON body: an HTML form or
+/// a `no-cors` fetch on another site can send `text/plain` or a form encoding cross-site
+/// without a preflight, never `application/json`.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send a JSON body with Content-Type: application/json",
+        ))
+    }
+}
+
+/// Parses a JSON body (its `Content-Type` was checked by [`require_json`]).
 fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         let status = if e.is_data() {
@@ -124,8 +227,19 @@ struct LoginReply {
     user: String,
 }
 
-/// `POST /login {"name":"alice"}` → a token and the signed cookie.
-async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+/// `POST /login {"name":"alice"}` → a token and the signed cookie (rate-limited per client
+/// address).
+async fn login(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    state.login_limit.check(&client).map_err(|wait| {
+        tracing::debug!(%client, "login refused: over the rate limit");
+        ApiError::too_many("too many logins from your address", wait)
+    })?;
+    require_json(&headers)?;
     let body: LoginBody = json_body(&body)?;
     let name = match body.name {
         Some(serde_json::Value::String(name)) if is_valid_name(&name) => name,
@@ -135,26 +249,62 @@ async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, A
             ));
         }
     };
-    let token = state
+    let login = state
         .auth
-        .issue_token(&name)
-        .map_err(|e| ApiError::internal("cannot issue a token", &e))?;
-    let cookie = state.auth.login_cookie(&name);
+        .login(&name, is_https(&headers))
+        .await
+        .map_err(|e| ApiError::internal("cannot log in", &e))?;
     tracing::info!(user = %name, "logged in");
     Ok((
-        [(header::SET_COOKIE, cookie)],
-        Json(LoginReply { token, user: name }),
+        [(header::SET_COOKIE, login.set_cookie)],
+        Json(LoginReply {
+            token: login.token,
+            user: name,
+        }),
     )
         .into_response())
 }
 
-/// `POST /logout` → 204 and an expired cookie.
-async fn logout() -> Response {
-    (
+/// `POST /logout` (Bearer token or cookie, JSON content type) → 204 and an expired cookie.
+/// Every token and cookie of the user issued so far stops working, and their open cable
+/// connections are closed (without reconnecting). Without valid credentials it only clears the
+/// cookie.
+async fn logout(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let (parts, _body) = request.into_parts();
+    require_json(&parts.headers)?;
+    let request = ConnectRequest::new(parts, None);
+    let user = state
+        .auth
+        .http_user(&request)
+        .await
+        .map_err(|e| ApiError::internal("cannot check a session", &e))?;
+    if let Some(user) = user {
+        state
+            .auth
+            .logout(&user)
+            .await
+            .map_err(|e| ApiError::internal("cannot end the sessions", &e))?;
+        tracing::info!(%user, "logged out");
+        // On every node: the sessions are over, so are the connections they opened.
+        if let Err(error) = state
+            .handle
+            .remote_disconnect(&Identity::new(CURRENT_USER, user.as_str()), false)
+            .await
+        {
+            tracing::warn!(%error, %user, "logged out, but open connections could not be closed");
+        }
+    }
+    Ok((
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, Auth::logout_cookie())],
+        [(
+            header::SET_COOKIE,
+            Auth::logout_cookie(is_https(request.headers())),
+        )],
     )
-        .into_response()
+        .into_response())
 }
 
 /// `GET /rooms` → the rooms with messages that the caller may enter, most recent activity
@@ -288,7 +438,7 @@ fn new_notification(body: NotificationBody) -> Result<NewNotification, ApiError>
         Some(Value::String(l)) if is_valid_link(&l) => Some(l),
         Some(_) => {
             return Err(ApiError::invalid(
-                "link must be a path starting with '/' or an http(s) URL",
+                "link must be a path on this site (one '/', no backslash) or an http(s) URL, in printable ASCII",
             ));
         }
     };
@@ -300,12 +450,20 @@ fn new_notification(body: NotificationBody) -> Result<NewNotification, ApiError>
     })
 }
 
-/// `POST /notifications` → stores it, pushes it to its owner's stream: 201, or 503 (with the
-/// stored notification) when the push could not be made.
+/// `POST /notifications` (Bearer token, JSON, rate-limited per sender; any signed-in user may
+/// notify any user) → stores it, pushes it to its owner's stream: 201, or 503 (with the stored
+/// notification) when the push could not be made.
 async fn create_notification(
     State(state): State<AppState>,
+    BearerUser(sender): BearerUser,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    state.notify_limit.check(&sender).map_err(|wait| {
+        tracing::debug!(%sender, "notification refused: over the rate limit");
+        ApiError::too_many("you are sending notifications too fast", wait)
+    })?;
     let new = new_notification(json_body(&body)?)?;
     let stored = state
         .db
@@ -365,6 +523,37 @@ mod tests {
     }
 
     #[test]
+    fn state_changing_requests_must_declare_json() {
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            h
+        };
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+        ] {
+            assert!(require_json(&with(ok)).is_ok(), "{ok}");
+        }
+        for refused in [
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonx",
+            "text/json",
+        ] {
+            let err = require_json(&with(refused)).unwrap_err();
+            assert_eq!(err.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{refused}");
+        }
+        assert_eq!(
+            require_json(&HeaderMap::new()).unwrap_err().status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+
+    #[test]
     fn notification_bodies() {
         let n = new_notification(body(json!({"user":"bob","message":" hi "}))).unwrap();
         assert_eq!(
@@ -385,10 +574,11 @@ mod tests {
             json!({"user":5,"message":"hi"}),
             json!({"user":"b o b","message":"hi"}),
             json!({"user":"bob","message":"hi","link":"javascript:x"}),
+            json!({"user":"bob","message":"hi","link":"/\\evil.example/"}),
             json!({"user":"bob","message":"hi","kind":""}),
         ] {
             let err = new_notification(body(bad.clone())).unwrap_err();
-            assert_eq!(err.0, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+            assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
         }
     }
 }

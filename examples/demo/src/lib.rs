@@ -4,11 +4,13 @@
 //! Modelled on the classic Rails chat + notifications app:
 //!
 //! - [`config`]: settings from the environment;
-//! - [`db`]: SQLite storage (messages, notifications);
-//! - [`auth`]: login tokens, the signed `user` cookie, and the cable's `Connection`;
+//! - [`db`]: SQLite storage (messages, notifications, session versions), with retention;
+//! - [`auth`]: login tokens, the signed `user` cookie, sessions, and the cable's `Connection`;
 //! - [`channels`]: `ChatChannel` and `NotificationChannel`;
 //! - [`http`]: the JSON API, which broadcasts to the cable through a `CableHandle`;
-//! - [`assets`]: the web page (`js-client/public`) and the consumer's ES module.
+//! - [`limits`]: the rate limits' token buckets;
+//! - [`assets`]: the web page (`js-client/public`), the consumer's ES module, and the security
+//!   headers every answer carries.
 //!
 //! [`app`] wires them into one axum router with the cable mounted at `/cable` and the page at
 //! `/`; [`serve`] runs it with graceful shutdown.
@@ -19,6 +21,7 @@ pub mod channels;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod limits;
 pub mod validate;
 
 use actioncable::{AllowedOrigins, Cable, CableBuilder, CableHandle};
@@ -53,15 +56,19 @@ pub struct Demo {
 /// # Errors
 /// When the database cannot be opened or the cable cannot be built.
 pub fn app(config: &Config) -> anyhow::Result<Demo> {
-    let db = db::Db::open(&config.database)
+    let db = db::Db::open_with(&config.database, config.retention)
         .with_context(|| format!("cannot open the database {:?}", config.database))?;
-    let auth = Arc::new(auth::Auth::new(config.secret_key_base())?);
+    let auth = Arc::new(
+        auth::Auth::new(config.secret_key_base(), db.clone())?
+            .with_lifetime(config.session_lifetime),
+    );
     let private_rooms = Arc::new(config.private_rooms.clone());
 
-    let state = channels::DemoState {
-        db: db.clone(),
-        private_rooms: private_rooms.clone(),
-    };
+    let state = channels::DemoState::new(
+        db.clone(),
+        private_rooms.clone(),
+        config.limits.chat_messages_per_minute,
+    );
     let cable = cable_builder(state, auth.clone())
         .allowed_origins(allowed_origins(config))
         .ping_interval(config.ping_interval)
@@ -75,10 +82,19 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
         auth,
         handle: handle.clone(),
         private_rooms,
+        login_limit: Arc::new(limits::RateLimiter::per_minute(
+            config.limits.logins_per_minute,
+        )),
+        notify_limit: Arc::new(limits::RateLimiter::per_minute(
+            config.limits.notifications_per_minute,
+        )),
     };
     let router = assets::Assets::new(&config.assets)
         .serve(http::routes(http_state).merge(cable.router("/cable")));
-    Ok(Demo { router, handle })
+    Ok(Demo {
+        router: assets::security_headers(router),
+        handle,
+    })
 }
 
 /// The cable's application part: the connection (token or signed cookie) and both channels

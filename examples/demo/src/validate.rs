@@ -52,15 +52,32 @@ pub fn history_limit(requested: Option<i64>) -> u32 {
     }
 }
 
-/// A notification `link`: a path on this site (`/x`, not `//host`) or an `http(s)` URL, at
-/// most 2000 bytes. Anything else (`javascript:` say) is refused, since a UI will render it
-/// as a link.
+/// Longest notification `link`, in bytes.
+pub const MAX_LINK_BYTES: usize = 2000;
+
+/// A notification `link`: a path on this site (`/x`) or an `http(s)` URL with a host, at most
+/// [`MAX_LINK_BYTES`], printable ASCII only (non-ASCII must be percent-encoded).
+///
+/// A UI renders it as a link, so anything a browser would read differently from what it looks
+/// like is refused: a backslash anywhere (browsers read `\` as `/`, so `/\evil.example` opens
+/// another site), a second leading slash (`//evil.example` is protocol-relative), spaces and
+/// control characters (browsers drop tabs and newlines, so `/\t/evil.example` becomes
+/// `//evil.example`), and every other scheme (`javascript:`, `data:`, …).
 pub fn is_valid_link(link: &str) -> bool {
-    let site_path = link.starts_with('/') && !link.starts_with("//");
-    let web_url = link.starts_with("https://") || link.starts_with("http://");
-    (site_path || web_url)
-        && link.len() <= 2000
-        && !link.chars().any(|c| c.is_control() || c.is_whitespace())
+    if link.is_empty() || link.len() > MAX_LINK_BYTES {
+        return false;
+    }
+    if !link.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+        return false;
+    }
+    if let Some(path) = link.strip_prefix('/') {
+        return !path.starts_with('/');
+    }
+    let after_scheme = link
+        .strip_prefix("https://")
+        .or_else(|| link.strip_prefix("http://"));
+    // A host must follow: `http:///evil.example` would be read as `http://evil.example`.
+    after_scheme.is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
 }
 
 /// A notification `kind`: 1 to 32 characters of `[a-z0-9_-]`.
@@ -147,12 +164,51 @@ mod tests {
 
     #[test]
     fn links_and_kinds() {
-        assert!(is_valid_link("/x"));
-        assert!(is_valid_link("https://example.com/a?b=c"));
-        assert!(!is_valid_link("//evil.example"));
-        assert!(!is_valid_link("javascript:alert(1)"));
-        assert!(!is_valid_link("/a b"));
-        assert!(!is_valid_link(""));
+        for good in [
+            "/",
+            "/x",
+            "/builds/42?tab=log#top",
+            "/a%20b",
+            "/%5Cnot-a-backslash",
+            "https://example.com/a?b=c",
+            "http://localhost:3000/",
+            &format!("/{}", "a".repeat(MAX_LINK_BYTES - 1)),
+        ] {
+            assert!(is_valid_link(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "//evil.example",
+            "/\\evil.example/",
+            "/\\/evil.example",
+            "\\\\evil.example",
+            "\\/evil.example",
+            "/a\\b",
+            "https://example.com\\@evil.example",
+            "https:\\\\evil.example",
+            "http:///evil.example",
+            "https://",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/a b",
+            " /a",
+            "/a\u{0}",
+            "/\u{7f}",
+            "/caf\u{e9}",
+            "/\u{202e}evil",
+            "/\u{ff0f}evil.example",
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "vbscript:x",
+            "ftp://example.com/",
+            "HTTPS://example.com/",
+            "example.com",
+            &format!("/{}", "a".repeat(MAX_LINK_BYTES)),
+        ] {
+            assert!(!is_valid_link(bad), "{bad:?}");
+        }
         assert!(is_valid_kind("info"));
         assert!(is_valid_kind("mention_2"));
         assert!(!is_valid_kind(""));

@@ -30,12 +30,19 @@ impl Demo {
     }
 
     fn with_database(path: &str) -> Demo {
+        Demo::with(path, 0)
+    }
+
+    /// The demo over the database at `path`, storing at most `chat_per_minute` messages per
+    /// user (0: no limit).
+    fn with(path: &str, chat_per_minute: u32) -> Demo {
         let db = Db::open(path).unwrap();
-        let auth = Arc::new(Auth::new(SECRET).unwrap());
-        let state = DemoState {
-            db: db.clone(),
-            private_rooms: Arc::new(parse_private_rooms("staff=admin").unwrap()),
-        };
+        let auth = Arc::new(Auth::new(SECRET, db.clone()).unwrap());
+        let state = DemoState::new(
+            db.clone(),
+            Arc::new(parse_private_rooms("staff=admin").unwrap()),
+            chat_per_minute,
+        );
         let cable = TestCable::new(example_demo::cable_builder(state, auth.clone())).unwrap();
         Demo { cable, db, auth }
     }
@@ -75,7 +82,7 @@ fn of_type(messages: &[Value], kind: &str) -> Vec<Value> {
 #[tokio::test]
 async fn connects_with_a_login_token() {
     let demo = Demo::new();
-    let token = demo.auth.issue_token("alice").unwrap();
+    let token = demo.auth.login("alice", false).await.unwrap().token;
     let conn = demo
         .cable
         .connect(TestRequest::new().query("token", token))
@@ -87,17 +94,20 @@ async fn connects_with_a_login_token() {
 #[tokio::test]
 async fn connects_with_the_signed_login_cookie() {
     let demo = Demo::new();
-    // Rails' `cookies.signed[:user] = "bob"`: the key is derived from the secret as the demo's is.
+    // Rails' `cookies.signed[:user] = {user:, exp:, ver:}`: the key is derived from the secret
+    // as the demo's is; the value carries its expiry and the session version (0 until the
+    // user's first logout).
     let key = CookieKey::derive_from_secret(SECRET).unwrap();
+    let value = json!({ "user": "bob", "exp": unix_now() + 60, "ver": 0 }).to_string();
     let conn = demo
         .cable
-        .connect(TestRequest::new().signed_cookie(&key, USER_COOKIE, "bob"))
+        .connect(TestRequest::new().signed_cookie(&key, USER_COOKIE, &value))
         .await
         .expect("the signed cookie connects");
     assert_eq!(conn.identity().get(CURRENT_USER), Some("bob"));
 
     // The cookie exactly as `POST /login` sets it, sent back the way a browser does.
-    let set_cookie = demo.auth.login_cookie("carol");
+    let set_cookie = demo.auth.login("carol", false).await.unwrap().set_cookie;
     let pair = set_cookie.split(';').next().unwrap();
     let conn = demo
         .cable
@@ -113,7 +123,18 @@ async fn rejects_connections_without_valid_credentials() {
     let key = CookieKey::derive_from_secret(SECRET).unwrap();
     let other_key =
         CookieKey::derive_from_secret("another secret, also at least 32 bytes").unwrap();
-    let good_cookie = TestRequest::new().signed_cookie(&key, USER_COOKIE, "bob");
+    let cookie_value = |user: &str, exp: u64, ver: i64| {
+        json!({ "user": user, "exp": exp, "ver": ver }).to_string()
+    };
+    let good_cookie = TestRequest::new().signed_cookie(
+        &key,
+        USER_COOKIE,
+        &cookie_value("bob", unix_now() + 60, 0),
+    );
+    // A logout ends every credential issued before it.
+    let old_token = demo.auth.login("gone", false).await.unwrap().token;
+    let old_cookie = demo.auth.login("gone", false).await.unwrap().set_cookie;
+    demo.auth.logout("gone").await.unwrap();
 
     let rejected = [
         ("no credentials", TestRequest::new()),
@@ -123,11 +144,59 @@ async fn rejects_connections_without_valid_credentials() {
         ),
         (
             "a cookie signed with another key",
-            TestRequest::new().signed_cookie(&other_key, USER_COOKIE, "bob"),
+            TestRequest::new().signed_cookie(
+                &other_key,
+                USER_COOKIE,
+                &cookie_value("bob", unix_now() + 60, 0),
+            ),
         ),
         (
             "a signed cookie with an invalid user name",
-            TestRequest::new().signed_cookie(&key, USER_COOKIE, "not a name!"),
+            TestRequest::new().signed_cookie(
+                &key,
+                USER_COOKIE,
+                &cookie_value("not a name!", unix_now() + 60, 0),
+            ),
+        ),
+        (
+            "a signed cookie that has expired",
+            TestRequest::new().signed_cookie(
+                &key,
+                USER_COOKIE,
+                &cookie_value("bob", unix_now() - 1, 0),
+            ),
+        ),
+        (
+            "a signed cookie of the old format (a bare name: no expiry, no session)",
+            TestRequest::new().signed_cookie(&key, USER_COOKIE, "bob"),
+        ),
+        (
+            "a signed cookie of a session that was logged out",
+            TestRequest::new().header("cookie", old_cookie.split(';').next().unwrap()),
+        ),
+        (
+            "a token of a session that was logged out",
+            TestRequest::new().query("token", old_token),
+        ),
+        (
+            "a token without a session version",
+            TestRequest::new().query(
+                "token",
+                mint_hs256(
+                    SECRET.as_bytes(),
+                    &json!({ "sub": "alice", "iat": unix_now(), "exp": unix_now() + 3600 }),
+                ),
+            ),
+        ),
+        (
+            "a token of a session version that was never issued",
+            TestRequest::new().query(
+                "token",
+                mint_hs256(
+                    SECRET.as_bytes(),
+                    &json!({ "sub": "alice", "iat": unix_now(), "exp": unix_now() + 3600, "ver": 5 }),
+                ),
+            ),
         ),
         ("a garbage token", TestRequest::new().query("token", "nope")),
         (
@@ -138,10 +207,13 @@ async fn rejects_connections_without_valid_credentials() {
             "a token signed with another secret",
             TestRequest::new().query(
                 "token",
-                Auth::new("another secret, also at least 32 bytes")
-                    .unwrap()
-                    .issue_token("alice")
-                    .unwrap(),
+                Auth::new(
+                    "another secret, also at least 32 bytes",
+                    Db::open(":memory:").unwrap(),
+                )
+                .unwrap()
+                .issue_token("alice", 0)
+                .unwrap(),
             ),
         ),
         (
@@ -166,15 +238,23 @@ async fn rejects_connections_without_valid_credentials() {
         .connect(TestRequest::new().query("token", token_for("alice", 3600)))
         .await;
     assert_eq!(ok.unwrap().identity().get(CURRENT_USER), Some("alice"));
+    // And so does a fresh login of the user who logged out.
+    let again = demo.auth.login("gone", false).await.unwrap().token;
+    let ok = demo
+        .cable
+        .connect(TestRequest::new().query("token", again))
+        .await;
+    assert_eq!(ok.unwrap().identity().get(CURRENT_USER), Some("gone"));
 }
 
-/// A login token for `sub` that expires `expires_in` seconds from now (negative: expired,
-/// which `JwtVerifier::sign` refuses to make, so it is minted as another issuer would).
+/// A login token for `sub` at session version 0 that expires `expires_in` seconds from now
+/// (negative: expired, which `JwtVerifier::sign` refuses to make, so it is minted as another
+/// issuer would).
 fn token_for(sub: &str, expires_in: i64) -> String {
     let now = unix_now() as i64;
     mint_hs256(
         SECRET.as_bytes(),
-        &json!({ "sub": sub, "iat": now, "exp": now + expires_in }),
+        &json!({ "sub": sub, "iat": now, "exp": now + expires_in, "ver": 0 }),
     )
 }
 
@@ -283,6 +363,64 @@ async fn speak_stores_the_message_and_broadcasts_it_to_the_room() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].text, "hi bob 👋");
     assert_eq!(json!(stored[0].id), message["id"]);
+}
+
+#[tokio::test]
+async fn speaking_over_the_rate_limit_is_refused_and_not_stored() {
+    let demo = Demo::with(":memory:", 3);
+    let (_alice, alice_lobby) = demo.in_room("alice", "lobby").await;
+    // The same user in another room and on another connection shares the budget.
+    let (_alice2, alice_dev) = demo.in_room("alice", "dev").await;
+    let (_bob, bob_lobby) = demo.in_room("bob", "lobby").await;
+    for text in ["one", "two"] {
+        alice_lobby
+            .perform("speak", json!({ "text": text }))
+            .await
+            .unwrap();
+    }
+    alice_dev
+        .perform("speak", json!({ "text": "three" }))
+        .await
+        .unwrap();
+    // Refused, but handled: the subscription carries on, and only the speaker is told.
+    alice_lobby
+        .perform("speak", json!({ "text": "four" }))
+        .await
+        .unwrap();
+    let errors = of_type(&alice_lobby.transmissions(), "error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0]["error"],
+        "you are sending messages too fast; wait a moment"
+    );
+    // A burst of 3 a minute: the next one in 20 s.
+    assert_eq!(errors[0]["retry_after"], 20);
+    assert!(of_type(&bob_lobby.transmissions(), "error").is_empty());
+    let texts =
+        |m: Vec<example_demo::db::Message>| m.into_iter().map(|m| m.text).collect::<Vec<_>>();
+    assert_eq!(
+        texts(demo.db.recent_messages("lobby", 10).await.unwrap()),
+        ["one", "two"]
+    );
+    // Others are not limited by alice's messages, and typing is not storage.
+    bob_lobby
+        .perform("speak", json!({ "text": "bob here" }))
+        .await
+        .unwrap();
+    alice_lobby.perform("typing", json!({})).await.unwrap();
+    assert_eq!(
+        texts(demo.db.recent_messages("lobby", 10).await.unwrap()),
+        ["one", "two", "bob here"]
+    );
+    // An invalid message is refused for what it is, without spending the budget of others.
+    alice_lobby
+        .perform("speak", json!({ "text": " " }))
+        .await
+        .unwrap();
+    assert_eq!(
+        of_type(&alice_lobby.transmissions(), "error")[1]["error"],
+        "text must not be empty"
+    );
 }
 
 #[tokio::test]

@@ -189,8 +189,15 @@ async fn cookie_auth_and_rejections() {
         let r = get(server.addr, "/notifications", &[("Cookie", &tampered)]).await;
         assert_eq!(r.status, 401);
 
-        // Logout expires the cookie.
-        let r = http_request(server.addr, "POST", "/logout", &[("Cookie", &cookie)], None).await;
+        // Logout (a JSON request, like every POST) expires the cookie.
+        let r = http_request(
+            server.addr,
+            "POST",
+            "/logout",
+            &[("Cookie", &cookie)],
+            Some("{}"),
+        )
+        .await;
         assert_eq!(r.status, 204);
         let set = r.header("set-cookie").unwrap_or_default();
         assert!(
@@ -217,8 +224,10 @@ async fn notifications_reach_only_their_owner() {
             assert_eq!(ws.recv_json().await["type"], "confirm_subscription");
         }
 
-        let r = post(
+        // Any signed-in user may notify any user (alice notifies bob).
+        let r = post_as(
             addr,
+            &alice_token,
             "/notifications",
             json!({"user":"bob","message":"hi","kind":"info","link":"/x"}),
         )
@@ -239,7 +248,7 @@ async fn notifications_reach_only_their_owner() {
             json!({"id":id,"message":"hi","kind":"info","link":"/x","created_at":created_at})
         );
         // Alice's next frame is her own notification: bob's never reached her.
-        let r = post(addr, "/notifications", json!({"user":"alice","message":"yours"})).await;
+        let r = post_as(addr, &bob_token, "/notifications", json!({"user":"alice","message":"yours"})).await;
         assert_eq!(r.status, 201, "{r:?}");
         let pushed = alice.recv_message(NOTIFICATIONS).await;
         assert_eq!(pushed["message"], "yours");
@@ -279,7 +288,7 @@ async fn notifications_reach_only_their_owner() {
             json!({"user":"bob","message":""}),
             json!({"user":"bob"}),
         ] {
-            let r = post(addr, "/notifications", body.clone()).await;
+            let r = post_as(addr, &alice_token, "/notifications", body.clone()).await;
             assert_eq!(r.status, 422, "{body}: {r:?}");
             assert!(r.json()["error"].is_string());
         }
@@ -424,12 +433,14 @@ async fn serves_the_web_page_and_the_consumer_module() {
                 .starts_with("text/html"),
             "{r:?}"
         );
-        // The import map sends the bare specifier to the module the demo serves.
+        // The page's modules import the consumer by the URL the demo serves it at (no import
+        // map: that would be an inline script, which the page's CSP refuses).
+        let app = get(addr, "/app.mjs", &[]).await;
         assert!(
-            r.body_text()
-                .contains(r#""@rails/actioncable":"/vendor/actioncable.esm.js""#),
+            app.body_text()
+                .contains(r#"from "/vendor/actioncable.esm.js""#),
             "{}",
-            r.body_text()
+            app.body_text()
         );
         for (path, kind) in [
             ("/main.mjs", "javascript"),
@@ -461,6 +472,557 @@ async fn serves_the_web_page_and_the_consumer_module() {
             );
             assert_eq!(r.status, 404);
         }
+        server.shutdown().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The demo's defences (issue 13): cross-site requests, sessions, rate limits, retention,
+// links, security headers.
+
+/// The notifications `user` has, as `GET /notifications` lists them (newest first).
+async fn notifications_of(addr: std::net::SocketAddr, token: &str) -> Vec<Value> {
+    let bearer = format!("Bearer {token}");
+    let r = get(addr, "/notifications", &[("Authorization", &bearer)]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json().as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn notifications_need_a_bearer_token_and_a_json_body() {
+    bounded(async {
+        let server = start_demo().await;
+        let addr = server.addr;
+        let (alice_token, alice_cookie) = login(addr, "alice").await;
+        let (bob_token, _) = login(addr, "bob").await;
+        let body =
+            json!({"user":"bob","message":"click me","link":"https://evil.example/"}).to_string();
+        let bearer = format!("Bearer {alice_token}");
+
+        // What any web page can make a browser send cross-site without a preflight: a form or
+        // a no-cors fetch, text/plain or form-encoded, with the user's cookie at most.
+        for (what, headers) in [
+            (
+                "no credentials, text/plain",
+                vec![("Content-Type", "text/plain")],
+            ),
+            (
+                "no credentials, JSON",
+                vec![("Content-Type", "application/json")],
+            ),
+            (
+                "the cookie, text/plain",
+                vec![
+                    ("Content-Type", "text/plain"),
+                    ("Cookie", alice_cookie.as_str()),
+                ],
+            ),
+            (
+                "the cookie, JSON",
+                vec![
+                    ("Content-Type", "application/json"),
+                    ("Cookie", alice_cookie.as_str()),
+                ],
+            ),
+            (
+                "a bad token, JSON",
+                vec![
+                    ("Content-Type", "application/json"),
+                    ("Authorization", "Bearer nope"),
+                ],
+            ),
+        ] {
+            let r = post_raw(addr, "/notifications", &headers, &body).await;
+            assert_eq!(r.status, 401, "{what}: {r:?}");
+            assert!(
+                r.json()["error"].as_str().unwrap().contains("Bearer"),
+                "{what}: {r:?}"
+            );
+        }
+        // A valid token, but a body not declared JSON: 415.
+        for content_type in [
+            Some("text/plain"),
+            Some("text/plain;charset=UTF-8"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            None,
+        ] {
+            let mut headers = vec![("Authorization", bearer.as_str())];
+            if let Some(ct) = content_type {
+                headers.push(("Content-Type", ct));
+            }
+            let r = post_raw(addr, "/notifications", &headers, &body).await;
+            assert_eq!(r.status, 415, "{content_type:?}: {r:?}");
+            assert!(r.json()["error"].is_string());
+        }
+        assert!(
+            notifications_of(addr, &bob_token).await.is_empty(),
+            "nothing was stored"
+        );
+
+        // The control: the same request with the token and JSON goes through.
+        let r = post_raw(
+            addr,
+            "/notifications",
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json; charset=utf-8"),
+            ],
+            &body,
+        )
+        .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        assert_eq!(notifications_of(addr, &bob_token).await.len(), 1);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn login_and_logout_refuse_bodies_that_are_not_json() {
+    bounded(async {
+        let server = start_demo().await;
+        let addr = server.addr;
+        // Login CSRF: a form on another site posting `{"name":"mallory"}` as text/plain.
+        for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+            let r = post_raw(
+                addr,
+                "/login",
+                &[("Content-Type", content_type)],
+                r#"{"name":"mallory"}"#,
+            )
+            .await;
+            assert_eq!(r.status, 415, "{content_type}: {r:?}");
+            assert_eq!(r.header("set-cookie"), None, "{content_type}: no cookie");
+        }
+        let r = post_raw(addr, "/login", &[], r#"{"name":"mallory"}"#).await;
+        assert_eq!(r.status, 415, "{r:?}");
+
+        // Logout CSRF would end someone's sessions: the same rule.
+        let (token, cookie) = login(addr, "alice").await;
+        let r = post_raw(
+            addr,
+            "/logout",
+            &[("Cookie", &cookie), ("Content-Type", "text/plain")],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 415, "{r:?}");
+        let r = post_raw(addr, "/logout", &[("Cookie", &cookie)], "").await;
+        assert_eq!(r.status, 415, "{r:?}");
+        // Nothing happened: both credentials still work.
+        let mut ws = welcome(&server, &format!("?token={token}"), None).await;
+        join(&mut ws, LOBBY, "alice").await;
+        assert_eq!(
+            get(addr, "/rooms", &[("Cookie", &cookie)]).await.status,
+            200
+        );
+        drop(ws);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_old_cookie_and_token_over_http_and_the_cable() {
+    bounded(async {
+        let server = start_demo().await;
+        let addr = server.addr;
+        let (token, cookie) = login(addr, "alice").await;
+        let (other_tab_token, _) = login(addr, "alice").await;
+        let (bob_token, _) = login(addr, "bob").await;
+        let mut by_token = welcome(&server, &format!("?token={token}"), None).await;
+        join(&mut by_token, LOBBY, "alice").await;
+        let mut by_cookie = welcome(&server, "", Some(&cookie)).await;
+        by_cookie.send_subscribe(NOTIFICATIONS).await;
+        assert_eq!(by_cookie.recv_json().await["type"], "confirm_subscription");
+        let mut bob = welcome(&server, &format!("?token={bob_token}"), None).await;
+        join(&mut bob, LOBBY, "bob").await;
+
+        let bearer = format!("Bearer {token}");
+        let r = http_request(
+            addr,
+            "POST",
+            "/logout",
+            &[("Authorization", &bearer)],
+            Some("{}"),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{r:?}");
+        let set = r.header("set-cookie").unwrap_or_default();
+        assert!(
+            set.starts_with("user=;") && set.contains("Max-Age=0"),
+            "{set}"
+        );
+
+        // Every open connection of alice's is told to go away for good, bob's is not.
+        for ws in [&mut by_token, &mut by_cookie] {
+            let frame = loop {
+                let frame = ws.recv_json().await;
+                if frame["type"] == "disconnect" {
+                    break frame;
+                }
+            };
+            assert_eq!(
+                frame,
+                json!({"type":"disconnect","reason":"remote","reconnect":false})
+            );
+            assert_eq!(ws.next_json_or_end().await, None, "socket should close");
+        }
+        assert_eq!(
+            bob.recv_message(LOBBY).await,
+            json!({"type":"left","user":"alice"})
+        );
+
+        // The old cookie and both old tokens (this tab's and another tab's) are refused.
+        for (what, headers) in [
+            ("cookie", vec![("Cookie", cookie.clone())]),
+            ("token", vec![("Authorization", bearer.clone())]),
+            (
+                "other tab's token",
+                vec![("Authorization", format!("Bearer {other_tab_token}"))],
+            ),
+        ] {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert_eq!(
+                get(addr, "/notifications", &headers).await.status,
+                401,
+                "{what}"
+            );
+            assert_eq!(get(addr, "/rooms", &headers).await.status, 401, "{what}");
+        }
+        let r = post_as(
+            addr,
+            &token,
+            "/notifications",
+            json!({"user":"bob","message":"hi"}),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{r:?}");
+        expect_unauthorized(connect(&server, &format!("?token={token}"), None).await).await;
+        expect_unauthorized(connect(&server, &format!("?token={other_tab_token}"), None).await)
+            .await;
+        expect_unauthorized(connect(&server, "", Some(&cookie)).await).await;
+
+        // Bob is still signed in; alice can sign in again.
+        assert_eq!(
+            notifications_of(addr, &bob_token).await,
+            Vec::<Value>::new()
+        );
+        let (new_token, new_cookie) = login(addr, "alice").await;
+        let mut again = welcome(&server, &format!("?token={new_token}"), None).await;
+        join(&mut again, LOBBY, "alice").await;
+        assert_eq!(
+            get(addr, "/rooms", &[("Cookie", &new_cookie)]).await.status,
+            200
+        );
+
+        // Logging out without valid credentials only clears the cookie.
+        let r = http_request(addr, "POST", "/logout", &[("Cookie", &cookie)], Some("{}")).await;
+        assert_eq!(r.status, 204);
+        assert_eq!(
+            get(addr, "/rooms", &[("Cookie", &new_cookie)]).await.status,
+            200
+        );
+        drop((again, bob));
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_cookie_expires_and_is_secure_behind_https() {
+    bounded(async {
+        let server = start_demo_with(&[("SESSION_LIFETIME_SECS", "1")]).await;
+        let addr = server.addr;
+        let r = post(addr, "/login", json!({"name":"alice"})).await;
+        let set = r.header("set-cookie").unwrap().to_owned();
+        assert!(set.contains("Max-Age=1"), "{set}");
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+            "{set}"
+        );
+        assert!(!set.contains("Secure"), "plain HTTP: {set}");
+        let token = r.json()["token"].as_str().unwrap().to_owned();
+        let cookie = set.split(';').next().unwrap().to_owned();
+        assert_eq!(
+            get(addr, "/rooms", &[("Cookie", &cookie)]).await.status,
+            200
+        );
+
+        // Behind a TLS-terminating proxy the cookie is Secure (and so is its removal).
+        let r = http_request(
+            addr,
+            "POST",
+            "/login",
+            &[("X-Forwarded-Proto", "https")],
+            Some(r#"{"name":"bob"}"#),
+        )
+        .await;
+        let set = r.header("set-cookie").unwrap();
+        assert!(set.ends_with("; Secure"), "{set}");
+        let r = http_request(
+            addr,
+            "POST",
+            "/logout",
+            &[("X-Forwarded-Proto", "https")],
+            Some("{}"),
+        )
+        .await;
+        assert!(r.header("set-cookie").unwrap().ends_with("; Secure"));
+
+        // The expiry is inside the signed value too: a client that keeps the cookie past its
+        // Max-Age gets nowhere, and neither does the token.
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        assert_eq!(
+            get(addr, "/rooms", &[("Cookie", &cookie)]).await.status,
+            401
+        );
+        let bearer = format!("Bearer {token}");
+        assert_eq!(
+            get(addr, "/rooms", &[("Authorization", &bearer)])
+                .await
+                .status,
+            401
+        );
+        expect_unauthorized(connect(&server, "", Some(&cookie)).await).await;
+        expect_unauthorized(connect(&server, &format!("?token={token}"), None).await).await;
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rate_limits_are_answered_with_429_and_retry_after() {
+    bounded(async {
+        let server = start_demo_with(&[
+            ("LOGIN_LIMIT_PER_MINUTE", "3"),
+            ("NOTIFY_LIMIT_PER_MINUTE", "2"),
+            ("CHAT_LIMIT_PER_MINUTE", "2"),
+        ])
+        .await;
+        let addr = server.addr;
+        // Logins per client address: three, then one every 20 s.
+        let (alice_token, _) = login(addr, "alice").await;
+        let (bob_token, _) = login(addr, "bob").await;
+        let (carol_token, _) = login(addr, "carol").await;
+        let r = post(addr, "/login", json!({"name":"dave"})).await;
+        assert_eq!(r.status, 429, "{r:?}");
+        assert_eq!(r.header("retry-after"), Some("20"), "{r:?}");
+        assert!(r.json()["error"].as_str().unwrap().contains("too many logins"), "{r:?}");
+        assert_eq!(r.header("set-cookie"), None);
+
+        // Notifications per sender: two, then one every 30 s; another sender is not affected.
+        for i in 0..2 {
+            let r = post_as(addr, &alice_token, "/notifications", json!({"user":"bob","message":format!("n{i}")})).await;
+            assert_eq!(r.status, 201, "{r:?}");
+        }
+        let r = post_as(addr, &alice_token, "/notifications", json!({"user":"bob","message":"n2"})).await;
+        assert_eq!(r.status, 429, "{r:?}");
+        assert_eq!(r.header("retry-after"), Some("30"), "{r:?}");
+        assert!(r.json()["error"].is_string());
+        let r = post_as(addr, &carol_token, "/notifications", json!({"user":"bob","message":"from carol"})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        assert_eq!(notifications_of(addr, &bob_token).await.len(), 3);
+
+        // Stored chat messages per user, over the cable: the demo's error reply.
+        let mut alice = welcome(&server, &format!("?token={alice_token}"), None).await;
+        join(&mut alice, LOBBY, "alice").await;
+        for text in ["one", "two"] {
+            alice.send_data(LOBBY, &json!({"action":"speak","text":text})).await;
+            assert_eq!(alice.recv_message(LOBBY).await["text"], text);
+        }
+        alice.send_data(LOBBY, &json!({"action":"speak","text":"three"})).await;
+        assert_eq!(
+            alice.recv_message(LOBBY).await,
+            json!({"type":"error","error":"you are sending messages too fast; wait a moment","retry_after":30})
+        );
+        let bearer = format!("Bearer {bob_token}");
+        let stored = get(addr, "/rooms/lobby/messages", &[("Authorization", &bearer)]).await.json();
+        let texts: Vec<&str> = stored.as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["one", "two"]);
+        drop(alice);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retention_keeps_the_last_n_messages_per_room_and_notifications_per_user() {
+    bounded(async {
+        let server = start_demo_with(&[
+            ("CHAT_KEEP_PER_ROOM", "3"),
+            ("NOTIFICATIONS_KEEP_PER_USER", "2"),
+        ])
+        .await;
+        let addr = server.addr;
+        let (alice_token, _) = login(addr, "alice").await;
+        let mut alice = welcome(&server, &format!("?token={alice_token}"), None).await;
+        join(&mut alice, LOBBY, "alice").await;
+        for i in 0..6 {
+            let text = format!("m{i}");
+            alice
+                .send_data(LOBBY, &json!({"action":"speak","text":text}))
+                .await;
+            assert_eq!(alice.recv_message(LOBBY).await["text"], text);
+        }
+        alice
+            .send_data(LOBBY, &json!({"action":"history","limit":200}))
+            .await;
+        let history = alice.recv_message(LOBBY).await;
+        let texts: Vec<&str> = history["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["m3", "m4", "m5"]);
+        let bearer = format!("Bearer {alice_token}");
+        let rooms = get(addr, "/rooms", &[("Authorization", &bearer)])
+            .await
+            .json();
+        assert_eq!(rooms[0]["messages"], 3, "{rooms}");
+
+        for i in 0..5 {
+            let r = post_as(
+                addr,
+                &alice_token,
+                "/notifications",
+                json!({"user":"alice","message":format!("n{i}")}),
+            )
+            .await;
+            assert_eq!(r.status, 201, "{r:?}");
+        }
+        let kept: Vec<Value> = notifications_of(addr, &alice_token)
+            .await
+            .iter()
+            .map(|n| n["message"].clone())
+            .collect();
+        assert_eq!(kept, [json!("n4"), json!("n3")]);
+        drop(alice);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn links_that_would_open_another_site_are_refused() {
+    bounded(async {
+        let server = start_demo().await;
+        let addr = server.addr;
+        let (token, _) = login(addr, "alice").await;
+        for link in [
+            "/\\evil.example/",
+            "/\\/evil.example",
+            "\\\\evil.example",
+            "//evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "https:\\\\evil.example",
+            "http:///evil.example",
+            "javascript:alert(1)",
+            "data:text/html,hi",
+            "/\u{202e}evil",
+        ] {
+            let r = post_as(
+                addr,
+                &token,
+                "/notifications",
+                json!({"user":"alice","message":"x","link":link}),
+            )
+            .await;
+            assert_eq!(r.status, 422, "{link:?}: {r:?}");
+            assert!(
+                r.json()["error"].as_str().unwrap().contains("link"),
+                "{r:?}"
+            );
+        }
+        assert!(notifications_of(addr, &token).await.is_empty());
+        for link in ["/builds/42", "https://example.com/x"] {
+            let r = post_as(
+                addr,
+                &token,
+                "/notifications",
+                json!({"user":"alice","message":"x","link":link}),
+            )
+            .await;
+            assert_eq!(r.status, 201, "{link:?}: {r:?}");
+        }
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_page_its_assets_and_the_api_carry_the_security_headers() {
+    bounded(async {
+        let server = start_demo().await;
+        let addr = server.addr;
+        let mut paths = vec![
+            "/",
+            "/index.html",
+            "/main.mjs",
+            "/app.mjs",
+            "/app.css",
+            "/health",
+            "/notifications",
+            "/no-such-page",
+            "/cable",
+        ];
+        if Assets::new(DEFAULT_ASSETS).consumer_module().is_file() {
+            paths.push("/vendor/actioncable.esm.js");
+        }
+        for path in paths {
+            let r = get(addr, path, &[]).await;
+            let csp = r
+                .header("content-security-policy")
+                .unwrap_or_else(|| panic!("{path}: no CSP: {r:?}"));
+            for directive in [
+                "default-src 'none'",
+                "script-src 'self'",
+                "style-src 'self'",
+                "connect-src 'self'",
+                "frame-ancestors 'none'",
+                "base-uri 'none'",
+            ] {
+                assert!(csp.contains(directive), "{path}: {csp}");
+            }
+            assert!(!csp.contains("unsafe"), "{path}: {csp}");
+            assert_eq!(r.header("x-frame-options"), Some("DENY"), "{path}");
+            assert_eq!(
+                r.header("x-content-type-options"),
+                Some("nosniff"),
+                "{path}"
+            );
+            assert_eq!(r.header("referrer-policy"), Some("same-origin"), "{path}");
+        }
+        // The page has no inline script or style for the CSP to refuse.
+        let page = get(addr, "/", &[]).await;
+        let html = page.body_text();
+        for tag in html.split("<script").skip(1) {
+            let head = &tag[..tag.find('>').unwrap()];
+            assert!(head.contains(" src="), "an inline script: <script{head}>");
+        }
+        assert!(
+            !html.contains("<style") && !html.contains(" style="),
+            "inline style"
+        );
+        for handler in [
+            " onclick=",
+            " onload=",
+            " onerror=",
+            " onsubmit=",
+            "javascript:",
+        ] {
+            assert!(!html.contains(handler), "an inline handler: {handler}");
+        }
+        // Over the cable too: the upgrade still works (the browser tests check `connect-src`).
+        let (token, _) = login(addr, "alice").await;
+        let mut ws = welcome(&server, &format!("?token={token}"), None).await;
+        join(&mut ws, LOBBY, "alice").await;
+        drop(ws);
         server.shutdown().await;
     })
     .await;

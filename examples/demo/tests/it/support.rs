@@ -18,7 +18,12 @@ pub(crate) const NOTIFICATIONS: &str = r#"{"channel":"NotificationChannel"}"#;
 /// The demo (in-memory database, private room `staff` for `admin`) served by
 /// `example_demo::serve` until [`TestServer::shutdown`].
 pub(crate) async fn start_demo() -> TestServer {
-    let vars: HashMap<&str, &str> = HashMap::from([
+    start_demo_with(&[]).await
+}
+
+/// [`start_demo`] with more settings (`LOGIN_LIMIT_PER_MINUTE`, `CHAT_KEEP_PER_ROOM`, …).
+pub(crate) async fn start_demo_with(settings: &[(&str, &str)]) -> TestServer {
+    let mut vars: HashMap<&str, &str> = HashMap::from([
         ("DEMO_DATABASE", ":memory:"),
         (
             "SECRET_KEY_BASE",
@@ -26,6 +31,7 @@ pub(crate) async fn start_demo() -> TestServer {
         ),
         ("PRIVATE_ROOMS", "staff=admin"),
     ]);
+    vars.extend(settings.iter().copied());
     let config = Config::from_lookup(|k| vars.get(k).map(|v| (*v).to_owned())).unwrap();
     let demo = app(&config).unwrap();
     TestServer::start((), |listener, stop| serve(listener, demo, stop)).await
@@ -41,9 +47,42 @@ pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) 
     http_request(addr, "GET", path, headers, None).await
 }
 
-/// `POST path` with a JSON `body`.
+/// `POST path` with a JSON `body` (`Content-Type: application/json`).
 pub(crate) async fn post(addr: SocketAddr, path: &str, body: Value) -> HttpReply {
     http_request(addr, "POST", path, &[], Some(&body.to_string())).await
+}
+
+/// `POST path` with a JSON `body` as the holder of `token` (`Authorization: Bearer`).
+pub(crate) async fn post_as(addr: SocketAddr, token: &str, path: &str, body: Value) -> HttpReply {
+    let bearer = format!("Bearer {token}");
+    http_request(
+        addr,
+        "POST",
+        path,
+        &[("Authorization", &bearer)],
+        Some(&body.to_string()),
+    )
+    .await
+}
+
+/// `POST path` with exactly these `headers` (no `Content-Type` unless among them) and `body`,
+/// as an HTML form or a `no-cors` fetch on another site would send it.
+pub(crate) async fn post_raw(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpReply {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    http_raw(addr, &request, false).await
 }
 
 /// Logs in; returns the token and the `name=value` part of the cookie.
