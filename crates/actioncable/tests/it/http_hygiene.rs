@@ -191,6 +191,7 @@ async fn a_keep_alive_connection_left_idle_is_closed_after_the_header_timeout() 
         idle >= HEADER_TIMEOUT.mul_f64(0.9) && idle <= HEADER_TIMEOUT + CLOSE_SLACK,
         "an idle keep-alive connection was closed {idle:?} after its last response"
     );
+    println!("an idle keep-alive connection was closed {idle:?} after its last response");
     server.shutdown().await;
 }
 
@@ -221,6 +222,7 @@ async fn a_stalled_body_and_an_unread_response_are_closed_after_the_idle_timeout
         lived >= IDLE_TIMEOUT.mul_f64(0.9) && lived <= most,
         "a stalled body was closed after {lived:?}"
     );
+    println!("a stalled body was closed {lived:?} after its last byte");
 
     // A 32 MiB response that the client does not read: the server's writes block.
     let mut unread = TcpStream::connect(addr).await.expect("connect");
@@ -239,6 +241,10 @@ async fn a_stalled_body_and_an_unread_response_are_closed_after_the_idle_timeout
     assert!(
         received.len() < BIG,
         "a client that did not read got the whole response ({} bytes): it was not closed",
+        received.len()
+    );
+    println!(
+        "a client that did not read a {BIG}-byte response got {} bytes, then the close",
         received.len()
     );
 
@@ -344,6 +350,7 @@ async fn serve_at_a_low_descriptor_limit() {
     tracing_subscriber::fmt()
         .with_env_filter("actioncable=warn")
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .init();
     let rec = Recorder::new();
     let (router, _handle) = app(&rec);
@@ -404,12 +411,16 @@ async fn at_a_low_descriptor_limit_a_flooded_server_recovers_by_itself() {
     );
     println!(
         "{} connections at a {OPEN_FILES}-descriptor limit: all closed by the server {all_closed:?} \
-         after the flood began; /health answered again {first:?} after it ({} answers, {} \
-         failures meanwhile)",
+         after the flood began; /health first answered {first:?} after the probe began, {} \
+         answers (slowest {:?}), {} failures meanwhile",
         2 * EACH,
         report.answered,
+        report.slowest,
         report.failures.len()
     );
+    if let Some(line) = output.lines().find(|l| l.contains("cannot accept")) {
+        println!("the server logged: {line}");
+    }
 
     // Recovered: a cable connects and echoes, /health answers at once.
     let mut client = server.client(Connect::new()).await;
