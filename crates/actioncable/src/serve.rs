@@ -11,7 +11,7 @@
 //!
 //! hyper-util's `auto` builder (HTTP/1 and HTTP/2, what `axum::serve` uses) is not used: before
 //! hyper's timer starts, it reads the first bytes to tell the two protocols apart, with no
-//! timeout of its own, so a silent connection would never be timed out. This serves HTTP/1.1
+//! timeout of its own, so a silent connection would never be timed out. This serves HTTP/1.x
 //! only: browsers speak HTTP/2 only over TLS, which is a proxy's job in front of this server,
 //! and WebSockets are HTTP/1.1 upgrades.
 //!
@@ -99,7 +99,7 @@ const IDLE_CHECKS: u32 = 4;
 /// extractor work.
 ///
 /// Once a connection has upgraded to a WebSocket none of these apply: it is the cable's, bounded
-/// by `max_connections`, `client_timeout` and the cable's other settings. Only HTTP/1.1 is
+/// by `max_connections`, `client_timeout` and the cable's other settings. Only HTTP/1.x is
 /// served (WebSockets are HTTP/1.1 upgrades; browsers speak HTTP/2 only over TLS, which a proxy
 /// in front of this server terminates).
 ///
