@@ -26,7 +26,7 @@
 //!     let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
 //!     // Reaches the subscribers of `chat:lobby` on every node (Rails ones included).
 //!     handle.broadcast("chat:lobby", &serde_json::json!({ "text": "hi" })).await?;
-//!     axum::serve(listener, app).await?;
+//!     actioncable::serve(listener, app).await?;
 //!     Ok(())
 //! }
 //! ```

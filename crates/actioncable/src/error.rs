@@ -1,9 +1,9 @@
 //! Error types.
 //!
 //! Framework operations have one `thiserror` enum each ([`BroadcastError`], [`PubSubError`],
-//! [`ConfigError`]). User code in channels returns [`ChannelError`], which any error converts
-//! into with `?`, the way `anyhow::Error` does; it also carries the deliberate outcome
-//! "reject this subscription".
+//! [`ConfigError`], [`ServeError`]). User code in channels returns [`ChannelError`], which any
+//! error converts into with `?`, the way `anyhow::Error` does; it also carries the deliberate
+//! outcome "reject this subscription".
 
 use std::fmt;
 
@@ -246,6 +246,22 @@ pub enum ConfigError {
     /// The pub/sub adapter failed to start.
     #[error("pub/sub adapter failed to start: {0}")]
     PubSub(#[from] PubSubError),
+}
+
+/// Serving a router with [`serve`](crate::serve()) could not start. Once it runs it does not
+/// fail: a connection that errs is closed and logged, and accept errors (such as running out
+/// of file descriptors) are retried.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A setting has a value that cannot work.
+    #[error("invalid setting `{name}`: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// Why it cannot work.
+        reason: String,
+    },
 }
 
 /// Authentication helpers failed (bad token, bad key, tampered cookie).

@@ -13,6 +13,9 @@
 //!   [`Router`](axum::Router), broadcast to from anywhere through a [`CableHandle`].
 //! - [`PubSub`] carries broadcasts between nodes: [`MemoryPubSub`]
 //!   in one process, the `actioncable-redis` crate across many (wire-compatible with Rails).
+//! - [`serve`] serves the app's router as `axum::serve` does, with limits on connections that
+//!   have not upgraded (header-read and idle timeouts, how many at once), TCP_NODELAY and
+//!   connect info: what a server on the open internet needs and `axum::serve` leaves out.
 //!
 //! ## Example
 //!
@@ -46,7 +49,7 @@
 //!         .build()?;
 //!     let app: Router = Router::new().merge(cable.router("/cable"));
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//!     axum::serve(listener, app).await?;
+//!     actioncable::serve(listener, app).await?;
 //!     Ok(())
 //! }
 //! ```
@@ -56,8 +59,9 @@
 //!
 //! ## Stopping
 //!
-//! [`shutdown_signal`] resolves on SIGINT or SIGTERM; pass it to axum's graceful shutdown and
-//! call [`CableHandle::shutdown`], so that every client is told `server_restart` and reconnects.
+//! [`shutdown_signal`] resolves on SIGINT or SIGTERM; pass it to
+//! [`Serve::with_graceful_shutdown`] and call [`CableHandle::shutdown`] there, so that every
+//! client is told `server_restart` and reconnects.
 //!
 //! ## Features
 //!
@@ -83,6 +87,7 @@ pub mod protocol;
 mod protocol;
 pub mod pubsub;
 mod registry;
+mod serve;
 mod server;
 mod shutdown;
 pub mod stream;
@@ -105,10 +110,12 @@ pub use connection::{
 #[doc(inline)]
 pub use error::{
     AuthError, BoxError, BroadcastError, ChannelError, ConfigError, InvalidAction, PubSubError,
+    ServeError,
 };
 pub use handle::CableHandle;
 #[doc(inline)]
 pub use pubsub::{MemoryPubSub, PubSub};
+pub use serve::{Serve, serve};
 pub use server::{AllowedOrigins, Cable, CableBuilder};
 pub use shutdown::shutdown_signal;
 #[doc(inline)]

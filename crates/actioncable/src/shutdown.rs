@@ -7,23 +7,23 @@
 
 /// Resolves when the process receives SIGINT (Ctrl-C) or, on Unix, SIGTERM; logs which.
 ///
-/// Pass it to axum's graceful shutdown, then shut the cable down so every client is told
-/// `server_restart` and reconnects elsewhere:
+/// Pass it to the server's graceful shutdown ([`serve`](crate::serve())'s, or axum's), then
+/// shut the cable down so every client is told `server_restart` and reconnects elsewhere:
 ///
 /// ```no_run
 /// use actioncable::{shutdown_signal, Cable};
 /// use std::time::Duration;
 ///
-/// # async fn run(cable: Cable, app: axum::Router) -> std::io::Result<()> {
+/// # async fn run(cable: Cable, app: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
 /// let handle = cable.handle();
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// axum::serve(listener, app)
+/// actioncable::serve(listener, app)
 ///     .with_graceful_shutdown(async move {
 ///         shutdown_signal().await;
 ///         handle.shutdown(Duration::from_secs(5)).await;
 ///     })
-///     .await
-/// # }
+///     .await?;
+/// # Ok(()) }
 /// ```
 ///
 /// If a signal cannot be listened for, that is logged and the other one still works.

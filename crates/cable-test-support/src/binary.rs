@@ -1,13 +1,18 @@
 //! A server binary run as a real child process, for what only the process shows: how it
-//! stops when a process manager sends it SIGTERM.
+//! stops when a process manager sends it SIGTERM, and how it fares at a low descriptor limit.
 //!
 //! Every server binary of the workspace prints one line with the address it listens on
 //! (`… listening on ws://127.0.0.1:41234/cable`, or `http://…`) and takes `PORT` from the
 //! environment; [`ServerProcess::start`] passes `PORT=0` and reads that line, so tests never
 //! race for a port. Its output is kept (the last lines) to explain a failure.
+//!
+//! A test can also be its own server: [`ServerProcess::this_test`] runs the calling test again
+//! in a child process, with a lower limit on open files, where it serves instead of testing.
 
 use crate::client::{CableClient, Connect};
+use crate::flood::{HeldConnections, half_sent_upgrade};
 use crate::frames::disconnect_frame;
+use crate::process::test_path;
 use crate::timing::{SHUTDOWN_WAIT, WAIT, within};
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Read};
@@ -19,6 +24,9 @@ use tokio::time::Instant;
 
 /// Output lines kept for failure messages.
 const KEEP_LINES: usize = 40;
+
+/// Set in the process [`ServerProcess::this_test`] starts: the test that serves there.
+const SERVER_CHILD: &str = "CABLE_TEST_SERVER_CHILD";
 
 /// A server binary running as a child process; killed when dropped.
 #[derive(Debug)]
@@ -35,10 +43,54 @@ impl ServerProcess {
     /// # Panics
     /// When the program cannot start, exits early or prints no address in time.
     pub fn start(program: &str, env: &[(&str, &str)]) -> ServerProcess {
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .env("PORT", "0")
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        ServerProcess::spawn(command, program)
+    }
+
+    /// Runs the calling test (`module` is its `module_path!()`, `test` its function name) again
+    /// in a child process whose limit on open files (`ulimit -n`) is `open_files`, so that the
+    /// server there can run out of descriptors without starving this process.
+    ///
+    /// Returns `None` in the child: the test then serves, printing `… listening on
+    /// http://<addr>`, until it is killed. Returns the child in the test's own process, once it
+    /// has printed its address; dropping it kills the child.
+    ///
+    /// ```no_run
+    /// # use cable_test_support::ServerProcess;
+    /// # async fn serve_somehow() {}
+    /// # async fn a_server_low_on_descriptors_recovers() {
+    /// let Some(server) = ServerProcess::this_test(module_path!(), "a_server_low_on_descriptors_recovers", 256) else {
+    ///     // The child: serve (and print the address) until killed.
+    ///     return serve_somehow().await;
+    /// };
+    /// // The test, against `server.addr()`.
+    /// # }
+    /// ```
+    pub fn this_test(module: &str, test: &str, open_files: u64) -> Option<ServerProcess> {
+        let path = test_path(module, test);
+        if std::env::var(SERVER_CHILD).is_ok_and(|v| v == path) {
+            return None;
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", r#"ulimit -n "$0" && exec "$@""#])
+            .arg(open_files.to_string())
+            .arg(&exe)
+            .args([path.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+            .env(SERVER_CHILD, &path);
+        Some(ServerProcess::spawn(command, &path))
+    }
+
+    /// Starts `command` with its output piped and waits (bounded by [`WAIT`]) for the line that
+    /// tells its address; `name` names it in failures.
+    fn spawn(mut command: Command, name: &str) -> ServerProcess {
+        let program = name;
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -134,6 +186,25 @@ impl ServerProcess {
             "the server exited with {status} after SIGTERM; its output:\n{}",
             self.output()
         );
+    }
+
+    /// Checks that the server closes, by itself, a connection that sends nothing and one that
+    /// sends half an upgrade request, after `actioncable::serve`'s default header-read timeout
+    /// (not before it, and not much after): the server serves with `actioncable::serve`.
+    pub async fn assert_closes_connections_that_send_no_request(&self) {
+        let timeout = actioncable::Serve::DEFAULT_HEADER_READ_TIMEOUT;
+        let silent = HeldConnections::open(self.addr, 1, b"", WAIT).await;
+        let half_sent =
+            HeldConnections::open(self.addr, 1, &half_sent_upgrade(self.addr), WAIT).await;
+        for held in [silent, half_sent] {
+            let lived = held.closed_within(timeout + WAIT).await[0];
+            assert!(
+                lived >= timeout.mul_f64(0.9) && lived <= timeout + WAIT / 2,
+                "a connection that sent no whole request was closed after {lived:?}, expected \
+                 about {timeout:?}; server output:\n{}",
+                self.output()
+            );
+        }
     }
 
     /// A client of this server with `opts` (its path, origin, cookies…), welcomed.

@@ -19,11 +19,14 @@
 //!   bounded; a test that hangs is a failure, never a stuck CI job.
 //! - Raw HTTP/1.1 over a `TcpStream` ([`http_raw`], [`http_request`], [`raw_upgrade`]) for what
 //!   a WebSocket library will not send.
+//! - Floods of connections that never send a whole request ([`HeldConnections`],
+//!   [`half_sent_upgrade`]) and a probe that checks a server answers meanwhile ([`HttpProbe`]).
 //! - JWTs from another issuer ([`mint_hs256`]), expired or malformed ones included.
 //! - Logging: [`init_tracing`] and [`LogCapture`] (a test's own log, for assertions on it).
 //! - Processes: [`spare_port`], [`rss_kib`], [`own_process`] (a test that measures the process
 //!   runs in a process of its own), a server binary as a child process ([`ServerProcess`]:
-//!   how it stops on SIGTERM), and real `redis-server`, Sentinel and `redis-cli` processes in
+//!   how it stops on SIGTERM, how it sheds idle connections; or a test serving in a child at a
+//!   low descriptor limit, [`ServerProcess::this_test`]), and real `redis-server`, Sentinel and `redis-cli` processes in
 //!   [`redis`].
 //!
 //! Nothing here is a mock: servers listen on real sockets, Redis is the real `redis-server`,
@@ -34,6 +37,7 @@
 
 mod binary;
 mod client;
+mod flood;
 mod frames;
 mod http;
 mod jwt;
@@ -45,6 +49,9 @@ mod timing;
 
 pub use binary::ServerProcess;
 pub use client::{CableClient, Connect, OriginHeader, SubscribeReply};
+pub use flood::{
+    HeldConnections, HttpProbe, ProbeReport, half_sent_upgrade, raise_open_files_limit,
+};
 pub use frames::{
     CONSUMER_PROTOCOLS, WELCOME, confirm_frame, data_frame, disconnect_frame, is_ping,
     perform_data, reject_frame,

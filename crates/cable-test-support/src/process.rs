@@ -24,6 +24,15 @@ pub fn rss_kib() -> u64 {
         .expect("VmRSS in /proc/self/status")
 }
 
+/// The harness's name of test `test` in module `module` (a `module_path!()`, which starts with
+/// the crate's name that test names leave out).
+pub(crate) fn test_path(module: &str, test: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, rest)) => format!("{rest}::{test}"),
+        None => test.to_owned(),
+    }
+}
+
 /// Set in the process [`own_process`] starts: the test it runs.
 const OWN_PROCESS: &str = "CABLE_TEST_OWN_PROCESS";
 
@@ -46,11 +55,7 @@ const OWN_PROCESS: &str = "CABLE_TEST_OWN_PROCESS";
 /// # }
 /// ```
 pub async fn own_process(module: &str, test: &str, limit: Duration) -> bool {
-    // `module_path!()` starts with the crate's name, which the harness's test names leave out.
-    let path = match module.split_once("::") {
-        Some((_crate, rest)) => format!("{rest}::{test}"),
-        None => test.to_owned(),
-    };
+    let path = test_path(module, test);
     if std::env::var(OWN_PROCESS).is_ok_and(|v| v == path) {
         return true;
     }

@@ -3,11 +3,10 @@
 use crate::client::{CableClient, Connect};
 use crate::logs::init_tracing;
 use crate::timing::{SHUTDOWN_WAIT, WAIT, within_for};
-use actioncable::{CableBuilder, CableHandle};
+use actioncable::{CableBuilder, CableHandle, Serve, ServeError};
 use axum::Router;
-use axum::serve::ListenerExt as _;
 use std::fmt::Display;
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use tokio::net::TcpListener;
@@ -44,9 +43,21 @@ impl<H> Drop for TestServer<H> {
 }
 
 impl TestServer {
-    /// Serves `router` (with connect info) until [`shutdown`](Self::shutdown).
+    /// Serves `router` with `actioncable::serve` (its defaults) until
+    /// [`shutdown`](Self::shutdown).
     pub async fn serve(router: Router) -> TestServer {
-        TestServer::start((), |listener, stop| serve_router(listener, router, stop)).await
+        TestServer::serve_with(router, |serve| serve).await
+    }
+
+    /// As [`serve`](Self::serve), with `actioncable::serve`'s settings changed by `settings`
+    /// (shorter timeouts, a lower limit…).
+    pub async fn serve_with(router: Router, settings: impl FnOnce(Serve) -> Serve) -> TestServer {
+        TestServer::start((), |listener, stop| {
+            settings(actioncable::serve(listener, router))
+                .with_graceful_shutdown(stop)
+                .into_future()
+        })
+        .await
     }
 }
 
@@ -121,22 +132,16 @@ impl<H> TestServer<H> {
     }
 }
 
-/// `axum::serve` on `listener` with TCP_NODELAY and connect info, stopping on `stop`.
+/// `actioncable::serve` on `listener` (TCP_NODELAY, connect info, the connection limits),
+/// stopping on `stop`: what every binary of the workspace serves with.
 async fn serve_router(
     listener: TcpListener,
     router: Router,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), std::io::Error> {
-    // Small frames go out at once (no Nagle delay against the client's delayed ACKs).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop)
-    .await
+) -> Result<(), ServeError> {
+    actioncable::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 /// Serves `builder`'s cable at `/cable` on a free loopback port. Its graceful

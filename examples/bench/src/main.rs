@@ -16,7 +16,6 @@ use actioncable::AnyAction;
 use actioncable::{
     AcceptAll, AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams, async_trait,
 };
-use axum::serve::{Listener as _, ListenerExt as _};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -75,18 +74,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
-    // TCP_NODELAY: otherwise a frame right after another waits for the client's delayed ACK.
-    let listener = tokio::net::TcpListener::bind(format!("{bind}:{port}"))
-        .await?
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+    let listener = tokio::net::TcpListener::bind(format!("{bind}:{port}")).await?;
     println!(
         "bench listening on ws://{}/cable (pid {})",
         listener.local_addr()?,
         std::process::id()
     );
-    axum::serve(listener, app)
+    // Timeouts and a limit for connections that have not upgraded, TCP_NODELAY, connect info.
+    // The pending limit (1,024) only delays a load generator's connection burst beyond it; it
+    // never refuses a connection.
+    actioncable::serve(listener, app)
         .with_graceful_shutdown(async move {
             actioncable::shutdown_signal().await;
             handle.shutdown(Duration::from_secs(5)).await;

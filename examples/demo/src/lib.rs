@@ -27,9 +27,7 @@ pub mod validate;
 use actioncable::{AllowedOrigins, Cable, CableBuilder, CableHandle};
 use anyhow::Context as _;
 use axum::Router;
-use axum::serve::ListenerExt as _;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,10 +122,11 @@ fn allowed_origins(config: &Config) -> AllowedOrigins {
     }
 }
 
-/// Serves `demo` on `listener` until `shutdown` resolves, then shuts the cable down (every
-/// client gets `disconnect` `server_restart` with `reconnect: true`) before the HTTP server
-/// finishes. axum's graceful shutdown does not track upgraded WebSockets; the cable's own
-/// shutdown does.
+/// Serves `demo` on `listener` with `actioncable::serve` (timeouts and a limit for connections
+/// that have not upgraded, TCP_NODELAY, connect info for the logs) until `shutdown` resolves,
+/// then shuts the cable down (every client gets `disconnect` `server_restart` with
+/// `reconnect: true`) before the HTTP server finishes. The HTTP server's graceful shutdown does
+/// not track upgraded WebSockets; the cable's own shutdown does.
 ///
 /// # Errors
 /// When the server fails.
@@ -138,17 +137,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let handle = demo.handle;
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    // Without TCP_NODELAY a frame that follows another closely waits for the client's
-    // delayed ACK (40 ms on Linux); the upgraded socket is out of reach later, so set it here.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
-        listener,
-        demo.router
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let server = actioncable::serve(listener, demo.router).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: closing cable connections");
         if handle.shutdown(CABLE_SHUTDOWN_DEADLINE).await {

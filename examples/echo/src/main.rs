@@ -5,7 +5,6 @@ use actioncable::AnyAction;
 use actioncable::{
     AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams, async_trait,
 };
-use axum::serve::{Listener as _, ListenerExt as _};
 
 struct EchoChannel;
 
@@ -41,18 +40,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handle = cable.handle();
     let app = axum::Router::new().merge(cable.router("/cable"));
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
-    // TCP_NODELAY: otherwise a frame right after another waits for the client's delayed ACK.
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
-        .await?
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     println!(
         "echo cable listening on ws://{}/cable",
         listener.local_addr()?
     );
+    // Timeouts and a limit for connections that have not upgraded, TCP_NODELAY, connect info.
     // On SIGINT or SIGTERM every client is told `server_restart` and reconnects.
-    axum::serve(listener, app)
+    actioncable::serve(listener, app)
         .with_graceful_shutdown(async move {
             actioncable::shutdown_signal().await;
             handle.shutdown(std::time::Duration::from_secs(5)).await;

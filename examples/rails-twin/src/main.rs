@@ -58,7 +58,6 @@ use actioncable::{
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::serve::{Listener as _, ListenerExt as _};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -439,14 +438,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .merge(control);
 
     let port = std::env::var("PORT").unwrap_or_else(|_| "28081".into());
-    // TCP_NODELAY: otherwise a frame right after another waits for the client's delayed ACK.
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
-        .await?
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     println!("rails-twin listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
+    // Timeouts and a limit for connections that have not upgraded, TCP_NODELAY, connect info.
+    actioncable::serve(listener, app)
         .with_graceful_shutdown(async move {
             actioncable::shutdown_signal().await;
             handle.shutdown(Duration::from_secs(5)).await;

@@ -1,8 +1,6 @@
 //! Serves the tour's cable (see the library docs): `cargo run -p example-tour`, then connect
 //! to `ws://127.0.0.1:3000/cable?user=alice`. `PORT` picks the port (0: any free one).
 
-use axum::serve::{Listener as _, ListenerExt as _};
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -14,13 +12,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handle = cable.handle();
     let app = axum::Router::new().merge(cable.router("/cable"));
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
-        .await?
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     println!("tour listening on ws://{}/cable", listener.local_addr()?);
-    axum::serve(listener, app)
+    // Timeouts and a limit for connections that have not upgraded, TCP_NODELAY, connect info.
+    actioncable::serve(listener, app)
         .with_graceful_shutdown(async move {
             actioncable::shutdown_signal().await;
             handle.shutdown(std::time::Duration::from_secs(5)).await;

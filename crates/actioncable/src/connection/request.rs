@@ -44,8 +44,10 @@ impl ConnectRequest {
         self.parts.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The peer's address, when the server was started with connect info
-    /// (`into_make_service_with_connect_info::<SocketAddr>()`).
+    /// The peer's address, when the server provides connect info: [`serve`](crate::serve())
+    /// always does; `axum::serve` does when given
+    /// `router.into_make_service_with_connect_info::<SocketAddr>()`. Behind a proxy this is
+    /// the proxy's address.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
     }

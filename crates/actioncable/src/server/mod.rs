@@ -20,7 +20,7 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! let broadcaster = handle.clone();
 //! tokio::spawn(async move { broadcaster.broadcast("news", &"hello").await });
-//! axum::serve(listener, app)
+//! actioncable::serve(listener, app)
 //!     .with_graceful_shutdown(async move {
 //!         actioncable::shutdown_signal().await;
 //!         handle.shutdown(std::time::Duration::from_secs(5)).await;

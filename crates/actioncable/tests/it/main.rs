@@ -18,6 +18,7 @@ mod channel_api;
 mod channel_wire;
 mod fuzz_corpus;
 mod handshake;
+mod http_hygiene;
 mod limits;
 mod protocol_props;
 mod security;
