@@ -28,8 +28,8 @@ use tracing::Instrument as _;
 
 /// Frames written per flush when a backlog is waiting.
 const WRITE_BATCH: usize = 64;
-/// Commands read ahead while one runs; beyond this the socket is left unread, which pushes
-/// back on the client.
+/// Commands read ahead while one runs; beyond this (or beyond `max_message_size` bytes of
+/// them) the socket is left unread, which pushes back on the client.
 const READ_AHEAD: usize = 32;
 
 struct Session<S> {
@@ -38,7 +38,7 @@ struct Session<S> {
     frames: Frames,
     dispatcher: Dispatcher<S>,
     /// Text frames read while a command ran, waiting their turn.
-    backlog: VecDeque<Utf8Bytes>,
+    backlog: Backlog,
     liveness: Liveness,
     budget: Budget,
     /// Binary frames refused so far (only the first is logged).
@@ -94,6 +94,40 @@ impl Liveness {
         };
         self.timer.as_mut().reset(next);
         verdict
+    }
+}
+
+/// Text frames read ahead while a command runs: at most [`READ_AHEAD`] of them, and reading
+/// stops once they hold `max_bytes` (one client's read-ahead costs about one largest message,
+/// not 32 of them).
+struct Backlog {
+    frames: VecDeque<Utf8Bytes>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Backlog {
+    fn new(max_bytes: usize) -> Backlog {
+        Backlog {
+            frames: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.frames.len() < READ_AHEAD && self.bytes < self.max_bytes
+    }
+
+    fn push(&mut self, frame: Utf8Bytes) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    fn pop(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.frames.pop_front()?;
+        self.bytes -= frame.len();
+        Some(frame)
     }
 }
 
@@ -199,6 +233,7 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     };
     let liveness = Liveness::new(shared.config.client_timeout);
     let budget = Budget::new(shared.config.max_commands_per_second);
+    let max_message_size = shared.config.max_message_size;
     let span = tracing::info_span!("cable", conn = %id, identity = %untrusted(&*identity));
     async move {
         let (dispatcher, frames) = Dispatcher::open(shared, identity, id).await;
@@ -208,7 +243,7 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
             socket,
             frames,
             dispatcher,
-            backlog: VecDeque::new(),
+            backlog: Backlog::new(max_message_size),
             binary_frames: 0,
             reservation,
         };
@@ -281,7 +316,7 @@ impl<S: Send + Sync + 'static> Session<S> {
         loop {
             let throttled = self.budget.wait();
             if throttled.is_none()
-                && let Some(text) = self.backlog.pop_front()
+                && let Some(text) = self.backlog.pop()
             {
                 self.budget.spend();
                 if let Some(end) = Box::pin(self.handle_while_writing(Work::Frame(&text))).await {
@@ -435,13 +470,13 @@ impl<S: Send + Sync + 'static> Session<S> {
                 (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
                 // Reading ahead is bounded by the backlog and by the command budget, which
                 // binary frames spend too.
-                message = socket.recv(), if backlog.len() < READ_AHEAD && budget.has_token() => match message.inspect(|_| liveness.heard()) {
+                message = socket.recv(), if backlog.has_room() && budget.has_token() => match message.inspect(|_| liveness.heard()) {
                     Some(Ok(Message::Text(next))) => {
                         if subscribing.as_deref().is_some_and(|id| is_subscribe_to(&next, id)) {
                             tracing::debug!(identifier = %untrusted(subscribing.as_deref().unwrap_or_default()),
                                 "subscribe repeated while pending; ignored");
                         } else {
-                            backlog.push_back(next);
+                            backlog.push(next);
                         }
                     }
                     Some(Ok(Message::Binary(bytes))) => {
@@ -568,5 +603,28 @@ fn read_error(e: axum::Error) -> End {
             tracing::info!(error = %untrusted(&e), "WebSocket error");
             End::Gone
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_ahead_is_bounded_in_frames_and_in_bytes() {
+        let mut backlog = Backlog::new(1000);
+        backlog.push(Utf8Bytes::from("x".repeat(600)));
+        assert!(backlog.has_room());
+        backlog.push(Utf8Bytes::from("y".repeat(600)));
+        assert!(!backlog.has_room(), "1,200 bytes read ahead: stop reading");
+        assert_eq!(backlog.pop().map(|f| f.len()), Some(600));
+        assert!(backlog.has_room());
+
+        let mut small = Backlog::new(usize::MAX);
+        for _ in 0..READ_AHEAD {
+            assert!(small.has_room());
+            small.push(Utf8Bytes::from_static("{}"));
+        }
+        assert!(!small.has_room(), "{READ_AHEAD} frames read ahead: stop reading");
     }
 }
