@@ -625,6 +625,9 @@ mod tests {
             assert!(small.has_room());
             small.push(Utf8Bytes::from_static("{}"));
         }
-        assert!(!small.has_room(), "{READ_AHEAD} frames read ahead: stop reading");
+        assert!(
+            !small.has_room(),
+            "{READ_AHEAD} frames read ahead: stop reading"
+        );
     }
 }
