@@ -1,0 +1,169 @@
+//! The server put together from the settings: the adapter, the connection, the channels, the
+//! routes (`CABLE_PATH`, `/health`, `/_broadcast`), and serving until SIGTERM.
+
+use crate::broadcast::{self, Broadcaster};
+use crate::identify::{Identify, Mode};
+use crate::settings::{Adapter, BROADCAST_PATH, HEALTH_PATH, Identification, Settings};
+use actioncable::{Cable, CableHandle, JwtVerifier, MemoryPubSub, PubSub};
+use actioncable_redis::RedisPubSub;
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a shutdown waits for clients to be told `server_restart` and close: below
+/// `docker stop`'s 10 s, above the cable's 2 s close timeout.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The pub/sub adapter, kept typed for `/health`.
+enum Pubsub {
+    Memory,
+    Redis(RedisPubSub),
+}
+
+impl Pubsub {
+    fn new(adapter: &Adapter) -> Pubsub {
+        match adapter {
+            Adapter::Memory => Pubsub::Memory,
+            Adapter::Redis(config) => Pubsub::Redis(RedisPubSub::new((**config).clone())),
+        }
+    }
+
+    fn shared(&self) -> Arc<dyn PubSub> {
+        match self {
+            Pubsub::Memory => Arc::new(MemoryPubSub::new()),
+            Pubsub::Redis(redis) => Arc::new(redis.clone()),
+        }
+    }
+}
+
+/// What `/health` looks at.
+struct Health {
+    handle: CableHandle,
+    redis: Option<RedisPubSub>,
+}
+
+/// Builds the app: the cable and every route.
+///
+/// # Errors
+/// A key that cannot be made from the settings.
+pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, CableHandle)> {
+    let pubsub = Pubsub::new(&settings.adapter);
+    let mode = match &settings.identification {
+        Identification::Public => Mode::Public,
+        Identification::Jwt(secret) => Mode::Jwt(Box::new(
+            JwtVerifier::hs256(secret.expose().as_bytes()).context("CABLE_JWT_SECRET")?,
+        )),
+        Identification::Cookie(_) | Identification::Session { .. } => {
+            anyhow::bail!("cookie and session identification are not available in this build")
+        }
+    };
+    let identify = Identify::new(
+        mode,
+        settings.identifier.clone(),
+        settings.identifier_gid.clone(),
+    );
+    let cable = Cable::builder()
+        .connection(identify)
+        .pubsub(pubsub.shared())
+        .allowed_origins(settings.allowed_origins.clone())
+        .build()
+        .context("the cable")?;
+    let handle = cable.handle();
+
+    let health = Arc::new(Health {
+        handle: handle.clone(),
+        redis: match &pubsub {
+            Pubsub::Redis(redis) => Some(redis.clone()),
+            Pubsub::Memory => None,
+        },
+    });
+    let mut app = Router::new()
+        .route(HEALTH_PATH, get(health_check).with_state(health))
+        .merge(cable.router(&settings.cable_path));
+    if let Some(key) = &settings.broadcast_key {
+        let broadcaster = Arc::new(Broadcaster::new(handle.clone(), key.expose()));
+        app = app.route(
+            BROADCAST_PATH,
+            any(broadcast::handle).with_state(broadcaster),
+        );
+    }
+    Ok((app, handle))
+}
+
+/// `GET /health`: 200 while the server serves, with the adapter's state in the body
+/// (`{"status":"ok","adapter":"redis","redis":"connected","connections":3}`). A Redis outage
+/// answers 200 too (`"status":"degraded"`, `"redis":"disconnected"`): the adapter reconnects by
+/// itself and the clients stay connected, so restarting the node (a failed liveness probe) or
+/// taking every node out of a load balancer at once (a failed readiness probe, during an outage
+/// that hits them all) would only make it worse.
+async fn health_check(State(health): State<Arc<Health>>) -> Response {
+    let connections = health.handle.connection_count();
+    let body = match &health.redis {
+        None => serde_json::json!({
+            "status": "ok",
+            "adapter": "memory",
+            "connections": connections,
+        }),
+        Some(redis) => {
+            let up = redis.is_connected();
+            serde_json::json!({
+                "status": if up { "ok" } else { "degraded" },
+                "adapter": "redis",
+                "redis": if up { "connected" } else { "disconnected" },
+                "connections": connections,
+            })
+        }
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Listens, prints the ready line, and serves until SIGINT or SIGTERM; then every client is
+/// told `server_restart` (the consumer reconnects, to another node behind a load balancer).
+///
+/// # Errors
+/// The address cannot be bound, or serving fails.
+pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
+    let (app, handle) = build(&settings)?;
+    let listener = tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (BIND, PORT)", settings.addr))?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    tracing::info!(
+        identification = %settings.identification.describe(),
+        adapter = match settings.adapter {
+            Adapter::Memory => "memory",
+            Adapter::Redis(_) => "redis",
+        },
+        broadcast_endpoint = settings.broadcast_key.is_some(),
+        "actioncable-server ready"
+    );
+    println!(
+        "actioncable-server listening on ws://{local}{}",
+        settings.cable_path
+    );
+    actioncable::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            actioncable::shutdown_signal().await;
+            tracing::info!("shutting down: telling every client server_restart");
+            if !handle.shutdown(SHUTDOWN_DEADLINE).await {
+                tracing::warn!(
+                    "connections still closing after {SHUTDOWN_DEADLINE:?}; exiting anyway"
+                );
+            }
+        })
+        .await
+        .context("serving")?;
+    Ok(())
+}
