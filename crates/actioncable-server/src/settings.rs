@@ -333,6 +333,17 @@ impl Settings {
             None => None,
         };
 
+        if matches!(
+            identification,
+            Identification::Public | Identification::Jwt(_)
+        ) && (set(&args.identifier).is_some() || identifier_gid.is_some())
+        {
+            tracing::warn!(
+                "CABLE_IDENTIFIER and CABLE_IDENTIFIER_GID apply to cookie and session \
+                 identification only; ignored (a JWT's identifiers are the keys of its `ext`)"
+            );
+        }
+
         let broadcast_key = secret(&args.broadcast_key);
         if let Some(key) = &broadcast_key
             && key.expose().len() < MIN_SECRET_BYTES
