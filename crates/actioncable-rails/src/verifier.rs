@@ -54,7 +54,9 @@ impl MessageVerifier {
     pub fn new(key: impl AsRef<[u8]>, digest: HmacDigest) -> Result<Self, RailsError> {
         let key = key.as_ref();
         if key.is_empty() {
-            return Err(RailsError::InvalidKey("a MessageVerifier key cannot be empty"));
+            return Err(RailsError::InvalidKey(
+                "a MessageVerifier key cannot be empty",
+            ));
         }
         Ok(MessageVerifier {
             key: key.to_vec(),
@@ -129,8 +131,14 @@ mod tests {
         );
         let (data, digest) = signed.rsplit_once("--").unwrap();
         let upper = format!("{data}--{}", digest.to_uppercase());
-        assert_eq!(v.verified::<serde_json::Value>(&upper), Err(RailsError::InvalidSignature));
-        assert_eq!(v.verified::<serde_json::Value>("nodigest"), Err(RailsError::Malformed));
+        assert_eq!(
+            v.verified::<serde_json::Value>(&upper),
+            Err(RailsError::InvalidSignature)
+        );
+        assert_eq!(
+            v.verified::<serde_json::Value>("nodigest"),
+            Err(RailsError::Malformed)
+        );
         let other = MessageVerifier::new(b"other", HmacDigest::Sha1).unwrap();
         assert_eq!(
             other.verified::<serde_json::Value>(&signed),
