@@ -15,3 +15,13 @@ mod verifier;
 pub use error::RailsError;
 pub use key_generator::{KeyDigest, KeyGenerator, RAILS_ITERATIONS};
 pub use verifier::{HmacDigest, MessageVerifier};
+
+mod cookies;
+mod encryptor;
+mod metadata;
+mod session;
+
+pub use cookies::{RailsCookieJar, RailsCookies};
+pub use encryptor::MessageEncryptor;
+pub use metadata::Metadata;
+pub use session::{RailsSession, WardenUser};
