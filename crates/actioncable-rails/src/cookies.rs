@@ -1,30 +1,38 @@
 //! Rails' `cookies.encrypted[...]` and `cookies.signed[...]`, read from (and written for) the
 //! request's `Cookie` headers with the app's `secret_key_base`.
 //!
-//! What Rails does, from `actionpack/lib/action_dispatch/middleware/cookies.rb` (the same in
-//! `actionpack-6.1.7.10`):
+//! What Rails does, from `actionpack/lib/action_dispatch/middleware/cookies.rb` (line numbers
+//! of Rails main 2a2db1e, then of Debian's `actionpack-6.1.7.10`, which agree on all of it):
 //!
-//! - **Encrypted** (`EncryptedKeyRotatingCookieJar`, with `use_authenticated_cookie_encryption`,
-//!   on from `load_defaults 5.2`): `MessageEncryptor` with AES-256-GCM and the key
+//! - **Encrypted** (`EncryptedKeyRotatingCookieJar`, lines 662-665 / 659-662, with
+//!   `use_authenticated_cookie_encryption`, on from `load_defaults 5.2`): `MessageEncryptor`
+//!   with AES-256-GCM (`encrypted_cookie_cipher`'s default) and the key
 //!   `key_generator.generate_key("authenticated encrypted cookie", 32)`.
-//! - **Signed** (`SignedKeyRotatingCookieJar`): `MessageVerifier` with the key
-//!   `generate_key("signed cookie")` (64 bytes) and `signed_cookie_digest`, SHA1 unless the
-//!   app sets it (`ChainedCookieJars#signed_cookie_digest`).
+//! - **Signed** (`SignedKeyRotatingCookieJar`, lines 633-634 / 630-631): `MessageVerifier`
+//!   with the key `generate_key("signed cookie")` (64 bytes) and `signed_cookie_digest`, SHA1
+//!   unless the app sets it (lines 314-316 / 279-281).
 //! - The salts are `config.action_dispatch.*_cookie_salt`'s defaults
-//!   (`actionpack/lib/action_dispatch/railtie.rb`); the key generator is
-//!   `Rails.application.key_generator`, PBKDF2 with 1,000 iterations and
-//!   `key_generator_hash_digest_class` ([`KeyDigest`]).
+//!   (`actionpack/lib/action_dispatch/railtie.rb`, lines 27-30); the key generator is
+//!   `Rails.application.key_generator` (`railties/lib/rails/application.rb`, line 176), PBKDF2
+//!   with 1,000 iterations and `key_generator_hash_digest_class` ([`KeyDigest`]).
 //! - The jar serializes the value itself (`cookies_serializer`: JSON here) and hands the
-//!   string to an encryptor/verifier built with `NullSerializer`, so the metadata is always in
-//!   the legacy envelope: `{"_rails":{"message":"<Base64 of the JSON>","exp":…,"pur":
-//!   "cookie.<name>"}}` (see [`Metadata`](crate::Metadata)).
-//! - Reading (`AbstractCookieJar#[]`) tries the purpose `cookie.<name>` first, then none:
-//!   cookies written without metadata (`use_cookies_with_metadata` off, Rails 5.2) are read
+//!   string to an encryptor/verifier built with `NullSerializer` (line 572 / 574), so the
+//!   metadata is always in the legacy envelope: `{"_rails":{"message":"<Base64 of the
+//!   JSON>","exp":…,"pur":"cookie.<name>"}}` (see [`Metadata`](crate::Metadata)); the
+//!   purpose is there when `use_cookies_with_metadata` (6.0's defaults) is on (lines 554-558 /
+//!   533-537).
+//! - Reading (`AbstractCookieJar#[]`, lines 519-529 / 494-503) tries the purpose
+//!   `cookie.<name>` first, then none: cookies written without metadata (Rails 5.2) are read
 //!   too; a cookie presented under another name is not.
-//! - Rotations (`cookies_rotations`): the current key first, then each rotation in order.
-//! - Values are escaped with `Rack::Utils.escape` when set (`+` `/` `=` become `%2B` `%2F`
-//!   `%3D`) and unescaped by `Rack::Utils.parse_cookies_header` when read (`%XX`, and `+` as a
-//!   space; a value with a stray `%` is kept as is; the first cookie of a name wins).
+//! - Rotations (`cookies_rotations`): the current key first, then each rotation in order. A
+//!   rotation inherits the current options, the signed digest among them, unless given its own
+//!   (`activesupport/lib/active_support/messages/rotator.rb`, `build_rotation`, lines 55-57 /
+//!   6.1's 41-43).
+//! - Values are escaped with `Rack::Utils.escape` when set (line 450-451, `+` `/` `=` become
+//!   `%2B` `%2F` `%3D`) and unescaped by `Rack::Utils.parse_cookies_header` when read
+//!   (`rack-2.2.22/lib/rack/utils.rb`, lines 255-266: `%XX`, and `+` as a space; a value with a
+//!   stray `%` is kept as is; the first cookie of a name wins). Rails refuses to set a cookie
+//!   whose name and value pass 4096 bytes (`check_for_overflow!`, lines 618-624).
 //!
 //! Keys are derived once, when [`RailsCookies`] is built: PBKDF2 is slow on purpose.
 

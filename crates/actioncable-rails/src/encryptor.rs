@@ -1,12 +1,14 @@
 //! Rails' `ActiveSupport::MessageEncryptor` with AES-256-GCM: what encrypted cookies and the
 //! cookie-store session are made with since Rails 5.2 (`use_authenticated_cookie_encryption`).
 //!
-//! The format (`activesupport/lib/active_support/message_encryptor.rb`, `encrypt`/`decrypt`
-//! and `join_parts`; the same in `activesupport-6.1.7.10`'s `_encrypt`/`_decrypt`) is
+//! The format (`activesupport/lib/active_support/message_encryptor.rb` of Rails main: lines
+//! 312-328 `encrypt`, 330-357 `decrypt`, 371-373 `join_parts`, 385-397 `extract_parts`;
+//! `activesupport-6.1.7.10`: lines 163-204 `_encrypt`/`_decrypt`) is
 //! `base64(ciphertext)--base64(iv)--base64(auth tag)`, strict Base64, a random 12-byte IV
-//! (OpenSSL's `random_iv` for `aes-256-gcm`), a 16-byte tag (`AUTH_TAG_LENGTH`; shorter tags
-//! are refused, as Rails refuses them) and empty authenticated data (`auth_data = ""`). The
-//! key is used as given and must be 32 bytes (`MessageEncryptor.key_len("aes-256-gcm")`).
+//! (OpenSSL's `random_iv` for `aes-256-gcm`), a 16-byte tag (`AUTH_TAG_LENGTH`, line 141;
+//! shorter tags are refused, as Rails refuses them) and empty authenticated data
+//! (`auth_data = ""`, lines 319 and 346). The key is used as given and must be 32 bytes
+//! (`MessageEncryptor.key_len("aes-256-gcm")`).
 //!
 //! AES-256-CBC messages (`base64(ciphertext--iv)--hmac`, Rails before 5.2 and apps that
 //! never turned on authenticated encryption) are not read: they are recognised and refused

@@ -2,35 +2,45 @@
 //! message, so a value signed for one use (a cookie's name, a password reset) cannot be
 //! replayed for another, nor after its time.
 //!
-//! Rails has written two envelopes, and both are still in use today:
+//! Sources: `activesupport/lib/active_support/messages/metadata.rb` of Rails main (2a2db1e,
+//! as in 7.1 to 8.1; "main" below) and of Debian's `activesupport-6.1.7.10` ("6.1" below).
+//! Rails has written two envelopes, and both are in use today:
 //!
 //! - **Legacy** (Rails 5.2+): `{"_rails":{"message":"<strict Base64 of the serialized
-//!   value>","exp":<ISO 8601 with ms, or null>,"pur":<purpose, or null>}}`. Rails 5.2 to 7.0
-//!   write it for every message (`activesupport-6.1.7.10/lib/active_support/messages/metadata.rb`,
-//!   `Metadata.wrap` and `#as_json`), and 7.1+ still write it whenever the serializer is not
-//!   one of `Metadata.envelope_serializers` or `use_message_serializer_for_metadata` is off
-//!   (`activesupport/lib/active_support/messages/metadata.rb`, `serialize_with_metadata` and
-//!   `wrap_in_metadata_legacy_envelope`). **Cookies always carry it**, in every version: the
-//!   cookie jar gives its encryptor and verifier `MessageEncryptor::NullSerializer`
-//!   (`actionpack/lib/action_dispatch/middleware/cookies.rb`, `SerializedCookieJars::SERIALIZER`)
-//!   and serializes the value itself, and `NullSerializer` is not an envelope serializer.
-//! - **Data** (Rails 7.1+, `use_message_serializer_for_metadata`, on with `load_defaults
-//!   7.1`): `{"_rails":{"data":<the value itself>,"exp":...,"pur":...}}`, with `exp` and `pur`
-//!   left out when unset (`wrap_in_metadata_envelope`). `MessageVerifier`/`MessageEncryptor`
-//!   with a real serializer (JSON) write it, e.g. `Rails.application.message_verifier(...)`.
+//!   value>","exp":<ISO 8601 with ms, or null>,"pur":<purpose, or null>}}`, fields in that
+//!   order, nulls written. 5.2 to 7.0 write it for every message with metadata (6.1 lines
+//!   13-24, `#as_json` and `Metadata.wrap`; `exp` is `expires_at.utc.iso8601(3)`, lines
+//!   32-37). Main still writes it whenever `use_message_serializer_for_metadata?` is false
+//!   (lines 32-43 `serialize_with_metadata`, 73-78 `wrap_in_metadata_legacy_envelope`), that
+//!   is when the setting is off or the serializer is not one of `envelope_serializers` (lines
+//!   14-19, 62-64).
+//! - **Cookies carry the legacy envelope in every version.** The cookie jar serializes the
+//!   value itself and gives its encryptor and verifier `MessageEncryptor::NullSerializer`
+//!   (`actionpack/lib/action_dispatch/middleware/cookies.rb`, main line 572, 6.1 line 574:
+//!   `SERIALIZER = ActiveSupport::MessageEncryptor::NullSerializer`), which is not an
+//!   envelope serializer; so `use_message_serializer_for_metadata?` is false for cookies even
+//!   under 7.1+ defaults.
+//! - **Data** (7.1+, `use_message_serializer_for_metadata`, on with `load_defaults 7.1`,
+//!   `railties/lib/rails/application/configuration.rb`): `{"_rails":{"data":<the value
+//!   itself>,"exp":…,"pur":…}}`, `exp` and `pur` left out when unset (main lines 66-71).
+//!   `MessageVerifier`/`MessageEncryptor` with a real serializer (JSON) write it, e.g.
+//!   `Rails.application.message_verifier(…)` under 7.1's defaults.
 //!
 //! A message without metadata has no envelope: the serialized value alone.
 //!
-//! Reading follows `deserialize_with_metadata` and `extract_from_metadata_envelope` of
-//! today's Rails, which read all three shapes: the expiry is checked first (expired when
-//! `now >= exp`), then the purpose (`pur.to_s == purpose.to_s`, so a missing purpose only
-//! matches a message without one); a message without envelope only passes when no purpose
-//! is expected ("missing metadata"). Rails 6.1's `Metadata.verify` agrees on every case.
+//! Reading follows main's `deserialize_with_metadata` and `extract_from_metadata_envelope`
+//! (lines 45-60 and 80-92), which read all three shapes (the legacy one is told apart by its
+//! opening `{"_rails":{"message":`, lines 98-100): the expiry is checked first (expired when
+//! `now >= exp`), then the purpose (`pur.to_s == purpose.to_s`, so no purpose only matches a
+//! message made without one); a message without envelope only passes when no purpose is
+//! expected ("missing metadata"). 6.1 (`Metadata.verify`, lines 26-28 and 58-69) accepts and
+//! refuses the same legacy and bare messages; it cannot read the data envelope.
 //!
 //! [`Metadata`] writes the data envelope by default: every Rails from 7.1 reads it, whatever
-//! its `use_message_serializer_for_metadata`, as long as its serializer is JSON (or Marshal,
-//! which falls back to JSON). For Rails 7.0 and older, ask for
-//! [`legacy_envelope`](Metadata::legacy_envelope), which every version reads.
+//! its `use_message_serializer_for_metadata`, with any serializer that reads JSON (7.1+'s
+//! `:json`, `:json_allow_marshal` and `:marshal` all do: `messages/serializer_with_fallback.rb`).
+//! For Rails 7.0 and older, ask for [`legacy_envelope`](Metadata::legacy_envelope), which
+//! every version reads.
 
 use std::time::Duration;
 
@@ -46,7 +56,15 @@ use time::macros::format_description;
 use crate::RailsError;
 
 /// What a message carries besides its value: a purpose, an expiry, and which envelope holds
-/// them (see the [module docs](self)).
+/// them.
+///
+/// Rails writes two envelopes. The 7.1+ one, `{"_rails":{"data":<the value>,"exp":…,"pur":…}}`,
+/// is what `MessageVerifier`/`MessageEncryptor` with a JSON serializer write under 7.1's
+/// defaults, and every Rails from 7.1 reads it: it is the default here. The legacy one,
+/// `{"_rails":{"message":"<Base64 of the JSON>","exp":…,"pur":…}}`, is what Rails 5.2 to 7.0
+/// write, and what cookies carry in every version; every Rails reads it: ask for it with
+/// [`legacy_envelope`](Metadata::legacy_envelope) when a Rails before 7.1 reads the message.
+/// Without purpose or expiry there is no envelope. Reading accepts all three.
 ///
 /// ```
 /// use std::time::Duration;

@@ -1,17 +1,19 @@
 //! A Rails cookie-store session: the session hash the app keeps in one encrypted cookie.
 //!
 //! With `config.session_store :cookie_store, key: "_myapp_session"`,
-//! `ActionDispatch::Session::CookieStore` (`actionpack/lib/action_dispatch/middleware/session/cookie_store.rb`)
-//! writes the whole session through `cookie_jar.signed_or_encrypted[key]`, which is the
-//! encrypted jar whenever the app has a `secret_key_base`: an encrypted cookie named
+//! `ActionDispatch::Session::CookieStore`
+//! (`actionpack/lib/action_dispatch/middleware/session/cookie_store.rb`, lines 111-126 of Rails
+//! main) writes the whole session through `cookie_jar.signed_or_encrypted[key]`, which is the
+//! encrypted jar whenever the app has a `secret_key_base` (`cookies.rb`, lines 287-294): an
+//! encrypted cookie named
 //! `_myapp_session`, purpose `cookie._myapp_session`, whose JSON value is the session hash with
 //! string keys. Rails puts `session_id` in it (`write_session`), `protect_from_forgery` adds
 //! `_csrf_token`, and the app adds its own keys (`session[:user_id] = …`). `expire_after` is
 //! the message's expiry, checked like any cookie's.
 //!
 //! Devise signs users in through Warden, which keeps each scope's user under
-//! `warden.user.<scope>.key` (Warden's `SessionSerializer#key_for`) as Devise's
-//! `serialize_into_session` makes it: `[record.to_key, record.authenticatable_salt]`, e.g.
+//! `warden.user.<scope>.key` (Warden's `lib/warden/session_serializer.rb`, `key_for`) as
+//! Devise's `serialize_into_session` makes it (`lib/devise/models/authenticatable.rb`): `[record.to_key, record.authenticatable_salt]`, e.g.
 //! `[[42], "$2a$12$Kz…"]` — the record's primary key(s) and the first 29 characters of its
 //! bcrypt hash, or `null` for models without a password. Devise only accepts the session when
 //! the salt still matches the record (`serialize_from_session`): compare it too, so a password
