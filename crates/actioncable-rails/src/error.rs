@@ -36,4 +36,47 @@ pub enum RailsError {
     /// A secret or a key that cannot be used (empty, or the wrong length for the cipher).
     #[error("invalid key: {0}")]
     InvalidKey(&'static str),
+    /// An encrypted cookie in the AES-256-CBC format (`data--digest`, the data holding
+    /// `ciphertext--iv`): written by Rails before 5.2, or by an app that never turned on
+    /// `use_authenticated_cookie_encryption`. Not read; only AES-256-GCM is.
+    #[error(
+        "the cookie is encrypted with AES-256-CBC (Rails before 5.2, or \
+         use_authenticated_cookie_encryption = false), which is not read; only AES-256-GCM is"
+    )]
+    LegacyCipher,
+    /// A cookie that would be over 4096 bytes (name and value), which browsers drop (Rails'
+    /// `ActionDispatch::Cookies::CookieOverflow`).
+    #[error("the cookie would be {0} bytes, over the 4096 browsers keep")]
+    CookieOverflow(usize),
+}
+
+impl RailsError {
+    /// A short name for the kind of failure, safe to log: unlike `Payload`'s message, it
+    /// never quotes any part of the value.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            RailsError::Malformed => "malformed",
+            RailsError::InvalidSignature => "invalid signature",
+            RailsError::MarshalPayload => "marshal payload",
+            RailsError::Payload(_) => "unexpected payload",
+            RailsError::WrongPurpose => "wrong purpose",
+            RailsError::Expired => "expired",
+            RailsError::InvalidKey(_) => "invalid key",
+            RailsError::LegacyCipher => "AES-256-CBC cookie",
+            RailsError::CookieOverflow(_) => "cookie overflow",
+        }
+    }
+}
+
+/// `?` on a [`RailsError`] in `Connection::connect` rejects the connection and logs the kind of
+/// failure at debug level (tampered with, expired, a Marshal cookie…), never the cookie.
+/// Turn on `RUST_LOG=actioncable_rails=debug` when every connection is refused.
+impl From<RailsError> for actioncable::Reject {
+    fn from(error: RailsError) -> Self {
+        tracing::debug!(
+            kind = error.kind(),
+            "rejecting the connection: its Rails credentials did not verify"
+        );
+        actioncable::Reject
+    }
 }

@@ -70,7 +70,9 @@ impl KeyGenerator {
             return Err(RailsError::InvalidKey("secret_key_base is empty"));
         }
         if iterations == 0 {
-            return Err(RailsError::InvalidKey("PBKDF2 needs at least one iteration"));
+            return Err(RailsError::InvalidKey(
+                "PBKDF2 needs at least one iteration",
+            ));
         }
         Ok(KeyGenerator {
             secret: secret.to_vec(),

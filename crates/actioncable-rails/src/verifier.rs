@@ -11,8 +11,10 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
 
 use crate::RailsError;
+use crate::metadata::{self, Expected, Metadata};
 
 /// The HMAC digest a [`MessageVerifier`] signs with (`digest:` in Ruby).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +56,9 @@ impl MessageVerifier {
     pub fn new(key: impl AsRef<[u8]>, digest: HmacDigest) -> Result<Self, RailsError> {
         let key = key.as_ref();
         if key.is_empty() {
-            return Err(RailsError::InvalidKey("a MessageVerifier key cannot be empty"));
+            return Err(RailsError::InvalidKey(
+                "a MessageVerifier key cannot be empty",
+            ));
         }
         Ok(MessageVerifier {
             key: key.to_vec(),
@@ -77,6 +81,35 @@ impl MessageVerifier {
     pub fn verified<T: DeserializeOwned>(&self, message: &str) -> Result<T, RailsError> {
         let payload = self.verify_bytes(message)?;
         crate::json::from_payload(&payload)
+    }
+
+    /// Signs `value` with a purpose and an expiry (`verifier.generate(value, purpose:,
+    /// expires_at:)`), in the envelope `metadata` asks for: Rails 7.1+'s `"data"` one by
+    /// default, the legacy one with [`Metadata::legacy_envelope`] (see
+    /// [`Metadata`] for which Rails reads which).
+    pub fn generate_with<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        metadata: &Metadata,
+    ) -> Result<String, RailsError> {
+        let payload = metadata::wrap(value, metadata, OffsetDateTime::now_utc())?;
+        Ok(self.sign_bytes(&payload))
+    }
+
+    /// Checks the signature, then the envelope's expiry and purpose, and returns the value
+    /// (`verifier.verified(message, purpose:)`). Reads both envelopes and messages without
+    /// one; `purpose: None` accepts only messages made without a purpose, as in Rails.
+    pub fn verified_for<T: DeserializeOwned>(
+        &self,
+        message: &str,
+        purpose: Option<&str>,
+    ) -> Result<T, RailsError> {
+        let payload = self.verify_bytes(message)?;
+        metadata::unwrap(
+            &payload,
+            Expected::purpose(purpose),
+            OffsetDateTime::now_utc(),
+        )
     }
 
     /// `base64(payload)--digest` for raw payload bytes.
@@ -129,8 +162,14 @@ mod tests {
         );
         let (data, digest) = signed.rsplit_once("--").unwrap();
         let upper = format!("{data}--{}", digest.to_uppercase());
-        assert_eq!(v.verified::<serde_json::Value>(&upper), Err(RailsError::InvalidSignature));
-        assert_eq!(v.verified::<serde_json::Value>("nodigest"), Err(RailsError::Malformed));
+        assert_eq!(
+            v.verified::<serde_json::Value>(&upper),
+            Err(RailsError::InvalidSignature)
+        );
+        assert_eq!(
+            v.verified::<serde_json::Value>("nodigest"),
+            Err(RailsError::Malformed)
+        );
         let other = MessageVerifier::new(b"other", HmacDigest::Sha1).unwrap();
         assert_eq!(
             other.verified::<serde_json::Value>(&signed),
