@@ -2,9 +2,10 @@
 //! routes (`CABLE_PATH`, `/health`, `/_broadcast`), and serving until SIGTERM.
 
 use crate::broadcast::{self, Broadcaster};
-use crate::identify::{Identify, Mode};
+use crate::identify::{Identify, Mode, SessionKey};
 use crate::settings::{Adapter, BROADCAST_PATH, HEALTH_PATH, Identification, Settings};
 use actioncable::{Cable, CableHandle, JwtVerifier, MemoryPubSub, PubSub};
+use actioncable_rails::RailsCookies;
 use actioncable_redis::RedisPubSub;
 use anyhow::Context as _;
 use axum::Router;
@@ -58,9 +59,15 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, CableHandle)
         Identification::Jwt(secret) => Mode::Jwt(Box::new(
             JwtVerifier::hs256(secret.expose().as_bytes()).context("CABLE_JWT_SECRET")?,
         )),
-        Identification::Cookie(_) | Identification::Session { .. } => {
-            anyhow::bail!("cookie and session identification are not available in this build")
-        }
+        Identification::Cookie(name) => Mode::Cookie {
+            cookies: Box::new(rails_cookies(settings)?),
+            name: name.clone(),
+        },
+        Identification::Session { cookie, key } => Mode::Session {
+            cookies: Box::new(rails_cookies(settings)?),
+            cookie: cookie.clone(),
+            key: SessionKey::new(key),
+        },
     };
     let identify = Identify::new(
         mode,
@@ -93,6 +100,15 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, CableHandle)
         );
     }
     Ok((app, handle))
+}
+
+/// The app's cookie keys (PBKDF2, once).
+fn rails_cookies(settings: &Settings) -> anyhow::Result<RailsCookies> {
+    let secret = settings
+        .secret_key_base
+        .as_ref()
+        .context("SECRET_KEY_BASE is required to read the app's cookies")?;
+    RailsCookies::new(secret.expose(), settings.key_digest).context("SECRET_KEY_BASE")
 }
 
 /// `GET /health`: 200 while the server serves, with the adapter's state in the body

@@ -15,6 +15,7 @@ use actioncable::stream::ToStreamParam as _;
 use actioncable::{
     ConnectRequest, Connection, GlobalId, Identity, JwtVerifier, Reject, async_trait,
 };
+use actioncable_rails::RailsCookies;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -28,16 +29,48 @@ pub(crate) enum Mode {
     Public,
     /// An AnyCable JWT.
     Jwt(Box<JwtVerifier>),
+    /// The app's encrypted cookie `name`.
+    Cookie {
+        cookies: Box<RailsCookies>,
+        name: String,
+    },
+    /// A key of the app's cookie-store session in cookie `cookie`.
+    Session {
+        cookies: Box<RailsCookies>,
+        cookie: String,
+        key: SessionKey,
+    },
+}
+
+/// Which value of the session is the user's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SessionKey {
+    /// `session[key]`.
+    Plain(String),
+    /// Devise's `warden.user.<scope>.key`, `[[id], salt]`: the id.
+    Warden(String),
+}
+
+impl SessionKey {
+    /// `warden.user.<scope>.key` is Devise's; any other key is read as it is.
+    pub(crate) fn new(key: &str) -> SessionKey {
+        match key
+            .strip_prefix("warden.user.")
+            .and_then(|rest| rest.strip_suffix(".key"))
+            .filter(|scope| !scope.is_empty() && !scope.contains('.'))
+        {
+            Some(scope) => SessionKey::Warden(scope.to_owned()),
+            None => SessionKey::Plain(key.to_owned()),
+        }
+    }
 }
 
 /// The server's [`Connection`].
 pub(crate) struct Identify {
     mode: Mode,
     /// `identified_by`'s name for cookie and session identities.
-    #[allow(dead_code)]
     identifier: String,
     /// Makes cookie and session ids GlobalIDs of this model.
-    #[allow(dead_code)]
     gid: Option<GidModel>,
 }
 
@@ -57,7 +90,51 @@ impl Connection for Identify {
         match &self.mode {
             Mode::Public => Ok(Identity::anonymous()),
             Mode::Jwt(verifier) => jwt_identity(verifier, request),
+            Mode::Cookie { cookies, name } => {
+                // `?`: a cookie that does not decrypt or verify rejects, its kind logged.
+                let Some(id) = cookies.jar(request.headers()).encrypted::<Value>(name)? else {
+                    tracing::debug!(cookie = %name, "rejecting a connection without the cookie");
+                    return Err(Reject);
+                };
+                self.identity(&id)
+            }
+            Mode::Session {
+                cookies,
+                cookie,
+                key,
+            } => {
+                let Some(session) = cookies.jar(request.headers()).session(cookie)? else {
+                    tracing::debug!(%cookie, "rejecting a connection without the session cookie");
+                    return Err(Reject);
+                };
+                let id = match key {
+                    SessionKey::Plain(key) => session.get::<Value>(key)?,
+                    SessionKey::Warden(scope) => session
+                        .warden_user_key(scope)
+                        .and_then(|user| user.id().cloned()),
+                };
+                let Some(id) = id else {
+                    tracing::debug!(
+                        %cookie,
+                        "rejecting a connection whose session holds no user (signed out)"
+                    );
+                    return Err(Reject);
+                };
+                self.identity(&id)
+            }
         }
+    }
+}
+
+impl Identify {
+    /// The identity of an id read from a cookie or the session.
+    fn identity(&self, id: &Value) -> Result<Identity, Reject> {
+        identity_from_id(&self.identifier, self.gid.as_ref(), id).ok_or_else(|| {
+            tracing::debug!(
+                "rejecting a connection whose id is neither a string nor a whole number"
+            );
+            Reject
+        })
     }
 }
 
@@ -128,7 +205,6 @@ fn gid_param(uri: &str) -> Option<String> {
 /// The identity of a cookie or session value: `identified_by`'s name, and the id as a string
 /// or, with `CABLE_IDENTIFIER_GID`, as the record's GlobalID param. Only strings and whole
 /// numbers are ids.
-#[allow(dead_code)]
 pub(crate) fn identity_from_id(name: &str, gid: Option<&GidModel>, id: &Value) -> Option<Identity> {
     let id = match id {
         Value::String(s) if !s.is_empty() => s.clone(),
@@ -174,6 +250,26 @@ mod tests {
         assert!(ext(json!({})).is_anonymous());
         // Not a GlobalID: kept as it is.
         assert_eq!(ext(json!({"u": "gid://x"})).get("u"), Some("gid://x"));
+    }
+
+    #[test]
+    fn devise_keys_are_recognised() {
+        assert_eq!(
+            SessionKey::new("warden.user.user.key"),
+            SessionKey::Warden("user".into())
+        );
+        assert_eq!(
+            SessionKey::new("warden.user.admin.key"),
+            SessionKey::Warden("admin".into())
+        );
+        for plain in [
+            "user_id",
+            "warden.user..key",
+            "warden.user.a.b.key",
+            "warden.user.user",
+        ] {
+            assert_eq!(SessionKey::new(plain), SessionKey::Plain(plain.into()));
+        }
     }
 
     #[test]
