@@ -15,3 +15,6 @@ mod verifier;
 pub use error::RailsError;
 pub use key_generator::{KeyDigest, KeyGenerator, RAILS_ITERATIONS};
 pub use verifier::{HmacDigest, MessageVerifier};
+
+pub mod signed_streams;
+pub mod turbo;
