@@ -83,3 +83,22 @@ pub fn run_json_script(interpreter: &str, script: &str, request: &Value, install
         panic!("{interpreter} {script} printed no JSON ({e}):\n{stdout}\n{stderr}")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(
+        expected = "is not installed, and this test compares with what it computes: \
+                               install Debian's packages `ruby-nonesuch`"
+    )]
+    fn a_missing_interpreter_fails_with_what_to_install() {
+        run_json_script(
+            "an-interpreter-that-is-not-there",
+            "script.rb",
+            &Value::Null,
+            "ruby-nonesuch",
+        );
+    }
+}
