@@ -6,7 +6,7 @@
 //! `{channel: "$pubsub", signed_stream_name: …}`; the server verifies the signature and streams
 //! the name inside. Clients of an AnyCable server (`@anycable/web`'s `streamFromSigned`, or the
 //! stock consumer with that identifier) work unchanged against this one, and names signed by
-//! the Rails app or by AnyCable's helpers verify here.
+//! the Rails app or by AnyCable's own signing code verify here.
 //!
 //! The facts, from `github.com/anycable/anycable` (`docs/signed_streams.md`,
 //! `streams/controller.go`, `utils/message_verifier.go`):

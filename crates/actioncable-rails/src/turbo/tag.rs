@@ -4,11 +4,11 @@
 //! a user's text cannot end up in a page as markup by accident.
 //!
 //! The rendering follows `turbo_stream_action_tag` (`app/helpers/turbo/streams/action_helper.rb`)
-//! through Rails' tag helper: the `method` attribute first when given, then `action`, then
-//! `target` (or `targets`); the content wrapped in `<template>`, except for `remove` and
+//! through Action View's `tag` builder: the `method` attribute first when given, then `action`,
+//! then `target` (or `targets`); the content wrapped in `<template>`, except for `remove` and
 //! `refresh`, which have none. Attribute values are escaped as `ERB::Util.html_escape` does
 //! (`&`, `<`, `>`, `"`, `'`), so a target may hold any text. The tests compare the output with
-//! Rails' own tag helper, byte for byte.
+//! Rails' own `tag` builder, byte for byte.
 
 use serde::{Serialize, Serializer};
 use std::fmt;

@@ -186,7 +186,7 @@ fn stream_names_and_global_id_params_are_rails() {
 }
 
 #[test]
-fn turbo_stream_tags_are_the_bytes_rails_tag_helper_renders() {
+fn turbo_stream_tags_are_the_bytes_rails_tag_builder_renders() {
     let hostile = r#"<script>alert('x')</script> & "quotes" ünï"#;
     let hostile_target = r#"messages" onmouseover="alert(1)"#;
     let trusted = r#"<div id="message_1" class='m'>Hello &amp; welcome</div>"#;
