@@ -85,3 +85,8 @@ pub use cookies::{RailsCookieJar, RailsCookies};
 pub use encryptor::MessageEncryptor;
 pub use metadata::Metadata;
 pub use session::{RailsSession, WardenUser};
+pub mod signed_streams;
+pub mod turbo;
+
+pub use signed_streams::{PubSubChannel, SignedStreams};
+pub use turbo::{Html, StreamsChannel, TurboStream, TurboStreams};

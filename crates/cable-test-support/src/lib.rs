@@ -28,6 +28,8 @@
 //!   how it stops on SIGTERM, how it sheds idle connections; or a test serving in a child at a
 //!   low descriptor limit, [`ServerProcess::this_test`]), and real `redis-server`, Sentinel and `redis-cli` processes in
 //!   [`redis`].
+//! - Oracles in other languages: a Ruby or Node script fed JSON that answers in JSON
+//!   ([`run_json_script`]), for values made by Rails' own code.
 //!
 //! Nothing here is a mock: servers listen on real sockets, Redis is the real `redis-server`,
 //! and a missing program fails the test with an install hint instead of skipping it.
@@ -44,6 +46,7 @@ mod jwt;
 mod logs;
 mod process;
 pub mod redis;
+mod script;
 mod server;
 mod timing;
 
@@ -60,5 +63,6 @@ pub use http::{HttpReply, http_raw, http_request, raw_upgrade, upgrade_request};
 pub use jwt::{mint_hs256, unix_now};
 pub use logs::{LogCapture, init_tracing};
 pub use process::{own_process, rss_kib, spare_port};
+pub use script::run_json_script;
 pub use server::{CableServer, ShutdownSignal, TestServer, spawn_cable};
 pub use timing::{POLL, SHUTDOWN_WAIT, SILENCE, WAIT, WHOLE_TEST, eventually, within, within_for};

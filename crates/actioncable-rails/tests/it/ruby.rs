@@ -1,50 +1,27 @@
 //! Running `tests/ruby/cookies.rb`, and the fixtures it prints (made once per test run).
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use actioncable_rails::{HmacDigest, KeyDigest, KeyGenerator, RailsCookies};
+use cable_test_support::run_json_script;
 use http::HeaderMap;
 use serde_json::Value;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ruby/cookies.rb");
 
-const INSTALL: &str = "these tests run Rails' own cookie code: install Ruby with Debian's \
-     actionpack and activesupport 6.1 (`sudo apt-get install ruby ruby-actionpack \
-     ruby-activesupport`; scripts/test.sh installs them, with ruby-actioncable, on a fresh machine)";
+/// Debian's packages for Rails' own cookie code (6.1).
+const INSTALL: &str = "ruby ruby-actionpack ruby-activesupport";
 
-/// Runs the script in `mode` with `input` on its stdin and parses what it prints.
-pub(crate) fn run(mode: &str, input: &str) -> Value {
-    let mut child = match Command::new("ruby")
-        .arg(SCRIPT)
-        .arg(mode)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => panic!("cannot run `ruby` ({e}): {INSTALL}"),
-    };
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin
-        .write_all(input.as_bytes())
-        .expect("ruby reads its input");
-    drop(stdin);
-    let out = child.wait_with_output().expect("ruby runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("cannot load such file") {
-        panic!("{INSTALL}\n{stderr}");
-    }
-    assert!(out.status.success(), "cookies.rb {mode} failed:\n{stderr}");
-    serde_json::from_slice(&out.stdout).expect("cookies.rb prints JSON")
+/// Runs the script in `mode` with `input` (a JSON value) and parses what it prints.
+pub(crate) fn run(mode: &str, input: Value) -> Value {
+    let request = serde_json::json!({ "mode": mode, "input": input });
+    run_json_script("ruby", SCRIPT, &request, INSTALL)
 }
 
 /// What Rails wrote: `{"cookies": [...], "messages": [...]}`.
 pub(crate) fn fixtures() -> &'static Value {
     static FIXTURES: OnceLock<Value> = OnceLock::new();
-    FIXTURES.get_or_init(|| run("fixtures", ""))
+    FIXTURES.get_or_init(|| run("fixtures", Value::Null))
 }
 
 /// The fixtures of `kind` ("cookies" or "messages") for which `keep` holds.

@@ -2,10 +2,11 @@
 # 6.1), driven for actioncable-rails' integration tests (tests/it). Nothing here re-implements
 # Rails, except where 6.1 lacks what newer Rails does; those places say which source they follow.
 #
-#   ruby cookies.rb fixtures   prints, as JSON, cookies and messages Rails made, each with what
-#                              Rails itself reads back from it
-#   ruby cookies.rb read       reads a JSON list of cookies/messages on stdin (made by the Rust
-#                              side) and prints, as JSON, what Rails reads from each
+# It reads one JSON request on stdin and prints its answer as JSON:
+#   {"mode": "fixtures"}            cookies and messages Rails made, each with what Rails itself
+#                                   reads back from it
+#   {"mode": "read", "input": [..]} what Rails reads from each cookie/message of the list (made
+#                                   by the Rust side)
 require "json"
 require "openssl"
 require "securerandom"
@@ -336,8 +337,10 @@ def read(requests)
   end
 end
 
-case ARGV[0]
+# The request on stdin: {"mode": "fixtures"} or {"mode": "read", "input": [...]}.
+request = JSON.parse($stdin.read)
+case request["mode"]
 when "fixtures" then puts JSON.generate(fixtures)
-when "read" then puts JSON.generate(read(JSON.parse($stdin.read)))
-else abort "usage: ruby cookies.rb fixtures|read"
+when "read" then puts JSON.generate(read(request.fetch("input")))
+else abort "usage: echo '{\"mode\": \"fixtures\"|\"read\", ...}' | ruby cookies.rb"
 end
