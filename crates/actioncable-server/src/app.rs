@@ -4,8 +4,8 @@
 use crate::broadcast::{self, Broadcaster};
 use crate::identify::{Identify, Mode, SessionKey};
 use crate::settings::{Adapter, BROADCAST_PATH, HEALTH_PATH, Identification, Settings};
-use actioncable::{Cable, CableHandle, JwtVerifier, MemoryPubSub, PubSub};
-use actioncable_rails::RailsCookies;
+use actioncable::{Cable, CableBuilder, CableHandle, JwtVerifier, MemoryPubSub, PubSub};
+use actioncable_rails::{PubSubChannel, RailsCookies, SignedStreams, StreamsChannel, TurboStreams};
 use actioncable_redis::RedisPubSub;
 use anyhow::Context as _;
 use axum::Router;
@@ -74,13 +74,28 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, CableHandle)
         settings.identifier.clone(),
         settings.identifier_gid.clone(),
     );
-    let cable = Cable::builder()
-        .connection(identify)
-        .pubsub(pubsub.shared())
-        .allowed_origins(settings.allowed_origins.clone())
-        .build()
-        .context("the cable")?;
-    let handle = cable.handle();
+    let (turbo, streams) = channel_keys(settings)?;
+    let assemble = Assemble {
+        identify,
+        pubsub: pubsub.shared(),
+        settings,
+    };
+    // The cable's state is the keys of the channels served; a channel is registered only when
+    // its key is known.
+    let (cable_router, handle) = match (turbo, streams) {
+        (Some(turbo), Some(streams)) => assemble.build(
+            Cable::builder_with_state(BothKeys { turbo, streams })
+                .channel::<StreamsChannel>()
+                .channel::<PubSubChannel>(),
+        )?,
+        (Some(turbo), None) => {
+            assemble.build(Cable::builder_with_state(turbo).channel::<StreamsChannel>())?
+        }
+        (None, Some(streams)) => {
+            assemble.build(Cable::builder_with_state(streams).channel::<PubSubChannel>())?
+        }
+        (None, None) => anyhow::bail!("no channel has a key (the settings check forbids this)"),
+    };
 
     let health = Arc::new(Health {
         handle: handle.clone(),
@@ -91,7 +106,7 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, CableHandle)
     });
     let mut app = Router::new()
         .route(HEALTH_PATH, get(health_check).with_state(health))
-        .merge(cable.router(&settings.cable_path));
+        .merge(cable_router);
     if let Some(key) = &settings.broadcast_key {
         let broadcaster = Arc::new(Broadcaster::new(handle.clone(), key.expose()));
         app = app.route(
@@ -100,6 +115,90 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, CableHandle)
         );
     }
     Ok((app, handle))
+}
+
+/// The state of a cable serving both channels.
+struct BothKeys {
+    turbo: TurboStreams,
+    streams: SignedStreams,
+}
+
+impl AsRef<TurboStreams> for BothKeys {
+    fn as_ref(&self) -> &TurboStreams {
+        &self.turbo
+    }
+}
+
+impl AsRef<SignedStreams> for BothKeys {
+    fn as_ref(&self) -> &SignedStreams {
+        &self.streams
+    }
+}
+
+/// What every cable gets, whatever its channels.
+struct Assemble<'a> {
+    identify: Identify,
+    pubsub: Arc<dyn PubSub>,
+    settings: &'a Settings,
+}
+
+impl Assemble<'_> {
+    fn build<S: Send + Sync + 'static>(
+        self,
+        builder: CableBuilder<S>,
+    ) -> anyhow::Result<(Router, CableHandle)> {
+        let cable = builder
+            .connection(self.identify)
+            .pubsub(self.pubsub)
+            .allowed_origins(self.settings.allowed_origins.clone())
+            .build()
+            .context("the cable")?;
+        Ok((cable.router(&self.settings.cable_path), cable.handle()))
+    }
+}
+
+/// Turbo's verifier and the `$pubsub` one, each when its key is known: Turbo's from
+/// `TURBO_STREAMS_SECRET` or derived from `SECRET_KEY_BASE` (PBKDF2, once), `$pubsub`'s from
+/// `CABLE_STREAMS_SECRET` or `SECRET_KEY_BASE` itself.
+fn channel_keys(
+    settings: &Settings,
+) -> anyhow::Result<(Option<TurboStreams>, Option<SignedStreams>)> {
+    let turbo = match (&settings.turbo_streams_secret, &settings.secret_key_base) {
+        (Some(key), _) => {
+            Some(TurboStreams::from_key(key.expose()).context("TURBO_STREAMS_SECRET")?)
+        }
+        (None, Some(base)) => Some(
+            TurboStreams::from_secret_key_base(base.expose(), settings.key_digest)
+                .context("SECRET_KEY_BASE")?,
+        ),
+        (None, None) => None,
+    };
+    let streams = match settings
+        .streams_secret
+        .as_ref()
+        .or(settings.secret_key_base.as_ref())
+    {
+        Some(secret) => Some(
+            SignedStreams::new(secret.expose())
+                .context("CABLE_STREAMS_SECRET")?
+                .public_streams(settings.public_streams),
+        ),
+        None => None,
+    };
+    for (channel, served) in [
+        ("Turbo::StreamsChannel", turbo.is_some()),
+        ("$pubsub", streams.is_some()),
+    ] {
+        if served {
+            tracing::info!(channel, "serving");
+        } else {
+            tracing::warn!(
+                channel,
+                "not served: no key (SECRET_KEY_BASE, or its own secret setting)"
+            );
+        }
+    }
+    Ok((turbo, streams))
 }
 
 /// The app's cookie keys (PBKDF2, once).

@@ -242,8 +242,6 @@ pub(crate) struct GidModel {
 
 /// The checked settings.
 #[derive(Debug)]
-// The Rails keys are read once the cookie and Turbo readers of actioncable-rails are in.
-#[allow(dead_code)]
 pub(crate) struct Settings {
     pub(crate) addr: SocketAddr,
     pub(crate) cable_path: String,
@@ -362,6 +360,13 @@ impl Settings {
                 "nothing to serve: set SECRET_KEY_BASE (--secret-key-base), the Rails app's \
                  secret_key_base, from which Turbo's stream key and the $pubsub secret are \
                  derived; or TURBO_STREAMS_SECRET and/or CABLE_STREAMS_SECRET"
+            );
+        }
+
+        if args.public_streams && streams_secret.is_none() && secret_key_base.is_none() {
+            bail!(
+                "CABLE_PUBLIC_STREAMS (--public-streams) opens `$pubsub` to plain stream names, \
+                 and `$pubsub` needs CABLE_STREAMS_SECRET or SECRET_KEY_BASE for its signed ones"
             );
         }
 

@@ -3,7 +3,7 @@
 //! at all (404) without `CABLE_BROADCAST_KEY`.
 
 use crate::support::start;
-use cable_test_support::{HttpReply, ServerProcess, http_request};
+use cable_test_support::{Connect, HttpReply, ServerProcess, http_request};
 
 pub(crate) const KEY: &str = "0123456789abcdef0123456789abcdef-broadcast";
 
@@ -112,4 +112,43 @@ async fn without_a_key_there_is_no_endpoint() {
     let server = start(&[]);
     let reply = post(&server, Some(KEY), r#"{"stream":"chat","data":"{}"}"#).await;
     assert_eq!(reply.status, 404, "{reply:?}");
+}
+
+/// A publication reaches the stream's subscribers with its `data` as the message, byte for byte
+/// (key order and escapes as the sender wrote them); a batch publishes each; `data` that is not
+/// JSON arrives as a JSON string, as AnyCable delivers it.
+#[tokio::test]
+async fn publications_reach_subscribers_byte_for_byte() {
+    let server = start(&[("CABLE_BROADCAST_KEY", KEY), ("CABLE_PUBLIC_STREAMS", "1")]);
+    let mut client = server.client(Connect::new()).await;
+    let chat = r#"{"channel":"$pubsub","stream_name":"chat"}"#;
+    let news = r#"{"channel":"$pubsub","stream_name":"news"}"#;
+    client.confirm(chat).await;
+    client.confirm(news).await;
+
+    let data = r#"{"b":1,"a":"\u003c&\u003e","c":[1.50,"é"]}"#;
+    let body = serde_json::json!({ "stream": "chat", "data": data }).to_string();
+    assert_eq!(post(&server, Some(KEY), &body).await.status, 201);
+    client
+        .expect_frame(&format!(
+            r#"{{"identifier":{},"message":{data}}}"#,
+            serde_json::to_string(chat).unwrap()
+        ))
+        .await;
+
+    let batch = serde_json::json!([
+        { "stream": "news", "data": "\"first\"" },
+        { "stream": "chat", "data": "not JSON at all", "meta": { "exclude_socket": "x" } },
+        { "stream": "news", "data": "{\"n\":3}" },
+    ])
+    .to_string();
+    assert_eq!(post(&server, Some(KEY), &batch).await.status, 201);
+    client.expect_data(news, &serde_json::json!("first")).await;
+    client
+        .expect_data(chat, &serde_json::json!("not JSON at all"))
+        .await;
+    client
+        .expect_data(news, &serde_json::json!({ "n": 3 }))
+        .await;
+    client.expect_silence(cable_test_support::SILENCE).await;
 }

@@ -66,6 +66,131 @@ fn start_on_redis(prefix: &str, env: &[(&str, &str)]) -> cable_test_support::Ser
     start(&all)
 }
 
+/// `{"identifier":<identifier>,"message":<payload>}`, the payload exactly as given.
+fn frame_with(identifier: &str, payload: &str) -> String {
+    format!(
+        r#"{{"identifier":{},"message":{payload}}}"#,
+        serde_json::to_string(identifier).expect("a string")
+    )
+}
+
+/// `ActionCable.server.broadcast` in Rails, through Rails' Redis adapter and channel prefix,
+/// reaches a `$pubsub` subscriber here whose name Rails' `MessageVerifier` signed (AnyCable's
+/// algorithm): the frame holds Rails' JSON byte for byte, ActiveSupport's `\u003c` escapes
+/// and all.
+#[tokio::test]
+async fn a_rails_broadcast_reaches_a_subscriber_byte_for_byte() {
+    let prefix = unique_prefix("broadcast");
+    let server = start_on_redis(&prefix, &[]);
+    let ruby_env = [
+        ("SECRET_KEY_BASE", SECRET_KEY_BASE),
+        ("REDIS_URL", REDIS_URL),
+        ("CABLE_CHANNEL_PREFIX", prefix.as_str()),
+    ];
+    let signed = rails(&ruby_env, &["pubsub_signed", "chat/2024"]);
+    let identifier = json!({ "channel": "$pubsub", "signed_stream_name": signed }).to_string();
+    let mut client = server.client(Connect::new()).await;
+    client.confirm(&identifier).await;
+
+    let payload = rails(
+        &ruby_env,
+        &[
+            "broadcast",
+            "chat/2024",
+            r#"{"text":"<b>hi</b> & bye","n":1,"at":"é"}"#,
+        ],
+    );
+    assert_eq!(
+        payload, r#"{"text":"\u003cb\u003ehi\u003c/b\u003e \u0026 bye","n":1,"at":"é"}"#,
+        "ActiveSupport::JSON's encoding"
+    );
+    client
+        .expect_frame(&frame_with(&identifier, &payload))
+        .await;
+
+    // A name signed with another secret, or changed, is refused.
+    let other = rails(
+        &[("SECRET_KEY_BASE", "another secret_key_base")],
+        &["pubsub_signed", "chat/2024"],
+    );
+    let refused = json!({ "channel": "$pubsub", "signed_stream_name": other }).to_string();
+    assert_eq!(
+        client.subscribe(&refused).await,
+        cable_test_support::SubscribeReply::Rejected
+    );
+}
+
+/// A Turbo page's subscription, with a name signed by turbo-rails' own two calls in Ruby
+/// (`KeyGenerator#generate_key("turbo/signed_stream_verifier_key")`, then `MessageVerifier`
+/// with SHA256 and JSON), receives the `<turbo-stream>` HTML Rails broadcasts: for a SHA256 key
+/// generator (Rails 7.0+), a SHA1 one (6.1) and an explicit `signed_stream_verifier_key`. A name
+/// signed under another setting is rejected.
+#[tokio::test]
+async fn turbo_names_signed_by_rails_subscribe_and_receive_rails_broadcasts() {
+    let turbo_key = "the app's config.turbo.signed_stream_verifier_key";
+    for (digest, server_env, ruby_extra) in [
+        ("sha256", vec![], vec![]),
+        ("sha1", vec![("RAILS_KEY_DIGEST", "sha1")], vec![]),
+        (
+            "sha256",
+            vec![("TURBO_STREAMS_SECRET", turbo_key)],
+            vec![("TURBO_STREAMS_SECRET", turbo_key)],
+        ),
+    ] {
+        let case = format!("{digest} {server_env:?}");
+        let prefix = unique_prefix("turbo");
+        let server = start_on_redis(&prefix, &server_env);
+        let mut ruby_env = vec![
+            ("SECRET_KEY_BASE", SECRET_KEY_BASE),
+            ("RAILS_KEY_DIGEST", digest),
+            ("REDIS_URL", REDIS_URL),
+            ("CABLE_CHANNEL_PREFIX", prefix.as_str()),
+        ];
+        ruby_env.extend(ruby_extra);
+        // turbo_stream_from @room: the room's GlobalID param, then a plain name.
+        let stream = "Z2lkOi8vaW50ZXJvcC9Sb29tLzE:messages";
+        let signed = rails(&ruby_env, &["turbo_signed", stream]);
+        let identifier =
+            json!({ "channel": "Turbo::StreamsChannel", "signed_stream_name": signed }).to_string();
+        let mut client = server.client(Connect::new()).await;
+        client.confirm(&identifier).await;
+
+        let html = r#"<turbo-stream action="append" target="messages"><template><p id="m1">hi &amp; bye</p></template></turbo-stream>"#;
+        let payload = rails(
+            &ruby_env,
+            &["broadcast", stream, &serde_json::to_string(html).unwrap()],
+        );
+        client
+            .expect_frame(&frame_with(&identifier, &payload))
+            .await;
+        assert_eq!(
+            serde_json::from_str::<String>(&payload).unwrap(),
+            html,
+            "{case}"
+        );
+
+        // The same name signed under the other digest (or without the explicit key) does not
+        // verify here.
+        let mut wrong_env = ruby_env.clone();
+        wrong_env.retain(|(k, _)| *k != "TURBO_STREAMS_SECRET" && *k != "RAILS_KEY_DIGEST");
+        let other_digest = if digest == "sha256" && server_env.is_empty() {
+            "sha1"
+        } else {
+            "sha256"
+        };
+        wrong_env.push(("RAILS_KEY_DIGEST", other_digest));
+        let wrong = rails(&wrong_env, &["turbo_signed", stream]);
+        let refused =
+            json!({ "channel": "Turbo::StreamsChannel", "signed_stream_name": wrong }).to_string();
+        assert_eq!(
+            client.subscribe(&refused).await,
+            cable_test_support::SubscribeReply::Rejected,
+            "{case}"
+        );
+        client.close().await;
+    }
+}
+
 /// `cookies.encrypted[:user_id] = 42`, written by Rails' own `ActionDispatch::Cookies`
 /// (AES-256-GCM with purpose metadata, JSON), identifies the connection, under a SHA256 and a
 /// SHA1 key generator: the id is `current_user`, which Rails' `remote_connections` then reaches.
