@@ -119,6 +119,8 @@ if [[ -f js-client/package.json ]]; then
   step "js-client: npm ci"
   (cd js-client && npm ci --no-audit --no-fund)
   step "js-client: build example servers"
+  # Every server binary the node tests start: the examples' and actioncable-server's
+  # (test/actioncable-server.e2e.test.mjs).
   cargo build --workspace --bins
   step "js-client: the Rails reference app for the side-by-side tests"
   start_rails_app
