@@ -1,6 +1,7 @@
 //! What the modules share: starting the binary, running it to a refusal, Rails' Ruby side.
 
-use cable_test_support::{ServerProcess, WAIT};
+use cable_test_support::{ServerProcess, WAIT, run_json_script};
+use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +12,10 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_actioncable-server");
 /// A Rails-like `secret_key_base` (128 hex digits, as `bin/rails secret` prints).
 pub(crate) const SECRET_KEY_BASE: &str = "3b7cd727ee24e8444053437c36cc66c4f9a2e4a7a1d2c1c8b5e0a6b8f7d1c2e3\
                                           a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8";
+
+/// The Redis every test machine runs (`scripts/test.sh` starts one if none answers); tests that
+/// use it take a channel prefix of their own ([`unique_prefix`]).
+pub(crate) const REDIS_URL: &str = "redis://127.0.0.1:6379/1";
 
 /// The settings a test may set; every one is removed from a refused run's environment so the
 /// machine's own (a `REDIS_URL`, say) cannot change what is tested.
@@ -98,48 +103,91 @@ pub(crate) fn unique_prefix(test: &str) -> String {
     )
 }
 
-/// Runs `tests/ruby/rails.rb` with `args` and `env`: Rails' own code, from Debian's
-/// ruby-actioncable. Returns its one line of output; panics, with its stderr, if it fails.
-pub(crate) fn rails(env: &[(&str, &str)], args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ruby/rails.rb");
-    let mut command = Command::new("ruby");
-    for name in SETTINGS {
-        command.env_remove(name);
-    }
-    let mut child = command
-        .arg(&script)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run ruby ({e}): install Debian's ruby, ruby-actioncable and ruby-redis \
-                 (scripts/test.sh does)"
-            )
-        });
-    let deadline = Instant::now() + WAIT * 2;
-    loop {
-        if child.try_wait().expect("wait for ruby").is_some() {
-            break;
+/// Rails' side of a test: `tests/ruby/rails.rb`, Rails' own code (Debian's ruby-actioncable
+/// 6.1), with one app's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Rails {
+    config: Value,
+}
+
+/// What rails.rb needs installed.
+const RUBY_PACKAGES: &str = "ruby ruby-actioncable ruby-redis ruby-globalid";
+
+impl Rails {
+    /// An app with [`SECRET_KEY_BASE`], Rails 7.0+'s SHA256 key generator, and no Redis prefix.
+    pub(crate) fn app() -> Rails {
+        Rails {
+            config: json!({
+                "secret_key_base": SECRET_KEY_BASE,
+                "key_digest": "sha256",
+                "redis_url": REDIS_URL,
+            }),
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("rails.rb {args:?} did not finish within {:?}", WAIT * 2);
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let output = child.wait_with_output().expect("ruby's output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "rails.rb {args:?} failed ({}): {}{}",
-        output.status,
-        stdout,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout.trim_end_matches('\n').to_owned()
+
+    /// The same app with one setting changed (`key_digest`, `turbo_streams_secret`, …).
+    pub(crate) fn with(&self, setting: &str, value: &str) -> Rails {
+        let mut other = self.clone();
+        other.config[setting] = Value::from(value);
+        other
+    }
+
+    fn run(&self, command: &str, mut request: Value, answer: &str) -> String {
+        request["command"] = Value::from(command);
+        request["config"] = self.config.clone();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ruby/rails.rb");
+        let script = script.to_str().expect("a UTF-8 path");
+        let reply = run_json_script("ruby", script, &request, RUBY_PACKAGES);
+        match reply[answer].as_str() {
+            Some(text) => text.to_owned(),
+            None => panic!("rails.rb {command}: no {answer} in {reply}"),
+        }
+    }
+
+    /// `ActionCable.server.broadcast(stream, message)` on Redis; the JSON text Rails published.
+    pub(crate) fn broadcast(&self, stream: &str, message: &Value) -> String {
+        self.run(
+            "broadcast",
+            json!({ "stream": stream, "message": message }),
+            "payload",
+        )
+    }
+
+    /// `ActionCable.server.remote_connections.where(identifier => value).disconnect`, `value`
+    /// a GlobalID record when it is `gid://…`; the connection identifier Rails addressed.
+    pub(crate) fn disconnect(&self, identifier: &str, value: &str) -> String {
+        self.run(
+            "disconnect",
+            json!({ "identifier": identifier, "value": value }),
+            "connection_identifier",
+        )
+    }
+
+    /// Turbo's signed stream name for `name` (turbo-rails' two calls).
+    pub(crate) fn turbo_signed(&self, name: &str) -> String {
+        self.run("turbo_signed", json!({ "name": name }), "signed")
+    }
+
+    /// AnyCable's signed `$pubsub` name for `name`.
+    pub(crate) fn pubsub_signed(&self, name: &str) -> String {
+        self.run("pubsub_signed", json!({ "name": name }), "signed")
+    }
+
+    /// `cookies.encrypted[name] = value`: the `name=value` pair the browser sends back.
+    pub(crate) fn encrypted_cookie(&self, name: &str, value: &Value) -> String {
+        self.run(
+            "encrypted_cookie",
+            json!({ "name": name, "value": value }),
+            "cookie",
+        )
+    }
+
+    /// A cookie-store session in cookie `cookie` holding `session`'s keys: the cookie pair.
+    pub(crate) fn session_cookie(&self, cookie: &str, session: &Value) -> String {
+        self.run(
+            "session_cookie",
+            json!({ "cookie": cookie, "session": session }),
+            "cookie",
+        )
+    }
 }

@@ -8,24 +8,23 @@
 # scripts/test.sh installs); turbo-rails is not packaged, so its two calls are written out below
 # as turbo-rails makes them.
 #
-# One command per run; the result goes to stdout, one line:
-#   broadcast STREAM JSON         ActionCable.server.broadcast(STREAM, <JSON parsed>) through the
-#                                 Redis adapter; prints the payload Rails published
-#   disconnect NAME VALUE         ActionCable.server.remote_connections.where(NAME => v).disconnect,
-#                                 v the GlobalID record VALUE names when it is gid://…, else VALUE
-#   turbo_signed NAME             Turbo's signed stream name for NAME
-#   pubsub_signed NAME            the signed $pubsub stream name for NAME (AnyCable's algorithm)
-#   encrypted_cookie NAME JSON    the Cookie header pair `name=value` a browser sends back after
-#                                 `cookies.encrypted[NAME] = <JSON parsed>`
-#   session_cookie COOKIE JSON    the same for a cookie-store session (cookie COOKIE) holding the
-#                                 keys of the JSON object
-# Environment:
-#   SECRET_KEY_BASE        the app's secret_key_base (cookies, sessions, Turbo)
-#   RAILS_KEY_DIGEST       sha256 (Rails 7.0+ defaults) or sha1 (Rails 6.1): the key generator's
-#                          hash_digest_class
-#   TURBO_STREAMS_SECRET   config.turbo.signed_stream_verifier_key, if set
-#   CABLE_STREAMS_SECRET   the $pubsub secret (default SECRET_KEY_BASE)
-#   REDIS_URL, CABLE_CHANNEL_PREFIX   cable.yml's url and channel_prefix (broadcast, disconnect)
+# It reads one JSON request on stdin and prints its answer as JSON (cable_test_support's
+# run_json_script). Every request has "command" and "config":
+#   config: {"secret_key_base", "key_digest": "sha256"|"sha1" (the key generator's
+#           hash_digest_class), "turbo_streams_secret" (config.turbo.signed_stream_verifier_key),
+#           "streams_secret" ($pubsub; default secret_key_base), "redis_url", "channel_prefix"}
+#   {"command": "broadcast", "stream": S, "message": M}
+#       ActionCable.server.broadcast(S, M) through the Redis adapter
+#       -> {"payload": the JSON text Rails published}
+#   {"command": "disconnect", "identifier": NAME, "value": V}
+#       ActionCable.server.remote_connections.where(NAME => v).disconnect, v the GlobalID record V
+#       names when it is gid://…, else V -> {"connection_identifier": what Rails named it by}
+#   {"command": "turbo_signed", "name": N}      -> {"signed": Turbo's signed stream name}
+#   {"command": "pubsub_signed", "name": N}     -> {"signed": the $pubsub signed name (AnyCable's)}
+#   {"command": "encrypted_cookie", "name": N, "value": V}
+#       cookies.encrypted[N] = V -> {"cookie": "N=…", the pair a browser sends back}
+#   {"command": "session_cookie", "cookie": C, "session": {…}}
+#       a cookie-store session (cookie C) holding the keys given -> {"cookie": "C=…"}
 require "json"
 require "logger"
 require "openssl"
@@ -41,23 +40,36 @@ require "active_support/messages/rotation_configuration"
 require "global_id"
 require "rack/mock"
 
-$stdout.sync = true
-
 def fail_with(message)
-  warn "rails.rb: #{message}"
-  exit 2
+  abort "rails.rb: #{message}"
+end
+
+REQUEST = JSON.parse($stdin.read)
+CONFIG = REQUEST.fetch("config", {})
+
+def setting(name)
+  value = CONFIG[name]
+  value.to_s.empty? ? nil : value
 end
 
 def secret_key_base
-  ENV["SECRET_KEY_BASE"].to_s.empty? ? fail_with("SECRET_KEY_BASE is not set") : ENV["SECRET_KEY_BASE"]
+  setting("secret_key_base") || fail_with("config.secret_key_base is not set")
 end
 
 def digest_class
-  case ENV.fetch("RAILS_KEY_DIGEST", "sha256")
+  case CONFIG.fetch("key_digest", "sha256")
   when "sha256" then OpenSSL::Digest::SHA256
   when "sha1" then OpenSSL::Digest::SHA1
-  else fail_with("RAILS_KEY_DIGEST must be sha256 or sha1")
+  else fail_with("config.key_digest must be sha256 or sha1")
   end
+end
+
+def arg(name)
+  REQUEST.key?(name) ? REQUEST[name] : fail_with("#{REQUEST["command"]} needs #{name}")
+end
+
+def answer(object)
+  puts JSON.generate(object)
 end
 
 # Rails 7.0's ActiveSupport::KeyGenerator#generate_key, for the Rails 6.1 that Debian ships,
@@ -112,16 +124,10 @@ def cookie_pair(set_cookie)
   line.split(";").first
 end
 
-def parse_json(text)
-  JSON.parse(text)
-rescue JSON::ParserError => e
-  fail_with("not JSON: #{e.message}")
-end
-
 def configure_cable(identifier = nil)
   config = ActionCable.server.config
-  cable = { adapter: "redis", url: ENV.fetch("REDIS_URL", "redis://127.0.0.1:6379/1") }
-  cable[:channel_prefix] = ENV["CABLE_CHANNEL_PREFIX"] unless ENV["CABLE_CHANNEL_PREFIX"].to_s.empty?
+  cable = { adapter: "redis", url: setting("redis_url") || "redis://127.0.0.1:6379/1" }
+  cable[:channel_prefix] = setting("channel_prefix") if setting("channel_prefix")
   config.cable = cable.with_indifferent_access
   config.logger = Logger.new($stderr, level: Logger::WARN)
   return unless identifier
@@ -141,20 +147,18 @@ class GidRecord
   end
 end
 
-command, *args = ARGV
-case command
+case REQUEST["command"]
 when "broadcast"
-  stream, json = args
-  fail_with("usage: broadcast STREAM JSON") unless stream && json
-  message = parse_json(json)
+  stream = arg("stream")
+  message = arg("message")
   configure_cable
   ActionCable.server.broadcast(stream, message)
   # What ActionCable::Server::Broadcasting published: coder.encode(message), the coder being
   # ActiveSupport::JSON.
-  puts ActiveSupport::JSON.encode(message)
+  answer(payload: ActiveSupport::JSON.encode(message))
 when "disconnect"
-  name, value = args
-  fail_with("usage: disconnect NAME VALUE") unless name && value
+  name = arg("identifier")
+  value = arg("value").to_s
   configure_cable(name)
   target =
     if value.start_with?("gid://")
@@ -166,35 +170,33 @@ when "disconnect"
       value
     end
   ActionCable.server.remote_connections.where(name.to_sym => target).disconnect
-  puts target.respond_to?(:to_gid_param) ? target.to_gid_param : target
+  answer(connection_identifier: target.respond_to?(:to_gid_param) ? target.to_gid_param : target)
 when "turbo_signed"
-  name = args.first or fail_with("usage: turbo_signed NAME")
+  name = arg("name")
   # turbo-rails' engine.rb and lib/turbo-rails.rb:
   #   Turbo.signed_stream_verifier_key = config.turbo.signed_stream_verifier_key ||
   #     Rails.application.key_generator.generate_key("turbo/signed_stream_verifier_key")
   #   ActiveSupport::MessageVerifier.new(signed_stream_verifier_key, digest: "SHA256", serializer: JSON)
-  key = ENV["TURBO_STREAMS_SECRET"].to_s.empty? ? key_generator.generate_key("turbo/signed_stream_verifier_key") : ENV["TURBO_STREAMS_SECRET"]
+  key = setting("turbo_streams_secret") || key_generator.generate_key("turbo/signed_stream_verifier_key")
   verifier = ActiveSupport::MessageVerifier.new(key, digest: "SHA256", serializer: JSON)
   # Turbo::Streams::StreamName#signed_stream_name(streamables) for a string streamable.
-  puts verifier.generate(name)
+  answer(signed: verifier.generate(name))
 when "pubsub_signed"
-  name = args.first or fail_with("usage: pubsub_signed NAME")
-  secret = ENV["CABLE_STREAMS_SECRET"].to_s.empty? ? secret_key_base : ENV["CABLE_STREAMS_SECRET"]
+  name = arg("name")
+  secret = setting("streams_secret") || secret_key_base
   # AnyCable's docs/signed_streams.md: Base64.strict_encode64(JSON.dump(name)), "--", and
   # OpenSSL::HMAC.hexdigest("SHA256", secret, encoded): a MessageVerifier's message.
-  puts ActiveSupport::MessageVerifier.new(secret, digest: "SHA256", serializer: JSON).generate(name)
+  answer(signed: ActiveSupport::MessageVerifier.new(secret, digest: "SHA256", serializer: JSON).generate(name))
 when "encrypted_cookie"
-  name, json = args
-  fail_with("usage: encrypted_cookie NAME JSON") unless name && json
+  name = arg("name")
   request = ActionDispatch::Request.new(Rack::MockRequest.env_for("/", cookie_env))
-  request.cookie_jar.encrypted[name] = parse_json(json)
+  request.cookie_jar.encrypted[name] = arg("value")
   headers = {}
   request.cookie_jar.write(headers)
-  puts cookie_pair(headers["Set-Cookie"])
+  answer(cookie: cookie_pair(headers["Set-Cookie"]))
 when "session_cookie"
-  cookie, json = args
-  fail_with("usage: session_cookie COOKIE JSON") unless cookie && json
-  values = parse_json(json)
+  cookie = arg("cookie")
+  values = arg("session")
   fail_with("the session must be a JSON object") unless values.is_a?(Hash)
   # A Rails app's middleware stack, as far as sessions go: the cookie-store session writes
   # through the cookie jar, and ActionDispatch::Cookies turns the jar into Set-Cookie.
@@ -204,7 +206,7 @@ when "session_cookie"
   end
   stack = ActionDispatch::Cookies.new(ActionDispatch::Session::CookieStore.new(app, key: cookie))
   _status, headers, _body = stack.call(Rack::MockRequest.env_for("/", cookie_env))
-  puts cookie_pair(headers["Set-Cookie"])
+  answer(cookie: cookie_pair(headers["Set-Cookie"]))
 else
-  fail_with("unknown command #{command.inspect}; see the comment at the top of rails.rb")
+  fail_with("unknown command #{REQUEST["command"].inspect}; see the comment at the top of rails.rb")
 end
