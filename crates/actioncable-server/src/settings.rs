@@ -713,6 +713,22 @@ mod tests {
     }
 
     #[test]
+    fn switches_are_strict_and_public_streams_need_a_secret() {
+        for on in ["1", "true", "YES", " on "] {
+            assert_eq!(switch(on), Ok(true), "{on}");
+        }
+        for off in ["", "0", "false", "no", "OFF"] {
+            assert_eq!(switch(off), Ok(false), "{off}");
+        }
+        for typo in ["ture", "2", "enabled"] {
+            assert!(switch(typo).is_err(), "{typo}");
+        }
+        let e = error(&["--turbo-streams-secret=turbo-key", "--public-streams"]);
+        assert!(e.contains("CABLE_PUBLIC_STREAMS"), "{e}");
+        assert!(settings(&["--streams-secret=pubsub-key", "--public-streams"]).is_ok());
+    }
+
+    #[test]
     fn blank_settings_are_unset() {
         let s = settings(&[SKB, "--cable-path= ", "--auth-cookie=", "--adapter="]).unwrap();
         assert_eq!(s.cable_path, "/cable");
