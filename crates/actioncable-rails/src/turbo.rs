@@ -233,8 +233,7 @@ impl TurboStreams {
 /// A record is named by its GlobalID param ([`GlobalId`](actioncable::GlobalId), Rails'
 /// `to_gid_param`: URL-safe Base64 of `gid://<app>/<Model>/<id>` without padding), anything
 /// else by its `to_param` (a string as it is, a number in decimal). The tests check both
-/// against Ruby's GlobalID, for ids made of letters, digits and `-_.~` (integer and UUID ids);
-/// GlobalID percent-encodes any other character of an id, which `GlobalId::new` does not.
+/// against Ruby's GlobalID gem, ids that it escapes included.
 ///
 /// ```
 /// use actioncable::GlobalId;

@@ -133,10 +133,34 @@ pub struct GlobalId {
 
 impl GlobalId {
     /// The GlobalID of record `id` of `model` in application `app`.
+    ///
+    /// The id is escaped as the GlobalID gem does it (`CGI.escape`: letters, digits and `_.-~`
+    /// as they are, a space as `+`, any other byte as `%XX`), so ids such as emails name the
+    /// same stream as in Rails:
+    ///
+    /// ```
+    /// use actioncable::GlobalId;
+    /// assert_eq!(GlobalId::new("app", "User", 7).uri(), "gid://app/User/7");
+    /// assert_eq!(GlobalId::new("app", "User", "a b@c").uri(), "gid://app/User/a+b%40c");
+    /// ```
     pub fn new(app: &str, model: &str, id: impl std::fmt::Display) -> GlobalId {
-        GlobalId {
-            uri: format!("gid://{app}/{model}/{id}"),
+        let id = id.to_string();
+        let mut uri = format!("gid://{app}/{model}/");
+        for byte in id.bytes() {
+            match byte {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                    uri.push(char::from(byte));
+                }
+                b' ' => uri.push('+'),
+                _ => {
+                    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                    uri.push('%');
+                    uri.push(char::from(HEX[usize::from(byte >> 4)]));
+                    uri.push(char::from(HEX[usize::from(byte & 0xf)]));
+                }
+            }
         }
+        GlobalId { uri }
     }
 
     /// The URI form, e.g. `gid://app/User/1`.

@@ -147,6 +147,10 @@ fn stream_names_and_global_id_params_are_rails() {
         ("Account", json!("3f2c9b1e-8d4a-4c6f-9e2b-7a1d5c3e8f90")),
         ("Admin::User", json!(1_234_567_890_123_i64)),
         ("Message", json!("slug_with.dots~and-dashes")),
+        // GlobalID escapes ids with `CGI.escape`: a space, `@`, `/`, `*`, `+`, non-ASCII.
+        ("Member", json!("ann lee@example.com")),
+        ("Path", json!("a/b*c+d%e")),
+        ("Tag", json!("ünï")),
     ];
     let streamables = vec![
         json!([{"record": ["Account", 5]}, {"symbol": "entries"}]),
