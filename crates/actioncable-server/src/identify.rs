@@ -16,6 +16,8 @@ use actioncable::{
     ConnectRequest, Connection, GlobalId, Identity, JwtVerifier, Reject, async_trait,
 };
 use actioncable_rails::RailsCookies;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -191,7 +193,8 @@ pub(crate) fn identity_from_ext(identifiers: Map<String, Value>) -> Identity {
     identity
 }
 
-/// `to_gid_param` of a GlobalID URI (`gid://app/Model/id`): its URL-safe Base64.
+/// `to_gid_param` of a GlobalID URI (`gid://app/Model/id`, its id already escaped by the gem):
+/// the URI's URL-safe Base64 without padding, as `GlobalID#to_param` makes it.
 fn gid_param(uri: &str) -> Option<String> {
     let rest = uri.strip_prefix("gid://")?;
     let mut parts = rest.splitn(3, '/');
@@ -199,7 +202,7 @@ fn gid_param(uri: &str) -> Option<String> {
     if app.is_empty() || model.is_empty() || id.is_empty() {
         return None;
     }
-    Some(GlobalId::new(app, model, id).to_stream_param().into_owned())
+    Some(URL_SAFE_NO_PAD.encode(uri))
 }
 
 /// The identity of a cookie or session value: `identified_by`'s name, and the id as a string
@@ -250,6 +253,17 @@ mod tests {
         assert!(ext(json!({})).is_anonymous());
         // Not a GlobalID: kept as it is.
         assert_eq!(ext(json!({"u": "gid://x"})).get("u"), Some("gid://x"));
+        // The URI's id is already escaped by the gem (`a b@c` is `a+b%40c`): encoded as it is,
+        // the same param as GlobalId::new("app", "User", "a b@c") gives.
+        let escaped = ext(json!({"current_user": "gid://app/User/a+b%40c"}));
+        assert_eq!(
+            escaped.get("current_user"),
+            Some(
+                GlobalId::new("app", "User", "a b@c")
+                    .to_stream_param()
+                    .as_ref()
+            )
+        );
     }
 
     #[test]

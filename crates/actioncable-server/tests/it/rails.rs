@@ -175,6 +175,15 @@ async fn a_rails_remote_disconnect_closes_the_users_jwt_connection() {
     // Rails 6.1 sends no `reconnect`: the consumer's default, reconnecting, applies.
     bob.expect_disconnect("remote", true).await;
     alice.expect_silence(SILENCE).await;
+
+    // An id the gem escapes (an email): the token carries the URI as the gem wrote it.
+    let mut carol = server
+        .client(Connect::new().path(&format!("/cable?jid={}", jid("carol%40example.com"))))
+        .await;
+    let param = rails.disconnect("current_user", "gid://interop/User/carol%40example.com");
+    assert_eq!(param, "Z2lkOi8vaW50ZXJvcC9Vc2VyL2Nhcm9sJTQwZXhhbXBsZS5jb20");
+    carol.expect_disconnect("remote", true).await;
+    alice.expect_silence(SILENCE).await;
     alice.close().await;
 }
 
