@@ -75,15 +75,15 @@ start_private_redis() {
 
 # The Debian packages that run the Rails reference app (interop/rails).
 # shellcheck disable=SC2034 # for the scripts that source this file
-RAILS_PACKAGES=(ruby ruby-actioncable puma ruby-redis)
+RAILS_PACKAGES=(ruby ruby-actioncable puma ruby-redis ruby-globalid)
 
 # rails_missing: prints why the Rails reference app cannot run here (and returns 0), or
 # returns 1 when Ruby, ActionCable, the redis gem and puma are all installed.
 rails_missing() {
   if ! command -v ruby >/dev/null; then echo "ruby is not installed"; return 0; fi
   if ! command -v puma >/dev/null; then echo "puma is not installed"; return 0; fi
-  if ! ruby -e 'require "action_cable"; require "redis"' >/dev/null 2>&1; then
-    echo "Ruby's ActionCable or its redis gem is not installed"
+  if ! ruby -e 'require "action_cable"; require "redis"; require "global_id"' >/dev/null 2>&1; then
+    echo "Ruby's ActionCable, its redis gem or GlobalID is not installed"
     return 0
   fi
   return 1

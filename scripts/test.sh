@@ -12,8 +12,7 @@ source scripts/lib.sh
 # load-balanced topology), python3 (free ports), chromium (the demo page's browser tests drive
 # Debian's Chromium through playwright-core; no browser is ever downloaded), and Ruby's
 # ActionCable under puma (the Rails reference app in interop/rails, which the side-by-side and
-# Rails interop tests compare us with), and Ruby's GlobalID (actioncable-rails' tests ask it for
-# Rails' stream names of records).
+# Rails interop tests compare us with; with Ruby's GlobalID, which names records' streams).
 ensure_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
@@ -24,7 +23,6 @@ ensure_packages() {
   command -v python3 >/dev/null || missing+=(python3)
   command -v chromium >/dev/null || missing+=(chromium)
   rails_missing >/dev/null && missing+=("${RAILS_PACKAGES[@]}")
-  ruby -e 'require "global_id"' >/dev/null 2>&1 || missing+=(ruby-globalid)
   if ((${#missing[@]})); then
     step "installing ${missing[*]}"
     local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"

@@ -644,7 +644,7 @@ describe("side by side with Rails: actions and broadcasts", () => {
       ["alice", "notification:alice"],
       ["alice&gid=1", "notification:Z2lkOi8vaW50ZXJvcC9Vc2VyL2FsaWNl"],
       ["bob%20smith", "notification:bob smith"],
-      ["bob%20smith&gid=1", "notification:Z2lkOi8vaW50ZXJvcC9Vc2VyL2JvYiBzbWl0aA"],
+      ["bob%20smith&gid=1", "notification:Z2lkOi8vaW50ZXJvcC9Vc2VyL2JvYitzbWl0aA"], // GlobalID escapes the id: "bob+smith"
     ];
     for (const [query, expected] of cases) {
       const r = await sideBySide((srv) => request(srv, `/broadcasting_for?user=${query}`));

@@ -1,24 +1,31 @@
 # The reference app's connection and channels: what examples/rails-twin ports to Rust, construct
 # by construct (its module docs map each line), and what js-client/test/side-by-side.test.mjs
 # compares it with.
-require "base64"
+require "global_id"
 
-# A record that GlobalID would identify, for `stream_for record`: its `to_gid_param` has the shape
-# of GlobalID's (urlsafe base64 of "gid://<app>/<Model>/<id>", no padding). The app and model
+# A record identified by the GlobalID gem itself (what Active Record models include), for
+# `stream_for record`: its `to_gid_param` is the gem's, id escaping included. The app and model
 # names are the ones examples/rails-twin uses (`GlobalId::new(..)` in its `NotificationChannel`),
 # so that both servers name the same stream; change them together.
 class UserRecord
+  include GlobalID::Identification
+
   GID_APP = "interop"
   GID_MODEL = "User"
+  GlobalID.app = GID_APP
 
   attr_reader :name
+
+  def self.name
+    GID_MODEL
+  end
 
   def initialize(name)
     @name = name
   end
 
-  def to_gid_param
-    Base64.urlsafe_encode64("gid://#{GID_APP}/#{GID_MODEL}/#{name}", padding: false)
+  def id
+    name
   end
 
   def to_s
