@@ -6,7 +6,7 @@
 use crate::auth::SESSION_LIFETIME;
 use crate::db::Retention;
 use crate::validate::{is_valid_name, is_valid_room};
-use actioncable::PubSub;
+use actioncable::{AllowedOrigins, PubSub};
 use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -39,7 +39,7 @@ pub struct Config {
     /// Extra exact origins allowed to open the cable (`ALLOWED_ORIGINS`); `None` means the
     /// development default (`http://localhost` and `http://127.0.0.1` on any port). The
     /// same origin as the `Host` header is always allowed.
-    pub allowed_origins: Option<Vec<String>>,
+    pub allowed_origins: Option<AllowedOrigins>,
     /// SQLite database path (`DEMO_DATABASE`, default `demo.sqlite3`; `:memory:` for none).
     pub database: String,
     /// Private rooms and their members (`PRIVATE_ROOMS`, default `staff=admin`).
@@ -134,7 +134,7 @@ impl Config {
         }
 
         let allowed_origins = match lookup("ALLOWED_ORIGINS") {
-            Some(v) => Some(parse_allowed_origins(&v).context("ALLOWED_ORIGINS")?),
+            Some(v) => Some(AllowedOrigins::from_list(&v).context("ALLOWED_ORIGINS")?),
             None => None,
         };
 
@@ -255,35 +255,6 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Parses `ALLOWED_ORIGINS`: comma-separated exact origins such as
-/// `https://chat.example.com,http://localhost:5173`. Blank entries are skipped; a trailing `/`
-/// is dropped.
-///
-/// # Errors
-/// An entry that is not `http(s)://host[:port]`.
-pub fn parse_allowed_origins(value: &str) -> anyhow::Result<Vec<String>> {
-    let mut origins = Vec::new();
-    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let origin = entry.trim_end_matches('/');
-        let rest = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"));
-        let valid = rest.is_some_and(|host| {
-            !host.is_empty()
-                && !host.contains(['/', '?', '#', '@', ' ', '*'])
-                && !host.starts_with(':')
-                && !host.ends_with(':')
-        });
-        if !valid {
-            bail!("{entry:?} is not an origin like https://example.com or http://localhost:5173");
-        }
-        if !origins.iter().any(|o| o == origin) {
-            origins.push(origin.to_owned());
-        }
-    }
-    Ok(origins)
-}
-
 /// Parses `PRIVATE_ROOMS`: `room=user|user;room2=user`.
 ///
 /// # Errors
@@ -338,7 +309,7 @@ mod tests {
         assert_eq!(c.bind.to_string(), "127.0.0.1");
         assert!(c.using_dev_secret);
         assert!(c.secret_key_base().len() >= 32);
-        assert_eq!(c.allowed_origins, None);
+        assert!(c.allowed_origins.is_none());
         assert_eq!(c.database, "demo.sqlite3");
         assert_eq!(c.ping_interval, Duration::from_secs(3));
         assert_eq!(c.assets, PathBuf::from(DEFAULT_ASSETS));
@@ -481,7 +452,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.port, 3000);
         assert!(c.private_rooms.is_empty());
-        assert_eq!(c.allowed_origins, Some(vec![]));
+        // Blank: the same origin only, not the development default's localhost on any port.
+        let origins = c.allowed_origins.expect("a blank list is a list");
+        assert!(origins.allows(Some("http://127.0.0.1:3000"), Some("127.0.0.1:3000")));
+        assert!(!origins.allows(Some("http://localhost:5173"), Some("127.0.0.1:3000")));
     }
 
     #[test]
@@ -509,30 +483,6 @@ mod tests {
             "staff=admin!",
         ] {
             assert!(parse_private_rooms(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn allowed_origins_parse() {
-        assert_eq!(
-            parse_allowed_origins("https://chat.example.com/, http://localhost:5173,,").unwrap(),
-            vec!["https://chat.example.com", "http://localhost:5173"]
-        );
-        assert_eq!(
-            parse_allowed_origins("http://a.test,http://a.test").unwrap(),
-            vec!["http://a.test"]
-        );
-        assert!(parse_allowed_origins("").unwrap().is_empty());
-        for bad in [
-            "chat.example.com",
-            "ftp://x.test",
-            "https://",
-            "https://x.test/path",
-            "http://*.test",
-            "http://x.test:",
-            "http://user@x.test",
-        ] {
-            assert!(parse_allowed_origins(bad).is_err(), "{bad:?}");
         }
     }
 }

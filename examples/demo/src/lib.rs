@@ -113,9 +113,7 @@ pub fn cable_builder(
 /// development default: `http://localhost` and `http://127.0.0.1` on any port.
 fn allowed_origins(config: &Config) -> AllowedOrigins {
     match &config.allowed_origins {
-        Some(list) => list
-            .iter()
-            .fold(AllowedOrigins::same_origin(), |o, origin| o.allow(origin)),
+        Some(origins) => origins.clone(),
         None => AllowedOrigins::same_origin()
             .allow_any_port("http://localhost")
             .allow_any_port("http://127.0.0.1"),

@@ -3,6 +3,8 @@
 use http::HeaderMap;
 use http::header::{HOST, ORIGIN};
 
+use crate::error::ConfigError;
+
 /// Which `Origin` headers may open a cable (Rails' `allowed_request_origins` and
 /// `allow_same_origin_as_host`). A refused origin gets Rails' `404 Page not found` before any
 /// upgrade.
@@ -103,6 +105,60 @@ impl AllowedOrigins {
         self
     }
 
+    /// Parses an origin list as a setting gives it (the examples' and `actioncable-server`'s
+    /// `ALLOWED_ORIGINS`): `*` alone allows any origin ([`any`](Self::any)); otherwise
+    /// comma-separated exact origins (`https://app.example.com,http://localhost:3000`) are
+    /// allowed besides the [same origin](Self::same_origin). Blank entries are skipped and a
+    /// trailing `/` is dropped; anything that is not `http(s)://host[:port]` is an error, so a
+    /// typo cannot silently turn the check off or lock every page out.
+    ///
+    /// ```
+    /// use actioncable::AllowedOrigins;
+    /// let origins = AllowedOrigins::from_list("https://app.example.com/, http://localhost:3000")?;
+    /// assert!(origins.allows(Some("http://localhost:3000"), Some("cable.example.com")));
+    /// assert!(origins.allows(Some("http://cable.example.com"), Some("cable.example.com")));
+    /// assert!(!origins.allows(Some("http://localhost:3001"), Some("cable.example.com")));
+    /// assert!(AllowedOrigins::from_list("*")?.allows(Some("http://any.test"), None));
+    /// assert!(AllowedOrigins::from_list("app.example.com").is_err());
+    /// # Ok::<(), actioncable::ConfigError>(())
+    /// ```
+    pub fn from_list(list: &str) -> Result<AllowedOrigins, ConfigError> {
+        let entries: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
+        if entries == ["*"] {
+            return Ok(AllowedOrigins::any());
+        }
+        let mut origins = AllowedOrigins::same_origin();
+        for entry in entries {
+            let origin = entry.trim_end_matches('/');
+            let host = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            let valid = host.is_some_and(|host| {
+                !host.is_empty()
+                    && !host.contains(['/', '?', '#', '@', ' ', '*'])
+                    && !host.starts_with(':')
+                    && !host.ends_with(':')
+            });
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    name: "allowed origins",
+                    reason: format!(
+                        "{entry:?} is not an origin like https://app.example.com or \
+                         http://localhost:3000 (`*` alone allows any)"
+                    ),
+                });
+            }
+            if !origins.exact.iter().any(|o| o == origin) {
+                origins = origins.allow(origin);
+            }
+        }
+        Ok(origins)
+    }
+
     /// Whether a plain-HTTP request with this `Origin` and `Host` may connect.
     pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
         self.check(origin, host, "http")
@@ -164,6 +220,33 @@ impl Default for AllowedOrigins {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_lists_refuse_what_is_not_an_origin() {
+        let o = AllowedOrigins::from_list("https://a.test/, http://localhost:5173,,http://a.test")
+            .unwrap();
+        assert_eq!(
+            o.exact,
+            ["https://a.test", "http://localhost:5173", "http://a.test"]
+        );
+        assert!(!o.any && o.same_origin && o.missing);
+        let blank = AllowedOrigins::from_list(" , ").unwrap();
+        assert!(blank.exact.is_empty() && blank.same_origin && !blank.any);
+        assert!(AllowedOrigins::from_list("*").unwrap().any);
+        for bad in [
+            "chat.example.com",
+            "ftp://x.test",
+            "https://",
+            "https://x.test/path",
+            "http://*.test",
+            "http://x.test:",
+            "http://:80",
+            "http://user@x.test",
+            "*,https://a.test",
+        ] {
+            assert!(AllowedOrigins::from_list(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn port_patterns_do_not_match_other_hosts() {
