@@ -637,4 +637,96 @@ mod tests {
         assert!(plain_rx.try_recv().is_some());
         assert!(bad_rx.try_recv().is_none());
     }
+
+    fn at(offset: u64) -> Position {
+        Position {
+            epoch: Arc::from("e"),
+            offset,
+        }
+    }
+
+    fn kept(offset: u64) -> Kept {
+        Kept {
+            position: at(offset),
+            unix_secs: 0,
+            payload: Arc::from(offset.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn positions_go_only_to_subscribers_that_follow_them() {
+        let hub = hub();
+        let id: Arc<str> = Arc::from("i");
+        let (plain, mut plain_rx) = conn(1, 8);
+        let (ext, mut ext_rx) = conn(2, 8);
+        let (ext2, mut ext2_rx) = conn(3, 8);
+        let follow = || Listen {
+            positions: true,
+            ..Listen::default()
+        };
+        hub.add("s", &id, &plain, Listen::default()).await.unwrap();
+        hub.add("s", &id, &ext, follow()).await.unwrap();
+        hub.add("s", &id, &ext2, follow()).await.unwrap();
+        assert_eq!(hub.deliver("s", "1", Some(&at(1))), 3);
+        assert_eq!(
+            plain_rx.try_recv().unwrap().as_str(),
+            r#"{"identifier":"i","message":1}"#
+        );
+        let f2 = ext_rx.try_recv().unwrap();
+        assert_eq!(
+            f2.as_str(),
+            r#"{"identifier":"i","message":1,"stream_id":"s","epoch":"e","offset":1}"#
+        );
+        // Encoded once for both.
+        assert_eq!(
+            f2.as_str().as_ptr(),
+            ext2_rx.try_recv().unwrap().as_str().as_ptr()
+        );
+        // Not kept: plain bytes for everyone.
+        hub.deliver("s", "2", None);
+        assert_eq!(
+            ext_rx.try_recv().unwrap().as_str(),
+            r#"{"identifier":"i","message":2}"#
+        );
+        // A position already sent is not sent again.
+        assert_eq!(hub.deliver("s", "1", Some(&at(1))), 1);
+        assert!(ext_rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_replay_and_held_live_messages_meet_once_in_order() {
+        let hub = hub();
+        let id: Arc<str> = Arc::from("i");
+        let (ext, mut rx) = conn(1, 16);
+        let listen = Listen {
+            positions: true,
+            hold: true,
+            ..Listen::default()
+        };
+        hub.add("s", &id, &ext, listen).await.unwrap();
+        // Live while the replay is fetched: held, not sent.
+        hub.deliver("s", "3", Some(&at(3)));
+        hub.deliver("s", "4", Some(&at(4)));
+        hub.deliver("s", r#""typing""#, None);
+        assert!(rx.try_recv().is_none());
+        // The history read saw 2 and 3 (3 is also held): 2, 3, 4, then the transient one.
+        assert_eq!(
+            hub.replay("s", "i", ConnectionId(1), &[kept(2), kept(3)]),
+            4
+        );
+        let mut got = Vec::new();
+        while let Some(f) = rx.try_recv() {
+            let v: Value = serde_json::from_str(f.as_str()).unwrap();
+            got.push(v["message"].clone());
+        }
+        assert_eq!(
+            got,
+            vec![serde_json::json!(2), 3.into(), 4.into(), "typing".into()]
+        );
+        // Holding is over: live again, skipping what the replay carried.
+        hub.deliver("s", "4", Some(&at(4)));
+        hub.deliver("s", "5", Some(&at(5)));
+        assert!(rx.try_recv().unwrap().as_str().contains(r#""offset":5"#));
+        assert!(rx.try_recv().is_none());
+    }
 }

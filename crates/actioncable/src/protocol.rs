@@ -728,4 +728,59 @@ mod tests {
             IdentifierError::NoChannel
         );
     }
+
+    #[test]
+    fn the_extended_protocol_decodes_history_and_pong_and_refuses_bad_history() {
+        let id = r#"{"channel":"A"}"#;
+        let frame = |history: &str| {
+            format!(
+                r#"{{"command":"history","identifier":{},"history":{history}}}"#,
+                serde_json::to_string(id).unwrap()
+            )
+        };
+        let (cmd, _) =
+            Command::decode_ext(&frame(r#"{"streams":{"s":{"epoch":"e","offset":2}}}"#)).unwrap();
+        assert_eq!(
+            cmd,
+            Command::History {
+                identifier: id.into(),
+                request: HistoryRequest {
+                    since: None,
+                    streams: vec![StreamPosition {
+                        stream: "s".into(),
+                        epoch: "e".into(),
+                        offset: 2
+                    }],
+                },
+            }
+        );
+        for bad in [
+            r#""x""#,
+            r#"{"since":"1"}"#,
+            r#"{"streams":{"s":{"epoch":1,"offset":2}}}"#,
+            r#"{"streams":[1]}"#,
+        ] {
+            assert_eq!(
+                Command::decode_ext(&frame(bad)),
+                Err(DecodeError::BadHistory),
+                "{bad}"
+            );
+        }
+        // A `history` command needs its request; the plain protocol ignores a subscribe's.
+        assert_eq!(
+            Command::decode_ext(r#"{"command":"history","identifier":"x"}"#),
+            Err(DecodeError::BadHistory)
+        );
+        let sub = r#"{"command":"subscribe","identifier":"x","history":"junk"}"#;
+        assert_eq!(
+            Command::decode(sub),
+            Ok(Command::Subscribe {
+                identifier: "x".into()
+            })
+        );
+        assert_eq!(
+            ServerMessage::ConfirmHistory { identifier: "x" }.encode(),
+            r#"{"identifier":"x","type":"confirm_history"}"#
+        );
+    }
 }
