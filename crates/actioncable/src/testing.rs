@@ -134,18 +134,25 @@ impl<S: Send + Sync + 'static> TestCable<S> {
     pub async fn connect(&self, request: TestRequest) -> Result<TestConnection<S>, Reject> {
         let shared = self.shared();
         let identity = shared.connection.connect(&request.into_request()).await?;
-        Ok(self.open(identity).await)
+        Ok(self.open(identity, false).await)
     }
 
     /// A connection with `identity`, without running `connect` (Rails' `stub_connection`).
     pub async fn connect_as(&self, identity: Identity) -> TestConnection<S> {
-        self.open(identity).await
+        self.open(identity, false).await
     }
 
-    async fn open(&self, identity: Identity) -> TestConnection<S> {
+    /// As [`connect_as`](Self::connect_as), for a client of the extended protocol
+    /// (`actioncable-v1-ext-json`): with history on the cable, its stream deliveries carry
+    /// `stream_id`, `epoch` and `offset`.
+    pub async fn connect_ext_as(&self, identity: Identity) -> TestConnection<S> {
+        self.open(identity, true).await
+    }
+
+    async fn open(&self, identity: Identity, ext: bool) -> TestConnection<S> {
         let shared = self.shared();
         let id = shared.handle.registry().next_id();
-        let (dispatcher, frames) = Dispatcher::open(shared, Arc::new(identity), id, false).await;
+        let (dispatcher, frames) = Dispatcher::open(shared, Arc::new(identity), id, ext).await;
         let stop = CancellationToken::new();
         let connection = dispatcher.connection.clone();
         let inner = Arc::new(Inner {
