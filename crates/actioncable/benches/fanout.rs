@@ -5,6 +5,10 @@
 //! encoding per identifier, a shared frame pushed into every subscriber's bounded outbox — and
 //! then empties every outbox, as the sessions' writers would. What a socket write costs on top
 //! is in the load benchmark (`cable-bench`), not here.
+//!
+//! Three cases per size: history off (the default), history on with stock-protocol subscribers
+//! (each broadcast is also kept, with its position), and history on with extended-protocol
+//! subscribers (their frames carry the position, and the hub notes it per subscriber).
 
 use actioncable::testing::{TestCable, TestConnection};
 use actioncable::{Cable, Channel, ChannelContext, ChannelError, Identity, NoParams, async_trait};
@@ -33,34 +37,46 @@ fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout");
     group.sample_size(20);
     let payload = json!({ "sender": 3, "seq": 1234, "sent_ns": 987_654_321_u64 }).to_string();
+    let cases = [
+        ("history_off", false, false),
+        ("history_on", true, false),
+        ("history_on_ext", true, true),
+    ];
     for n in [100_usize, 1_000, 10_000] {
-        let (cable, conns): (TestCable, Vec<TestConnection>) = runtime.block_on(async {
-            let cable = TestCable::new(Cable::builder().channel::<Bench>()).expect("a cable");
-            let mut conns = Vec::with_capacity(n);
-            for _ in 0..n {
-                let conn = cable.connect_as(Identity::anonymous()).await;
-                let sub = conn.subscribe::<Bench>(json!({})).await;
-                assert!(sub.is_confirmed());
-                conn.clear_frames();
-                conns.push(conn);
-            }
-            (cable, conns)
-        });
-        let handle = cable.handle();
-        group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("subscribers", n), &n, |b, _| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    handle
-                        .broadcast_json("all", &payload)
-                        .await
-                        .expect("the broadcast is accepted");
-                });
-                for conn in &conns {
+        for (case, history, ext) in cases {
+            let (cable, conns): (TestCable, Vec<TestConnection>) = runtime.block_on(async {
+                let cable = TestCable::new(Cable::builder().history(history).channel::<Bench>())
+                    .expect("a cable");
+                let mut conns = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let conn = if ext {
+                        cable.connect_ext_as(Identity::anonymous()).await
+                    } else {
+                        cable.connect_as(Identity::anonymous()).await
+                    };
+                    let sub = conn.subscribe::<Bench>(json!({})).await;
+                    assert!(sub.is_confirmed());
                     conn.clear_frames();
+                    conns.push(conn);
                 }
-            })
-        });
+                (cable, conns)
+            });
+            let handle = cable.handle();
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_with_input(BenchmarkId::new(case, n), &n, |b, _| {
+                b.iter(|| {
+                    runtime.block_on(async {
+                        handle
+                            .broadcast_json("all", &payload)
+                            .await
+                            .expect("the broadcast is accepted");
+                    });
+                    for conn in &conns {
+                        conn.clear_frames();
+                    }
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -214,6 +214,9 @@ pub enum PubSubError {
     /// Any other backend error.
     #[error("pub/sub backend error: {0}")]
     Backend(#[source] BoxError),
+    /// The adapter cannot do what was asked (e.g. keep stream history).
+    #[error("pub/sub adapter unsupported: {0}")]
+    Unsupported(String),
 }
 
 /// A broadcast was not accepted. Nothing was delivered to anyone.

@@ -7,7 +7,9 @@
 //! ([`registry`](crate::registry)): cloning it is cheap, and it works the same from anywhere.
 //!
 //! A broadcast is serialized once and handed to the pub/sub adapter, which brings it back to
-//! every node's fan-out (this one included); nothing here waits on a socket.
+//! every node's fan-out (this one included); nothing here waits on a socket. When the cable
+//! keeps history, the adapter's [`History`](crate::pubsub::History) stores it first and gives
+//! it its position; a transient broadcast skips that.
 
 use crate::connection::{ConnectionId, ConnectionInfo, ConnectionRef, Identity};
 use crate::error::BroadcastError;
@@ -65,16 +67,53 @@ impl CableHandle {
         self.publish(stream, json, None).await
     }
 
-    /// Hands `json` (valid JSON: serde_json's output, or checked) to the adapter, marking it
-    /// to skip connection `except` here when it comes back; logs a failure.
+    /// Broadcasts `message` like [`broadcast`](Self::broadcast), but never keeps it in the
+    /// stream's history: it reaches the subscribers connected now and is not replayed to
+    /// anyone who reconnects (typing indicators, cursors, presence pings). Without history on
+    /// the cable, it is an ordinary broadcast.
+    ///
+    /// ```
+    /// # async fn demo(handle: actioncable::CableHandle) -> Result<(), actioncable::BroadcastError> {
+    /// handle.broadcast_transient("chat:lobby", &serde_json::json!({ "typing": "alice" })).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`broadcast`](Self::broadcast).
+    pub async fn broadcast_transient<T: Serialize + ?Sized>(
+        &self,
+        stream: &str,
+        message: &T,
+    ) -> Result<(), BroadcastError> {
+        let json = serde_json::to_string(message)?;
+        self.send(stream, &json, None, false).await
+    }
+
+    /// Hands `json` (valid JSON: serde_json's output, or checked) to the adapter, kept in the
+    /// stream's history when the cable keeps one, marking it to skip connection `except` here
+    /// when it comes back; logs a failure.
     pub(crate) async fn publish(
         &self,
         stream: &str,
         json: &str,
         except: Option<ConnectionId>,
     ) -> Result<(), BroadcastError> {
+        self.send(stream, json, except, true).await
+    }
+
+    async fn send(
+        &self,
+        stream: &str,
+        json: &str,
+        except: Option<ConnectionId>,
+        keep: bool,
+    ) -> Result<(), BroadcastError> {
         let excluded = except.filter(|&id| self.hub.exclude(stream, json, id));
-        match self.hub.pubsub().publish(stream, json).await {
+        let sent = match self.hub.history().filter(|_| keep) {
+            Some(history) => history.publish(stream, json).await.map(|_| ()),
+            None => self.hub.pubsub().publish(stream, json).await,
+        };
+        match sent {
             Ok(()) => Ok(()),
             Err(e) => {
                 if let Some(id) = excluded {
@@ -164,7 +203,8 @@ impl CableHandle {
     ) -> Result<(), BroadcastError> {
         let stream = protocol::internal_stream(&identity.connection_identifier());
         let message = protocol::remote_disconnect_message(reconnect);
-        self.publish(&stream, &message, None).await
+        // A command for live connections: never kept for a replay.
+        self.send(&stream, &message, None, false).await
     }
 
     /// Closes every connection on this node whose identity has identifier `name` equal to

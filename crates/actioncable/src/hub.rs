@@ -14,12 +14,21 @@
 //! its last leaves. Each stream has a *gate* (an async mutex around "is the adapter subscribed")
 //! so that these calls never overlap for one stream, and a subscriber returns from
 //! [`Hub::add`] only once the adapter confirmed the stream is live.
+//!
+//! **Positions.** A message kept in the stream's history arrives with its position. Plain
+//! subscribers get exactly the bytes they always got; extended-protocol subscribers that follow
+//! positions get `stream_id`/`epoch`/`offset` too, a second encoding shared the same way (once
+//! per identifier). For each such subscriber the hub remembers the last position it was sent,
+//! and skips a message at or before it: a replay and the live fan-out may both carry a message,
+//! and the client (`@anycable/core`) does not drop duplicates itself. While a replay is being
+//! fetched, the subscriber's live messages are *held* in order, then sent after the replay
+//! ([`Hub::replay`]), so the client sees every message once, in position order.
 
 use crate::connection::{ConnectionId, ConnectionRef};
 use crate::error::PubSubError;
 use crate::outbox::Outbox;
 use crate::protocol::{self, DisconnectReason};
-use crate::pubsub::{Deliver, PubSub};
+use crate::pubsub::{Deliver, History, Kept, Position, PubSub};
 use crate::sync::{lock, read, write};
 use crate::untrusted::untrusted;
 use axum::extract::ws::Utf8Bytes;
@@ -37,6 +46,47 @@ struct Member {
     connection: ConnectionId,
     outbox: Outbox,
     filter: Option<StreamFilter>,
+    /// `Some` for a subscriber that follows positions (extended protocol, history on).
+    tracked: Option<Box<Mutex<Tracked>>>,
+}
+
+/// What the hub knows of a subscriber that follows positions.
+#[derive(Default)]
+struct Tracked {
+    /// The position of the last message sent to it.
+    last: Option<Position>,
+    /// `Some` while a replay is being fetched: live frames held back, in order.
+    held: Option<Vec<(Option<Position>, Utf8Bytes)>>,
+}
+
+impl Tracked {
+    /// Whether a message at `position` is news to this subscriber; notes it as sent if so.
+    fn advance(&mut self, position: Option<&Position>) -> bool {
+        let Some(position) = position else {
+            return true;
+        };
+        match &mut self.last {
+            Some(last) if last.epoch == position.epoch => {
+                if position.offset <= last.offset {
+                    return false;
+                }
+                last.offset = position.offset;
+            }
+            last => *last = Some(position.clone()),
+        }
+        true
+    }
+}
+
+/// How one subscription listens to one stream.
+#[derive(Default)]
+pub(crate) struct Listen {
+    /// A per-subscriber transform (`stream_from_with`).
+    pub(crate) filter: Option<StreamFilter>,
+    /// Send positions with kept messages (an extended-protocol client, history on).
+    pub(crate) positions: bool,
+    /// Hold live messages until [`Hub::replay`] (a `subscribe` that asked for history).
+    pub(crate) hold: bool,
 }
 
 struct StreamEntry {
@@ -62,16 +112,19 @@ pub(crate) const INTERNAL: &str = "";
 pub(crate) struct Hub {
     streams: RwLock<HashMap<Arc<str>, StreamEntry>>,
     pubsub: Arc<dyn PubSub>,
+    /// The adapter's history, when the cable keeps it.
+    history: Option<Arc<dyn History>>,
     exclusions: Mutex<Vec<Exclusion>>,
     /// Whether `exclusions` may be non-empty: the hot path skips its lock otherwise.
     excluding: AtomicBool,
 }
 
 impl Hub {
-    pub(crate) fn new(pubsub: Arc<dyn PubSub>) -> Hub {
+    pub(crate) fn new(pubsub: Arc<dyn PubSub>, history: Option<Arc<dyn History>>) -> Hub {
         Hub {
             streams: RwLock::new(HashMap::new()),
             pubsub,
+            history,
             exclusions: Mutex::new(Vec::new()),
             excluding: AtomicBool::new(false),
         }
@@ -81,13 +134,18 @@ impl Hub {
         &self.pubsub
     }
 
+    /// The adapter's history, when the cable keeps one.
+    pub(crate) fn history(&self) -> Option<&Arc<dyn History>> {
+        self.history.as_ref()
+    }
+
     /// Adds a subscriber and returns once the stream is live in the adapter.
     pub(crate) async fn add(
         &self,
         stream: &str,
         identifier: &Arc<str>,
         connection: &ConnectionRef,
-        filter: Option<StreamFilter>,
+        listen: Listen,
     ) -> Result<(), PubSubError> {
         let gate = {
             let mut streams = write(&self.streams);
@@ -104,7 +162,13 @@ impl Hub {
                 .push(Member {
                     connection: connection.id(),
                     outbox: connection.outbox().clone(),
-                    filter,
+                    filter: listen.filter,
+                    tracked: listen.positions.then(|| {
+                        Box::new(Mutex::new(Tracked {
+                            last: None,
+                            held: listen.hold.then(Vec::new),
+                        }))
+                    }),
                 });
             entry.gate.clone()
         };
@@ -212,6 +276,79 @@ impl Hub {
         Some(connection)
     }
 
+    /// Starts holding `connection`'s live messages of `stream` (under `identifier`) until
+    /// [`replay`](Self::replay); for a `history` command on a subscription already streaming.
+    pub(crate) fn hold(&self, stream: &str, identifier: &str, connection: ConnectionId) {
+        self.with_tracked(stream, identifier, connection, |tracked, _| {
+            tracked.held.get_or_insert_with(Vec::new);
+        });
+    }
+
+    /// Sends `connection` the `kept` messages of `stream` it has not been sent yet, then the
+    /// live ones held meanwhile, and stops holding. Returns how many frames it queued.
+    pub(crate) fn replay(
+        &self,
+        stream: &str,
+        identifier: &str,
+        connection: ConnectionId,
+        kept: &[Kept],
+    ) -> usize {
+        self.with_tracked(stream, identifier, connection, |tracked, member| {
+            let mut sent = 0;
+            for k in kept {
+                if !tracked.advance(Some(&k.position)) {
+                    continue;
+                }
+                let Ok(message) = protocol::raw_json(&k.payload) else {
+                    continue;
+                };
+                let frame = match &member.filter {
+                    None => Some(protocol::encode_data_at(
+                        identifier,
+                        message,
+                        stream,
+                        &k.position.epoch,
+                        k.position.offset,
+                    )),
+                    Some(filter) => serde_json::from_str(&k.payload)
+                        .ok()
+                        .and_then(|v| run_filter(filter, &v, stream))
+                        .and_then(|v| encode_value(identifier, &v, stream, Some(&k.position))),
+                };
+                if let Some(frame) = frame
+                    && member.outbox.push(Utf8Bytes::from(frame))
+                {
+                    sent += 1;
+                }
+            }
+            for (position, frame) in tracked.held.take().unwrap_or_default() {
+                if tracked.advance(position.as_ref()) && member.outbox.push(frame) {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+        .unwrap_or(0)
+    }
+
+    fn with_tracked<T>(
+        &self,
+        stream: &str,
+        identifier: &str,
+        connection: ConnectionId,
+        f: impl FnOnce(&mut Tracked, &Member) -> T,
+    ) -> Option<T> {
+        let streams = read(&self.streams);
+        let member = streams
+            .get(stream)?
+            .groups
+            .get(identifier)?
+            .iter()
+            .find(|m| m.connection == connection)?;
+        let mut tracked = lock(member.tracked.as_ref()?);
+        Some(f(&mut tracked, member))
+    }
+
     /// Number of streams with local subscribers.
     pub(crate) fn stream_count(&self) -> usize {
         read(&self.streams).len()
@@ -226,7 +363,7 @@ impl Hub {
 
 /// Fans a payload out to every local subscriber of its stream; returns how many it reached.
 impl Deliver for Hub {
-    fn deliver(&self, stream: &str, payload: &str) -> usize {
+    fn deliver(&self, stream: &str, payload: &str, position: Option<&Position>) -> usize {
         let message = match protocol::raw_json(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -253,26 +390,48 @@ impl Deliver for Hub {
                 continue;
             }
             let mut shared: Option<Utf8Bytes> = None;
+            let mut shared_at: Option<Utf8Bytes> = None;
             for member in members {
                 if Some(member.connection) == skip {
                     continue;
                 }
-                let frame = match &member.filter {
-                    None => shared
+                // Positions go only to subscribers that follow them, and only with kept
+                // messages: everyone else gets the plain frame.
+                let at = position.filter(|_| member.tracked.is_some());
+                let frame = match (&member.filter, at) {
+                    (None, None) => shared
                         .get_or_insert_with(|| {
                             Utf8Bytes::from(protocol::encode_data(identifier, message))
                         })
                         .clone(),
-                    Some(filter) => {
+                    (None, Some(p)) => shared_at
+                        .get_or_insert_with(|| {
+                            Utf8Bytes::from(protocol::encode_data_at(
+                                identifier, message, stream, &p.epoch, p.offset,
+                            ))
+                        })
+                        .clone(),
+                    (Some(filter), at) => {
                         let value =
                             parsed.get_or_insert_with(|| serde_json::from_str(payload).ok());
                         let filtered = value.as_ref().and_then(|v| run_filter(filter, v, stream));
-                        match filtered.and_then(|v| encode_value(identifier, &v)) {
+                        match filtered.and_then(|v| encode_value(identifier, &v, stream, at)) {
                             Some(frame) => Utf8Bytes::from(frame),
                             None => continue,
                         }
                     }
                 };
+                if let Some(tracked) = &member.tracked {
+                    let mut tracked = lock(tracked);
+                    if let Some(held) = &mut tracked.held {
+                        held.push((position.cloned(), frame));
+                        reached += 1;
+                        continue;
+                    }
+                    if !tracked.advance(position) {
+                        continue;
+                    }
+                }
                 if member.outbox.push(frame) {
                     reached += 1;
                 }
@@ -282,10 +441,18 @@ impl Deliver for Hub {
     }
 }
 
-fn encode_value(identifier: &str, value: &Value) -> Option<String> {
+fn encode_value(
+    identifier: &str,
+    value: &Value,
+    stream: &str,
+    position: Option<&Position>,
+) -> Option<String> {
     let json = serde_json::to_string(value).ok()?;
     let raw = protocol::raw_json(&json).ok()?;
-    Some(protocol::encode_data(identifier, raw))
+    Some(match position {
+        None => protocol::encode_data(identifier, raw),
+        Some(p) => protocol::encode_data_at(identifier, raw, stream, &p.epoch, p.offset),
+    })
 }
 
 /// Runs a user filter; a panic skips the message for that subscriber only.
@@ -321,7 +488,7 @@ mod tests {
 
     fn hub() -> Arc<Hub> {
         let pubsub = Arc::new(MemoryPubSub::new());
-        let hub = Arc::new(Hub::new(pubsub.clone()));
+        let hub = Arc::new(Hub::new(pubsub.clone(), None));
         pubsub.start(Inbound::new(&hub)).unwrap();
         hub
     }
@@ -334,10 +501,10 @@ mod tests {
         let (o1, mut r1) = conn(1, 8);
         let (o2, mut r2) = conn(2, 8);
         let (o3, mut r3) = conn(3, 8);
-        hub.add("s", &id_a, &o1, None).await.unwrap();
-        hub.add("s", &id_a, &o2, None).await.unwrap();
-        hub.add("s", &id_b, &o3, None).await.unwrap();
-        assert_eq!(hub.deliver("s", r#"{"n":1}"#), 3);
+        hub.add("s", &id_a, &o1, Listen::default()).await.unwrap();
+        hub.add("s", &id_a, &o2, Listen::default()).await.unwrap();
+        hub.add("s", &id_b, &o3, Listen::default()).await.unwrap();
+        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None), 3);
         let f1 = r1.recv().await;
         let f2 = r2.recv().await;
         assert_eq!(
@@ -357,11 +524,11 @@ mod tests {
         let hub = hub();
         let id: Arc<str> = Arc::from("i");
         let (o1, _r1) = conn(1, 8);
-        hub.add("s", &id, &o1, None).await.unwrap();
+        hub.add("s", &id, &o1, Listen::default()).await.unwrap();
         assert_eq!(hub.stream_count(), 1);
         hub.remove("s", &id, ConnectionId(1)).await;
         assert_eq!(hub.stream_count(), 0);
-        assert_eq!(hub.deliver("s", "1"), 0);
+        assert_eq!(hub.deliver("s", "1", None), 0);
     }
 
     #[tokio::test]
@@ -370,10 +537,10 @@ mod tests {
         let id: Arc<str> = Arc::from("i");
         let (slow, _keep) = conn(1, 1);
         let (fast, mut fast_rx) = conn(2, 8);
-        hub.add("s", &id, &slow, None).await.unwrap();
-        hub.add("s", &id, &fast, None).await.unwrap();
-        hub.deliver("s", "1");
-        hub.deliver("s", "2");
+        hub.add("s", &id, &slow, Listen::default()).await.unwrap();
+        hub.add("s", &id, &fast, Listen::default()).await.unwrap();
+        hub.deliver("s", "1", None);
+        hub.deliver("s", "2", None);
         assert_eq!(
             slow.outbox().closed().await,
             (DisconnectReason::TooSlow, true)
@@ -386,8 +553,10 @@ mod tests {
     async fn non_json_payloads_are_dropped() {
         let hub = hub();
         let (o, _r) = conn(1, 8);
-        hub.add("s", &Arc::from("i"), &o, None).await.unwrap();
-        assert_eq!(hub.deliver("s", "not json"), 0);
+        hub.add("s", &Arc::from("i"), &o, Listen::default())
+            .await
+            .unwrap();
+        assert_eq!(hub.deliver("s", "not json", None), 0);
     }
 
     #[tokio::test]
@@ -396,15 +565,15 @@ mod tests {
         let id: Arc<str> = Arc::from("i");
         let (sender, mut sender_rx) = conn(1, 8);
         let (other, mut other_rx) = conn(2, 8);
-        hub.add("s", &id, &sender, None).await.unwrap();
-        hub.add("s", &id, &other, None).await.unwrap();
+        hub.add("s", &id, &sender, Listen::default()).await.unwrap();
+        hub.add("s", &id, &other, Listen::default()).await.unwrap();
         assert!(hub.exclude("s", r#"{"n":1}"#, ConnectionId(1)));
-        assert_eq!(hub.deliver("s", r#"{"n":1}"#), 1);
+        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None), 1);
         assert!(other_rx.try_recv().is_some());
         assert!(sender_rx.try_recv().is_none());
         assert_eq!(hub.pending_exclusions(), 0);
         // The next identical broadcast reaches everyone again.
-        assert_eq!(hub.deliver("s", r#"{"n":1}"#), 2);
+        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None), 2);
         // A session not listening to the stream registers nothing (nothing would consume it).
         assert!(!hub.exclude("elsewhere", "1", ConnectionId(1)));
         assert_eq!(hub.pending_exclusions(), 0);
@@ -419,10 +588,20 @@ mod tests {
         let only_odd: StreamFilter = Arc::new(|v: &Value| {
             (v["n"].as_u64()? % 2 == 1).then(|| serde_json::json!({ "odd": v["n"] }))
         });
-        hub.add("s", &id, &plain, None).await.unwrap();
-        hub.add("s", &id, &odd, Some(only_odd)).await.unwrap();
-        assert_eq!(hub.deliver("s", r#"{"n":1}"#), 2);
-        assert_eq!(hub.deliver("s", r#"{"n":2}"#), 1);
+        hub.add("s", &id, &plain, Listen::default()).await.unwrap();
+        hub.add(
+            "s",
+            &id,
+            &odd,
+            Listen {
+                filter: Some(only_odd),
+                ..Listen::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None), 2);
+        assert_eq!(hub.deliver("s", r#"{"n":2}"#, None), 1);
         assert_eq!(
             plain_rx.try_recv().unwrap().as_str(),
             r#"{"identifier":"{\"channel\":\"A\"}","message":{"n":1}}"#
@@ -442,10 +621,112 @@ mod tests {
         let (plain, mut plain_rx) = conn(1, 8);
         let (bad, mut bad_rx) = conn(2, 8);
         let panics: StreamFilter = Arc::new(|_: &Value| panic!("filter bug"));
-        hub.add("s", &id, &bad, Some(panics)).await.unwrap();
-        hub.add("s", &id, &plain, None).await.unwrap();
-        assert_eq!(hub.deliver("s", "1"), 1);
+        hub.add(
+            "s",
+            &id,
+            &bad,
+            Listen {
+                filter: Some(panics),
+                ..Listen::default()
+            },
+        )
+        .await
+        .unwrap();
+        hub.add("s", &id, &plain, Listen::default()).await.unwrap();
+        assert_eq!(hub.deliver("s", "1", None), 1);
         assert!(plain_rx.try_recv().is_some());
         assert!(bad_rx.try_recv().is_none());
+    }
+
+    fn at(offset: u64) -> Position {
+        Position {
+            epoch: Arc::from("e"),
+            offset,
+        }
+    }
+
+    fn kept(offset: u64) -> Kept {
+        Kept {
+            position: at(offset),
+            unix_secs: 0,
+            payload: Arc::from(offset.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn positions_go_only_to_subscribers_that_follow_them() {
+        let hub = hub();
+        let id: Arc<str> = Arc::from("i");
+        let (plain, mut plain_rx) = conn(1, 8);
+        let (ext, mut ext_rx) = conn(2, 8);
+        let (ext2, mut ext2_rx) = conn(3, 8);
+        let follow = || Listen {
+            positions: true,
+            ..Listen::default()
+        };
+        hub.add("s", &id, &plain, Listen::default()).await.unwrap();
+        hub.add("s", &id, &ext, follow()).await.unwrap();
+        hub.add("s", &id, &ext2, follow()).await.unwrap();
+        assert_eq!(hub.deliver("s", "1", Some(&at(1))), 3);
+        assert_eq!(
+            plain_rx.try_recv().unwrap().as_str(),
+            r#"{"identifier":"i","message":1}"#
+        );
+        let f2 = ext_rx.try_recv().unwrap();
+        assert_eq!(
+            f2.as_str(),
+            r#"{"identifier":"i","message":1,"stream_id":"s","epoch":"e","offset":1}"#
+        );
+        // Encoded once for both.
+        assert_eq!(
+            f2.as_str().as_ptr(),
+            ext2_rx.try_recv().unwrap().as_str().as_ptr()
+        );
+        // Not kept: plain bytes for everyone.
+        hub.deliver("s", "2", None);
+        assert_eq!(
+            ext_rx.try_recv().unwrap().as_str(),
+            r#"{"identifier":"i","message":2}"#
+        );
+        // A position already sent is not sent again.
+        assert_eq!(hub.deliver("s", "1", Some(&at(1))), 1);
+        assert!(ext_rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_replay_and_held_live_messages_meet_once_in_order() {
+        let hub = hub();
+        let id: Arc<str> = Arc::from("i");
+        let (ext, mut rx) = conn(1, 16);
+        let listen = Listen {
+            positions: true,
+            hold: true,
+            ..Listen::default()
+        };
+        hub.add("s", &id, &ext, listen).await.unwrap();
+        // Live while the replay is fetched: held, not sent.
+        hub.deliver("s", "3", Some(&at(3)));
+        hub.deliver("s", "4", Some(&at(4)));
+        hub.deliver("s", r#""typing""#, None);
+        assert!(rx.try_recv().is_none());
+        // The history read saw 2 and 3 (3 is also held): 2, 3, 4, then the transient one.
+        assert_eq!(
+            hub.replay("s", "i", ConnectionId(1), &[kept(2), kept(3)]),
+            4
+        );
+        let mut got = Vec::new();
+        while let Some(f) = rx.try_recv() {
+            let v: Value = serde_json::from_str(f.as_str()).unwrap();
+            got.push(v["message"].clone());
+        }
+        assert_eq!(
+            got,
+            vec![serde_json::json!(2), 3.into(), 4.into(), "typing".into()]
+        );
+        // Holding is over: live again, skipping what the replay carried.
+        hub.deliver("s", "4", Some(&at(4)));
+        hub.deliver("s", "5", Some(&at(5)));
+        assert!(rx.try_recv().unwrap().as_str().contains(r#""offset":5"#));
+        assert!(rx.try_recv().is_none());
     }
 }

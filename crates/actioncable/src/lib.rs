@@ -101,6 +101,7 @@ pub use auth::{CookieKey, JwtVerifier};
 #[doc(inline)]
 pub use channel::{
     AnyAction, Callbacks, Channel, ChannelContext, CommandInfo, CommandKind, Next, NoParams,
+    StreamOptions,
 };
 #[doc(inline)]
 pub use connection::{

@@ -1,4 +1,5 @@
-//! The ActionCable v1 JSON wire protocol: what the client sends and what the server answers.
+//! The ActionCable v1 JSON wire protocol, and AnyCable's extension of it: what the client sends
+//! and what the server answers.
 //!
 //! Every wire string of the protocol lives in this module and nowhere else, so the rest of the
 //! crate cannot drift from what the stock `@rails/actioncable` consumer expects. The module does
@@ -11,6 +12,14 @@
 //!   back unchanged. Its parsed form is only used to pick the channel and its params.
 //! * `message.data` is a JSON document *encoded as a string* inside the command (the consumer
 //!   calls `JSON.stringify` twice), so decoding a `message` yields that inner text as is.
+//!
+//! The extended protocol, `actioncable-v1-ext-json` (spoken by `@anycable/core`; AnyCable's
+//! `docs/reliable_streams.md`, `common/common.go`, and the client's
+//! `packages/core/action_cable_ext/index.js`), adds to the same frames: stream positions on
+//! deliveries (`stream_id`, `epoch`, `offset`), a `history` request (a command of its own, or a
+//! key of `subscribe`) answered by `confirm_history`/`reject_history`, and `pong`. A session
+//! decodes with [`Command::decode`] or [`Command::decode_ext`] according to the protocol it
+//! negotiated, so a plain client is answered exactly as before.
 //!
 //! ```
 //! use actioncable::protocol::{Command, ServerMessage};
@@ -30,11 +39,15 @@ use std::sync::Arc;
 
 /// The subprotocol the stock consumer offers first and the server selects.
 pub const PROTOCOL: &str = "actioncable-v1-json";
+/// AnyCable's extended protocol (`@anycable/core` with `protocol: 'actioncable-v1-ext-json'`):
+/// the plain protocol plus stream positions and history.
+pub const EXT_PROTOCOL: &str = "actioncable-v1-ext-json";
 /// The marker protocol the consumer also offers; selected only when the client offers no
 /// protocol this server speaks, which makes the consumer stop with "protocol unsupported".
 pub const UNSUPPORTED_PROTOCOL: &str = "actioncable-unsupported";
-/// The subprotocols this server can select, in order of preference.
-pub const PROTOCOLS: [&str; 2] = [PROTOCOL, UNSUPPORTED_PROTOCOL];
+/// The subprotocols this server can select, in order of preference: the extended protocol
+/// whenever a client offers it, else the plain one (what the stock consumer offers first).
+pub const PROTOCOLS: [&str; 3] = [EXT_PROTOCOL, PROTOCOL, UNSUPPORTED_PROTOCOL];
 /// Body of the 404 Rails answers for a non-WebSocket request or a refused origin.
 pub const PAGE_NOT_FOUND: &str = "Page not found";
 
@@ -59,6 +72,40 @@ pub enum Command {
         /// The inner JSON text carried as a string in `data`, not yet decoded.
         data: String,
     },
+    /// Extended protocol only: `{"command":"history","identifier":"…","history":{…}}`, the
+    /// messages a subscription missed.
+    History {
+        /// The identifier exactly as sent.
+        identifier: String,
+        /// What the client has already seen.
+        request: HistoryRequest,
+    },
+    /// Extended protocol only: `{"command":"pong"}`, the answer to a ping (nothing to do: any
+    /// frame proves the client alive).
+    Pong,
+}
+
+/// Where a client stands in one stream: the `epoch` and `offset` of the last message it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// The stream (the `stream_id` the server sent).
+    pub stream: String,
+    /// The history's epoch the offset counts in.
+    pub epoch: String,
+    /// The offset of the last message seen.
+    pub offset: u64,
+}
+
+/// A `history` request: the client's position per stream, and `since` (unix seconds) for the
+/// streams it has no position for. AnyCable's Go comment calls `since` milliseconds, but its
+/// client sends `Date.now() / 1000 | 0` and its memory broker compares it with `time.Now().Unix()`:
+/// seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryRequest {
+    /// Messages kept at or after this unix time (seconds), for streams without a position.
+    pub since: Option<u64>,
+    /// Positions, in the order the client sent them.
+    pub streams: Vec<StreamPosition>,
 }
 
 /// Why a frame could not be decoded as a [`Command`]. Rails logs these and sends nothing.
@@ -80,6 +127,9 @@ pub enum DecodeError {
     /// A `message` command whose `data` is missing or not a string.
     #[error("`data` is missing or not a string")]
     MissingData,
+    /// A `history` (extended protocol) that is not `{since?, streams?: {stream: {epoch, offset}}}`.
+    #[error("`history` is malformed")]
+    BadHistory,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +137,7 @@ struct RawCommand {
     command: Option<Value>,
     identifier: Option<Value>,
     data: Option<Value>,
+    history: Option<Value>,
 }
 
 impl Command {
@@ -95,6 +146,32 @@ impl Command {
     /// # Errors
     /// Returns a [`DecodeError`] naming what is wrong with the frame; the caller logs it.
     pub fn decode(frame: &str) -> Result<Command, DecodeError> {
+        Command::decode_as(frame, false).map(|(command, _)| command)
+    }
+
+    /// Decodes one text frame of the extended protocol: the plain commands, `history` and
+    /// `pong`, and a `subscribe`'s `history` request, returned beside it.
+    ///
+    /// ```
+    /// use actioncable::protocol::Command;
+    /// let frame = r#"{"command":"subscribe","identifier":"{\"channel\":\"A\"}","history":{"since":1700000000,"streams":{"chat":{"epoch":"e1","offset":7}}}}"#;
+    /// let (command, history) = Command::decode_ext(frame).unwrap();
+    /// assert!(matches!(command, Command::Subscribe { .. }));
+    /// let history = history.unwrap();
+    /// assert_eq!(history.since, Some(1_700_000_000));
+    /// assert_eq!((history.streams[0].epoch.as_str(), history.streams[0].offset), ("e1", 7));
+    /// assert_eq!(Command::decode_ext(r#"{"command":"pong"}"#).unwrap().0, Command::Pong);
+    /// // The plain protocol knows neither.
+    /// assert!(Command::decode(r#"{"command":"pong"}"#).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode), and [`DecodeError::BadHistory`].
+    pub fn decode_ext(frame: &str) -> Result<(Command, Option<HistoryRequest>), DecodeError> {
+        Command::decode_as(frame, true)
+    }
+
+    fn decode_as(frame: &str, ext: bool) -> Result<(Command, Option<HistoryRequest>), DecodeError> {
         let value: Value =
             serde_json::from_str(frame).map_err(|e| DecodeError::Json(e.to_string()))?;
         if !value.is_object() {
@@ -111,32 +188,90 @@ impl Command {
             Some(Value::String(id)) => Some(id),
             _ => None,
         };
-        match command.as_str() {
-            "subscribe" => Ok(Command::Subscribe {
+        let history = match raw.history {
+            Some(value) if ext => Some(parse_history(value)?),
+            _ => None,
+        };
+        let command = match command.as_str() {
+            "subscribe" => Command::Subscribe {
                 identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
-            }),
-            "unsubscribe" => Ok(Command::Unsubscribe {
+            },
+            "unsubscribe" => Command::Unsubscribe {
                 identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
-            }),
+            },
             "message" => {
                 let identifier = identifier.ok_or(DecodeError::MissingIdentifier)?;
                 match raw.data {
-                    Some(Value::String(data)) => Ok(Command::Message { identifier, data }),
-                    _ => Err(DecodeError::MissingData),
+                    Some(Value::String(data)) => Command::Message { identifier, data },
+                    _ => return Err(DecodeError::MissingData),
                 }
             }
-            _ => Err(DecodeError::UnknownCommand(command)),
-        }
+            "history" if ext => {
+                let identifier = identifier.ok_or(DecodeError::MissingIdentifier)?;
+                let request = history.ok_or(DecodeError::BadHistory)?;
+                return Ok((
+                    Command::History {
+                        identifier,
+                        request,
+                    },
+                    None,
+                ));
+            }
+            "pong" if ext => return Ok((Command::Pong, None)),
+            _ => return Err(DecodeError::UnknownCommand(command)),
+        };
+        let history = history.filter(|_| matches!(command, Command::Subscribe { .. }));
+        Ok((command, history))
     }
 
-    /// The identifier the command is about.
+    /// The identifier the command is about (empty for `pong`).
     pub fn identifier(&self) -> &str {
         match self {
             Command::Subscribe { identifier }
             | Command::Unsubscribe { identifier }
-            | Command::Message { identifier, .. } => identifier,
+            | Command::Message { identifier, .. }
+            | Command::History { identifier, .. } => identifier,
+            Command::Pong => "",
         }
     }
+}
+
+/// `{"since"?: unix seconds, "streams"?: {"<stream>": {"epoch": "…", "offset": n}}}`; anything
+/// else is refused whole, as AnyCable's decoder does.
+fn parse_history(value: Value) -> Result<HistoryRequest, DecodeError> {
+    let Value::Object(mut map) = value else {
+        return Err(DecodeError::BadHistory);
+    };
+    let since = match map.remove("since") {
+        None | Some(Value::Null) => None,
+        // The client sends whole seconds; a fraction is cut.
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(s), _) => Some(s),
+            (None, Some(f)) if f >= 0.0 && f.is_finite() => Some(f as u64),
+            _ => return Err(DecodeError::BadHistory),
+        },
+        Some(_) => return Err(DecodeError::BadHistory),
+    };
+    let mut streams = Vec::new();
+    match map.remove("streams") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(positions)) => {
+            for (stream, position) in positions {
+                let epoch = position.get("epoch").and_then(Value::as_str);
+                let offset = position.get("offset").and_then(Value::as_u64);
+                let (Some(epoch), Some(offset)) = (epoch, offset) else {
+                    return Err(DecodeError::BadHistory);
+                };
+                streams.push(StreamPosition {
+                    stream,
+                    epoch: epoch.to_owned(),
+                    offset,
+                });
+            }
+        }
+        Some(_) => return Err(DecodeError::BadHistory),
+    }
+    Ok(HistoryRequest { since, streams })
 }
 
 /// A subscription identifier: the exact string the client sent, plus its parsed params.
@@ -299,6 +434,17 @@ pub enum ServerMessage<'a> {
         /// Whether the consumer should reconnect.
         reconnect: bool,
     },
+    /// Extended protocol: `{"identifier":…,"type":"confirm_history"}`, after a history replay.
+    ConfirmHistory {
+        /// The identifier exactly as sent.
+        identifier: &'a str,
+    },
+    /// Extended protocol: `{"identifier":…,"type":"reject_history"}`: the history asked for
+    /// cannot be served (unknown epoch, evicted or expired).
+    RejectHistory {
+        /// The identifier exactly as sent.
+        identifier: &'a str,
+    },
     /// `{"identifier":…,"message":…}`: a `transmit` or a stream delivery.
     Data {
         /// The identifier exactly as sent.
@@ -365,6 +511,14 @@ impl ServerMessage<'_> {
                 identifier,
                 kind: "reject_subscription",
             }),
+            ServerMessage::ConfirmHistory { identifier } => serde_json::to_string(&Typed {
+                identifier,
+                kind: "confirm_history",
+            }),
+            ServerMessage::RejectHistory { identifier } => serde_json::to_string(&Typed {
+                identifier,
+                kind: "reject_history",
+            }),
             other => serde_json::to_string(other),
         };
         out.unwrap_or_default()
@@ -419,6 +573,40 @@ pub fn encode_data(identifier: &str, message: &RawValue) -> String {
         message,
     }
     .encode()
+}
+
+#[derive(Serialize)]
+struct DataAt<'a> {
+    identifier: &'a str,
+    message: &'a RawValue,
+    stream_id: &'a str,
+    epoch: &'a str,
+    offset: u64,
+}
+
+/// Encodes an extended-protocol delivery with its stream position:
+/// `{"identifier":…,"message":…,"stream_id":…,"epoch":…,"offset":…}` (AnyCable's `Reply`).
+///
+/// ```
+/// use actioncable::protocol::{encode_data_at, raw_json};
+/// let frame = encode_data_at("id", raw_json("1").unwrap(), "chat", "e1", 3);
+/// assert_eq!(frame, r#"{"identifier":"id","message":1,"stream_id":"chat","epoch":"e1","offset":3}"#);
+/// ```
+pub fn encode_data_at(
+    identifier: &str,
+    message: &RawValue,
+    stream: &str,
+    epoch: &str,
+    offset: u64,
+) -> String {
+    serde_json::to_string(&DataAt {
+        identifier,
+        message,
+        stream_id: stream,
+        epoch,
+        offset,
+    })
+    .unwrap_or_default()
 }
 
 /// Checks that `payload` is one JSON value and returns it as a raw value.
@@ -538,6 +726,61 @@ mod tests {
         assert_eq!(
             Identifier::parse(r#"{"channel":1}"#).unwrap_err(),
             IdentifierError::NoChannel
+        );
+    }
+
+    #[test]
+    fn the_extended_protocol_decodes_history_and_pong_and_refuses_bad_history() {
+        let id = r#"{"channel":"A"}"#;
+        let frame = |history: &str| {
+            format!(
+                r#"{{"command":"history","identifier":{},"history":{history}}}"#,
+                serde_json::to_string(id).unwrap()
+            )
+        };
+        let (cmd, _) =
+            Command::decode_ext(&frame(r#"{"streams":{"s":{"epoch":"e","offset":2}}}"#)).unwrap();
+        assert_eq!(
+            cmd,
+            Command::History {
+                identifier: id.into(),
+                request: HistoryRequest {
+                    since: None,
+                    streams: vec![StreamPosition {
+                        stream: "s".into(),
+                        epoch: "e".into(),
+                        offset: 2
+                    }],
+                },
+            }
+        );
+        for bad in [
+            r#""x""#,
+            r#"{"since":"1"}"#,
+            r#"{"streams":{"s":{"epoch":1,"offset":2}}}"#,
+            r#"{"streams":[1]}"#,
+        ] {
+            assert_eq!(
+                Command::decode_ext(&frame(bad)),
+                Err(DecodeError::BadHistory),
+                "{bad}"
+            );
+        }
+        // A `history` command needs its request; the plain protocol ignores a subscribe's.
+        assert_eq!(
+            Command::decode_ext(r#"{"command":"history","identifier":"x"}"#),
+            Err(DecodeError::BadHistory)
+        );
+        let sub = r#"{"command":"subscribe","identifier":"x","history":"junk"}"#;
+        assert_eq!(
+            Command::decode(sub),
+            Ok(Command::Subscribe {
+                identifier: "x".into()
+            })
+        );
+        assert_eq!(
+            ServerMessage::ConfirmHistory { identifier: "x" }.encode(),
+            r#"{"identifier":"x","type":"confirm_history"}"#
         );
     }
 }

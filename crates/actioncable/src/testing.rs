@@ -82,7 +82,8 @@ use crate::error::{ChannelError, ConfigError, PubSubError};
 use crate::handle::CableHandle;
 use crate::outbox::{Control, Frames};
 use crate::protocol::Command;
-use crate::pubsub::{Inbound, PubSub};
+use crate::pubsub::history::MemoryHistory;
+use crate::pubsub::{History, HistorySettings, Inbound, Kept, Position, PubSub};
 use crate::server::dispatch::Dispatcher;
 use crate::server::{Cable, CableBuilder, Shared};
 use crate::sync::lock;
@@ -133,18 +134,25 @@ impl<S: Send + Sync + 'static> TestCable<S> {
     pub async fn connect(&self, request: TestRequest) -> Result<TestConnection<S>, Reject> {
         let shared = self.shared();
         let identity = shared.connection.connect(&request.into_request()).await?;
-        Ok(self.open(identity).await)
+        Ok(self.open(identity, false).await)
     }
 
     /// A connection with `identity`, without running `connect` (Rails' `stub_connection`).
     pub async fn connect_as(&self, identity: Identity) -> TestConnection<S> {
-        self.open(identity).await
+        self.open(identity, false).await
     }
 
-    async fn open(&self, identity: Identity) -> TestConnection<S> {
+    /// As [`connect_as`](Self::connect_as), for a client of the extended protocol
+    /// (`actioncable-v1-ext-json`): with history on the cable, its stream deliveries carry
+    /// `stream_id`, `epoch` and `offset`.
+    pub async fn connect_ext_as(&self, identity: Identity) -> TestConnection<S> {
+        self.open(identity, true).await
+    }
+
+    async fn open(&self, identity: Identity, ext: bool) -> TestConnection<S> {
         let shared = self.shared();
         let id = shared.handle.registry().next_id();
-        let (dispatcher, frames) = Dispatcher::open(shared, Arc::new(identity), id).await;
+        let (dispatcher, frames) = Dispatcher::open(shared, Arc::new(identity), id, ext).await;
         let stop = CancellationToken::new();
         let connection = dispatcher.connection.clone();
         let inner = Arc::new(Inner {
@@ -446,7 +454,7 @@ impl<S: Send + Sync + 'static> Inner<S> {
         let result = {
             let mut guard = self.dispatcher.lock().await;
             match guard.as_mut() {
-                Some(dispatcher) => dispatcher.run(command).await,
+                Some(dispatcher) => dispatcher.run_with(command, None).await,
                 None => Err(ChannelError::msg("the test connection is disconnected")),
             }
         };
@@ -664,8 +672,8 @@ impl<S> fmt::Debug for TestSubscription<S> {
 /// a task of its own, in the same order.
 #[derive(Default)]
 struct RecordingPubSub {
-    inbound: std::sync::OnceLock<Inbound>,
-    log: Mutex<Vec<(String, String)>>,
+    inbound: Arc<std::sync::OnceLock<Inbound>>,
+    log: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 #[async_trait]
@@ -689,6 +697,52 @@ impl PubSub for RecordingPubSub {
         let inbound = self.inbound.get().ok_or(PubSubError::Closed)?;
         inbound.deliver(stream, payload);
         Ok(())
+    }
+
+    fn history(&self, settings: &HistorySettings) -> Result<Arc<dyn History>, PubSubError> {
+        Ok(Arc::new(RecordingHistory {
+            store: MemoryHistory::new(*settings),
+            inbound: self.inbound.clone(),
+            log: self.log.clone(),
+        }))
+    }
+}
+
+/// The test adapter's history: the in-process store, delivering before `publish` returns.
+struct RecordingHistory {
+    store: MemoryHistory,
+    inbound: Arc<std::sync::OnceLock<Inbound>>,
+    log: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+#[async_trait]
+impl History for RecordingHistory {
+    async fn publish(&self, stream: &str, payload: &str) -> Result<Position, PubSubError> {
+        lock(&self.log).push((stream.to_owned(), payload.to_owned()));
+        let inbound = self.inbound.get().ok_or(PubSubError::Closed)?;
+        let (position, _) = self.store.append(stream, payload, |position| {
+            inbound.deliver_at(stream, payload, Some(position))
+        });
+        Ok(position)
+    }
+
+    async fn after(
+        &self,
+        stream: &str,
+        epoch: &str,
+        offset: u64,
+    ) -> Result<Option<Vec<Kept>>, PubSubError> {
+        Ok(self.store.after(stream, epoch, offset))
+    }
+
+    async fn since(&self, stream: &str, unix_secs: u64) -> Result<Vec<Kept>, PubSubError> {
+        Ok(self.store.since(stream, unix_secs))
+    }
+}
+
+impl fmt::Debug for RecordingHistory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordingHistory").finish_non_exhaustive()
     }
 }
 

@@ -52,6 +52,10 @@ pub struct Config {
     /// The pub/sub adapter (`CABLE_ADAPTER`: `memory`, the default, or `redis` with
     /// `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
     pub pubsub: Arc<dyn PubSub>,
+    /// Keep stream history for `@anycable/core` clients of the extended protocol
+    /// (`CABLE_HISTORY`: `on`/`off`; default on with the `memory` adapter, which keeps it, and
+    /// off with `redis`, which does not keep history yet).
+    pub history: bool,
     /// How long a login (token and cookie) lasts (`SESSION_LIFETIME_SECS`, default 12 h).
     pub session_lifetime: Duration,
     /// The rate limits.
@@ -145,6 +149,14 @@ impl Config {
             None => parse_private_rooms("staff=admin")?,
         };
 
+        let redis = non_blank("CABLE_ADAPTER").is_some_and(|a| a.trim() == "redis");
+        let history = match non_blank("CABLE_HISTORY").as_deref().map(str::trim) {
+            None => !redis,
+            Some("on" | "1" | "true") => true,
+            Some("off" | "0" | "false") => false,
+            Some(v) => bail!("CABLE_HISTORY={v:?} is neither on nor off"),
+        };
+
         let ping_interval = match non_blank("PING_INTERVAL_MS") {
             Some(v) => match v.trim().parse::<u64>() {
                 Ok(ms) if ms > 0 => Duration::from_millis(ms),
@@ -211,6 +223,7 @@ impl Config {
             ping_interval,
             assets,
             pubsub,
+            history,
             session_lifetime,
             limits,
             retention,
@@ -248,6 +261,7 @@ impl fmt::Debug for Config {
             .field("ping_interval", &self.ping_interval)
             .field("assets", &self.assets)
             .field("pubsub", &self.pubsub)
+            .field("history", &self.history)
             .field("session_lifetime", &self.session_lifetime)
             .field("limits", &self.limits)
             .field("retention", &self.retention)
@@ -420,12 +434,14 @@ mod tests {
     fn the_adapter_is_chosen_by_configuration() {
         let memory = config(&[]).unwrap();
         assert!(format!("{:?}", memory.pubsub).contains("MemoryPubSub"));
+        assert!(memory.history, "history is on with the memory adapter");
         let redis = config(&[
             ("CABLE_ADAPTER", "redis"),
             ("REDIS_URL", "redis://127.0.0.1:1/0"),
         ])
         .unwrap();
         assert!(format!("{:?}", redis.pubsub).contains("RedisPubSub"));
+        assert!(!redis.history, "the Redis adapter keeps no history yet");
         let err = config(&[("CABLE_ADAPTER", "postgres")]).unwrap_err();
         assert!(format!("{err:#}").contains("CABLE_ADAPTER"), "{err:#}");
     }

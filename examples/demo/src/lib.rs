@@ -71,6 +71,7 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
         .allowed_origins(allowed_origins(config))
         .ping_interval(config.ping_interval)
         .pubsub(config.pubsub.clone())
+        .history(config.history)
         .build()
         .context("cannot build the cable")?;
     let handle = cable.handle();

@@ -99,6 +99,8 @@ pub enum CommandKind {
     Unsubscribe,
     /// `message` (perform an action or send data)
     Message,
+    /// `history` (extended protocol): replay what a subscription missed
+    History,
 }
 
 /// What [`Callbacks::around_command`] knows about the command it wraps.

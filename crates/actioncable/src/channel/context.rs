@@ -8,7 +8,7 @@
 use crate::connection::{ConnectionId, ConnectionRef, Identity};
 use crate::error::{BroadcastError, ChannelError};
 use crate::handle::CableHandle;
-use crate::hub::StreamFilter;
+use crate::hub::{Listen, StreamFilter};
 use crate::outbox::Control;
 use crate::protocol::{self, Identifier};
 use crate::stream::{self, ToStreamParam};
@@ -32,9 +32,54 @@ pub struct ChannelContext<S = ()> {
     /// Tells this subscription apart from an earlier one with the same identifier.
     subscription: u64,
     streams: Vec<Arc<str>>,
+    /// The streams whose kept messages carry positions to this subscriber (a subset of
+    /// `streams`): what a `history` request can replay.
+    positioned: Vec<Arc<str>>,
+    /// Positions go to this subscriber: an extended-protocol client on a cable with history.
+    positions: bool,
+    /// While a `subscribe` that asked for history runs: new streams hold their live
+    /// messages until the replay.
+    holding: bool,
     timers: Vec<Timer>,
     /// `Some` while `subscribed` runs: broadcasts wait there until the confirmation is queued.
     deferred: Mutex<Option<Vec<Deferred>>>,
+}
+
+/// How a subscription listens to one stream, for
+/// [`stream_from_with_options`](ChannelContext::stream_from_with_options).
+///
+/// ```
+/// # use actioncable::{ChannelContext, ChannelError, StreamOptions};
+/// # async fn demo(ctx: &mut ChannelContext) -> Result<(), ChannelError> {
+/// // Cursor positions are stale the moment they arrive: no replay after a reconnect.
+/// ctx.stream_from_with_options("cursors:doc-1", StreamOptions::new().history(false)).await
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    history: bool,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions { history: true }
+    }
+}
+
+impl StreamOptions {
+    /// The defaults: what [`stream_from`](ChannelContext::stream_from) does.
+    pub fn new() -> StreamOptions {
+        StreamOptions::default()
+    }
+
+    /// Whether this subscription follows the stream's history (default: yes, when the cable
+    /// keeps history and the client speaks the extended protocol): its messages carry their
+    /// positions and a reconnecting client gets what it missed. With `false` the client gets
+    /// them live only, without positions, and never asks to replay them.
+    pub fn history(mut self, on: bool) -> StreamOptions {
+        self.history = on;
+        self
+    }
 }
 
 /// A broadcast made during `subscribed`, sent once the subscription is answered.
@@ -62,6 +107,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         class: &'static str,
         connection: ConnectionRef,
         subscription: u64,
+        positions: bool,
     ) -> ChannelContext<S> {
         ChannelContext {
             handle,
@@ -71,6 +117,9 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             connection,
             subscription,
             streams: Vec::new(),
+            positioned: Vec::new(),
+            positions,
+            holding: false,
             timers: Vec::new(),
             deferred: Mutex::new(Some(Vec::new())),
         }
@@ -78,6 +127,16 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
 
     pub(crate) fn subscription_id(&self) -> u64 {
         self.subscription
+    }
+
+    /// Whether streams added from now on hold their live messages for a replay.
+    pub(crate) fn set_holding(&mut self, on: bool) {
+        self.holding = on && self.positions;
+    }
+
+    /// The streams a `history` request can replay for this subscription.
+    pub(crate) fn positioned_streams(&self) -> &[Arc<str>] {
+        &self.positioned
     }
 
     pub(crate) fn shared_identifier(&self) -> Arc<str> {
@@ -241,23 +300,46 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     /// When the pub/sub adapter cannot subscribe (the subscription is then rejected if this
     /// happens in `subscribed`).
     pub async fn stream_from(&mut self, stream: impl Into<String>) -> Result<(), ChannelError> {
-        self.add_stream(stream.into(), None).await
+        self.add_stream(stream.into(), None, StreamOptions::default())
+            .await
+    }
+
+    /// Streams `stream` to this subscription with `options` (see [`StreamOptions`]).
+    ///
+    /// # Errors
+    /// As [`stream_from`](Self::stream_from).
+    pub async fn stream_from_with_options(
+        &mut self,
+        stream: impl Into<String>,
+        options: StreamOptions,
+    ) -> Result<(), ChannelError> {
+        self.add_stream(stream.into(), None, options).await
     }
 
     async fn add_stream(
         &mut self,
         stream: String,
         filter: Option<StreamFilter>,
+        options: StreamOptions,
     ) -> Result<(), ChannelError> {
         let stream: Arc<str> = Arc::from(stream);
         if self.streams.contains(&stream) {
             return Ok(());
         }
         let id = self.identifier.shared_str();
+        let positions = self.positions && options.history;
+        let listen = Listen {
+            filter,
+            positions,
+            hold: positions && self.holding,
+        };
         self.handle
             .hub()
-            .add(&stream, &id, &self.connection, filter)
+            .add(&stream, &id, &self.connection, listen)
             .await?;
+        if positions {
+            self.positioned.push(stream.clone());
+        }
         self.streams.push(stream);
         Ok(())
     }
@@ -292,7 +374,12 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     where
         F: Fn(&Value) -> Option<Value> + Send + Sync + 'static,
     {
-        self.add_stream(stream.into(), Some(Arc::new(filter))).await
+        self.add_stream(
+            stream.into(),
+            Some(Arc::new(filter)),
+            StreamOptions::default(),
+        )
+        .await
     }
 
     /// Streams the stream of `model` in this channel (Rails' `stream_for`), named by
@@ -312,6 +399,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     pub async fn stop_stream_from(&mut self, stream: &str) {
         if let Some(i) = self.streams.iter().position(|s| &**s == stream) {
             let stream = self.streams.swap_remove(i);
+            self.positioned.retain(|s| *s != stream);
             self.handle
                 .hub()
                 .remove(&stream, self.identifier.as_str(), self.connection.id())

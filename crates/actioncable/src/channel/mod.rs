@@ -59,7 +59,7 @@ mod context;
 pub(crate) mod erased;
 
 pub use callbacks::{Callbacks, CommandInfo, CommandKind, Next};
-pub use context::ChannelContext;
+pub use context::{ChannelContext, StreamOptions};
 
 use crate::error::ChannelError;
 use async_trait::async_trait;

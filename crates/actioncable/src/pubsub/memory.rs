@@ -1,11 +1,17 @@
+use super::history::{History, HistorySettings, Kept, MemoryHistory, Position};
 use super::{Inbound, PubSub};
 use crate::error::PubSubError;
 use async_trait::async_trait;
-use std::sync::OnceLock;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 
 /// Messages published and not yet fanned out; a publisher waits while this many are queued.
 const QUEUE: usize = 1024;
+
+/// A queued message: stream, payload, and its position when it was kept.
+type Item = (Box<str>, Box<str>, Option<Position>);
+type Queue = Arc<OnceLock<mpsc::Sender<Item>>>;
 
 /// The in-process adapter (Rails' `async`), the default: a broadcast reaches this process's
 /// subscribers only.
@@ -15,9 +21,12 @@ const QUEUE: usize = 1024;
 /// an action) never runs the fan-out itself, however many subscribers or identifiers the
 /// stream has. The queue holds 1,024 messages; beyond that a publisher waits for room, which is
 /// the backpressure a busy node needs.
+///
+/// It keeps stream history in memory when the cable asks for it ([`PubSub::history`]): one
+/// node, positions numbered in this process, a new epoch per process start.
 #[derive(Debug, Default)]
 pub struct MemoryPubSub {
-    queue: OnceLock<mpsc::Sender<(Box<str>, Box<str>)>>,
+    queue: Queue,
 }
 
 impl MemoryPubSub {
@@ -30,14 +39,14 @@ impl MemoryPubSub {
 #[async_trait]
 impl PubSub for MemoryPubSub {
     fn start(&self, inbound: Inbound) -> Result<(), PubSubError> {
-        let (tx, mut rx) = mpsc::channel::<(Box<str>, Box<str>)>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
         self.queue
             .set(tx)
             .map_err(|_| PubSubError::Backend("MemoryPubSub started twice".into()))?;
         // Ends when the adapter (the only sender) is dropped with its cable.
         tokio::spawn(async move {
-            while let Some((stream, payload)) = rx.recv().await {
-                inbound.deliver(&stream, &payload);
+            while let Some((stream, payload, position)) = rx.recv().await {
+                inbound.deliver_at(&stream, &payload, position.as_ref());
             }
         });
         Ok(())
@@ -54,8 +63,56 @@ impl PubSub for MemoryPubSub {
     async fn publish(&self, stream: &str, payload: &str) -> Result<(), PubSubError> {
         let queue = self.queue.get().ok_or(PubSubError::Closed)?;
         queue
-            .send((stream.into(), payload.into()))
+            .send((stream.into(), payload.into(), None))
             .await
             .map_err(|_| PubSubError::Closed)
+    }
+
+    fn history(&self, settings: &HistorySettings) -> Result<Arc<dyn History>, PubSubError> {
+        Ok(Arc::new(MemoryKept {
+            store: MemoryHistory::new(*settings),
+            queue: self.queue.clone(),
+        }))
+    }
+}
+
+/// `MemoryPubSub`'s history: the in-process store in front of the adapter's queue.
+struct MemoryKept {
+    store: MemoryHistory,
+    queue: Queue,
+}
+
+#[async_trait]
+impl History for MemoryKept {
+    async fn publish(&self, stream: &str, payload: &str) -> Result<Position, PubSubError> {
+        let queue = self.queue.get().ok_or(PubSubError::Closed)?;
+        // Room first, then number and queue under the store's lock: the queue stays in
+        // position order whatever other publishers do meanwhile.
+        let permit = queue.reserve().await.map_err(|_| PubSubError::Closed)?;
+        let (position, ()) = self.store.append(stream, payload, |position| {
+            permit.send((stream.into(), payload.into(), Some(position.clone())));
+        });
+        Ok(position)
+    }
+
+    async fn after(
+        &self,
+        stream: &str,
+        epoch: &str,
+        offset: u64,
+    ) -> Result<Option<Vec<Kept>>, PubSubError> {
+        Ok(self.store.after(stream, epoch, offset))
+    }
+
+    async fn since(&self, stream: &str, unix_secs: u64) -> Result<Vec<Kept>, PubSubError> {
+        Ok(self.store.since(stream, unix_secs))
+    }
+}
+
+impl fmt::Debug for MemoryKept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryPubSub history")
+            .field("store", &self.store)
+            .finish()
     }
 }

@@ -12,9 +12,17 @@
 //! own. A subscription is confirmed to the client only once `subscribe` has returned `Ok`,
 //! which is how "a broadcast made right after `confirm_subscription` is never missed" holds
 //! across nodes.
+//!
+//! Stream history (the extended protocol's replay) is an optional part of the contract: an
+//! adapter that keeps it answers [`PubSub::history`] with a [`History`], which stores each
+//! broadcast at a [`Position`] and delivers it with that position through
+//! [`Inbound::deliver_at`]. Adapters that keep none leave the default, and deliver through
+//! [`Inbound::deliver`] as before (see `history.rs`).
 
+pub(crate) mod history;
 mod memory;
 
+pub use history::{History, HistorySettings, Kept, Position};
 pub use memory::MemoryPubSub;
 
 use crate::error::PubSubError;
@@ -49,6 +57,19 @@ pub trait PubSub: Send + Sync + fmt::Debug + 'static {
     async fn shutdown(&self) -> Result<(), PubSubError> {
         Ok(())
     }
+
+    /// Keeps stream history with `settings` and returns it; called once, before
+    /// [`start`](Self::start), when the cable is built with history on. The default keeps none:
+    /// the build then fails with this error.
+    ///
+    /// # Errors
+    /// [`PubSubError::Unsupported`] when the adapter keeps no history.
+    fn history(&self, settings: &HistorySettings) -> Result<Arc<dyn History>, PubSubError> {
+        let _ = settings;
+        Err(PubSubError::Unsupported(format!(
+            "{self:?} keeps no stream history"
+        )))
+    }
 }
 
 /// A shared adapter is an adapter: the builder takes an `Arc<dyn PubSub>` (chosen by
@@ -74,14 +95,19 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
     async fn shutdown(&self) -> Result<(), PubSubError> {
         (**self).shutdown().await
     }
+
+    fn history(&self, settings: &HistorySettings) -> Result<Arc<dyn History>, PubSubError> {
+        (**self).history(settings)
+    }
 }
 
 /// What an [`Inbound`] delivers to: the server's local fan-out implements it. The adapter
 /// contract names only this, so adapters (and this module) need nothing from the rest of the
 /// server.
 pub(crate) trait Deliver: Send + Sync {
-    /// Fans `payload` out to the local subscribers of `stream`; how many it reached.
-    fn deliver(&self, stream: &str, payload: &str) -> usize;
+    /// Fans `payload` out to the local subscribers of `stream`, at `position` in its history
+    /// when it was kept; how many it reached.
+    fn deliver(&self, stream: &str, payload: &str, position: Option<&Position>) -> usize;
 }
 
 /// Where an adapter delivers the messages of subscribed streams.
@@ -105,8 +131,15 @@ impl Inbound {
     /// subscriptions it reached. A payload that is not JSON is dropped with an error log, as
     /// Rails does.
     pub fn deliver(&self, stream: &str, payload: &str) -> usize {
+        self.deliver_at(stream, payload, None)
+    }
+
+    /// Delivers `payload` as [`deliver`](Self::deliver) does, with its `position` in the
+    /// stream's history (`None`: not kept, delivered live only). A [`History`] calls this for
+    /// what it stored, on every node, in position order per stream.
+    pub fn deliver_at(&self, stream: &str, payload: &str, position: Option<&Position>) -> usize {
         match self.target.upgrade() {
-            Some(target) => target.deliver(stream, payload),
+            Some(target) => target.deliver(stream, payload, position),
             None => 0,
         }
     }

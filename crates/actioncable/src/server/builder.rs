@@ -186,10 +186,55 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
         self
     }
 
+    /// Keeps the last messages of every stream (default: off) so that clients of the extended
+    /// protocol (`actioncable-v1-ext-json`, `@anycable/core`) get each message's position and,
+    /// after a reconnect, what they missed (see `docs/reliability.md`). The adapter stores the
+    /// history: [`MemoryPubSub`] keeps it in this process; an adapter that keeps none makes
+    /// [`build`](Self::build) fail.
+    ///
+    /// Off by default because only extended-protocol clients can use it, while every broadcast
+    /// would pay for it (a copy kept per message, up to [`history_limit`](Self::history_limit)
+    /// per stream for [`history_ttl`](Self::history_ttl)); stock `@rails/actioncable`
+    /// consumers get the same bytes either way. Per stream, a subscription can do without
+    /// positions ([`StreamOptions::history`](crate::StreamOptions::history)); per broadcast,
+    /// [`CableHandle::broadcast_transient`] skips the history.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use actioncable::Cable;
+    /// use std::time::Duration;
+    /// let cable = Cable::builder()
+    ///     .history(true)
+    ///     .history_limit(500)
+    ///     .history_ttl(Duration::from_secs(120))
+    ///     .build()
+    ///     .unwrap();
+    /// # }
+    /// ```
+    pub fn history(mut self, on: bool) -> Self {
+        self.config.history = on;
+        self
+    }
+
+    /// Messages kept per stream when [`history`](Self::history) is on (default 100, as
+    /// AnyCable); older ones are evicted, and a client that missed them is told so
+    /// (`reject_history`).
+    pub fn history_limit(mut self, messages: usize) -> Self {
+        self.config.history_settings.limit = messages;
+        self
+    }
+
+    /// How long a message stays in the history (default 5 minutes, as AnyCable).
+    pub fn history_ttl(mut self, ttl: Duration) -> Self {
+        self.config.history_settings.ttl = ttl;
+        self
+    }
+
     /// Builds the cable, starts the pub/sub adapter and the ping timer.
     ///
     /// # Errors
-    /// A channel name registered twice, an unusable setting, or an adapter that fails to start.
+    /// A channel name registered twice, an unusable setting, an adapter that fails to start,
+    /// or history asked of an adapter that keeps none.
     ///
     /// # Panics
     /// Outside a Tokio runtime.
@@ -201,7 +246,12 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
             }
         }
         self.config.validate()?;
-        let hub = Arc::new(Hub::new(self.pubsub.clone()));
+        let history = if self.config.history {
+            Some(self.pubsub.history(&self.config.history_settings)?)
+        } else {
+            None
+        };
+        let hub = Arc::new(Hub::new(self.pubsub.clone(), history));
         self.pubsub.start(Inbound::new(&hub))?;
         let registry = Arc::new(Registry::new(
             self.config.max_connections,

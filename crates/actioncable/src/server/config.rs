@@ -3,6 +3,7 @@
 
 use super::AllowedOrigins;
 use crate::error::ConfigError;
+use crate::pubsub::HistorySettings;
 use std::time::Duration;
 
 /// Server settings. Every field has a default; see the builder methods.
@@ -22,6 +23,9 @@ pub(crate) struct Config {
     pub(crate) client_timeout: Duration,
     pub(crate) max_commands_per_second: u32,
     pub(crate) origins: AllowedOrigins,
+    /// Keep stream history (off by default: only extended-protocol clients can use it).
+    pub(crate) history: bool,
+    pub(crate) history_settings: HistorySettings,
 }
 
 impl Default for Config {
@@ -41,6 +45,8 @@ impl Default for Config {
             client_timeout: Duration::from_secs(20),
             max_commands_per_second: 100,
             origins: AllowedOrigins::same_origin(),
+            history: false,
+            history_settings: HistorySettings::default(),
         }
     }
 }
@@ -78,6 +84,12 @@ impl Config {
                 "outbound_capacity/max_subscriptions/max_commands_per_second",
                 "must be positive",
             ));
+        }
+        if self.history_settings.limit == 0 {
+            return Err(invalid("history_limit", "must be positive"));
+        }
+        if self.history_settings.ttl < Duration::from_secs(1) {
+            return Err(invalid("history_ttl", "must be at least 1 s"));
         }
         Ok(())
     }

@@ -8,15 +8,22 @@
 //! subscription or an action that fails is logged and ignored (as in Rails); a `subscribe`
 //! that cannot succeed gets `reject_subscription` (Rails stays silent, which makes the stock
 //! consumer retry every 500 ms forever).
+//!
+//! A connection of the extended protocol may ask for history, with its `subscribe` or alone
+//! (AnyCable's `node/node.go`, `Subscribe` and `History`): the subscription is confirmed
+//! first, then the missed messages are queued in order, then `confirm_history` (or, when a
+//! position cannot be served, `reject_history`). The hub holds the subscription's live messages
+//! meanwhile and drops any the replay already carried.
 
 use super::Shared;
 use crate::channel::erased::{ErasedChannel, PerformError};
 use crate::channel::{ChannelContext, CommandInfo, CommandKind, Next};
 use crate::connection::{ConnectionId, ConnectionRef, Identity};
 use crate::error::ChannelError;
-use crate::hub::INTERNAL;
+use crate::hub::{INTERNAL, Listen};
 use crate::outbox::{Control, Frames, Outbox};
-use crate::protocol::{self, Command, Identifier, ServerMessage};
+use crate::protocol::{self, Command, HistoryRequest, Identifier, ServerMessage};
+use crate::pubsub::{History, Kept};
 use crate::untrusted::untrusted;
 use axum::extract::ws::Utf8Bytes;
 use futures_util::FutureExt as _;
@@ -42,6 +49,8 @@ pub(crate) struct Dispatcher<S> {
     next_subscription: u64,
     /// The internal stream for remote disconnects, when the connection is identified.
     internal: Option<String>,
+    /// Its subscriptions get stream positions: the extended protocol, on a cable with history.
+    positions: bool,
 }
 
 impl<S: Send + Sync + 'static> Dispatcher<S> {
@@ -52,6 +61,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         shared: Arc<Shared<S>>,
         identity: Arc<Identity>,
         id: ConnectionId,
+        ext: bool,
     ) -> (Self, Frames) {
         let config = &shared.config;
         let (outbox, frames) = Outbox::new(config.outbound_capacity, config.outbound_bytes);
@@ -65,7 +75,12 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             let stream = protocol::internal_stream(&connection.identity().connection_identifier());
             match handle
                 .hub()
-                .add(&stream, &Arc::from(INTERNAL), &connection, None)
+                .add(
+                    &stream,
+                    &Arc::from(INTERNAL),
+                    &connection,
+                    Listen::default(),
+                )
                 .await
             {
                 Ok(()) => Some(stream),
@@ -75,12 +90,14 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
                 }
             }
         };
+        let positions = ext && handle.hub().history().is_some();
         let dispatcher = Dispatcher {
             shared,
             connection,
             subscriptions: HashMap::new(),
             next_subscription: 1,
             internal,
+            positions,
         };
         (dispatcher, frames)
     }
@@ -124,20 +141,28 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
 
     /// Runs one client command, inside the `around_command` callbacks if there are any.
     /// Returns its outcome, already logged.
-    pub(crate) async fn run(&mut self, command: Command) -> Result<(), ChannelError> {
-        if self.shared.callbacks.is_empty() {
-            return self.run_plain(command).await;
-        }
-        let shared = self.shared.clone();
+    /// `history` is the request a `subscribe` of the extended protocol carried.
+    pub(crate) async fn run_with(
+        &mut self,
+        command: Command,
+        history: Option<HistoryRequest>,
+    ) -> Result<(), ChannelError> {
         let kind = match &command {
             Command::Subscribe { .. } => CommandKind::Subscribe,
             Command::Unsubscribe { .. } => CommandKind::Unsubscribe,
             Command::Message { .. } => CommandKind::Message,
+            Command::History { .. } => CommandKind::History,
+            // Nothing to do: reading it proved the client alive.
+            Command::Pong => return Ok(()),
         };
+        if self.shared.callbacks.is_empty() {
+            return self.run_plain(command, history).await;
+        }
+        let shared = self.shared.clone();
         let identifier = command.identifier().to_owned();
         let action = match &command {
             Command::Message { data, .. } => peek_action(data),
-            Command::Subscribe { .. } | Command::Unsubscribe { .. } => None,
+            _ => None,
         };
         let channel = Identifier::parse(&identifier).ok();
         let identity = self.connection.shared_identity().clone();
@@ -154,7 +179,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         let ran = AtomicBool::new(false);
         let mut next = Next::new(async {
             ran.store(true, Ordering::Relaxed);
-            let result = self.run_plain(command).await;
+            let result = self.run_plain(command, history).await;
             failed.store(result.is_err(), Ordering::Relaxed);
             result
         });
@@ -176,11 +201,20 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         result
     }
 
-    async fn run_plain(&mut self, command: Command) -> Result<(), ChannelError> {
+    async fn run_plain(
+        &mut self,
+        command: Command,
+        history: Option<HistoryRequest>,
+    ) -> Result<(), ChannelError> {
         match command {
-            Command::Subscribe { identifier } => self.subscribe(identifier).await,
+            Command::Subscribe { identifier } => self.subscribe(identifier, history).await,
             Command::Unsubscribe { identifier } => self.unsubscribe(&identifier).await,
             Command::Message { identifier, data } => self.message(&identifier, &data).await,
+            Command::History {
+                identifier,
+                request,
+            } => self.history(&identifier, &request).await,
+            Command::Pong => Ok(()),
         }
     }
 
@@ -231,7 +265,11 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         }
     }
 
-    async fn subscribe(&mut self, identifier: String) -> Result<(), ChannelError> {
+    async fn subscribe(
+        &mut self,
+        identifier: String,
+        history: Option<HistoryRequest>,
+    ) -> Result<(), ChannelError> {
         // Every frame to the subscription repeats its identifier, and the identifier is kept
         // for as long as it lasts: its size is bounded like its count.
         let max_size = self.shared.config.max_identifier_size;
@@ -282,7 +320,10 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             class,
             self.connection.clone(),
             subscription,
+            self.positions,
         );
+        // Streams added by `subscribed` hold their live messages until the replay below.
+        ctx.set_holding(history.is_some());
         let subscribed = guard(async {
             for callbacks in &shared.callbacks {
                 callbacks.before_subscribe(&mut ctx).await?;
@@ -303,6 +344,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
                 self.send(ServerMessage::Confirm {
                     identifier: &identifier,
                 });
+                ctx.set_holding(false);
                 let key: Arc<str> = ctx.shared_identifier();
                 self.connection.add_subscription(&key);
                 self.subscriptions
@@ -332,7 +374,65 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             // time that the message would go out after the confirmation.
             let _ = handle.publish(&d.stream, &d.json, d.except).await;
         }
+        if let (Ok(()), Some(request)) = (&outcome, history) {
+            self.replay(&identifier, &request).await;
+        }
         outcome
+    }
+
+    /// The `history` command: replays what an existing subscription missed.
+    async fn history(
+        &mut self,
+        identifier: &str,
+        request: &HistoryRequest,
+    ) -> Result<(), ChannelError> {
+        let Some(sub) = self.subscriptions.get(identifier) else {
+            tracing::warn!(identifier = %untrusted(identifier), "history: no subscription with this identifier");
+            return Err(ChannelError::msg("no subscription with this identifier"));
+        };
+        // Live messages wait from now on, so none overtakes the replay.
+        let hub = self.shared.handle.hub();
+        for stream in sub.ctx.positioned_streams() {
+            hub.hold(stream, identifier, self.id());
+        }
+        self.replay(identifier, request).await;
+        Ok(())
+    }
+
+    /// Queues the messages the subscription missed (its streams held), releases what was held,
+    /// then `confirm_history`; `reject_history` when any position cannot be served.
+    async fn replay(&mut self, identifier: &str, request: &HistoryRequest) {
+        let Some(sub) = self.subscriptions.get(identifier) else {
+            return;
+        };
+        let streams = sub.ctx.positioned_streams().to_vec();
+        let shared = self.shared.clone();
+        let hub = shared.handle.hub();
+        let backlog = match hub.history() {
+            Some(history) => fetch(history.as_ref(), &streams, request).await,
+            None => Err("this cable keeps no history".to_owned()),
+        };
+        let id = self.id();
+        let empty = Vec::new();
+        let mut sent = 0;
+        for (i, stream) in streams.iter().enumerate() {
+            let kept = backlog
+                .as_ref()
+                .ok()
+                .and_then(|b| b.get(i))
+                .unwrap_or(&empty);
+            sent += hub.replay(stream, identifier, id, kept);
+        }
+        match backlog {
+            Ok(_) => {
+                tracing::debug!(identifier = %untrusted(identifier), sent, "history replayed");
+                self.send(ServerMessage::ConfirmHistory { identifier });
+            }
+            Err(reason) => {
+                tracing::debug!(identifier = %untrusted(identifier), reason = %untrusted(&reason), "history refused");
+                self.send(ServerMessage::RejectHistory { identifier });
+            }
+        }
     }
 
     async fn unsubscribe(&mut self, identifier: &str) -> Result<(), ChannelError> {
@@ -391,6 +491,39 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             }
         }
     }
+}
+
+/// What each of `streams` missed, in their order: after the client's position where it has one,
+/// else since `since`; `Err` (why) when a position cannot be served.
+async fn fetch(
+    history: &dyn History,
+    streams: &[Arc<str>],
+    request: &HistoryRequest,
+) -> Result<Vec<Vec<Kept>>, String> {
+    let mut backlog = Vec::with_capacity(streams.len());
+    for stream in streams {
+        let kept = match request.streams.iter().find(|p| *p.stream == **stream) {
+            Some(p) => match history.after(stream, &p.epoch, p.offset).await {
+                Ok(Some(kept)) => kept,
+                Ok(None) => {
+                    return Err(format!(
+                        "{stream}: position {}/{} is not kept (another epoch, evicted or expired)",
+                        p.epoch, p.offset
+                    ));
+                }
+                Err(e) => return Err(format!("{stream}: {e}")),
+            },
+            None => match request.since {
+                Some(since) => history
+                    .since(stream, since)
+                    .await
+                    .map_err(|e| format!("{stream}: {e}"))?,
+                None => Vec::new(),
+            },
+        };
+        backlog.push(kept);
+    }
+    Ok(backlog)
 }
 
 /// The `action` of a message's data, for callbacks; `None` when there is none or it is not

@@ -13,7 +13,7 @@ use super::Shared;
 use super::dispatch::Dispatcher;
 use crate::connection::{Identity, Reject};
 use crate::outbox::{Control, Frames, Outbox};
-use crate::protocol::{Command, DisconnectReason, ServerMessage};
+use crate::protocol::{Command, DisconnectReason, EXT_PROTOCOL, ServerMessage};
 use crate::registry::{Admission, Reservation};
 use crate::untrusted::untrusted;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
@@ -45,6 +45,8 @@ struct Session<S> {
     binary_frames: u64,
     /// This connection's place among its identity's; freed as soon as the session ends.
     reservation: Reservation,
+    /// The client negotiated the extended protocol (`actioncable-v1-ext-json`).
+    ext: bool,
 }
 
 /// Dead-peer detection: when the client was last heard from, and whether it was pinged since.
@@ -235,8 +237,11 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     let budget = Budget::new(shared.config.max_commands_per_second);
     let max_message_size = shared.config.max_message_size;
     let span = tracing::info_span!("cable", conn = %id, identity = %untrusted(&*identity));
+    // The protocol the upgrade selected (`handler.rs`); anything but the extended one is the
+    // plain protocol, byte for byte.
+    let ext = socket.protocol().is_some_and(|p| p == EXT_PROTOCOL);
     async move {
-        let (dispatcher, frames) = Dispatcher::open(shared, identity, id).await;
+        let (dispatcher, frames) = Dispatcher::open(shared, identity, id, ext).await;
         let session = Session {
             liveness,
             budget,
@@ -246,6 +251,7 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
             backlog: Backlog::new(max_message_size),
             binary_frames: 0,
             reservation,
+            ext,
         };
         session.run().await;
     }
@@ -436,13 +442,19 @@ impl<S: Send + Sync + 'static> Session<S> {
             liveness,
             budget,
             binary_frames,
+            ext,
             ..
         } = self;
         let outbox = dispatcher.outbox().clone();
         let (run, subscribing) = match work {
             Work::Frame(text) => {
-                let command = match Command::decode(text) {
-                    Ok(command) => command,
+                let decoded = if *ext {
+                    Command::decode_ext(text)
+                } else {
+                    Command::decode(text).map(|command| (command, None))
+                };
+                let (command, history) = match decoded {
+                    Ok(decoded) => decoded,
                     Err(e) => {
                         tracing::warn!(error = %untrusted(&e), frame = %untrusted(text), "ignoring a frame that is not a command");
                         return None;
@@ -453,7 +465,9 @@ impl<S: Send + Sync + 'static> Session<S> {
                     _ => None,
                 };
                 (
-                    futures_util::future::Either::Left(dispatcher.run(command).map(|_| ())),
+                    futures_util::future::Either::Left(
+                        dispatcher.run_with(command, history).map(|_| ()),
+                    ),
                     subscribing,
                 )
             }

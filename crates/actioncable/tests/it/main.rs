@@ -21,6 +21,7 @@ mod handshake;
 mod http_hygiene;
 mod limits;
 mod protocol_props;
+mod reliable;
 mod security;
 mod slow_consumer;
 mod soak;
