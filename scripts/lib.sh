@@ -73,12 +73,14 @@ start_private_redis() {
   wait_until "redis-server on port $REDIS_PORT" 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
 }
 
-# The Debian packages that run the Rails reference app (interop/rails).
+# The Debian packages that run the Rails reference app (interop/rails), and Rails' PostgreSQL
+# adapter for the actioncable-postgres interop tests (Active Record and the pg gem).
 # shellcheck disable=SC2034 # for the scripts that source this file
-RAILS_PACKAGES=(ruby ruby-actioncable puma ruby-redis ruby-globalid)
+RAILS_PACKAGES=(ruby ruby-actioncable puma ruby-redis ruby-globalid ruby-activerecord ruby-pg)
 
-# rails_missing: prints why the Rails reference app cannot run here (and returns 0), or
-# returns 1 when Ruby, ActionCable, the redis gem and puma are all installed.
+# rails_missing: prints why the Rails reference app or Rails' PostgreSQL adapter cannot run
+# here (and returns 0), or returns 1 when Ruby, ActionCable, the redis gem, GlobalID, Active
+# Record, the pg gem and puma are all installed.
 rails_missing() {
   if ! command -v ruby >/dev/null; then echo "ruby is not installed"; return 0; fi
   if ! command -v puma >/dev/null; then echo "puma is not installed"; return 0; fi
@@ -86,5 +88,16 @@ rails_missing() {
     echo "Ruby's ActionCable, its redis gem or GlobalID is not installed"
     return 0
   fi
+  if ! ruby -e 'require "pg"; require "active_record"' >/dev/null 2>&1; then
+    echo "Ruby's pg gem or Active Record is not installed"
+    return 0
+  fi
   return 1
+}
+
+# pg_bin: the newest Debian PostgreSQL server directory (/usr/lib/postgresql/<version>/bin).
+pg_bin() {
+  local dir
+  dir="$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n 1)"
+  [[ -n $dir && -x $dir/initdb ]] && echo "$dir"
 }

@@ -8,7 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 # Debian packages the tests run for real: redis-server/redis-cli/redis-sentinel (the Redis
-# adapter's tests start their own servers), openssl (a TLS test's certificates), nginx (the
+# adapter's tests start their own servers), postgresql (the PostgreSQL adapter's tests use a
+# server on 127.0.0.1:5432 and start their own with initdb/pg_ctl), openssl (a TLS test's certificates), nginx (the
 # load-balanced topology), python3 (free ports), chromium (the demo page's browser tests drive
 # Debian's Chromium through playwright-core; no browser is ever downloaded), and Ruby's
 # ActionCable under puma (the Rails reference app in interop/rails, which the side-by-side and
@@ -17,6 +18,7 @@ ensure_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
+  { pg_bin >/dev/null && command -v psql >/dev/null; } || missing+=(postgresql)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v nginx >/dev/null || missing+=(nginx-light)
   command -v curl >/dev/null || missing+=(curl)
@@ -49,6 +51,28 @@ ensure_redis() {
   wait_until "redis-server on 127.0.0.1:6379" 5 redis-cli -h 127.0.0.1 -p 6379 ping || exit 1
 }
 
+# A PostgreSQL on 127.0.0.1:5432 that user postgres reaches without a password: the one running
+# there, or a private cluster (trust authentication, in /tmp) started for the tests. It is left
+# running, as the Redis above is.
+ensure_postgres() {
+  if psql -X -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atc 'SELECT 1' >/dev/null 2>&1; then
+    return
+  fi
+  step "starting PostgreSQL on 127.0.0.1:5432"
+  local bin dir=/tmp/actioncable-test-postgres as=()
+  bin="$(pg_bin)"
+  [[ $(id -u) -eq 0 ]] && as=(runuser -u postgres --)
+  if [[ ! -f $dir/PG_VERSION ]]; then
+    mkdir -p "$dir"
+    [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$dir"
+    "${as[@]}" "$bin/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+  fi
+  "${as[@]}" "$bin/pg_ctl" -D "$dir" -l "$dir.log" -w \
+    -o "-p 5432 -c listen_addresses=127.0.0.1 -k /tmp" start >/dev/null
+  wait_until "PostgreSQL on 127.0.0.1:5432" 10 \
+    psql -X -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atc 'SELECT 1' || exit 1
+}
+
 # The Rails reference app (interop/rails, async adapter) on a spare port for the side-by-side
 # and smoke tests, which find it through RAILS_CABLE_URL; stopped when this script exits. (The
 # Rails interop test starts its own, with the Redis adapter.)
@@ -65,13 +89,15 @@ start_rails_app() {
 step "system packages and services"
 ensure_packages
 ensure_redis
+ensure_postgres
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 # Each top-level module imports only the layers below it (docs/architecture.md).
 step "module layers"
-python3 scripts/check-layers.py crates/actioncable/src crates/actioncable-redis/src
+python3 scripts/check-layers.py crates/actioncable/src crates/actioncable-redis/src \
+  crates/actioncable-postgres/src
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
