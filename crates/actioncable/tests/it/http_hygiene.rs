@@ -21,6 +21,10 @@ use tokio::time::Instant;
 
 /// The header-read timeout of these tests.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+/// The low-descriptor child's header-read timeout: long enough that a flood opened on busy
+/// cores still holds every descriptor at once (with 1 s, a server accepting slowly timed the
+/// first connections out before the last arrived, and the flood never exhausted it).
+const FLOOD_HEADER_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// The idle timeout of these tests.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -345,7 +349,7 @@ async fn beyond_max_pending_connections_new_connections_wait_and_cables_do_not_c
 }
 
 /// The child's side of the test below: the test app at a low descriptor limit, with every
-/// default but a 1 s header-read timeout, logging warnings to stderr.
+/// default but a 4 s header-read timeout, logging warnings to stderr.
 async fn serve_at_a_low_descriptor_limit() {
     tracing_subscriber::fmt()
         .with_env_filter("actioncable=warn")
@@ -360,14 +364,14 @@ async fn serve_at_a_low_descriptor_limit() {
         listener.local_addr().expect("the bound address")
     );
     actioncable::serve(listener, router)
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(FLOOD_HEADER_TIMEOUT)
         .await
         .expect("serve");
 }
 
 #[tokio::test]
 async fn at_a_low_descriptor_limit_a_flooded_server_recovers_by_itself() {
-    // A flood four times the server's descriptors: about four waves of timeouts.
+    // A flood four times the server's descriptors: about four waves of timeouts (16 s).
     const OPEN_FILES: u64 = 256;
     const EACH: usize = 500;
     let Some(server) = ServerProcess::this_test(
@@ -404,7 +408,8 @@ async fn at_a_low_descriptor_limit_a_flooded_server_recovers_by_itself() {
         .first_answer
         .unwrap_or_else(|| panic!("/health never answered again: {report:?}\n{output}"));
     assert!(
-        silent[0] >= HEADER_TIMEOUT.mul_f64(0.9) && half_sent[0] >= HEADER_TIMEOUT.mul_f64(0.9),
+        silent[0] >= FLOOD_HEADER_TIMEOUT.mul_f64(0.9)
+            && half_sent[0] >= FLOOD_HEADER_TIMEOUT.mul_f64(0.9),
         "closed before the timeout: after {:?} (silent) and {:?} (half-sent); server output:\n{output}",
         silent[0],
         half_sent[0]
