@@ -150,6 +150,7 @@
 
 mod adapter;
 mod config;
+mod history;
 mod link;
 mod wire;
 
