@@ -312,9 +312,23 @@ async fn without_redis_history_fails_instead_of_losing_messages() {
     let mut redis = RedisServer::start();
     let s = HistorySettings::default();
     let (a, pa) = history_node(&redis, s).await;
+    let mut c = ext_client(&a).await;
     speak(&a, 1).await;
+    let (_, position) = next(&mut c).await;
+    let (epoch, _) = position.unwrap();
     let h = history_of(&pa, s);
     redis.kill();
+    // The client asks for what followed 0: the history cannot be read, and it is told so.
+    c.send_json(
+        &json!({ "command": "history", "identifier": identifier(STREAM),
+        "history": { "streams": { STREAM: { "epoch": epoch, "offset": 0 } } } }),
+    )
+    .await;
+    c.expect_frame(&format!(
+        r#"{{"identifier":{},"type":"reject_history"}}"#,
+        serde_json::to_string(&identifier(STREAM)).unwrap()
+    ))
+    .await;
     assert!(h.publish(STREAM, "{}").await.is_err());
     assert!(h.after(STREAM, "e", 0).await.is_err());
     assert!(h.since(STREAM, 0).await.is_err());
@@ -327,6 +341,59 @@ async fn without_redis_history_fails_instead_of_losing_messages() {
     );
     // Other settings on a running adapter are refused.
     assert!(pa.history(&settings(1, Duration::from_secs(1))).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_the_resubscribed_streams_get_positions_in_a_new_epoch() {
+    let mut redis = RedisServer::start();
+    let s = HistorySettings::default();
+    let (a, _) = history_node(&redis, s).await;
+    let (b, _) = history_node(&redis, s).await;
+    let mut on_a = ext_client(&a).await;
+    speak(&b, 1).await;
+    let (_, before) = next(&mut on_a).await;
+    let (old_epoch, _) = before.unwrap();
+    redis.kill();
+    redis.restart();
+    // Until both nodes are back, broadcasts fail or go unheard (Redis pub/sub keeps nothing).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let heard = |v: &Value| v["identifier"] == identifier(STREAM) && v.get("message").is_some();
+    let first = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery after the restart"
+        );
+        if b.handle
+            .broadcast(STREAM, &json!({ "n": 2 }))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if let Some(frame) = on_a
+            .take_json("probe", Duration::from_millis(300), heard)
+            .await
+        {
+            break frame;
+        }
+    };
+    let epoch = first["epoch"]
+        .as_str()
+        .expect("a position again")
+        .to_owned();
+    assert_ne!(epoch, old_epoch, "Redis lost the keys: a new epoch");
+    let mut last = first["offset"].as_u64().unwrap();
+    // Late probes, then 3: every one at the next offset of the new epoch.
+    speak(&a, 3).await;
+    loop {
+        let (m, p) = next(&mut on_a).await;
+        last += 1;
+        assert_eq!(p, Some((epoch.clone(), last)), "{m}");
+        if m["n"] == 3 {
+            break;
+        }
+    }
 }
 
 /// What keeping a broadcast costs through Redis: the history script against a plain `PUBLISH`
