@@ -165,6 +165,11 @@
 //!   has a Rust node make them (`CableHandle::broadcast`), as AnyCable asks of its broadcasters.
 //! - **Redis unavailable**: a kept broadcast fails like a plain one, and a history read fails,
 //!   which the server answers with `reject_history`. Nothing is dropped silently.
+//! - **Redis ACLs**: with history on, the user needs `EVAL` (with `HGET`, `HSET`, `HINCRBY`,
+//!   `DEL`, `XADD`, `XRANGE`, `PEXPIRE`, `PUBLISH`, `TIME` inside it), the keys
+//!   `_action_cable_history:*` and the channels `_action_cable_position:*` besides the streams'.
+//!   A stream whose note channel is refused is refused as a whole (its subscription is
+//!   rejected), never half subscribed.
 //! - **Cost**: a kept broadcast is one script instead of one `PUBLISH`. Measured on a 2-core
 //!   machine (Redis 7.0, 100-byte payload): one at a time through the adapter, 43 µs against
 //!   38 µs; for Redis itself, about 110,000 scripts/s against 1.3 million `PUBLISH`es/s when
