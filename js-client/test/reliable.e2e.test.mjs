@@ -2,8 +2,8 @@
 // `actioncable-v1-ext-json`, `ws` as its WebSocket) against `example-demo` (history on, as with
 // the memory adapter by default), beside a stock `@rails/actioncable` consumer.
 //
-// The AnyCable client's socket goes through a small TCP proxy in this file. The proxy drops the
-// connection without a WebSocket close frame (both TCP sockets destroyed) and refuses new ones
+// The AnyCable client's socket goes through a small TCP proxy (support/proxy.mjs). The proxy
+// drops the connection without a WebSocket close frame (both TCP sockets destroyed) and refuses new ones
 // while 20 messages are spoken; then it lets the client back in. The client reconnects by
 // itself, resubscribes with its stream position (`history` in `subscribe`), and must receive
 // exactly those 20 messages, once each, in order, then live messages without duplicates. The
@@ -13,64 +13,12 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import net from "node:net";
 import WebSocket from "ws";
 import { createCable } from "@anycable/core";
 import { subscribe, waitForFrame, currentSocket } from "./support/consumer.mjs";
 import { Scope, login } from "./support/demo.mjs";
 import { WAIT_MS, RECONNECT_WAIT_MS, LONG_TEST_TIMEOUT_MS } from "./support/timing.mjs";
-
-/** A TCP proxy to `port` on 127.0.0.1 that can cut every connection and refuse new ones. */
-async function startProxy(port) {
-  const pairs = new Set();
-  let refusing = false;
-  let accepted = 0;
-  const server = net.createServer((client) => {
-    if (refusing) {
-      client.destroy();
-      return;
-    }
-    accepted += 1;
-    const upstream = net.connect(port, "127.0.0.1");
-    const pair = [client, upstream];
-    pairs.add(pair);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      pairs.delete(pair);
-    };
-    client.on("error", drop).on("close", drop);
-    upstream.on("error", drop).on("close", drop);
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: server.address().port,
-    get accepted() { return accepted; },
-    /** Destroys both sockets of every connection (no close frame, no FIN from the app) and refuses new ones. */
-    cut() {
-      refusing = true;
-      for (const [a, b] of pairs) { a.destroy(); b.destroy(); }
-      pairs.clear();
-    },
-    restore() { refusing = false; },
-    close() {
-      for (const [a, b] of pairs) { a.destroy(); b.destroy(); }
-      return new Promise((resolve) => server.close(() => resolve()));
-    },
-  };
-}
-
-async function waitUntil(check, timeoutMs, label) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { startProxy, waitUntil } from "./support/proxy.mjs";
 
 test("@anycable/core misses nothing across a dropped connection; the stock consumer sees plain frames", { timeout: LONG_TEST_TIMEOUT_MS }, async () => {
   const scope = new Scope("reliable streams with @anycable/core");

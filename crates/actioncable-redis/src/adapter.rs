@@ -1,10 +1,11 @@
 //! [`RedisPubSub`]: the adapter, its two connection supervisors and the desired set.
 
 use crate::config::{RedisConfig, RedisConfigError};
+use crate::history::{self, Read};
 use crate::link::{Backoff, Connector, LinkState, Role, Up, describe, is_connection_error};
-use crate::wire::{self, INTERNAL_CHANNEL, Naming};
+use crate::wire::{self, INTERNAL_CHANNEL, Naming, POSITION_CHANNEL, Pairing};
 use actioncable::PubSubError;
-use actioncable::pubsub::{Inbound, PubSub};
+use actioncable::pubsub::{History, HistorySettings, Inbound, Kept, Position, PubSub};
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind, Value};
@@ -12,7 +13,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -58,6 +59,8 @@ struct Inner {
     subscriber: watch::Sender<LinkState>,
     publisher: watch::Sender<LinkState>,
     generation: AtomicU64,
+    /// Set when the cable keeps history: streams then also subscribe their position notes.
+    history: OnceLock<HistorySettings>,
     started: AtomicBool,
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -82,6 +85,7 @@ impl RedisPubSub {
             subscriber: watch::Sender::new(LinkState::Down { since: now }),
             publisher: watch::Sender::new(LinkState::Down { since: now }),
             generation: AtomicU64::new(0),
+            history: OnceLock::new(),
             started: AtomicBool::new(false),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
@@ -154,6 +158,78 @@ impl Inner {
         }
     }
 
+    /// The Redis channels of `stream`: its channel, then (history on) its position notes'.
+    fn channels(&self, stream: &str) -> Vec<String> {
+        let mut channels = vec![self.naming.channel(stream).into_owned()];
+        if self.history.get().is_some() {
+            channels.push(wire::position_channel(&self.naming, stream));
+        }
+        channels
+    }
+
+    /// The publisher connection, waiting for it a little right after it was lost.
+    async fn publisher_up(&self) -> Result<Up, PubSubError> {
+        if let Some(e) = self.not_running() {
+            return Err(e);
+        }
+        let limit = self.config.publish_timeout;
+        let mut changes = self.publisher.subscribe();
+        loop {
+            let state = changes.borrow_and_update().clone();
+            match state {
+                LinkState::Up(up) => return Ok(up),
+                LinkState::Closed => return Err(PubSubError::Closed),
+                LinkState::Down { since } => {
+                    // Right after a connection is lost (or at startup) wait for it a little;
+                    // during a longer outage fail at once.
+                    let deadline = since + limit;
+                    let unavailable = || {
+                        PubSubError::Unavailable(format!(
+                            "no Redis connection (down for {:.1?})",
+                            since.elapsed()
+                        ))
+                    };
+                    if Instant::now() >= deadline {
+                        return Err(unavailable());
+                    }
+                    if timeout_at(deadline, changes.changed()).await.is_err() {
+                        return Err(unavailable());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits (up to the publish timeout) for the answer to a request on the publisher
+    /// connection `up`; a broken or silent connection is replaced.
+    async fn answer<T>(
+        &self,
+        up: &Up,
+        what: &str,
+        request: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, PubSubError> {
+        let limit = self.config.publish_timeout;
+        match timeout(limit, request).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => {
+                if is_connection_error(&e) {
+                    up.alive.cancel();
+                    Err(PubSubError::Unavailable(describe(&e)))
+                } else {
+                    Err(PubSubError::Backend(
+                        format!("Redis refused {what}: {e}").into(),
+                    ))
+                }
+            }
+            Err(_) => {
+                up.alive.cancel();
+                Err(PubSubError::Unavailable(format!(
+                    "Redis did not answer {what} within {limit:?}"
+                )))
+            }
+        }
+    }
+
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         let handle = tokio::spawn(task);
         self.tasks
@@ -206,10 +282,11 @@ impl PubSub for RedisPubSub {
             return Err(e);
         }
         let channel = inner.naming.channel(stream).into_owned();
+        let channels = inner.channels(stream);
         let deadline = Instant::now() + inner.config.subscribe_timeout;
         let mut changes = inner.subscriber.subscribe();
         let mut state = inner.update_desired(|d| {
-            d.insert(channel.clone());
+            d.extend(channels.iter().cloned());
         });
         let mut failed_generation = None;
         let mut reason = format!(
@@ -221,7 +298,9 @@ impl PubSub for RedisPubSub {
                 LinkState::Closed => break Err(PubSubError::Closed),
                 LinkState::Up(up) if failed_generation != Some(up.generation) => {
                     let mut conn = up.conn.clone();
-                    match timeout_at(deadline, conn.subscribe(&channel)).await {
+                    // One SUBSCRIBE for both channels of a kept stream: no message of one is
+                    // received without the other being subscribed.
+                    match timeout_at(deadline, conn.subscribe(&channels)).await {
                         Ok(Ok(())) => return Ok(()),
                         Ok(Err(e)) if !is_connection_error(&e) => {
                             break Err(PubSubError::Backend(
@@ -254,7 +333,9 @@ impl PubSub for RedisPubSub {
         // The caller treats the stream as not subscribed: forget it. A SUBSCRIBE that is
         // still in flight may succeed later; the next reconnection drops it.
         inner.update_desired(|d| {
-            d.remove(&channel);
+            for channel in &channels {
+                d.remove(channel);
+            }
         });
         if let Err(e) = &outcome {
             tracing::warn!(stream, error = %e, "Redis SUBSCRIBE failed");
@@ -268,8 +349,11 @@ impl PubSub for RedisPubSub {
             return Err(e);
         }
         let channel = inner.naming.channel(stream);
+        let mut channels = inner.channels(stream);
         let state = inner.update_desired(|d| {
-            d.remove(channel.as_ref());
+            for channel in &channels {
+                d.remove(channel);
+            }
         });
         let LinkState::Up(up) = state else {
             // Not connected: the next connection subscribes only the desired set.
@@ -278,8 +362,10 @@ impl PubSub for RedisPubSub {
         if channel == INTERNAL_CHANNEL {
             return Ok(());
         }
+        // The note channel first: a note is never received without its payload's channel.
+        channels.reverse();
         let mut conn = up.conn.clone();
-        match timeout(inner.config.subscribe_timeout, conn.unsubscribe(&*channel)).await {
+        match timeout(inner.config.subscribe_timeout, conn.unsubscribe(&channels)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) if !is_connection_error(&e) => Err(PubSubError::Backend(
                 format!("Redis refused UNSUBSCRIBE {channel}: {e}").into(),
@@ -298,58 +384,36 @@ impl PubSub for RedisPubSub {
 
     async fn publish(&self, stream: &str, payload: &str) -> Result<(), PubSubError> {
         let inner = &self.inner;
-        if let Some(e) = inner.not_running() {
-            return Err(e);
-        }
-        let limit = inner.config.publish_timeout;
-        let mut changes = inner.publisher.subscribe();
-        let up = loop {
-            let state = changes.borrow_and_update().clone();
-            match state {
-                LinkState::Up(up) => break up,
-                LinkState::Closed => return Err(PubSubError::Closed),
-                LinkState::Down { since } => {
-                    // Right after a connection is lost (or at startup) wait for it a little;
-                    // during a longer outage fail at once.
-                    let deadline = since + limit;
-                    let unavailable = || {
-                        PubSubError::Unavailable(format!(
-                            "no Redis connection (down for {:.1?})",
-                            since.elapsed()
-                        ))
-                    };
-                    if Instant::now() >= deadline {
-                        return Err(unavailable());
-                    }
-                    if timeout_at(deadline, changes.changed()).await.is_err() {
-                        return Err(unavailable());
-                    }
-                }
-            }
-        };
+        let up = inner.publisher_up().await?;
         let channel = inner.naming.channel(stream);
-        let mut conn = up.conn;
         let mut command = redis::cmd("PUBLISH");
         command.arg(channel.as_ref()).arg(payload);
-        match timeout(limit, command.query_async::<i64>(&mut conn)).await {
-            Ok(Ok(_receivers)) => Ok(()),
-            Ok(Err(e)) => {
-                if is_connection_error(&e) {
-                    up.alive.cancel();
-                    Err(PubSubError::Unavailable(describe(&e)))
-                } else {
-                    Err(PubSubError::Backend(
-                        format!("Redis refused PUBLISH: {e}").into(),
-                    ))
-                }
-            }
-            Err(_) => {
-                up.alive.cancel();
-                Err(PubSubError::Unavailable(format!(
-                    "Redis did not answer PUBLISH within {limit:?}"
-                )))
-            }
+        let mut conn = up.conn.clone();
+        inner
+            .answer(&up, "PUBLISH", command.query_async::<i64>(&mut conn))
+            .await
+            .map(|_receivers| ())
+    }
+
+    fn history(&self, settings: &HistorySettings) -> Result<Arc<dyn History>, PubSubError> {
+        // Once the adapter runs, whether it subscribes position notes is settled: another
+        // handle on the same history is fine, a change is not.
+        if self.inner.started.load(Ordering::Acquire) && self.inner.history.get().is_none() {
+            return Err(PubSubError::Backend(
+                "history must be asked for before the Redis adapter starts".into(),
+            ));
         }
+        let kept = *self.inner.history.get_or_init(|| *settings);
+        if kept != *settings {
+            return Err(PubSubError::Backend(
+                format!("this RedisPubSub already keeps history with {kept:?}").into(),
+            ));
+        }
+        Ok(Arc::new(RedisHistory {
+            inner: self.inner.clone(),
+            settings: *settings,
+            ttl_millis: history::ttl_millis(settings),
+        }))
     }
 
     async fn shutdown(&self) -> Result<(), PubSubError> {
@@ -459,12 +523,16 @@ async fn resubscribe(
             let desired = inner.lock_desired();
             (desired.channels.clone(), desired.version)
         };
-        let add: Vec<&str> = wanted.difference(&acked).map(String::as_str).collect();
-        let remove: Vec<&str> = acked
+        let mut add: Vec<&str> = wanted.difference(&acked).map(String::as_str).collect();
+        let mut remove: Vec<&str> = acked
             .difference(&wanted)
             .map(String::as_str)
             .filter(|c| *c != INTERNAL_CHANNEL)
             .collect();
+        // Stream channels are subscribed before, and unsubscribed after, position notes'
+        // channels: a note is never received without its payload (see `history.rs`).
+        add.sort_by_key(|c| c.starts_with(POSITION_CHANNEL));
+        remove.sort_by_key(|c| !c.starts_with(POSITION_CHANNEL));
         let refused = subscribe_all(inner, conn, &add).await?;
         for chunk in remove.chunks(CHUNK) {
             match timeout(limit, conn.unsubscribe(chunk)).await {
@@ -585,11 +653,14 @@ fn subscriber_push(
 ) -> impl Fn(PushInfo) -> Result<(), Infallible> + use<> {
     let naming = naming.clone();
     let inbound = inbound.clone();
+    // Only this connection's driver calls the handler, one message at a time.
+    let pairing = Mutex::new(Pairing::default());
     move |info: PushInfo| {
         match info.kind {
             PushKind::Message => match info.data.as_slice() {
                 [Value::BulkString(channel), Value::BulkString(payload)] => {
-                    wire::deliver(&naming, &inbound, channel, payload);
+                    let mut pairing = pairing.lock().unwrap_or_else(|p| p.into_inner());
+                    wire::deliver(&naming, &inbound, &mut pairing, channel, payload);
                 }
                 other => tracing::warn!(parts = other.len(), "malformed Redis message push"),
             },
@@ -597,5 +668,88 @@ fn subscriber_push(
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// The history kept in Redis (see `history.rs`): shares the adapter's connections.
+struct RedisHistory {
+    inner: Arc<Inner>,
+    settings: HistorySettings,
+    ttl_millis: u64,
+}
+
+impl RedisHistory {
+    async fn read(&self, stream: &str, since_millis: u64) -> Result<Read, PubSubError> {
+        let inner = &self.inner;
+        let up = inner.publisher_up().await?;
+        let (meta, log) = history::keys(&inner.naming, stream);
+        // EVAL rather than EVALSHA: Redis caches the compiled script by its hash anyway, and
+        // a restarted Redis needs no reloading.
+        let mut invocation = redis::cmd("EVAL");
+        invocation
+            .arg(history::READ_SCRIPT)
+            .arg(2)
+            .arg(meta)
+            .arg(log)
+            .arg(self.ttl_millis)
+            .arg(since_millis);
+        let mut conn = up.conn.clone();
+        let value: Value = inner
+            .answer(&up, "the history read", invocation.query_async(&mut conn))
+            .await?;
+        history::decode_read(value)
+    }
+}
+
+#[async_trait]
+impl History for RedisHistory {
+    async fn publish(&self, stream: &str, payload: &str) -> Result<Position, PubSubError> {
+        let inner = &self.inner;
+        let up = inner.publisher_up().await?;
+        let (meta, log) = history::keys(&inner.naming, stream);
+        let mut invocation = redis::cmd("EVAL");
+        invocation
+            .arg(history::PUBLISH_SCRIPT)
+            .arg(2)
+            .arg(meta)
+            .arg(log)
+            .arg(wire::position_channel(&inner.naming, stream))
+            .arg(inner.naming.channel(stream).as_ref())
+            .arg(payload)
+            .arg(history::fresh_epoch())
+            .arg(self.settings.limit)
+            .arg(self.ttl_millis);
+        let mut conn = up.conn.clone();
+        let (epoch, offset): (String, u64) = inner
+            .answer(&up, "the history script", invocation.query_async(&mut conn))
+            .await?;
+        Ok(Position {
+            epoch: Arc::from(epoch),
+            offset,
+        })
+    }
+
+    async fn after(
+        &self,
+        stream: &str,
+        epoch: &str,
+        offset: u64,
+    ) -> Result<Option<Vec<Kept>>, PubSubError> {
+        Ok(self.read(stream, 0).await?.after(epoch, offset))
+    }
+
+    async fn since(&self, stream: &str, unix_secs: u64) -> Result<Vec<Kept>, PubSubError> {
+        Ok(self
+            .read(stream, unix_secs.saturating_mul(1000))
+            .await?
+            .entries)
+    }
+}
+
+impl fmt::Debug for RedisHistory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPubSub history")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }

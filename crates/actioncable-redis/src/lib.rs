@@ -140,6 +140,44 @@
 //! the adapter reconnects to the new master. The health check sends `ROLE` instead of `PING`
 //! and leaves a server that is no longer the master.
 //!
+//! ## Stream history (reliable streams)
+//!
+//! With history on (`Cable::builder().history(true)`, for `@anycable/core` clients of the
+//! extended protocol) the history lives in Redis, so every node sharing it gives a broadcast
+//! the same position (`epoch`, `offset`) and any node can replay what a reconnecting client
+//! missed, whichever node it was connected to before.
+//!
+//! - **Keys**, per stream, with the channel prefix in their names: `_action_cable_history:
+//!   <channel>:meta` (a hash: the stream's `epoch` and last `offset`) and `_action_cable_history:
+//!   <channel>:log` (a Redis Stream of the kept messages, trimmed to `history_limit`, entry IDs
+//!   from Redis' clock, fields `offset` and `payload`). Both expire `history_ttl` after the
+//!   stream's last kept broadcast; the next one then starts a new epoch, so an old position is
+//!   refused (`reject_history`) rather than matched against a restarted count.
+//! - **A kept broadcast** is one Lua script, atomic: count the offset, append to the log,
+//!   refresh the TTLs, `PUBLISH` a small position note (`"<epoch> <offset>"`) on
+//!   `_action_cable_position:<channel>`, then `PUBLISH` the payload on `<channel>` **unchanged**.
+//!   The subscriber connection subscribes both channels of a stream in one `SUBSCRIBE`; Redis
+//!   delivers the note right before its payload, and the two are paired.
+//! - **Rails nodes** on the same Redis see nothing new: the same channels, the same payloads
+//!   (the note channels and history keys are extra, and ignored by them). What a Rails node
+//!   publishes (a plain `PUBLISH`) has no note: it is delivered live, without a position, at
+//!   most once, and does not move the offsets. A Rails app that wants its broadcasts kept
+//!   has a Rust node make them (`CableHandle::broadcast`), as AnyCable asks of its broadcasters.
+//! - **Redis unavailable**: a kept broadcast fails like a plain one, and a history read fails,
+//!   which the server answers with `reject_history`. Nothing is dropped silently.
+//! - **Redis ACLs**: with history on, the user needs `EVAL` (with `HGET`, `HSET`, `HINCRBY`,
+//!   `DEL`, `XADD`, `XRANGE`, `PEXPIRE`, `PUBLISH`, `TIME` inside it), the keys
+//!   `_action_cable_history:*` and the channels `_action_cable_position:*` besides the streams'.
+//!   A stream whose note channel is refused is refused as a whole (its subscription is
+//!   rejected), never half subscribed.
+//! - **Cost**: a kept broadcast is one script instead of one `PUBLISH`. Measured on a 2-core
+//!   machine (Redis 7.0, 100-byte payload): one at a time through the adapter, 43 µs against
+//!   38 µs; for Redis itself, about 110,000 scripts/s against 1.3 million `PUBLISH`es/s when
+//!   pipelined (`redis-benchmark -P 16`), 70,000 against 157,000 unpipelined. History costs
+//!   Redis CPU roughly ten times a plain broadcast's; streams published with
+//!   `broadcast_transient` or subscribed with `StreamOptions::history(false)` cost nothing
+//!   extra.
+//!
 //! ## Requirements and features
 //!
 //! - Redis 6 or newer (the connections use RESP3). Tokio.
@@ -150,6 +188,7 @@
 
 mod adapter;
 mod config;
+mod history;
 mod link;
 mod wire;
 

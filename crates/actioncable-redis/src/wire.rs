@@ -1,8 +1,9 @@
-//! What goes over Redis, in Rails' format: channel names and the handling of one message.
-//! No I/O here.
+//! What goes over Redis, in Rails' format: channel names and the handling of one message,
+//! with the position notes that precede kept messages (see `history.rs`). No I/O here.
 
-use actioncable::pubsub::Inbound;
+use actioncable::pubsub::{Inbound, Position};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// The channel Rails' listener subscribes to first, as a sentinel. Never prefixed.
 pub(crate) const INTERNAL_CHANNEL: &str = "_action_cable_internal";
@@ -48,9 +49,72 @@ impl Naming {
     }
 }
 
-/// Hands one received message to the local subscribers. Both parts are borrowed from the
-/// decoded message; nothing is allocated here.
-pub(crate) fn deliver(naming: &Naming, inbound: &Inbound, channel: &[u8], payload: &[u8]) {
+/// What the side channel of a stream's position notes starts with (before the stream's
+/// channel, prefix included).
+pub(crate) const POSITION_CHANNEL: &str = "_action_cable_position:";
+
+/// The side channel of `stream`'s position notes.
+pub(crate) fn position_channel(naming: &Naming, stream: &str) -> String {
+    format!("{POSITION_CHANNEL}{}", naming.channel(stream))
+}
+
+/// The note published before a kept payload.
+pub(crate) fn parse_note(note: &str) -> Option<Position> {
+    let (epoch, offset) = note.split_once(' ')?;
+    Some(Position {
+        epoch: Arc::from(epoch),
+        offset: offset.parse().ok()?,
+    })
+}
+
+/// Pairs a position note with the payload right after it, on one subscriber connection (a
+/// new connection starts with nothing pending).
+///
+/// The publishing script sends the two back to back, so on a connection subscribed to both
+/// channels of a stream the message after a note is its payload. Any other message after a
+/// note voids it, so a note can never be paired with a later payload (a Rails node's).
+#[derive(Default)]
+pub(crate) struct Pairing {
+    pending: Option<(String, Position)>,
+}
+
+impl Pairing {
+    /// A note for `stream` arrived.
+    pub(crate) fn note(&mut self, stream: &str, position: Position) {
+        if let Some((stale, _)) = self.pending.replace((stream.to_owned(), position)) {
+            tracing::warn!(
+                stream = stale,
+                "a position note was not followed by its payload"
+            );
+        }
+    }
+
+    /// A payload for `stream` arrived: the position of the note just before it, if any.
+    pub(crate) fn payload(&mut self, stream: &str) -> Option<Position> {
+        match self.pending.take() {
+            Some((noted, position)) if noted == stream => Some(position),
+            Some((noted, _)) => {
+                tracing::warn!(
+                    stream = noted,
+                    "a position note was not followed by its payload"
+                );
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// Hands one received message to the local subscribers: a position note is held for the
+/// payload that follows it, a payload goes out with the position of the note just before it
+/// (none for a message Rails published). Both parts are borrowed from the decoded message.
+pub(crate) fn deliver(
+    naming: &Naming,
+    inbound: &Inbound,
+    pairing: &mut Pairing,
+    channel: &[u8],
+    payload: &[u8],
+) {
     let Ok(channel) = std::str::from_utf8(channel) else {
         tracing::warn!(
             channel = %String::from_utf8_lossy(channel),
@@ -58,6 +122,15 @@ pub(crate) fn deliver(naming: &Naming, inbound: &Inbound, channel: &[u8], payloa
         );
         return;
     };
+    if let Some(noted) = channel.strip_prefix(POSITION_CHANNEL) {
+        let stream = naming.stream(noted);
+        let position = std::str::from_utf8(payload).ok().and_then(parse_note);
+        match (stream, position) {
+            (Some(stream), Some(position)) => pairing.note(stream, position),
+            _ => tracing::warn!(channel, "ignoring a malformed position note"),
+        }
+        return;
+    }
     let Some(stream) = naming.stream(channel) else {
         tracing::trace!(
             channel,
@@ -65,9 +138,10 @@ pub(crate) fn deliver(naming: &Naming, inbound: &Inbound, channel: &[u8], payloa
         );
         return;
     };
+    let position = pairing.payload(stream);
     match std::str::from_utf8(payload) {
         Ok(payload) => {
-            let reached = inbound.deliver(stream, payload);
+            let reached = inbound.deliver_at(stream, payload, position.as_ref());
             tracing::trace!(stream, reached, "delivered a Redis message");
         }
         Err(e) => {
@@ -101,5 +175,30 @@ mod tests {
         assert_eq!(n.stream(INTERNAL_CHANNEL), None);
         // Rails' `compact` drops only nil: an empty prefix still adds the colon.
         assert_eq!(Naming::new(Some("")).channel("s"), ":s");
+    }
+
+    #[test]
+    fn notes_pair_with_the_next_payload_of_their_stream_only() {
+        let mut p = Pairing::default();
+        let at = parse_note("abcd 7").unwrap();
+        assert_eq!((&*at.epoch, at.offset), ("abcd", 7));
+        assert!(parse_note("abcd").is_none());
+        assert!(parse_note("abcd x").is_none());
+        p.note("a", at.clone());
+        assert_eq!(p.payload("a"), Some(at.clone()));
+        assert_eq!(p.payload("a"), None, "a Rails payload after it");
+        // A note whose payload did not follow is void, even for a later payload of its stream.
+        p.note("a", at);
+        assert_eq!(p.payload("b"), None);
+        assert_eq!(p.payload("a"), None);
+    }
+
+    #[test]
+    fn the_position_channel_carries_the_prefix() {
+        let n = Naming::new(Some("app"));
+        assert_eq!(
+            position_channel(&n, "chat"),
+            "_action_cable_position:app:chat"
+        );
     }
 }

@@ -53,8 +53,8 @@ pub struct Config {
     /// `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
     pub pubsub: Arc<dyn PubSub>,
     /// Keep stream history for `@anycable/core` clients of the extended protocol
-    /// (`CABLE_HISTORY`: `on`/`off`; default on with the `memory` adapter, which keeps it, and
-    /// off with `redis`, which does not keep history yet).
+    /// (`CABLE_HISTORY`: `on`/`off`, default on; both adapters keep it, `redis` in Redis, so
+    /// that nodes sharing it agree on positions and any node serves a reconnecting client).
     pub history: bool,
     /// How long a login (token and cookie) lasts (`SESSION_LIFETIME_SECS`, default 12 h).
     pub session_lifetime: Duration,
@@ -149,9 +149,8 @@ impl Config {
             None => parse_private_rooms("staff=admin")?,
         };
 
-        let redis = non_blank("CABLE_ADAPTER").is_some_and(|a| a.trim() == "redis");
         let history = match non_blank("CABLE_HISTORY").as_deref().map(str::trim) {
-            None => !redis,
+            None => true,
             Some("on" | "1" | "true") => true,
             Some("off" | "0" | "false") => false,
             Some(v) => bail!("CABLE_HISTORY={v:?} is neither on nor off"),
@@ -441,7 +440,7 @@ mod tests {
         ])
         .unwrap();
         assert!(format!("{:?}", redis.pubsub).contains("RedisPubSub"));
-        assert!(!redis.history, "the Redis adapter keeps no history yet");
+        assert!(redis.history, "history is on with the Redis adapter too");
         let err = config(&[("CABLE_ADAPTER", "postgres")]).unwrap_err();
         assert!(format!("{err:#}").contains("CABLE_ADAPTER"), "{err:#}");
     }

@@ -297,7 +297,8 @@ export async function startProcess(cmd, args = [], {
       resolve(exitInfo);
     });
   });
-  proc.exited.then(() => { if (log) log.end(); });
+  // "close" comes after the last output: "exit" can come before it, and a write after end throws.
+  child.once("close", () => { if (log) log.end(); });
   for (const stream of [child.stdout, child.stderr]) {
     let buf = "";
     stream.setEncoding("utf8");

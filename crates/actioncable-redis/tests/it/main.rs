@@ -5,5 +5,6 @@
 mod support;
 
 mod conformance;
+mod history;
 mod redis;
 mod remote_disconnect;
