@@ -151,6 +151,7 @@ impl Assemble<'_> {
             .connection(self.identify)
             .pubsub(self.pubsub)
             .allowed_origins(self.settings.allowed_origins.clone())
+            .history(self.settings.history)
             .build()
             .context("the cable")?;
         Ok((cable.router(&self.settings.cable_path), cable.handle()))

@@ -105,6 +105,14 @@ pub(crate) struct Args {
     #[arg(long, env = "CABLE_PUBLIC_STREAMS", value_parser = switch)]
     pub(crate) public_streams: bool,
 
+    /// Keeps each stream's recent broadcasts (100 per stream, 5 minutes) with their positions,
+    /// for clients on AnyCable's extended protocol (`@anycable/web` with
+    /// `actioncable-v1-ext-json`): one that reconnects gets what it missed. It applies to what
+    /// this server broadcasts (`POST /_broadcast`); what the Rails app publishes on Redis stays
+    /// live only. The stock consumer is unaffected.
+    #[arg(long, env = "CABLE_HISTORY", value_parser = switch)]
+    pub(crate) history: bool,
+
     /// Identify connections by this encrypted cookie of the Rails app (e.g. `user_id`);
     /// without it, or with a forged one, a connection is rejected.
     #[arg(long, env = "CABLE_AUTH_COOKIE")]
@@ -255,6 +263,7 @@ pub(crate) struct Settings {
     pub(crate) turbo_streams_secret: Option<Secret>,
     pub(crate) streams_secret: Option<Secret>,
     pub(crate) public_streams: bool,
+    pub(crate) history: bool,
     pub(crate) broadcast_key: Option<Secret>,
 }
 
@@ -388,6 +397,7 @@ impl Settings {
             turbo_streams_secret,
             streams_secret,
             public_streams: args.public_streams,
+            history: args.history,
             broadcast_key,
         })
     }

@@ -152,3 +152,68 @@ async fn publications_reach_subscribers_byte_for_byte() {
         .await;
     client.expect_silence(cable_test_support::SILENCE).await;
 }
+
+/// With `CABLE_HISTORY`, what `/_broadcast` publishes is kept with its position: a client on
+/// AnyCable's extended protocol gets `stream_id`/`epoch`/`offset`, and one that comes back with
+/// its last position is replayed what it missed, in order, before `confirm_history`. A stock
+/// client on the same stream gets today's frames.
+#[tokio::test]
+async fn history_keeps_http_broadcasts_for_extended_protocol_clients() {
+    let server = start(&[
+        ("CABLE_BROADCAST_KEY", KEY),
+        ("CABLE_PUBLIC_STREAMS", "1"),
+        ("CABLE_HISTORY", "1"),
+    ]);
+    let chat = r#"{"channel":"$pubsub","stream_name":"chat"}"#;
+    let ext = || Connect::new().protocols("actioncable-v1-ext-json");
+    let mut first = server.client(ext()).await;
+    assert_eq!(first.protocol.as_deref(), Some("actioncable-v1-ext-json"));
+    first.confirm(chat).await;
+    let mut plain = server.client(Connect::new()).await;
+    plain.confirm(chat).await;
+
+    let publish = |n: u64| {
+        serde_json::json!({ "stream": "chat", "data": format!("{{\"n\":{n}}}") }).to_string()
+    };
+    let mut positions = Vec::new();
+    for n in 1..=3 {
+        assert_eq!(post(&server, Some(KEY), &publish(n)).await.status, 201);
+        let frame = first.recv_json().await;
+        assert_eq!(frame["message"]["n"], n, "{frame}");
+        assert_eq!(frame["stream_id"], "chat", "{frame}");
+        positions.push((
+            frame["epoch"].as_str().expect("an epoch").to_owned(),
+            frame["offset"].as_u64().expect("an offset"),
+        ));
+        plain
+            .expect_frame(&format!(
+                r#"{{"identifier":{},"message":{{"n":{n}}}}}"#,
+                serde_json::to_string(chat).unwrap()
+            ))
+            .await;
+    }
+    assert!(
+        positions
+            .windows(2)
+            .all(|w| w[0].0 == w[1].0 && w[1].1 == w[0].1 + 1)
+    );
+
+    // A client that saw only the first message comes back: it is sent the other two.
+    let (epoch, offset) = positions[0].clone();
+    let mut back = server.client(ext()).await;
+    back.send_json(&serde_json::json!({
+        "command": "subscribe",
+        "identifier": chat,
+        "history": { "streams": { "chat": { "epoch": epoch, "offset": offset } } },
+    }))
+    .await;
+    let confirm = back.recv_json().await;
+    assert_eq!(confirm["type"], "confirm_subscription", "{confirm}");
+    for n in 2..=3 {
+        let frame = back.recv_json().await;
+        assert_eq!(frame["message"]["n"], n, "{frame}");
+        assert_eq!(frame["offset"], positions[n as usize - 1].1, "{frame}");
+    }
+    let done = back.recv_json().await;
+    assert_eq!(done["type"], "confirm_history", "{done}");
+}
