@@ -9,10 +9,14 @@
 //! Three cases per size: history off (the default), history on with stock-protocol subscribers
 //! (each broadcast is also kept, with its position), and history on with extended-protocol
 //! subscribers (their frames carry the position, and the hub notes it per subscriber).
+//!
+//! `replay`: what a returning extended-protocol client costs — its `subscribe` with a `history`
+//! request for a stream's 100 kept messages, answered with the confirmation, the 100 frames in
+//! order and `confirm_history` (a new connection per iteration, made outside the measurement).
 
 use actioncable::testing::{TestCable, TestConnection};
 use actioncable::{Cable, Channel, ChannelContext, ChannelError, Identity, NoParams, async_trait};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 
 struct Bench;
@@ -81,5 +85,65 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout);
+fn replay(c: &mut Criterion) {
+    const KEPT: u64 = 100;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (cable, subscribe) = runtime.block_on(async {
+        let cable =
+            TestCable::new(Cable::builder().history(true).channel::<Bench>()).expect("a cable");
+        let first = cable.connect_ext_as(Identity::anonymous()).await;
+        let sub = first.subscribe::<Bench>(json!({})).await;
+        assert!(sub.is_confirmed());
+        first.clear_frames();
+        let handle = cable.handle();
+        for seq in 0..KEPT {
+            let payload = json!({ "sender": 3, "seq": seq, "sent_ns": 987_654_321_u64 });
+            handle.broadcast("all", &payload).await.expect("kept");
+        }
+        first.settle().await;
+        let frames = first.frames();
+        let kept = frames
+            .iter()
+            .find(|f| f.get("offset").is_some())
+            .expect("a kept message with its position");
+        // A client that comes back having seen nothing after the one before the first kept
+        // message: all 100 are replayed after its confirmation.
+        let subscribe = json!({
+            "command": "subscribe",
+            "identifier": sub.identifier(),
+            "history": { "streams": { "all": {
+                "epoch": kept["epoch"],
+                "offset": kept["offset"].as_u64().expect("an offset") - 1,
+            } } },
+        })
+        .to_string();
+        (cable, subscribe)
+    });
+    let mut group = c.benchmark_group("replay");
+    group.sample_size(50);
+    group.throughput(Throughput::Elements(KEPT));
+    group.bench_function("subscribe_with_history_100", |b| {
+        b.iter_batched(
+            || runtime.block_on(cable.connect_ext_as(Identity::anonymous())),
+            |conn| {
+                runtime.block_on(async {
+                    conn.send_frame(&subscribe).await;
+                    conn.settle().await;
+                });
+                // confirm_subscription, the 100, confirm_history (a ping may come too).
+                let frames = conn.frames();
+                let answered = frames.iter().filter(|f| f.get("identifier").is_some());
+                assert_eq!(answered.count() as u64, KEPT + 2, "{:?}", frames.last());
+                conn
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, fanout, replay);
 criterion_main!(benches);

@@ -81,7 +81,7 @@ use crate::connection::{ConnectRequest, ConnectionId, ConnectionRef, Identity, R
 use crate::error::{ChannelError, ConfigError, PubSubError};
 use crate::handle::CableHandle;
 use crate::outbox::{Control, Frames};
-use crate::protocol::Command;
+use crate::protocol::{Command, HistoryRequest};
 use crate::pubsub::history::MemoryHistory;
 use crate::pubsub::{History, HistorySettings, Inbound, Kept, Position, PubSub};
 use crate::server::dispatch::Dispatcher;
@@ -157,6 +157,7 @@ impl<S: Send + Sync + 'static> TestCable<S> {
         let connection = dispatcher.connection.clone();
         let inner = Arc::new(Inner {
             dispatcher: tokio::sync::Mutex::new(Some(dispatcher)),
+            ext,
             log: Mutex::new(Log {
                 queue: frames,
                 frames: Vec::new(),
@@ -316,6 +317,8 @@ pub struct TestConnection<S = ()> {
 struct Inner<S> {
     /// `None` once disconnected.
     dispatcher: tokio::sync::Mutex<Option<Dispatcher<S>>>,
+    /// Whether the client speaks the extended protocol (its frames decode as such).
+    ext: bool,
     log: Mutex<Log>,
     connection: ConnectionRef,
     open: Open<S>,
@@ -390,11 +393,18 @@ impl<S: Send + Sync + 'static> TestConnection<S> {
         }
     }
 
-    /// Sends a raw text frame as the client would: decoded, then run like any command.
-    /// Frames that do not decode are ignored, as the server ignores them.
+    /// Sends a raw text frame as the client would: decoded (by the extended protocol's rules
+    /// for a [`connect_ext_as`](TestCable::connect_ext_as) connection, so a `subscribe` may
+    /// carry `history`), then run like any command. Frames that do not decode are ignored, as
+    /// the server ignores them.
     pub async fn send_frame(&self, frame: &str) {
-        if let Ok(command) = Command::decode(frame) {
-            let _ = self.command(command).await;
+        let decoded = if self.inner.ext {
+            Command::decode_ext(frame)
+        } else {
+            Command::decode(frame).map(|command| (command, None))
+        };
+        if let Ok((command, history)) = decoded {
+            let _ = self.inner.command_with(command, history).await;
         }
     }
 
@@ -451,10 +461,18 @@ impl<S: Send + Sync + 'static> TestConnection<S> {
 
 impl<S: Send + Sync + 'static> Inner<S> {
     async fn command(&self, command: Command) -> Result<(), ChannelError> {
+        self.command_with(command, None).await
+    }
+
+    async fn command_with(
+        &self,
+        command: Command,
+        history: Option<HistoryRequest>,
+    ) -> Result<(), ChannelError> {
         let result = {
             let mut guard = self.dispatcher.lock().await;
             match guard.as_mut() {
-                Some(dispatcher) => dispatcher.run_with(command, None).await,
+                Some(dispatcher) => dispatcher.run_with(command, history).await,
                 None => Err(ChannelError::msg("the test connection is disconnected")),
             }
         };
