@@ -108,6 +108,12 @@ struct Exclusion {
 /// How long an exclusion waits for its broadcast to come back before it is forgotten.
 const EXCLUSION_TTL: Duration = Duration::from_secs(30);
 
+/// Most live messages held for one subscriber of one stream while its replay is awaited. A
+/// resumed client is held until it sends `history`; one that never does (or a stream far
+/// busier than the replay is quick) is asked to close with `too_slow` instead of growing
+/// memory, as a full outbox is.
+const HELD_LIMIT: usize = 1024;
+
 /// The identifier under which a connection listens to its own internal stream. No subscription
 /// can have it: an empty string is not a JSON object.
 pub(crate) const INTERNAL: &str = "";
@@ -451,6 +457,12 @@ impl Deliver for Hub {
                         continue;
                     }
                     if let Some(held) = &mut tracked.held {
+                        if held.len() >= HELD_LIMIT {
+                            tracked.held = None;
+                            tracked.parked = true;
+                            member.outbox.close(DisconnectReason::TooSlow, true);
+                            continue;
+                        }
                         held.push((position.cloned(), frame));
                         reached += 1;
                         continue;
@@ -789,5 +801,26 @@ mod tests {
             got.push(v["message"].clone());
         }
         assert_eq!(got, vec![serde_json::json!(2), 3.into(), 4.into()]);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_held_too_long_is_asked_to_close_instead_of_growing() {
+        let hub = hub();
+        let id: Arc<str> = Arc::from("i");
+        let (ext, mut rx) = conn(1, 16);
+        let listen = Listen {
+            positions: true,
+            hold: true,
+            ..Listen::default()
+        };
+        hub.add("s", &id, &ext, listen).await.unwrap();
+        for n in 1..=HELD_LIMIT as u64 + 1 {
+            hub.deliver("s", "1", Some(&at(n)));
+        }
+        assert!(rx.try_recv().is_none());
+        assert_eq!(
+            ext.outbox().closed().await,
+            (DisconnectReason::TooSlow, true)
+        );
     }
 }
