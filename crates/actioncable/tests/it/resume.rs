@@ -279,3 +279,26 @@ async fn shutdown_ends_kept_sessions_with_their_callbacks() {
     assert_eq!(rec.count(&format!("unsubscribed:{LOBBY}")), 1);
     assert_eq!(rec.count("disconnect:current_user=gina"), 1);
 }
+
+#[tokio::test]
+async fn a_sid_is_never_logged_in_full() {
+    // Everything at TRACE but the test's own client, which logs the request it sends.
+    let logs = LogCapture::new("trace,tungstenite::handshake::client=off");
+    let _logs = logs.enter();
+    let rec = Recorder::new();
+    let server = spawn_cable(resume_builder(&rec)).await;
+    let mut first = ext_user(&server, "hana").await;
+    let sid = first.sid.clone().unwrap();
+    first.confirm(LOBBY).await;
+    cut(first).await;
+    let header = ext("/cable").header("X-ANYCABLE-RESTORE-SID", &sid);
+    let back = CableClient::welcomed(server.addr, header).await;
+    assert!(restored(&back).0);
+    let spent = CableClient::welcomed(server.addr, ext(&format!("/cable?sid={sid}"))).await;
+    assert!(!restored(&spent).0);
+    drop((back, spent));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(logs.count("session resumed") >= 1, "the capture works");
+    assert_eq!(logs.count(&sid), 0, "the sid appeared in the logs");
+    assert!(logs.count(&sid[..6]) >= 1, "its first digits name it");
+}
