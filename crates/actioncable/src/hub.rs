@@ -57,6 +57,9 @@ struct Tracked {
     last: Option<Position>,
     /// `Some` while a replay is being fetched: live frames held back, in order.
     held: Option<Vec<(Option<Position>, Utf8Bytes)>>,
+    /// Its session is parked (no socket): messages pass it by, unsent and not noted as sent,
+    /// so that the replay after a resume carries them.
+    parked: bool,
 }
 
 impl Tracked {
@@ -104,6 +107,12 @@ struct Exclusion {
 
 /// How long an exclusion waits for its broadcast to come back before it is forgotten.
 const EXCLUSION_TTL: Duration = Duration::from_secs(30);
+
+/// Most live messages held for one subscriber of one stream while its replay is awaited. A
+/// resumed client is held until it sends `history`; one that never does (or a stream far
+/// busier than the replay is quick) is asked to close with `too_slow` instead of growing
+/// memory, as a full outbox is.
+const HELD_LIMIT: usize = 1024;
 
 /// The identifier under which a connection listens to its own internal stream. No subscription
 /// can have it: an empty string is not a JSON object.
@@ -167,6 +176,7 @@ impl Hub {
                         Box::new(Mutex::new(Tracked {
                             last: None,
                             held: listen.hold.then(Vec::new),
+                            parked: false,
                         }))
                     }),
                 });
@@ -281,6 +291,26 @@ impl Hub {
     pub(crate) fn hold(&self, stream: &str, identifier: &str, connection: ConnectionId) {
         self.with_tracked(stream, identifier, connection, |tracked, _| {
             tracked.held.get_or_insert_with(Vec::new);
+        });
+    }
+
+    /// Lets `connection`'s live messages of `stream` pass it by while its session is parked:
+    /// nothing is queued for it, nothing is noted as sent.
+    pub(crate) fn park(&self, stream: &str, identifier: &str, connection: ConnectionId) {
+        self.with_tracked(stream, identifier, connection, |tracked, _| {
+            tracked.parked = true;
+            tracked.held = None;
+        });
+    }
+
+    /// A parked session is resumed: hold its live messages until the client's `history`,
+    /// and forget what was sent before the socket dropped (the client may not have read it;
+    /// its own positions decide what the replay carries).
+    pub(crate) fn unpark(&self, stream: &str, identifier: &str, connection: ConnectionId) {
+        self.with_tracked(stream, identifier, connection, |tracked, _| {
+            tracked.parked = false;
+            tracked.last = None;
+            tracked.held = Some(Vec::new());
         });
     }
 
@@ -423,7 +453,16 @@ impl Deliver for Hub {
                 };
                 if let Some(tracked) = &member.tracked {
                     let mut tracked = lock(tracked);
+                    if tracked.parked {
+                        continue;
+                    }
                     if let Some(held) = &mut tracked.held {
+                        if held.len() >= HELD_LIMIT {
+                            tracked.held = None;
+                            tracked.parked = true;
+                            member.outbox.close(DisconnectReason::TooSlow, true);
+                            continue;
+                        }
                         held.push((position.cloned(), frame));
                         reached += 1;
                         continue;
@@ -728,5 +767,60 @@ mod tests {
         hub.deliver("s", "5", Some(&at(5)));
         assert!(rx.try_recv().unwrap().as_str().contains(r#""offset":5"#));
         assert!(rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_parked_subscriber_is_passed_by_and_its_replay_follows_the_client() {
+        let hub = hub();
+        let id: Arc<str> = Arc::from("i");
+        let (ext, mut rx) = conn(1, 16);
+        let listen = Listen {
+            positions: true,
+            ..Listen::default()
+        };
+        hub.add("s", &id, &ext, listen).await.unwrap();
+        hub.deliver("s", "1", Some(&at(1)));
+        hub.deliver("s", "2", Some(&at(2)));
+        while rx.try_recv().is_some() {}
+        // Parked: nothing is queued, nothing noted as sent.
+        hub.park("s", "i", ConnectionId(1));
+        hub.deliver("s", "3", Some(&at(3)));
+        assert!(rx.try_recv().is_none());
+        // Resumed: live messages wait for the replay; the client read only 1, so the replay
+        // carries 2 (sent before the drop, never read) and 3 (missed while parked).
+        hub.unpark("s", "i", ConnectionId(1));
+        hub.deliver("s", "4", Some(&at(4)));
+        assert!(rx.try_recv().is_none());
+        assert_eq!(
+            hub.replay("s", "i", ConnectionId(1), &[kept(2), kept(3), kept(4)]),
+            3
+        );
+        let mut got = Vec::new();
+        while let Some(f) = rx.try_recv() {
+            let v: Value = serde_json::from_str(f.as_str()).unwrap();
+            got.push(v["message"].clone());
+        }
+        assert_eq!(got, vec![serde_json::json!(2), 3.into(), 4.into()]);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_held_too_long_is_asked_to_close_instead_of_growing() {
+        let hub = hub();
+        let id: Arc<str> = Arc::from("i");
+        let (ext, mut rx) = conn(1, 16);
+        let listen = Listen {
+            positions: true,
+            hold: true,
+            ..Listen::default()
+        };
+        hub.add("s", &id, &ext, listen).await.unwrap();
+        for n in 1..=HELD_LIMIT as u64 + 1 {
+            hub.deliver("s", "1", Some(&at(n)));
+        }
+        assert!(rx.try_recv().is_none());
+        assert_eq!(
+            ext.outbox().closed().await,
+            (DisconnectReason::TooSlow, true)
+        );
     }
 }

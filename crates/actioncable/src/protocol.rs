@@ -525,6 +525,30 @@ impl ServerMessage<'_> {
     }
 }
 
+/// The extended protocol's `welcome` (AnyCable's `common.Reply`): the session id a client
+/// reconnects with to resume, and, for a resumed session, `"restored":true` with the
+/// identifiers of the subscriptions it got back. The plain protocol's welcome is
+/// [`ServerMessage::WELCOME`], unchanged.
+pub fn encode_welcome_ext<I: AsRef<str>>(sid: &str, restored_ids: Option<&[I]>) -> String {
+    #[derive(Serialize)]
+    struct Welcome<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        sid: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        restored: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restored_ids: Option<Vec<&'a str>>,
+    }
+    let frame = Welcome {
+        kind: "welcome",
+        sid,
+        restored: restored_ids.is_some(),
+        restored_ids: restored_ids.map(|ids| ids.iter().map(AsRef::as_ref).collect()),
+    };
+    serde_json::to_string(&frame).unwrap_or_else(|_| String::from(r#"{"type":"welcome"}"#))
+}
+
 /// Each identified connection listens on `action_cable/<connection identifier>` (Rails'
 /// `internal_channel`); a `{"type":"disconnect","reconnect":…}` published there closes it,
 /// on whichever node it is (Rails' `remote_connections.where(…).disconnect`).
@@ -624,6 +648,14 @@ mod tests {
     #[test]
     fn server_messages_match_rails_frames() {
         assert_eq!(ServerMessage::WELCOME.encode(), r#"{"type":"welcome"}"#);
+        assert_eq!(
+            encode_welcome_ext::<&str>("abc", None),
+            r#"{"type":"welcome","sid":"abc"}"#
+        );
+        assert_eq!(
+            encode_welcome_ext("abc", Some(&[r#"{"channel":"A"}"#])),
+            r#"{"type":"welcome","sid":"abc","restored":true,"restored_ids":["{\"channel\":\"A\"}"]}"#
+        );
         assert_eq!(
             ServerMessage::ping(1724310000).encode(),
             r#"{"type":"ping","message":1724310000}"#

@@ -132,6 +132,10 @@ pub struct CableClient {
     pub protocol: Option<String>,
     /// Text frames (never pings) read by a `take_*` method while it looked for another.
     kept: VecDeque<String>,
+    /// The session id of an extended-protocol `welcome` (what a reconnect resumes with).
+    pub sid: Option<String>,
+    /// The extended-protocol `welcome` as received (`restored`, `restored_ids`).
+    pub welcome: Option<Value>,
 }
 
 impl CableClient {
@@ -206,6 +210,8 @@ impl CableClient {
             ws,
             protocol,
             kept: VecDeque::new(),
+            sid: None,
+            welcome: None,
         }
     }
 
@@ -371,7 +377,18 @@ impl CableClient {
     /// Asserts the very first frame is the welcome (no ping may come before it).
     pub async fn expect_welcome(&mut self) {
         let first = self.recv_text_with_pings().await;
-        assert_eq!(first, WELCOME);
+        if self.protocol.as_deref() != Some("actioncable-v1-ext-json") {
+            assert_eq!(first, WELCOME);
+            return;
+        }
+        // The extended protocol's welcome carries a session id (and, resumed, what was
+        // restored); the plain one stays byte for byte Rails'.
+        let welcome: Value = serde_json::from_str(&first).expect("a JSON welcome");
+        assert_eq!(welcome["type"], "welcome", "{first}");
+        let sid = welcome["sid"].as_str().expect("an ext welcome has a sid");
+        assert_eq!(sid.len(), 32, "128 bits as hex: {first}");
+        self.sid = Some(sid.to_owned());
+        self.welcome = Some(welcome);
     }
 
     /// Asserts the next frame is exactly the confirmation of `identifier`.

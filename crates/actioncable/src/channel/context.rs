@@ -156,6 +156,24 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         self.stop_all_streams().await;
     }
 
+    /// Its session is parked: its positioned streams stop sending to it, without noting
+    /// anything as sent (a resume replays what passed by).
+    pub(crate) fn park_streams(&self) {
+        let hub = self.handle.hub();
+        for stream in &self.positioned {
+            hub.park(stream, self.identifier.as_str(), self.connection.id());
+        }
+    }
+
+    /// Its session is resumed: its positioned streams hold their live messages until the
+    /// client's `history` replays what it missed.
+    pub(crate) fn unpark_streams(&self) {
+        let hub = self.handle.hub();
+        for stream in &self.positioned {
+            hub.unpark(stream, self.identifier.as_str(), self.connection.id());
+        }
+    }
+
     /// Ends the `subscribed` phase and returns the broadcasts it deferred.
     pub(crate) fn take_deferred_broadcasts(&mut self) -> Vec<Deferred> {
         lock(&self.deferred).take().unwrap_or_default()

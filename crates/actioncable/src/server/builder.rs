@@ -4,6 +4,7 @@
 use super::AllowedOrigins;
 use super::cable::{Cable, Shared, spawn_beat};
 use super::config::Config;
+use super::resume::ParkedSessions;
 use crate::channel::erased::{ErasedFactory, Factory};
 use crate::channel::{Callbacks, Channel};
 use crate::connection::{AcceptAll, Connection};
@@ -154,6 +155,27 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
         self
     }
 
+    /// How long a session of the extended protocol (`actioncable-v1-ext-json`) is kept after
+    /// its socket drops without a server `disconnect` (default 2 minutes, as AnyCable's
+    /// `sessions_ttl`; zero turns resuming off). A client that reconnects within it with the
+    /// `sid` of its `welcome` (`?sid=` or the `X-ANYCABLE-RESTORE-SID` header) gets its
+    /// identity and subscriptions back without `Connection::connect` or `Channel::subscribed`
+    /// running again; `unsubscribed` and `disconnect` run once the time is up unclaimed. See
+    /// `docs/reliability.md`, "Session resume".
+    pub fn session_ttl(mut self, ttl: Duration) -> Self {
+        self.config.session_ttl = ttl;
+        self
+    }
+
+    /// Most sessions this node keeps waiting for a reconnect at once (default 10,000). A
+    /// session that drops when this many wait is closed at once, callbacks and all, as without
+    /// resuming. A waiting session holds what its connection held, minus its socket and its
+    /// queued frames: its identity, subscriptions and timers.
+    pub fn max_parked_sessions(mut self, sessions: usize) -> Self {
+        self.config.max_parked_sessions = sessions;
+        self
+    }
+
     /// How long a connection may stay silent before it is considered dead (default 20 s).
     /// After half of it without a frame from the client the server sends a WebSocket ping
     /// (browsers and WebSocket libraries answer it by themselves); a peer that answers nothing
@@ -264,6 +286,7 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
             connection: self.connection,
             channels,
             callbacks: self.callbacks,
+            parked: ParkedSessions::new(),
         };
         spawn_beat(&shared);
         Ok(Cable {

@@ -4,6 +4,7 @@
 use super::builder::CableBuilder;
 use super::config::Config;
 use super::handler;
+use super::resume::ParkedSessions;
 use crate::channel::Callbacks;
 use crate::channel::erased::ErasedFactory;
 use crate::connection::Connection;
@@ -28,6 +29,8 @@ pub(crate) struct Shared<S> {
     /// Registered channels by class.
     pub(crate) channels: HashMap<&'static str, Arc<dyn ErasedFactory<S>>>,
     pub(crate) callbacks: Vec<Arc<dyn Callbacks<S>>>,
+    /// Extended-protocol sessions kept for a reconnect with their `sid` (`resume.rs`).
+    pub(crate) parked: ParkedSessions<S>,
 }
 
 /// A configured ActionCable server. Mount it with [`router`](Cable::router); broadcast through

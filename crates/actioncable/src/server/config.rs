@@ -26,6 +26,11 @@ pub(crate) struct Config {
     /// Keep stream history (off by default: only extended-protocol clients can use it).
     pub(crate) history: bool,
     pub(crate) history_settings: HistorySettings,
+    /// How long an extended-protocol session is kept for a reconnect with its `sid`; zero: not
+    /// at all.
+    pub(crate) session_ttl: Duration,
+    /// Most sessions kept waiting for a reconnect on this node at once.
+    pub(crate) max_parked_sessions: usize,
 }
 
 impl Default for Config {
@@ -47,6 +52,8 @@ impl Default for Config {
             origins: AllowedOrigins::same_origin(),
             history: false,
             history_settings: HistorySettings::default(),
+            session_ttl: Duration::from_secs(120),
+            max_parked_sessions: 10_000,
         }
     }
 }

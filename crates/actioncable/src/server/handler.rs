@@ -1,8 +1,9 @@
 //! The axum side: check the request, authenticate, upgrade, hand the socket to a session.
 
-use super::{Shared, session};
+use super::session::Opening;
+use super::{Shared, resume, session};
 use crate::connection::ConnectRequest;
-use crate::protocol::{PAGE_NOT_FOUND, PROTOCOLS};
+use crate::protocol::{EXT_PROTOCOL, PAGE_NOT_FOUND, PROTOCOLS};
 use crate::untrusted::untrusted;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -66,9 +67,29 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let request = ConnectRequest::new(parts, remote);
-    let outcome = shared.connection.connect(&request).await;
-    drop(request);
+    // A client of the extended protocol may come back for its parked session: then it is
+    // not authenticated again (as in AnyCable: the sid stands for the identity it was given).
+    let resumed = match requested_sid(&parts) {
+        Some(sid) => {
+            let resumed = shared.parked.claim(&sid).await;
+            tracing::debug!(
+                sid = resume::redact(&sid),
+                resumed = resumed.is_some(),
+                "session resume asked"
+            );
+            resumed
+        }
+        None => None,
+    };
+    let opening = match resumed {
+        Some(resumed) => Opening::Resume(resumed),
+        None => {
+            let request = ConnectRequest::new(parts, remote);
+            let outcome = shared.connection.connect(&request).await;
+            drop(request);
+            Opening::Connect(outcome)
+        }
+    };
 
     let tracker = registry.tracker().clone();
     let shared = shared.clone();
@@ -80,6 +101,71 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
         .max_frame_size(config.max_message_size)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| {
-            tracker.track_future(session::run(socket, shared, outcome, remote, admission))
+            tracker.track_future(session::run(socket, shared, opening, remote, admission))
         })
+}
+
+/// The session id a reconnecting client of the extended protocol asks to resume: AnyCable's
+/// `X-ANYCABLE-RESTORE-SID` header, else its `sid` query parameter (`cli/session_options.go`).
+/// Only a client that offers the extended protocol can resume.
+fn requested_sid(parts: &axum::http::request::Parts) -> Option<String> {
+    let offers_ext = parts
+        .headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == EXT_PROTOCOL);
+    if !offers_ext {
+        return None;
+    }
+    let from_header = parts
+        .headers
+        .get("x-anycable-restore-sid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let sid = from_header.or_else(|| {
+        form_urlencoded::parse(parts.uri.query()?.as_bytes())
+            .find(|(k, _)| k == "sid")
+            .map(|(_, v)| v.into_owned())
+    })?;
+    (!sid.is_empty()).then_some(sid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> axum::http::request::Parts {
+        let mut request = Request::builder().uri(uri);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_sid_comes_from_the_header_or_the_query_of_an_ext_client_only() {
+        let ext = (
+            "sec-websocket-protocol",
+            "actioncable-v1-ext-json, actioncable-v1-json",
+        );
+        assert_eq!(
+            requested_sid(&parts("/cable?sid=abc", &[ext])).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            requested_sid(&parts(
+                "/cable?sid=abc",
+                &[ext, ("X-AnyCable-Restore-Sid", "def")]
+            ))
+            .as_deref(),
+            Some("def")
+        );
+        assert_eq!(requested_sid(&parts("/cable?sid=", &[ext])), None);
+        assert_eq!(requested_sid(&parts("/cable", &[ext])), None);
+        let plain = ("sec-websocket-protocol", "actioncable-v1-json");
+        assert_eq!(requested_sid(&parts("/cable?sid=abc", &[plain])), None);
+    }
 }

@@ -35,6 +35,7 @@ mod config;
 pub(crate) mod dispatch;
 mod handler;
 mod origin;
+mod resume;
 mod session;
 
 pub use builder::CableBuilder;

@@ -11,9 +11,10 @@
 
 use super::Shared;
 use super::dispatch::Dispatcher;
+use super::resume::{self, Parked, Resumed};
 use crate::connection::{Identity, Reject};
 use crate::outbox::{Control, Frames, Outbox};
-use crate::protocol::{Command, DisconnectReason, EXT_PROTOCOL, ServerMessage};
+use crate::protocol::{self, Command, DisconnectReason, EXT_PROTOCOL, ServerMessage};
 use crate::registry::{Admission, Reservation};
 use crate::untrusted::untrusted;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
@@ -47,6 +48,11 @@ struct Session<S> {
     reservation: Reservation,
     /// The client negotiated the extended protocol (`actioncable-v1-ext-json`).
     ext: bool,
+    /// This connection's session id (extended protocol only), sent in its `welcome`: the key
+    /// it is kept under for a resume when its socket drops.
+    sid: Option<String>,
+    /// Its place among `max_connections`, freed when the socket goes (a kept session has none).
+    admission: Admission,
 }
 
 /// Dead-peer detection: when the client was last heard from, and whether it was pinged since.
@@ -210,13 +216,54 @@ enum End {
     TimedOut,
 }
 
+/// How a session begins: with the app's `connect` answer, or with a parked session claimed by
+/// its `sid` (`resume.rs`).
+pub(crate) enum Opening<S: Send + Sync + 'static> {
+    Connect(Result<Identity, Reject>),
+    Resume(Resumed<S>),
+}
+
 pub(crate) async fn run<S: Send + Sync + 'static>(
     socket: WebSocket,
     shared: Arc<Shared<S>>,
-    outcome: Result<Identity, Reject>,
+    opening: Opening<S>,
     remote: Option<SocketAddr>,
-    _admission: Admission,
+    admission: Admission,
 ) {
+    let liveness = Liveness::new(shared.config.client_timeout);
+    let budget = Budget::new(shared.config.max_commands_per_second);
+    let max_message_size = shared.config.max_message_size;
+    // The protocol the upgrade selected (`handler.rs`); anything but the extended one is the
+    // plain protocol, byte for byte.
+    let ext = socket.protocol().is_some_and(|p| p == EXT_PROTOCOL);
+    let outcome = match opening {
+        Opening::Connect(outcome) => outcome,
+        Opening::Resume(resumed) => {
+            let Parked {
+                dispatcher,
+                frames,
+                reservation,
+            } = resumed.take();
+            let restored: Vec<Arc<str>> = dispatcher.subscriptions.keys().cloned().collect();
+            let span = tracing::info_span!("cable", conn = %dispatcher.id(),
+                identity = %untrusted(dispatcher.connection.identity()));
+            let session = Session {
+                liveness,
+                budget,
+                socket,
+                frames,
+                dispatcher,
+                backlog: Backlog::new(max_message_size),
+                binary_frames: 0,
+                reservation,
+                ext,
+                sid: ext.then(resume::new_sid),
+                admission,
+            };
+            session.run(Some(restored)).instrument(span).await;
+            return;
+        }
+    };
     let registry = shared.handle.registry();
     let id = registry.next_id();
     let identity = match outcome {
@@ -233,13 +280,7 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
         turn_away(socket, &shared, limit).instrument(span).await;
         return;
     };
-    let liveness = Liveness::new(shared.config.client_timeout);
-    let budget = Budget::new(shared.config.max_commands_per_second);
-    let max_message_size = shared.config.max_message_size;
     let span = tracing::info_span!("cable", conn = %id, identity = %untrusted(&*identity));
-    // The protocol the upgrade selected (`handler.rs`); anything but the extended one is the
-    // plain protocol, byte for byte.
-    let ext = socket.protocol().is_some_and(|p| p == EXT_PROTOCOL);
     async move {
         let (dispatcher, frames) = Dispatcher::open(shared, identity, id, ext).await;
         let session = Session {
@@ -252,8 +293,10 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
             binary_frames: 0,
             reservation,
             ext,
+            sid: ext.then(resume::new_sid),
+            admission,
         };
-        session.run().await;
+        session.run(None).await;
     }
     .instrument(span)
     .await;
@@ -303,13 +346,14 @@ async fn close_politely(
 }
 
 impl<S: Send + Sync + 'static> Session<S> {
-    async fn run(mut self) {
-        tracing::debug!("connected");
-        let end = match self
-            .socket
-            .send(Message::Text(ServerMessage::WELCOME.encode().into()))
-            .await
-        {
+    /// `restored`: the identifiers of a resumed session's subscriptions.
+    async fn run(mut self, restored: Option<Vec<Arc<str>>>) {
+        tracing::debug!(resumed = restored.is_some(), "connected");
+        let welcome = match &self.sid {
+            Some(sid) => protocol::encode_welcome_ext(sid, restored.as_deref()),
+            None => ServerMessage::WELCOME.encode(),
+        };
+        let end = match self.socket.send(Message::Text(welcome.into())).await {
             Ok(()) => self.serve().await,
             Err(_) => End::Gone,
         };
@@ -553,12 +597,13 @@ impl<S: Send + Sync + 'static> Session<S> {
         let Session {
             mut socket,
             dispatcher,
+            frames,
             binary_frames,
             reservation,
+            sid,
+            admission,
             ..
         } = self;
-        // The socket is going: another connection of the same identity may take its place.
-        drop(reservation);
         if binary_frames > 1 {
             tracing::info!(binary_frames, "binary frames refused on this connection");
         }
@@ -588,7 +633,18 @@ impl<S: Send + Sync + 'static> Session<S> {
             }
         }
         drop(socket);
-        dispatcher.close().await;
+        drop(admission);
+        // A socket that dropped without the server's `disconnect` (network gone, client
+        // closed, peer silent) leaves its session kept for a resume; any other end is final.
+        let resumable = matches!(end, End::Gone | End::ClientClosed | End::TimedOut);
+        match sid {
+            Some(sid) if resumable => resume::park(sid, dispatcher, frames, reservation).await,
+            _ => {
+                // Another connection of the same identity may take its place.
+                drop(reservation);
+                dispatcher.close().await;
+            }
+        }
         tracing::debug!("closed");
     }
 }

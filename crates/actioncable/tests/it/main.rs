@@ -22,6 +22,7 @@ mod http_hygiene;
 mod limits;
 mod protocol_props;
 mod reliable;
+mod resume;
 mod security;
 mod slow_consumer;
 mod soak;
