@@ -5,7 +5,8 @@
 // The AnyCable client's socket goes through a small TCP proxy (support/proxy.mjs). The proxy
 // drops the connection without a WebSocket close frame (both TCP sockets destroyed) and refuses new ones
 // while 20 messages are spoken; then it lets the client back in. The client reconnects by
-// itself, resubscribes with its stream position (`history` in `subscribe`), and must receive
+// itself, resumes its session with its sid (or, when it cannot, resubscribes) and asks for what
+// it missed from its stream position (`history`), and must receive
 // exactly those 20 messages, once each, in order, then live messages without duplicates. The
 // stock consumer in the same room sees the same messages, with no extended-protocol fields.
 //
