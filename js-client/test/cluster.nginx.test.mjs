@@ -111,7 +111,7 @@ test(NAME, { skip, timeout: LONG_TEST_TIMEOUT_MS }, async (t) => {
 
     await t.test("the two consumers are served by different nodes (node logs)", async () => {
       const accepted = (node, user) => readFileSync(join(state, `node${node}.log`), "utf8").split("\n")
-        .filter((l) => l.includes(`identity=current_user=${user}}`) && /session: connected$/.test(l)).length;
+        .filter((l) => l.includes(`identity=current_user=${user}}`) && /session: connected( resumed=false)?$/.test(l)).length;
       const where = await waitUntil(() => {
         const w = { alice: [accepted(1, "alice"), accepted(2, "alice")], bob: [accepted(1, "bob"), accepted(2, "bob")] };
         return w.alice[0] + w.alice[1] === 1 && w.bob[0] + w.bob[1] === 1 ? w : undefined;
