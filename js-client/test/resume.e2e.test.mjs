@@ -2,7 +2,7 @@
 // `actioncable-v1-ext-json`, `ws` as its WebSocket) against `example-demo`, whose ChatChannel
 // broadcasts `{"type":"joined"}` from `subscribed`.
 //
-// The client's socket goes through a small TCP proxy that drops the connection without a
+// The client's socket goes through the TCP proxy of support/proxy.mjs, which drops the connection without a
 // WebSocket close frame and refuses new ones while 10 messages are spoken. The client then
 // reconnects by itself with the `sid` of its welcome; the server gives the session back
 // (`"restored":true`, asserted from the frames the client read), so the room hears no second
@@ -13,63 +13,12 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import net from "node:net";
 import WebSocket from "ws";
 import { createCable } from "@anycable/core";
 import { subscribe } from "./support/consumer.mjs";
 import { Scope, login } from "./support/demo.mjs";
 import { WAIT_MS, RECONNECT_WAIT_MS, LONG_TEST_TIMEOUT_MS } from "./support/timing.mjs";
-
-/** A TCP proxy to `port` on 127.0.0.1 that can cut every connection and refuse new ones. */
-async function startProxy(port) {
-  const pairs = new Set();
-  let refusing = false;
-  let accepted = 0;
-  const server = net.createServer((client) => {
-    if (refusing) {
-      client.destroy();
-      return;
-    }
-    accepted += 1;
-    const upstream = net.connect(port, "127.0.0.1");
-    const pair = [client, upstream];
-    pairs.add(pair);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      pairs.delete(pair);
-    };
-    client.on("error", drop).on("close", drop);
-    upstream.on("error", drop).on("close", drop);
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: server.address().port,
-    get accepted() { return accepted; },
-    cut() {
-      refusing = true;
-      for (const [a, b] of pairs) { a.destroy(); b.destroy(); }
-      pairs.clear();
-    },
-    restore() { refusing = false; },
-    close() {
-      for (const [a, b] of pairs) { a.destroy(); b.destroy(); }
-      return new Promise((resolve) => server.close(() => resolve()));
-    },
-  };
-}
-
-async function waitUntil(check, timeoutMs, label) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { startProxy, waitUntil } from "./support/proxy.mjs";
 
 /** `ws`, recording each socket's URL and the text frames it received (the client's view). */
 function recordingWebSocket(sockets) {
