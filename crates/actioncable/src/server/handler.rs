@@ -73,7 +73,7 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
         Some(sid) => {
             let resumed = shared.parked.claim(&sid).await;
             tracing::debug!(
-                sid = resume::redact(&sid),
+                sid = %untrusted(resume::redact(&sid)),
                 resumed = resumed.is_some(),
                 "session resume asked"
             );
