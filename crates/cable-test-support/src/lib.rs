@@ -37,6 +37,7 @@
 //! Fixture channels and connections stay with the tests of the crate that uses them; only what
 //! more than one crate's tests need lives here.
 
+pub mod adapter;
 mod binary;
 mod client;
 mod flood;

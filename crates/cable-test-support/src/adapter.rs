@@ -1,0 +1,138 @@
+//! What every pub/sub adapter's tests share: a channel that streams what its identifier names,
+//! a cable node made of it on the adapter under test, and client methods for that channel. The
+//! Redis and PostgreSQL adapters' tests both run on it.
+
+use crate::{CableClient, CableServer, SubscribeReply, WAIT, spawn_cable};
+use actioncable::{
+    AllowedOrigins, AnyAction, Cable, Channel, ChannelContext, ChannelError, PubSub, async_trait,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// `{"channel":"StreamChannel","stream":"<s>"}` streams `s`. With `"hello": true` it also
+/// broadcasts `{"hello":"<s>"}` to `s` right after `stream_from` returns, i.e. right after
+/// the adapter's `subscribe` returned.
+#[derive(Debug)]
+pub struct StreamChannel;
+
+/// The identifier's params of [`StreamChannel`].
+#[derive(Debug, Deserialize)]
+pub struct StreamParams {
+    stream: String,
+    #[serde(default)]
+    hello: bool,
+}
+
+#[async_trait]
+impl Channel for StreamChannel {
+    const CLASS: &'static str = "StreamChannel";
+    type Params = StreamParams;
+    type Action = AnyAction;
+
+    async fn subscribed(
+        ctx: &mut ChannelContext,
+        params: StreamParams,
+    ) -> Result<Self, ChannelError> {
+        ctx.stream_from(params.stream.clone()).await?;
+        if params.hello {
+            ctx.broadcast(&params.stream, &json!({ "hello": params.stream }))
+                .await?;
+        }
+        Ok(StreamChannel)
+    }
+}
+
+/// A cable node of [`StreamChannel`] (see [`stream_node`]).
+pub type Node = CableServer;
+
+/// A cable with [`StreamChannel`] on `pubsub`, served on a loopback port. Dropping it stops
+/// serving (open sockets keep their tasks until the runtime ends).
+pub async fn stream_node(pubsub: Arc<dyn PubSub>) -> Node {
+    spawn_cable(
+        Cable::builder()
+            .channel::<StreamChannel>()
+            .pubsub(pubsub)
+            .ping_interval(Duration::from_secs(1))
+            .allowed_origins(AllowedOrigins::any()),
+    )
+    .await
+}
+
+/// The identifier the client sends for stream `s`.
+pub fn identifier(stream: &str) -> String {
+    json!({ "channel": "StreamChannel", "stream": stream }).to_string()
+}
+
+fn hello_identifier(stream: &str) -> String {
+    json!({ "channel": "StreamChannel", "hello": true, "stream": stream }).to_string()
+}
+
+/// [`StreamChannel`] subscriptions by stream name (test code only, so the futures' auto
+/// traits are left to inference). Frames of other subscriptions that arrive
+/// while one of these waits are kept for later, in order (the client's `take_*` reads).
+#[allow(async_fn_in_trait)]
+pub trait StreamClient {
+    /// Subscribes to `stream` and waits for the confirmation.
+    async fn subscribe_stream(&mut self, stream: &str);
+    /// Subscribes with `hello`: the channel broadcasts right after its stream went live.
+    async fn subscribe_hello(&mut self, stream: &str);
+    /// Sends `unsubscribe` for `stream` (no reply).
+    async fn unsubscribe_stream(&mut self, stream: &str);
+    /// Sends `unsubscribe` for the `hello` subscription of `stream`.
+    async fn unsubscribe_hello(&mut self, stream: &str);
+    /// Returns once the server has processed every command sent before (the server handles a
+    /// connection's commands in order, and `unsubscribe` has no reply): subscribes to a fresh
+    /// stream, waits for the confirmation, unsubscribes.
+    async fn sync(&mut self);
+    /// The next message of the subscription to `stream` (plain or hello).
+    async fn stream_message(&mut self, stream: &str) -> Value;
+    /// As [`stream_message`](Self::stream_message), `None` after `wait`.
+    async fn try_stream_message(&mut self, stream: &str, wait: Duration) -> Option<Value>;
+}
+
+impl StreamClient for CableClient {
+    async fn subscribe_stream(&mut self, stream: &str) {
+        assert_eq!(
+            self.take_subscribe(&identifier(stream)).await,
+            SubscribeReply::Confirmed,
+            "subscription to {stream} rejected"
+        );
+    }
+
+    async fn subscribe_hello(&mut self, stream: &str) {
+        assert_eq!(
+            self.take_subscribe(&hello_identifier(stream)).await,
+            SubscribeReply::Confirmed,
+            "subscription to {stream} rejected"
+        );
+    }
+
+    async fn unsubscribe_stream(&mut self, stream: &str) {
+        self.send_unsubscribe(&identifier(stream)).await;
+    }
+
+    async fn unsubscribe_hello(&mut self, stream: &str) {
+        self.send_unsubscribe(&hello_identifier(stream)).await;
+    }
+
+    async fn sync(&mut self) {
+        static SYNCS: AtomicU64 = AtomicU64::new(0);
+        let stream = format!("sync:{}", SYNCS.fetch_add(1, Ordering::Relaxed));
+        self.subscribe_stream(&stream).await;
+        self.unsubscribe_stream(&stream).await;
+    }
+
+    async fn stream_message(&mut self, stream: &str) -> Value {
+        self.try_stream_message(stream, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no message on {stream} within {WAIT:?}"))
+    }
+
+    async fn try_stream_message(&mut self, stream: &str, wait: Duration) -> Option<Value> {
+        let ids = [identifier(stream), hello_identifier(stream)];
+        self.take_message(&[&ids[0], &ids[1]], wait).await
+    }
+}
