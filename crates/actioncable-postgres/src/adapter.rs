@@ -2,9 +2,10 @@
 //! the delivery of notifications (resolving stored large payloads).
 
 use crate::config::{PostgresConfig, PostgresConfigError};
-use crate::link::{Backoff, Connector, LinkState, Note, Role, Up, describe, is_connection_error};
+use crate::link::{Connector, LinkState, Note, Role, Up, describe, is_connection_error};
 use crate::wire::{self, LARGE_PAYLOAD_MARKER, Naming, quote_identifier};
 use actioncable::PubSubError;
+use actioncable::pubsub::Backoff;
 use actioncable::pubsub::{Inbound, PubSub};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};

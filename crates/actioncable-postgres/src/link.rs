@@ -2,9 +2,8 @@
 //! and reconnection backoff.
 
 use crate::config::PostgresConfig;
-use std::collections::hash_map::RandomState;
+use actioncable::pubsub::Backoff;
 use std::fmt;
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -236,60 +235,5 @@ impl Connector {
             Ok(Err(e)) => Err(describe(&e)),
             Err(_) => Err(format!("no answer within {:?}", self.connect_timeout)),
         }
-    }
-}
-
-/// Exponential backoff with jitter: `min`, doubling up to `max`; each delay is drawn from
-/// `[d/2, d]`.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-    max: Duration,
-    random: RandomState,
-    draws: u64,
-}
-
-impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            next: min.max(Duration::from_millis(1)),
-            max: max.max(min),
-            random: RandomState::new(),
-            draws: 0,
-        }
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let full = self.next.min(self.max);
-        self.next = full.saturating_mul(2).min(self.max);
-        self.draws += 1;
-        let mut hasher = self.random.build_hasher();
-        hasher.write_u64(self.draws);
-        // A uniform fraction in [0, 1) from the hash.
-        let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
-        full / 2 + full.mul_f64(fraction / 2.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut ceiling = Duration::from_millis(100);
-        let mut delays = Vec::new();
-        for _ in 0..12 {
-            let d = b.next_delay();
-            assert!(
-                d >= ceiling / 2 && d <= ceiling,
-                "{d:?} not in [{ceiling:?}/2, {ceiling:?}]"
-            );
-            delays.push(d);
-            ceiling = (ceiling * 2).min(Duration::from_secs(5));
-        }
-        assert!(delays[11] >= Duration::from_millis(2500));
-        assert!(delays[8..].windows(2).any(|w| w[0] != w[1]), "{delays:?}");
     }
 }

@@ -2,9 +2,10 @@
 
 use crate::config::{RedisConfig, RedisConfigError};
 use crate::history::{self, Read};
-use crate::link::{Backoff, Connector, LinkState, Role, Up, describe, is_connection_error};
+use crate::link::{Connector, LinkState, Role, Up, describe, is_connection_error};
 use crate::wire::{self, INTERNAL_CHANNEL, Naming, POSITION_CHANNEL, Pairing};
 use actioncable::PubSubError;
+use actioncable::pubsub::Backoff;
 use actioncable::pubsub::{History, HistorySettings, Inbound, Kept, Position, PubSub};
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;

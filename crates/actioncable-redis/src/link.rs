@@ -3,12 +3,11 @@
 //! backoff.
 
 use crate::config::{RedisConfig, SentinelTarget, Target};
+use actioncable::pubsub::Backoff;
 use redis::aio::{AsyncPushSender, MultiplexedConnection};
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, ConnectionAddr, ProtocolVersion, RedisError, RedisResult};
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -247,60 +246,9 @@ pub(crate) fn describe(e: &RedisError) -> String {
     }
 }
 
-/// Exponential backoff with jitter: `min`, doubling up to `max`; each delay is drawn from
-/// `[d/2, d]`.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-    max: Duration,
-    random: RandomState,
-    draws: u64,
-}
-
-impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            next: min.max(Duration::from_millis(1)),
-            max: max.max(min),
-            random: RandomState::new(),
-            draws: 0,
-        }
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let full = self.next.min(self.max);
-        self.next = full.saturating_mul(2).min(self.max);
-        self.draws += 1;
-        let mut hasher = self.random.build_hasher();
-        hasher.write_u64(self.draws);
-        // A uniform fraction in [0, 1) from the hash.
-        let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
-        full / 2 + full.mul_f64(fraction / 2.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut ceiling = Duration::from_millis(100);
-        let mut delays = Vec::new();
-        for _ in 0..12 {
-            let d = b.next_delay();
-            assert!(
-                d >= ceiling / 2 && d <= ceiling,
-                "{d:?} not in [{ceiling:?}/2, {ceiling:?}]"
-            );
-            delays.push(d);
-            ceiling = (ceiling * 2).min(Duration::from_secs(5));
-        }
-        assert!(delays[11] >= Duration::from_millis(2500));
-        // Jitter: not all capped delays are equal.
-        assert!(delays[8..].windows(2).any(|w| w[0] != w[1]), "{delays:?}");
-    }
 
     #[test]
     fn server_errors_are_not_connection_errors() {

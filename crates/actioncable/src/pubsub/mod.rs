@@ -19,9 +19,11 @@
 //! [`Inbound::deliver_at`]. Adapters that keep none leave the default, and deliver through
 //! [`Inbound::deliver`] as before (see `history.rs`).
 
+mod backoff;
 pub(crate) mod history;
 mod memory;
 
+pub use backoff::Backoff;
 pub use history::{History, HistorySettings, Kept, Position};
 pub use memory::MemoryPubSub;
 
