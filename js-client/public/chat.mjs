@@ -2,8 +2,10 @@
 // typing indicator and the message box.
 //
 // Wire contract (examples/demo/README.md): the room's stream carries `message`, `joined`,
-// `left` and `typing`; the sender alone gets `history` (asked for on every `connected`, so a
-// reconnect fills the gap) and `error`.
+// `left` and `typing`; the sender alone gets `history` and `error`. How a reconnect fills the
+// gap depends on the client (client.mjs): the stock consumer asks for `history` again on every
+// `connected`; on the extended protocol the server replays the stream's missed messages, so
+// `history` is asked for once.
 
 import { avatar, byId, el, setFieldError, timeEl } from "./dom.mjs";
 
@@ -16,9 +18,12 @@ export class ChatPanel {
   /**
    * user: the signed-in name. onActivity(): a message was said here (the room list refreshes).
    * onRejected(room): the server refused the subscription (private room, invalid name).
+   * catchUp: "history" (ask the channel for recent messages on every `connected`) or "stream"
+   * (the server replays missed messages; ask once).
    */
-  constructor({ user, onActivity = () => {}, onRejected = () => {} }) {
+  constructor({ user, onActivity = () => {}, onRejected = () => {}, catchUp = "history" }) {
     this.user = user;
+    this.catchUp = catchUp;
     this.onActivity = onActivity;
     this.onRejected = onRejected;
     this.title = byId("room-title");
@@ -81,7 +86,7 @@ export class ChatPanel {
         // Not the callback's `reconnected` flag: the stock consumer sets it on the first
         // subscription confirmed after a reconnect only.
         if (this.historyLoaded) this.notice("Reconnected", "notice-status");
-        this.subscription.perform("history", { limit: HISTORY_LIMIT });
+        if (this.catchUp === "history" || !this.historyLoaded) this.subscription.perform("history", { limit: HISTORY_LIMIT });
       },
       disconnected: ({ willAttemptReconnect } = {}) => {
         if (!current()) return;
