@@ -9,6 +9,8 @@
 //   - `perform` returns nothing and queues while the socket is down, where the stock one returns
 //     whether it sent (the page tells the user "not sent" rather than sending a stale message
 //     minutes later);
+//   - (additions) `presence`, `onPresence(listener)` and `whisper(data)` on a subscription:
+//     the page shows who is online and sends typing signals with them when they exist;
 //   - when a socket drops and the client will resume its session (the extended protocol's
 //     `sid`), its subscriptions are not told at all: they wait to be restored. The page still
 //     wants to say "reconnecting", so the cable's own `disconnect` event tells them.
@@ -60,6 +62,15 @@ class StockShapedConsumer {
     subscription.unsubscribe = () => {
       this.mixins.delete(mixin);
       return unsubscribe()?.catch?.(() => {});
+    };
+    // The extended protocol's presence (who is here) and whisper (signals to the others on the
+    // stream, not through channel code): @anycable/core's own objects.
+    subscription.presence = subscription.channel.presence;
+    subscription.onPresence = (listener) => subscription.channel.on("presence", listener);
+    subscription.whisper = (data) => {
+      if (subscription.channel.state !== "connected") return false;
+      subscription.channel.whisper(data);
+      return true;
     };
     subscription.perform = (action, data = {}) => {
       const channel = subscription.channel;
