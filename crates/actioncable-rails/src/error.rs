@@ -77,6 +77,6 @@ impl From<RailsError> for actioncable::Reject {
             kind = error.kind(),
             "rejecting the connection: its Rails credentials did not verify"
         );
-        actioncable::Reject
+        actioncable::Reject::Unauthorized
     }
 }

@@ -29,7 +29,7 @@
 //! impl Connection for AppConnection {
 //!     async fn connect(&self, req: &ConnectRequest) -> Result<Identity, Reject> {
 //!         // `cookies.encrypted[:user_id]`, as the Rails app set it when the user signed in.
-//!         let user_id: u64 = self.cookies.jar(req.headers()).encrypted("user_id")?.ok_or(Reject)?;
+//!         let user_id: u64 = self.cookies.jar(req.headers()).encrypted("user_id")?.ok_or(Reject::Unauthorized)?;
 //!         Ok(Identity::new("current_user", user_id.to_string()))
 //!     }
 //! }

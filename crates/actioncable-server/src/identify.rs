@@ -96,7 +96,7 @@ impl Connection for Identify {
                 // `?`: a cookie that does not decrypt or verify rejects, its kind logged.
                 let Some(id) = cookies.jar(request.headers()).encrypted::<Value>(name)? else {
                     tracing::debug!(cookie = %name, "rejecting a connection without the cookie");
-                    return Err(Reject);
+                    return Err(Reject::Unauthorized);
                 };
                 self.identity(&id)
             }
@@ -107,7 +107,7 @@ impl Connection for Identify {
             } => {
                 let Some(session) = cookies.jar(request.headers()).session(cookie)? else {
                     tracing::debug!(%cookie, "rejecting a connection without the session cookie");
-                    return Err(Reject);
+                    return Err(Reject::Unauthorized);
                 };
                 let id = match key {
                     SessionKey::Plain(key) => session.get::<Value>(key)?,
@@ -120,7 +120,7 @@ impl Connection for Identify {
                         %cookie,
                         "rejecting a connection whose session holds no user (signed out)"
                     );
-                    return Err(Reject);
+                    return Err(Reject::Unauthorized);
                 };
                 self.identity(&id)
             }
@@ -135,7 +135,7 @@ impl Identify {
             tracing::debug!(
                 "rejecting a connection whose id is neither a string nor a whole number"
             );
-            Reject
+            Reject::Unauthorized
         })
     }
 }
@@ -158,22 +158,23 @@ fn jwt_identity(verifier: &JwtVerifier, request: &ConnectRequest) -> Result<Iden
         .filter(|t| !t.is_empty());
     let Some(token) = token else {
         tracing::debug!("rejecting a connection without a token (`jid`)");
-        return Err(Reject);
+        return Err(Reject::Unauthorized);
     };
     // A failure logs its kind (ExpiredSignature, InvalidSignature, …) at debug level.
-    let claims: AnyCableClaims = verifier.verify(&token)?;
+    // The connection ends with `token_expired` at the token's `exp` (plus the leeway).
+    let (claims, expiry) = verifier.verify_expiring::<AnyCableClaims>(&token)?;
     let Some(ext) = claims.ext else {
         tracing::debug!("rejecting a token without the `ext` claim (its identifiers)");
-        return Err(Reject);
+        return Err(Reject::Unauthorized);
     };
     let identifiers: Map<String, Value> = match serde_json::from_str(&ext) {
         Ok(map) => map,
         Err(error) => {
             tracing::debug!(%error, "rejecting a token whose `ext` is not a JSON object");
-            return Err(Reject);
+            return Err(Reject::Unauthorized);
         }
     };
-    Ok(identity_from_ext(identifiers))
+    Ok(identity_from_ext(identifiers).with_expiry(expiry))
 }
 
 /// Identifiers as AnyCable's Rails SDK serializes them (`AnyCable::Rails.serialize`: a record

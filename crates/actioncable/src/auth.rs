@@ -37,7 +37,9 @@ use cookie::{Cookie, CookieJar, Key, SameSite};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A key for signed and private cookies, derived from the app's secret.
 #[derive(Clone)]
@@ -231,6 +233,40 @@ impl JwtVerifier {
     /// token.
     pub fn verify<C: DeserializeOwned>(&self, token: &str) -> Result<C, AuthError> {
         Ok(jsonwebtoken::decode::<C>(token, &self.decoding, &self.validation)?.claims)
+    }
+
+    /// [`verify`](Self::verify), plus the moment the token stops verifying (`exp` plus the
+    /// [`leeway`](Self::leeway)): give it to [`Identity::with_expiry`](crate::Identity::with_expiry)
+    /// and the connection is closed with `token_expired` then, rather than outliving its token.
+    ///
+    /// ```
+    /// use actioncable::{Identity, JwtVerifier};
+    /// use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Claims { sub: String, exp: u64 }
+    /// let jwt = JwtVerifier::hs256(b"a-secret-of-at-least-32-bytes-long!!").unwrap().leeway(0);
+    /// let token = jwt.sign(&Claims { sub: "alice".into(), exp: 4_000_000_000 }).unwrap();
+    /// let (claims, expiry) = jwt.verify_expiring::<Claims>(&token).unwrap();
+    /// let identity = Identity::new("current_user", claims.sub).with_expiry(expiry);
+    /// assert_eq!(expiry, std::time::UNIX_EPOCH + std::time::Duration::from_secs(4_000_000_000));
+    /// ```
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify).
+    pub fn verify_expiring<C: DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<(C, SystemTime), AuthError> {
+        let claims = self.verify::<serde_json::Map<String, Value>>(token)?;
+        // Validation requires a numeric `exp`: whole seconds (a fraction is cut), held to the
+        // year 10000 so that the sum below cannot overflow whatever a token says.
+        let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0);
+        let seconds =
+            (exp.max(0.0) as u64).min(LATEST_EXP) + self.validation.leeway.min(LATEST_EXP);
+        let expiry = UNIX_EPOCH + Duration::from_secs(seconds);
+        let claims = serde_json::from_value(Value::Object(claims))
+            .map_err(|e| AuthError::InvalidToken(e.into()))?;
+        Ok((claims, expiry))
     }
 
     /// Signs claims with this verifier's algorithm (HMAC verifiers only), after checking that

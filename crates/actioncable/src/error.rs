@@ -284,3 +284,11 @@ pub enum AuthError {
     #[error("claims that would never verify: {0}")]
     InvalidClaims(String),
 }
+
+impl AuthError {
+    /// Whether the credential was good but has expired (a JWT past its `exp`).
+    pub fn is_expired(&self) -> bool {
+        matches!(self, AuthError::InvalidToken(e)
+            if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature))
+    }
+}

@@ -374,6 +374,10 @@ pub enum DisconnectReason {
     TooSlow,
     /// Its identity already has `max_connections_per_identity` open connections.
     TooManyConnections,
+    /// Its credential expired: at `connect` (a [`Reject::TokenExpired`](crate::Reject)), or
+    /// during the connection, at its [`Identity::expiry`](crate::Identity::expiry) (an
+    /// AnyCable reason; its client refreshes the token and reconnects).
+    TokenExpired,
 }
 
 impl DisconnectReason {
@@ -385,6 +389,7 @@ impl DisconnectReason {
             DisconnectReason::Remote => "remote",
             DisconnectReason::TooSlow => "too_slow",
             DisconnectReason::TooManyConnections => "too_many_connections",
+            DisconnectReason::TokenExpired => "token_expired",
         }
     }
 }

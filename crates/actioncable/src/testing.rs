@@ -19,7 +19,7 @@
 //! #[async_trait]
 //! impl Connection for UserFromCookie {
 //!     async fn connect(&self, req: &ConnectRequest) -> Result<Identity, Reject> {
-//!         let user = req.cookie("user_id").ok_or(Reject)?;
+//!         let user = req.cookie("user_id").ok_or(Reject::Unauthorized)?;
 //!         Ok(Identity::new("current_user", user))
 //!     }
 //! }

@@ -13,7 +13,7 @@
 //! | `class Connection < ActionCable::Connection::Base` | `impl Connection for UserConnection` |
 //! | `identified_by :current_user`; `self.current_user = user` | `Ok(Identity::new("current_user", user))` |
 //! | `request.params[:user]`, `cookies[:user]`, `.presence` | `req.query("user")`, `req.cookie("user")`, `present` |
-//! | `reject_unauthorized_connection` | `Err(Reject)` |
+//! | `reject_unauthorized_connection` | `Err(Reject::Unauthorized)` |
 //! | `current_user` in a channel | `ctx.identity().get("current_user")` (the `current_user` helper) |
 //! | `class ChatChannel < ApplicationCable::Channel` | `struct ChatChannel` + `impl Channel`, `CLASS = "ChatChannel"` |
 //! | `params[:room]` | `type Params = ChatParams` (serde; unknown keys ignored) |
@@ -76,9 +76,9 @@ impl Connection for UserConnection {
     async fn connect(&self, req: &ConnectRequest) -> Result<Identity, Reject> {
         let user = present(req.query("user"))
             .or_else(|| present(req.cookie("user").map(str::to_owned)))
-            .ok_or(Reject)?;
+            .ok_or(Reject::Unauthorized)?;
         if user == "banned" {
-            return Err(Reject);
+            return Err(Reject::Unauthorized);
         }
         Ok(Identity::new(CURRENT_USER, user))
     }

@@ -32,7 +32,10 @@ pub struct UserFromQuery;
 #[async_trait]
 impl Connection for UserFromQuery {
     async fn connect(&self, req: &ConnectRequest) -> Result<Identity, Reject> {
-        let user = req.query("user").filter(|u| !u.is_empty()).ok_or(Reject)?;
+        let user = req
+            .query("user")
+            .filter(|u| !u.is_empty())
+            .ok_or(Reject::Unauthorized)?;
         Ok(Identity::new(USER, user))
     }
 }

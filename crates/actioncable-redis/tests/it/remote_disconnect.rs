@@ -17,7 +17,7 @@ struct UserFromQuery;
 #[async_trait]
 impl Connection for UserFromQuery {
     async fn connect(&self, req: &ConnectRequest) -> Result<Identity, Reject> {
-        let user = req.query("user").ok_or(Reject)?;
+        let user = req.query("user").ok_or(Reject::Unauthorized)?;
         Ok(Identity::new("current_user", user))
     }
 }

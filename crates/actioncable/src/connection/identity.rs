@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Who a connection belongs to: Rails' `identified_by` values, plus optional typed data.
 ///
@@ -22,6 +23,7 @@ use std::sync::Arc;
 pub struct Identity {
     ids: Vec<(String, String)>,
     data: Option<Arc<dyn Any + Send + Sync>>,
+    expiry: Option<SystemTime>,
 }
 
 impl Identity {
@@ -49,6 +51,29 @@ impl Identity {
     pub fn with_data<T: Any + Send + Sync>(mut self, data: T) -> Identity {
         self.data = Some(Arc::new(data));
         self
+    }
+
+    /// The moment the credential behind this identity expires (a JWT's `exp`, a cookie's
+    /// expiry). The connection is then sent `disconnect` with reason `token_expired` and
+    /// `reconnect: true`, and closed; the client connects again with a fresh credential. A
+    /// moment already past closes the connection right after its `welcome`.
+    ///
+    /// ```
+    /// use actioncable::Identity;
+    /// use std::time::{Duration, SystemTime};
+    /// let until = SystemTime::now() + Duration::from_secs(3600);
+    /// let id = Identity::new("current_user", "alice").with_expiry(until);
+    /// assert_eq!(id.expiry(), Some(until));
+    /// ```
+    #[must_use]
+    pub fn with_expiry(mut self, at: SystemTime) -> Identity {
+        self.expiry = Some(at);
+        self
+    }
+
+    /// When the credential expires, if it does ([`with_expiry`](Self::with_expiry)).
+    pub fn expiry(&self) -> Option<SystemTime> {
+        self.expiry
     }
 
     /// The value of identifier `name`.

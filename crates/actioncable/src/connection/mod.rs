@@ -5,7 +5,13 @@
 //! cookies, query params, remote address) and answers with the connection's [`Identity`] (Rails'
 //! `identified_by`) or [`Reject`]. A rejected client still gets its WebSocket, then
 //! `{"type":"disconnect","reason":"unauthorized","reconnect":false}` and a close with code 1000,
-//! exactly as Rails does it, so the stock consumer stops retrying.
+//! exactly as Rails does it, so the stock consumer stops retrying; an expired credential says
+//! `token_expired` instead, as AnyCable does, so that its client refreshes the token.
+//!
+//! A credential that expires later ends the connection then: an [`Identity`] given an
+//! [`expiry`](Identity::with_expiry) (the JWT helpers read it from `exp`) is sent
+//! `{"type":"disconnect","reason":"token_expired","reconnect":true}` at that moment and closed,
+//! so no socket outlives the credential that opened it.
 //!
 //! ```
 //! use actioncable::{async_trait, ConnectRequest, Connection, Identity, Reject};
@@ -15,7 +21,7 @@
 //! #[async_trait]
 //! impl Connection for UserFromQuery {
 //!     async fn connect(&self, req: &ConnectRequest) -> Result<Identity, Reject> {
-//!         let user = req.query("user").ok_or(Reject)?;
+//!         let user = req.query("user").ok_or(Reject::Unauthorized)?;
 //!         Ok(Identity::new("current_user", user))
 //!     }
 //! }
@@ -30,6 +36,7 @@ pub use live::{ConnectionId, ConnectionInfo, ConnectionRef};
 pub use request::ConnectRequest;
 
 use crate::error::AuthError;
+use crate::protocol::DisconnectReason;
 use async_trait::async_trait;
 use std::fmt;
 
@@ -53,13 +60,37 @@ pub trait Connection: Send + Sync + 'static {
     }
 }
 
-/// Rejects the connection as unauthorized (Rails' `reject_unauthorized_connection`).
+/// Why `connect` refuses a connection; the client is sent `disconnect` with this reason and
+/// `reconnect: false`, then the socket closes.
+///
+/// `?` on an [`AuthError`] gives `TokenExpired` for an expired token and `Unauthorized` for
+/// anything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Reject;
+#[non_exhaustive]
+pub enum Reject {
+    /// Not allowed in (Rails' `reject_unauthorized_connection`): reason `unauthorized`.
+    #[default]
+    Unauthorized,
+    /// The credential has expired: reason `token_expired` (AnyCable's), which its client
+    /// answers by refreshing the token and connecting again.
+    TokenExpired,
+}
+
+impl Reject {
+    pub(crate) fn reason(self) -> DisconnectReason {
+        match self {
+            Reject::Unauthorized => DisconnectReason::Unauthorized,
+            Reject::TokenExpired => DisconnectReason::TokenExpired,
+        }
+    }
+}
 
 impl fmt::Display for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("connection rejected as unauthorized")
+        match self {
+            Reject::Unauthorized => f.write_str("connection rejected as unauthorized"),
+            Reject::TokenExpired => f.write_str("connection rejected: its token has expired"),
+        }
     }
 }
 
@@ -72,7 +103,11 @@ impl std::error::Error for Reject {}
 impl From<AuthError> for Reject {
     fn from(error: AuthError) -> Self {
         tracing::debug!(%error, "rejecting the connection: its credentials did not verify");
-        Reject
+        if error.is_expired() {
+            Reject::TokenExpired
+        } else {
+            Reject::Unauthorized
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use crate::connection::{ConnectionId, ConnectionRef, Identity};
 use crate::error::ChannelError;
 use crate::hub::{INTERNAL, Listen};
 use crate::outbox::{Control, Frames, Outbox};
-use crate::protocol::{self, Command, HistoryRequest, Identifier, ServerMessage};
+use crate::protocol::{self, Command, DisconnectReason, HistoryRequest, Identifier, ServerMessage};
 use crate::pubsub::{History, Kept};
 use crate::untrusted::untrusted;
 use axum::extract::ws::Utf8Bytes;
@@ -51,6 +51,35 @@ pub(crate) struct Dispatcher<S> {
     internal: Option<String>,
     /// Its subscriptions get stream positions: the extended protocol, on a cable with history.
     positions: bool,
+    /// Closes the connection when its credential expires (`Identity::expiry`).
+    _expiry: Option<ExpiryTimer>,
+}
+
+/// Sends the connection `disconnect` `token_expired` (`reconnect: true`) when its identity's
+/// credential expires; dropped with the dispatcher, it stops. A kept session (resume) keeps its
+/// timer: a credential that expires while kept ends the session.
+struct ExpiryTimer(tokio::task::JoinHandle<()>);
+
+impl ExpiryTimer {
+    fn start(connection: &ConnectionRef) -> Option<ExpiryTimer> {
+        let at = connection.identity().expiry()?;
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        // Beyond what an `Instant` can hold: never, in practice.
+        let deadline = tokio::time::Instant::now().checked_add(left)?;
+        let outbox = connection.outbox().clone();
+        Some(ExpiryTimer(tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            outbox.close(DisconnectReason::TokenExpired, true);
+        })))
+    }
+}
+
+impl Drop for ExpiryTimer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl<S: Send + Sync + 'static> Dispatcher<S> {
@@ -91,6 +120,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             }
         };
         let positions = ext && handle.hub().history().is_some();
+        let expiry = ExpiryTimer::start(&connection);
         let dispatcher = Dispatcher {
             shared,
             connection,
@@ -98,6 +128,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             next_subscription: 1,
             internal,
             positions,
+            _expiry: expiry,
         };
         (dispatcher, frames)
     }

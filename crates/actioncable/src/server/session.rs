@@ -268,9 +268,9 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     let id = registry.next_id();
     let identity = match outcome {
         Ok(identity) => Arc::new(identity),
-        Err(Reject) => {
+        Err(reject) => {
             let span = tracing::info_span!("cable", conn = %id, ?remote);
-            reject_unauthorized(socket, &shared).instrument(span).await;
+            refuse(socket, &shared, reject).instrument(span).await;
             return;
         }
     };
@@ -302,10 +302,16 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     .await;
 }
 
-/// Rails: upgrade, `disconnect` unauthorized without reconnect, close 1000, no welcome.
-async fn reject_unauthorized<S>(mut socket: WebSocket, shared: &Shared<S>) {
-    tracing::info!("An unauthorized connection attempt was rejected");
-    let frame = ServerMessage::disconnect(DisconnectReason::Unauthorized, false).encode();
+/// Rails: upgrade, `disconnect` unauthorized without reconnect, close 1000, no welcome (or
+/// AnyCable's `token_expired` for an expired credential).
+async fn refuse<S>(mut socket: WebSocket, shared: &Shared<S>, reject: Reject) {
+    match reject {
+        Reject::TokenExpired => {
+            tracing::info!("A connection attempt with an expired credential was rejected");
+        }
+        _ => tracing::info!("An unauthorized connection attempt was rejected"),
+    }
+    let frame = ServerMessage::disconnect(reject.reason(), false).encode();
     close_politely(&mut socket, Some(frame), shared.config.close_timeout).await;
 }
 

@@ -17,8 +17,11 @@ fn now() -> u64 {
 }
 
 async fn jwt_server() -> (CableServer, Recorder, JwtVerifier) {
+    jwt_server_with(JwtVerifier::hs256(SECRET.as_bytes()).unwrap()).await
+}
+
+async fn jwt_server_with(verifier: JwtVerifier) -> (CableServer, Recorder, JwtVerifier) {
     let rec = Recorder::new();
-    let verifier = JwtVerifier::hs256(SECRET.as_bytes()).unwrap();
     let server = spawn_cable(builder(&rec).connection(JwtConnection {
         verifier: verifier.clone(),
         rec: rec.clone(),
@@ -108,8 +111,17 @@ async fn expired_forged_none_and_malformed_jwts_are_rejected() {
         parts[2]
     );
 
+    // An expired token is told so (AnyCable's reason), so that a client can refresh it; it
+    // does not reconnect with the same token.
+    let mut c = CableClient::connect(server.addr, Connect::new().path(&token_path(&expired)))
+        .await
+        .expect("a rejected connection is still upgraded");
+    assert_eq!(
+        c.recv_text_with_pings().await,
+        disconnect_frame("token_expired", false)
+    );
+    c.expect_close_code(1000).await;
     for token in [
-        expired.as_str(),
         forged.as_str(),
         none.as_str(),
         swapped.as_str(),
@@ -195,4 +207,46 @@ async fn a_signed_cookie_authenticates_and_a_tampered_one_does_not() {
         disconnects,
         vec!["disconnect:current_user=alice".to_owned()]
     );
+}
+
+#[tokio::test]
+async fn a_connection_is_closed_with_token_expired_when_its_token_expires() {
+    // No leeway: the connection ends at the token's `exp`.
+    let (server, rec, _) =
+        jwt_server_with(JwtVerifier::hs256(SECRET.as_bytes()).unwrap().leeway(0)).await;
+    let exp = now() + 2;
+    let short = mint_hs256(SECRET.as_bytes(), &json!({ "sub": "alice", "exp": exp }));
+    let long = mint_hs256(
+        SECRET.as_bytes(),
+        &json!({ "sub": "bob", "exp": now() + 3600 }),
+    );
+    let mut alice = server.client_at(&token_path(&short)).await;
+    alice.confirm(LOBBY).await;
+    let mut bob = server.client_at(&token_path(&long)).await;
+    bob.confirm(LOBBY).await;
+
+    assert_eq!(
+        alice.recv_text_with_pings().await,
+        disconnect_frame("token_expired", true)
+    );
+    let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    assert!(
+        at.as_secs_f64() >= exp as f64,
+        "not before the expiry: {at:?} < {exp} s"
+    );
+    assert!(
+        at.as_secs_f64() < exp as f64 + 1.0,
+        "at the expiry, not a beat later: {at:?} vs {exp} s"
+    );
+    alice.expect_close_code(1000).await;
+    rec.wait_for("disconnect:current_user=alice").await;
+
+    // Only that connection: bob's token lasts, and he still hears the room.
+    server
+        .handle
+        .broadcast("chat:lobby", &json!({ "after": "alice" }))
+        .await
+        .unwrap();
+    bob.expect_data(LOBBY, &json!({ "after": "alice" })).await;
+    assert_eq!(server.handle.connection_count(), 1);
 }

@@ -458,7 +458,7 @@ impl Connection for Auth {
             .map(str::to_owned)
             .or_else(|| req.query("token"))
             .or_else(|| req.header("x-user").map(str::to_owned))
-            .ok_or(Reject)?;
+            .ok_or(Reject::Unauthorized)?;
         Ok(Identity::new("current_user", user))
     }
 

@@ -121,7 +121,7 @@ impl Connection for TestConnection {
             .query("user")
             .or_else(|| req.cookie("user").map(str::to_owned));
         match user.as_deref() {
-            Some("banned") => Err(Reject),
+            Some("banned") => Err(Reject::Unauthorized),
             Some(user) => Ok(Identity::new("current_user", user)),
             None => Ok(Identity::anonymous()),
         }
@@ -138,7 +138,7 @@ pub(crate) struct Claims {
     pub(crate) exp: u64,
 }
 
-/// Authenticates with a JWT in `?token=`.
+/// Authenticates with a JWT in `?token=`; the connection ends when the token expires.
 #[derive(Debug, Clone)]
 pub(crate) struct JwtConnection {
     pub(crate) verifier: JwtVerifier,
@@ -148,9 +148,9 @@ pub(crate) struct JwtConnection {
 #[async_trait]
 impl Connection for JwtConnection {
     async fn connect(&self, req: &ConnectRequest) -> Result<Identity, Reject> {
-        let token = req.query("token").ok_or(Reject)?;
-        let claims: Claims = self.verifier.verify(&token)?;
-        Ok(Identity::new("current_user", claims.sub))
+        let token = req.query("token").ok_or(Reject::Unauthorized)?;
+        let (claims, expiry) = self.verifier.verify_expiring::<Claims>(&token)?;
+        Ok(Identity::new("current_user", claims.sub).with_expiry(expiry))
     }
 
     async fn disconnect(&self, identity: &Identity) {
@@ -168,7 +168,9 @@ pub(crate) struct CookieConnection {
 #[async_trait]
 impl Connection for CookieConnection {
     async fn connect(&self, req: &ConnectRequest) -> Result<Identity, Reject> {
-        let user = req.signed_cookie("user", &self.key).ok_or(Reject)?;
+        let user = req
+            .signed_cookie("user", &self.key)
+            .ok_or(Reject::Unauthorized)?;
         Ok(Identity::new("current_user", user))
     }
 
