@@ -40,8 +40,11 @@ async function request(path, { method = "GET", json, token } = {}) {
   return body;
 }
 
-/** POST /login → { user, token } (the response also sets the signed `user` cookie). */
+/** POST /login → { user, token, expires_in } (the response also sets the signed `user` cookie). */
 export const login = (name) => request("/login", { method: "POST", json: { name } });
+
+/** POST /token (Bearer) → { user, token, expires_in }: a fresh token in the same session. */
+export const refreshToken = (token) => request("/token", { method: "POST", token });
 
 /** POST /logout: ends the user's sessions (every token and cookie) and clears the cookie. */
 export const logout = (token) => request("/logout", { method: "POST", json: {}, token });

@@ -7,7 +7,9 @@
 // (docs/reliability.md), so the chat does not reload its history from the database then.
 //
 // Auth: `POST /login` answers with a token; the consumer connects to `/cable?token=…` and the
-// HTTP calls send `Authorization: Bearer …`. The session lives in sessionStorage, so each tab
+// HTTP calls send `Authorization: Bearer …`. Halfway through its life the token is traded for a
+// fresh one (`POST /token`): the server closes a cable connection with `token_expired` when the
+// token it opened with expires, and the consumer reconnects with the current one. The session lives in sessionStorage, so each tab
 // can be a different user and a reload keeps you signed in. Signing out ends the user's
 // sessions on the server: every tab signed in with that name is signed out.
 
@@ -37,7 +39,7 @@ const roomForm = byId("room-form");
 const roomInput = byId("room-input");
 const roomError = byId("room-error");
 
-/** The signed-in session: { user, token, consumer, chat, notifications, ended }. */
+/** The signed-in session: { user, token, expiresAt, consumer, chat, notifications, ended }. */
 let current = null;
 
 // ---- alerts and views --------------------------------------------------------------------------
@@ -75,7 +77,11 @@ function showApp(user) {
 function savedSession() {
   try {
     const saved = JSON.parse(sessionStorage.getItem(SESSION_KEY));
-    if (saved && NAME_PATTERN.test(saved.user) && typeof saved.token === "string" && saved.token) return saved;
+    if (saved && NAME_PATTERN.test(saved.user) && typeof saved.token === "string" && saved.token) {
+      // An entry from before tokens were refreshed: refresh soon.
+      if (!Number.isFinite(saved.expiresAt)) saved.expiresAt = Date.now() + 2 * TOKEN_REFRESH_MIN_MS;
+      return saved;
+    }
   } catch { /* ignore a broken entry */ }
   return null;
 }
@@ -91,11 +97,12 @@ signinForm.addEventListener("submit", async (event) => {
   const button = signinForm.querySelector("button[type=submit]");
   button.disabled = true;
   try {
-    const { user, token } = await api.login(name);
+    const { user, token, expires_in: expiresIn } = await api.login(name);
     setFieldError(signinName, signinError, "");
-    sessionStorage.setItem(SESSION_KEY, JSON.stringify({ user, token }));
+    const saved = { user, token, expiresAt: Date.now() + 1000 * expiresIn };
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(saved));
     hideAlert();
-    start({ user, token });
+    start(saved);
     byId("composer-input").focus();
   } catch (error) {
     setFieldError(signinName, signinError, `Could not sign in: ${error.message}`);
@@ -114,11 +121,14 @@ byId("sign-out").addEventListener("click", () => {
   showSignIn();
 });
 
-function start({ user, token }) {
+function start({ user, token, expiresAt }) {
   stop();
-  const consumer = connectCable(() => `/cable?token=${encodeURIComponent(token)}`);
-  const session = { user, token, consumer, ended: false };
+  const session = { user, token, expiresAt, ended: false };
+  // A function: every (re)connection uses the session's current token.
+  const consumer = connectCable(() => `/cable?token=${encodeURIComponent(session.token)}`);
+  session.consumer = consumer;
   current = session;
+  scheduleTokenRefresh(session);
   status.watch(consumer);
   status.set("connecting");
   status.onRetry = () => {
@@ -128,18 +138,25 @@ function start({ user, token }) {
 
   session.notifications = new NotificationsPanel({
     user,
-    token,
+    token: () => session.token,
     connection: {
       connected: () => {
         if (session.ended) return;
+        // The token this connection opened with (the server ends it when that one expires).
+        session.socketExpiresAt = session.expiresAt;
         status.set("connected");
         hideAlert();
         refreshRooms();
       },
       disconnected: ({ willAttemptReconnect } = {}) => {
         if (session.ended) return;
-        if (willAttemptReconnect) status.set("reconnecting");
-        else closedForGood(session);
+        if (willAttemptReconnect) {
+          status.set("reconnecting");
+          // The server closed the socket because the token it opened with expired
+          // (`token_expired`); the session has a fresh one, so come back now rather than when
+          // the stock consumer's monitor finds the socket stale (6–18 s).
+          if (Date.now() >= session.socketExpiresAt - 1000) consumer.connect();
+        } else closedForGood(session);
       },
     },
     onUnauthorized: () => rejected(session),
@@ -155,12 +172,47 @@ function start({ user, token }) {
   enterRoom(roomFromHash());
 }
 
+// ---- token refresh -------------------------------------------------------------------------------
+
+/** The soonest a refresh is tried again after a failure (and the shortest wait at all). */
+const TOKEN_REFRESH_MIN_MS = 1000;
+
+/** Trades the session's token for a fresh one halfway through its remaining life. */
+function scheduleTokenRefresh(session) {
+  clearTimeout(session.refreshTimer);
+  const wait = Math.max(TOKEN_REFRESH_MIN_MS, (session.expiresAt - Date.now()) / 2);
+  session.refreshTimer = setTimeout(() => refreshToken(session), wait);
+}
+
+async function refreshToken(session) {
+  if (session.ended) return;
+  try {
+    const { token, expires_in: expiresIn } = await api.refreshToken(session.token);
+    if (session.ended) return;
+    session.token = token;
+    session.expiresAt = Date.now() + 1000 * expiresIn;
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify({ user: session.user, token, expiresAt: session.expiresAt }));
+    session.consumer.urlChanged?.();
+    scheduleTokenRefresh(session);
+  } catch (error) {
+    if (session.ended) return;
+    if (error.status === 401) {
+      rejected(session);
+      return;
+    }
+    // No answer (offline, a restart): try again while the token lasts.
+    clearTimeout(session.refreshTimer);
+    session.refreshTimer = setTimeout(() => refreshToken(session), Math.max(TOKEN_REFRESH_MIN_MS, 5000));
+  }
+}
+
 /** Ends the session on this page: subscriptions first (the room sees `left`), then the socket. */
 function stop() {
   if (!current) return;
   const session = current;
   current = null;
   session.ended = true;
+  clearTimeout(session.refreshTimer);
   session.chat.destroy();
   session.notifications.destroy();
   session.consumer.disconnect();

@@ -36,13 +36,18 @@ export function connectCable(url) {
     protocol: "actioncable-v1-ext-json",
     logLevel: "warn",
   });
-  return new StockShapedConsumer(consumer);
+  return new StockShapedConsumer(consumer, () => {
+    const next = new URL(url(), location.href);
+    next.protocol = wsUrl.protocol;
+    return next.href;
+  });
 }
 
 /** @anycable/web's consumer, with the stock consumer's `disconnected` and `perform`. */
 class StockShapedConsumer {
-  constructor(consumer) {
+  constructor(consumer, url) {
     this.consumer = consumer;
+    this.url = url;
     this.subscriptions = { create: (identifier, mixin) => this.create(identifier, mixin) };
     this.mixins = new Set();
     consumer.cable.on("disconnect", () => {
@@ -81,10 +86,20 @@ class StockShapedConsumer {
     return subscription;
   }
 
+  /** The URL's token changed: reconnections use the new one (the stock consumer reads its
+   * URL function on every connection by itself). */
+  urlChanged() {
+    // Parameter by parameter: the client keeps its session id (`sid`) in the URL too.
+    const transport = this.consumer.cable.transport;
+    for (const [key, value] of new URL(this.url()).searchParams) transport.setParam(key, value);
+  }
+
   // The stock consumer's connect() and disconnect() return nothing; these return promises that
   // reject when the attempt fails, which the status line reports anyway.
+  // connect() is deferred: called from a `disconnected` callback, it must not open a socket
+  // before the client has finished closing the old one.
   connect() {
-    this.consumer.connect()?.catch?.(() => {});
+    setTimeout(() => this.consumer.connect()?.catch?.(() => {}), 0);
   }
 
   disconnect() {

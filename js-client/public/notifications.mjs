@@ -14,11 +14,12 @@ const BASE_TITLE = document.title;
 
 export class NotificationsPanel {
   /**
-   * user/token: the session. connection: { connected(data), disconnected(data) }, the
+   * user: the signed-in name; token(): the session's current token (it is refreshed). connection: { connected(data), disconnected(data) }, the
    * subscription's connection callbacks, which drive the page's status. onUnauthorized(): the
    * server no longer accepts the token.
    */
   constructor({ user, token, connection, onUnauthorized }) {
+    // token: a function, so that a refreshed token is used from then on.
     this.user = user;
     this.token = token;
     this.connection = connection;
@@ -86,7 +87,7 @@ export class NotificationsPanel {
 
   async load() {
     try {
-      const list = await api.notifications(this.token);
+      const list = await api.notifications(this.token());
       for (const n of list) this.items.set(n.id, { ...n, fresh: false });
       this.render();
     } catch (error) {
@@ -131,7 +132,7 @@ export class NotificationsPanel {
     const button = this.form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
-      const stored = await api.sendNotification(this.token, { user, message, kind: this.kind.value });
+      const stored = await api.sendNotification(this.token(), { user, message, kind: this.kind.value });
       this.message.value = "";
       setFieldError(this.message, this.formError, "");
       this.result.textContent = stored.user === this.user

@@ -9,6 +9,7 @@
 import { describe } from "node:test";
 import assert from "node:assert/strict";
 import { startProxy } from "./support/proxy.mjs";
+import { waitUntil } from "./support/consumer.mjs";
 import { RECONNECT_WAIT_MS, LONG_TEST_TIMEOUT_MS, QUIET_MS } from "./support/timing.mjs";
 import { useBrowser, browserTest, shot, signIn, say, chatLog, waitForStatus } from "./support/browser.mjs";
 
@@ -133,6 +134,18 @@ describe("the demo page on @anycable/web (?client=anycable) in headless Chromium
     } finally {
       await proxy.close();
     }
+  });
+
+  browserTest("short-lived tokens: each token_expired is followed by a reconnect with the refreshed token", { timeout: LONG_TEST_TIMEOUT_MS }, async (scope) => {
+    const demo = await scope.demo({ env: { SESSION_LIFETIME_SECS: "3" } });
+    const page = await scope.page(demo, { label: "alice (anycable)" });
+    await signIn(page, "alice", { path: "/?client=anycable" });
+    await say(page, "before the tokens expire");
+    const expired = () => demo.proc.lines.filter((l) => /disconnecting/.test(l) && /token_expired/.test(l)).length;
+    await waitUntil(() => expired() >= 2, { timeoutMs: 12_000, label: "two token_expired disconnects" });
+    await waitForStatus(page, "Connected", 5000);
+    await say(page, "still here");
+    assert.equal(await page.getByRole("heading", { name: "Sign in to chat" }).count(), 0, "still signed in");
   });
 
   browserTest("the switch link moves between the two clients, keeping the room", {}, async (scope) => {

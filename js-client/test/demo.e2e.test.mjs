@@ -10,7 +10,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { subscribe, sleep, currentSocket, consumerState, waitForFrame } from "./support/consumer.mjs";
+import { subscribe, sleep, currentSocket, consumerState, waitForFrame, waitUntil } from "./support/consumer.mjs";
 import {
   Scope, login, http, signJwt, nowSecs, freePort, TEST_SECRET, RFC3339_UTC,
 } from "./support/demo.mjs";
@@ -518,5 +518,46 @@ describe("example-demo through the stock @rails/actioncable consumer", () => {
     await sleep(QUIET_MS);
     assert.deepEqual(localChat.events.map((e) => e.type), ["initialized"]);
     assert.ok(local.sockets[0].errors.some((e) => /404/.test(e)), JSON.stringify(local.sockets[0].errors));
+  });
+
+  demoTest("a token that expires closes its connection with token_expired; the consumer comes back with a refreshed one", { timeout: LONG_TEST_TIMEOUT_MS }, async (scope, t) => {
+    const demo = await scope.demo({ env: { SESSION_LIFETIME_SECS: "2" } });
+    const creds = await login(demo.baseUrl, "alice");
+    const expOf = (token) => JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString()).exp;
+    let token = creds.token;
+    // As the page does: trade the token for a fresh one halfway through its life, and connect
+    // with the current one (the stock consumer calls its URL function on every connection).
+    const refresher = setInterval(async () => {
+      const reply = await http(demo.baseUrl, "/token", { method: "POST", token }).catch(() => null);
+      if (reply?.status === 200) token = reply.body.token;
+    }, 1000);
+    try {
+      const consumer = scope.consumer(() => `${demo.cableUrl}?token=${encodeURIComponent(token)}`);
+      const chat = subscribe(consumer, { channel: "ChatChannel", room: "lobby" });
+      await chat.waitConnected(WAIT_MS);
+      const first = currentSocket(consumer);
+      const exp = expOf(new URL(first.url).searchParams.get("token"));
+
+      const frame = await waitUntil(() => first.frames.map((f) => JSON.parse(f.data)).find((m) => m.type === "disconnect"),
+        { timeoutMs: 1000 * (exp + 2) - Date.now(), label: "the disconnect at the token's expiry" });
+      const at = Date.now();
+      assert.deepEqual(frame, { type: "disconnect", reason: "token_expired", reconnect: true });
+      assert.ok(at >= 1000 * exp, `not before the expiry (${at} < ${1000 * exp})`);
+      assert.ok(at < 1000 * exp + 1000, `at the expiry, not later (${at - 1000 * exp} ms after)`);
+      t.diagnostic(`disconnected ${at - 1000 * exp} ms after the token's exp`);
+
+      // The consumer reconnects by itself, with the refreshed token, and resubscribes.
+      const mark = chat.events.length;
+      await chat.waitForEvent((e) => e.type === "connected", RECONNECT_WAIT_MS, { fromIndex: mark, label: "connected again" });
+      const second = currentSocket(consumer);
+      assert.notEqual(second, first);
+      assert.ok(expOf(new URL(second.url).searchParams.get("token")) > exp, "a newer token");
+
+      // A refresh needs a good token: not an ended session's, not a forged one.
+      assert.equal((await http(demo.baseUrl, "/token", { method: "POST", token: "not-a-token" })).status, 401);
+      assert.equal((await http(demo.baseUrl, "/token", { method: "POST" })).status, 401);
+    } finally {
+      clearInterval(refresher);
+    }
   });
 });

@@ -29,6 +29,10 @@ pub const USER_COOKIE: &str = "user";
 /// How long a login (token and cookie) is valid unless `SESSION_LIFETIME_SECS` says otherwise.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 
+/// The latest expiry a credential can state (the year 10000), so that no claim overflows a
+/// `SystemTime`.
+const LATEST_EXP: u64 = 253_402_300_800;
+
 /// The login token's claims.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -53,6 +57,17 @@ struct CookieValue {
 struct Claimed {
     user: String,
     version: i64,
+    /// Until when, in seconds since the Unix epoch.
+    exp: u64,
+}
+
+/// Who a cable connection belongs to, and until when its credential is good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CableLogin {
+    /// The user.
+    pub user: String,
+    /// When the token or cookie expires: the connection is closed with `token_expired` then.
+    pub expiry: SystemTime,
 }
 
 /// What `POST /login` hands out.
@@ -142,6 +157,22 @@ impl Auth {
         })
     }
 
+    /// A fresh token for `user`, in the user's current session (the caller has checked that the
+    /// presented credential belongs to it): the page trades its token for a new one before it
+    /// expires, so its cable connection, closed with `token_expired` at the old token's
+    /// expiry, reconnects with the new one.
+    ///
+    /// # Errors
+    /// When the session version cannot be read, or signing fails.
+    pub async fn refresh(&self, user: &str) -> anyhow::Result<String> {
+        let version = self
+            .db
+            .session_version(user)
+            .await
+            .context("cannot read the session version")?;
+        self.issue_token(user, version)
+    }
+
     /// Ends every session of `user`: each token and cookie issued so far is refused from now on.
     ///
     /// # Errors
@@ -200,6 +231,7 @@ impl Auth {
         is_valid_name(&claims.sub).then_some(Claimed {
             user: claims.sub,
             version: claims.ver,
+            exp: claims.exp,
         })
     }
 
@@ -210,16 +242,22 @@ impl Auth {
         (value.exp > now_secs() && is_valid_name(&value.user)).then_some(Claimed {
             user: value.user,
             version: value.ver,
+            exp: value.exp,
         })
     }
 
     /// The user, when the claimed session is still the user's current one.
     async fn current(&self, claimed: Option<Claimed>) -> Result<Option<String>, DbError> {
+        Ok(self.current_claim(claimed).await?.map(|c| c.user))
+    }
+
+    /// The claim, when its session is still the user's current one.
+    async fn current_claim(&self, claimed: Option<Claimed>) -> Result<Option<Claimed>, DbError> {
         let Some(claimed) = claimed else {
             return Ok(None);
         };
         let version = self.db.session_version(&claimed.user).await?;
-        Ok((version == claimed.version).then_some(claimed.user))
+        Ok((version == claimed.version).then_some(claimed))
     }
 
     /// The user of a token, if it verifies and its session is current.
@@ -246,10 +284,28 @@ impl Auth {
     /// # Errors
     /// When the session version cannot be read.
     pub async fn cable_user(&self, request: &ConnectRequest) -> Result<Option<String>, DbError> {
-        match request.query("token") {
-            Some(token) => self.user_from_token(&token).await,
-            None => self.user_from_cookie(request).await,
-        }
+        Ok(self.cable_login(request).await?.map(|login| login.user))
+    }
+
+    /// [`cable_user`](Self::cable_user), with the credential's expiry.
+    ///
+    /// # Errors
+    /// When the session version cannot be read.
+    pub async fn cable_login(
+        &self,
+        request: &ConnectRequest,
+    ) -> Result<Option<CableLogin>, DbError> {
+        let claimed = match request.query("token") {
+            Some(token) => self.token_claims(&token),
+            None => self.cookie_claims(request),
+        };
+        Ok(self
+            .current_claim(claimed)
+            .await?
+            .map(|claimed| CableLogin {
+                user: claimed.user,
+                expiry: UNIX_EPOCH + Duration::from_secs(claimed.exp.min(LATEST_EXP)),
+            }))
     }
 
     /// The HTTP API's rule: `Authorization: Bearer` when present (and then it must be good),
@@ -304,18 +360,20 @@ impl DemoConnection {
 #[async_trait]
 impl Connection for DemoConnection {
     async fn connect(&self, request: &ConnectRequest) -> Result<Identity, Reject> {
-        match self.auth.cable_user(request).await {
-            Ok(Some(user)) => {
+        match self.auth.cable_login(request).await {
+            Ok(Some(CableLogin { user, expiry })) => {
                 tracing::debug!(%user, "cable connection authenticated");
-                Ok(Identity::new(CURRENT_USER, user))
+                // The connection ends with `token_expired` when its credential does; the page
+                // has a fresh token by then (`POST /token`).
+                Ok(Identity::new(CURRENT_USER, user).with_expiry(expiry))
             }
             Ok(None) => {
                 tracing::info!(remote = ?request.remote_addr(), "cable connection without valid credentials");
-                Err(Reject)
+                Err(Reject::Unauthorized)
             }
             Err(error) => {
                 tracing::error!(%error, "cannot check a cable connection's session; rejected");
-                Err(Reject)
+                Err(Reject::Unauthorized)
             }
         }
     }

@@ -60,6 +60,7 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/login", post(login))
         .route("/logout", post(logout))
+        .route("/token", post(refresh_token))
         .route("/rooms", get(rooms))
         .route("/rooms/{room}/messages", get(room_messages))
         .route(
@@ -225,6 +226,8 @@ struct LoginBody {
 struct LoginReply {
     token: String,
     user: String,
+    /// Seconds until the token expires (`SESSION_LIFETIME_SECS`).
+    expires_in: u64,
 }
 
 /// `POST /login {"name":"alice"}` → a token and the signed cookie (rate-limited per client
@@ -260,9 +263,31 @@ async fn login(
         Json(LoginReply {
             token: login.token,
             user: name,
+            expires_in: state.auth.lifetime().as_secs(),
         }),
     )
         .into_response())
+}
+
+/// `POST /token` (Bearer token only) → `{"token","user","expires_in"}`: a fresh token in the
+/// same session, for a page whose token will soon expire (its cable connection is closed with
+/// `token_expired` at the old token's `exp`, and reconnects with the new one). A token of an
+/// ended session (logout) gets 401, as everywhere.
+async fn refresh_token(
+    State(state): State<AppState>,
+    BearerUser(user): BearerUser,
+) -> Result<Json<LoginReply>, ApiError> {
+    let token = state
+        .auth
+        .refresh(&user)
+        .await
+        .map_err(|e| ApiError::internal("cannot refresh a token", &e))?;
+    tracing::debug!(%user, "token refreshed");
+    Ok(Json(LoginReply {
+        token,
+        user,
+        expires_in: state.auth.lifetime().as_secs(),
+    }))
 }
 
 /// `POST /logout` (Bearer token or cookie, JSON content type) → 204 and an expired cookie.
