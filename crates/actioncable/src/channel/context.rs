@@ -85,10 +85,20 @@ impl Default for StreamOptions {
 /// A subscription's presence stream and its record there.
 struct PresenceStream {
     stream: Arc<str>,
-    /// The member id this subscription joined as, once it joined.
-    joined: Option<String>,
+    /// Who this subscription is present as, once it joined.
+    joined: Option<Member>,
     /// A join asked for during `subscribed`, made once the subscription is confirmed.
-    pending: Option<(String, Option<String>)>,
+    pending: Option<Member>,
+    /// Its connection went: the record leaves after the grace unless this is cancelled first
+    /// (the session resumed, or joined again).
+    leaving: Option<(Member, Arc<AtomicBool>)>,
+}
+
+/// A member id and its info (JSON text).
+#[derive(Clone)]
+struct Member {
+    id: String,
+    info: Option<String>,
 }
 
 impl StreamOptions {
@@ -432,6 +442,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
                 stream: stream.clone(),
                 joined: None,
                 pending: None,
+                leaving: None,
             });
         }
         if options.whisper {
@@ -582,7 +593,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
 
     /// The member this subscription is present as, if it joined.
     pub fn presence_id(&self) -> Option<&str> {
-        self.presence.as_ref()?.joined.as_deref()
+        Some(self.presence.as_ref()?.joined.as_ref()?.id.as_str())
     }
 
     /// Joins as `id` with `info` (JSON text); deferred while `subscribed` runs.
@@ -593,44 +604,52 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     ) -> Result<(), ChannelError> {
         let deferring = lock(&self.deferred).is_some();
         let key = self.presence_key();
+        let store = self.handle.hub().presence().cloned();
         let Some(presence) = self.presence.as_mut() else {
             return Err(ChannelError::msg("no presence stream on this subscription"));
         };
         match &presence.joined {
-            Some(joined) if *joined == id => return Ok(()),
+            Some(joined) if joined.id == id => return Ok(()),
             Some(joined) => {
                 return Err(ChannelError::msg(format!(
-                    "already present as {joined:?}; leave first"
+                    "already present as {:?}; leave first",
+                    joined.id
                 )));
             }
             None => {}
         }
+        let member = Member { id, info };
         if deferring {
-            presence.pending = Some((id, info));
+            presence.pending = Some(member);
             return Ok(());
         }
-        let store = self
-            .handle
-            .hub()
-            .presence()
-            .ok_or_else(|| ChannelError::msg("no presence on this cable"))?;
+        let store = store.ok_or_else(|| ChannelError::msg("no presence on this cable"))?;
+        // Back before the grace ran out: the record stays, no leave, no second join. As
+        // another member, the old record goes first.
+        if let Some((before, cancel)) = presence.leaving.take() {
+            cancel.store(true, Ordering::Release);
+            if before.id != member.id {
+                store.leave(&presence.stream, &key).await?;
+            }
+        }
         store
-            .join(&presence.stream, &key, &id, info.as_deref())
+            .join(&presence.stream, &key, &member.id, member.info.as_deref())
             .await?;
-        presence.joined = Some(id);
+        presence.joined = Some(member);
         Ok(())
     }
 
     /// Makes the join asked for during `subscribed`, now that the subscription is confirmed.
     pub(crate) async fn join_pending_presence(&mut self) -> Result<(), ChannelError> {
         match self.presence.as_mut().and_then(|p| p.pending.take()) {
-            Some((id, info)) => self.join_presence_json(id, info).await,
+            Some(m) => self.join_presence_json(m.id, m.info).await,
             None => Ok(()),
         }
     }
 
     /// Ends this subscription's presence: at once (`None`), or `grace` from now on a task of
-    /// its own (the connection is gone; a quick reconnect keeps the member present).
+    /// its own (the connection is gone; coming back in time keeps the member present, see
+    /// [`resume_presence`](Self::resume_presence)).
     pub(crate) async fn end_presence(
         &mut self,
         grace: Option<Duration>,
@@ -640,9 +659,9 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             return Ok(());
         };
         presence.pending = None;
-        if presence.joined.take().is_none() {
+        let Some(member) = presence.joined.take() else {
             return Ok(());
-        }
+        };
         let Some(store) = self.handle.hub().presence().cloned() else {
             return Ok(());
         };
@@ -652,8 +671,13 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
                 store.leave(&stream, &key).await?;
             }
             Some(grace) => {
+                let cancel = Arc::new(AtomicBool::new(false));
+                presence.leaving = Some((member, cancel.clone()));
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
+                    if cancel.load(Ordering::Acquire) {
+                        return;
+                    }
                     if let Err(e) = store.leave(&stream, &key).await {
                         tracing::warn!(stream = %untrusted(&stream), error = %e,
                             "presence leave failed (the adapter's TTL will end it)");
@@ -662,6 +686,16 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             }
         }
         Ok(())
+    }
+
+    /// Its session is resumed: present again as before the socket dropped, the pending leave
+    /// cancelled (or, when the grace already ran out, joined anew).
+    pub(crate) async fn resume_presence(&mut self) -> Result<(), ChannelError> {
+        let Some((member, _)) = self.presence.as_ref().and_then(|p| p.leaving.as_ref()) else {
+            return Ok(());
+        };
+        let (id, info) = (member.id.clone(), member.info.clone());
+        self.join_presence_json(id, info).await
     }
 
     /// This subscription's record in its presence stream: unique on this node (connection
