@@ -167,9 +167,10 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         class: &'static str,
         connection: ConnectionRef,
         subscription: u64,
-        positions: bool,
         ext: bool,
     ) -> ChannelContext<S> {
+        // Positions go to extended-protocol clients on a cable that keeps history.
+        let positions = ext && handle.hub().history().is_some();
         ChannelContext {
             handle,
             state,

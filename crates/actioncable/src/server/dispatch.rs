@@ -60,8 +60,6 @@ pub(crate) struct Dispatcher<S> {
     next_subscription: u64,
     /// The internal stream for remote disconnects, when the connection is identified.
     internal: Option<String>,
-    /// Its subscriptions get stream positions: the extended protocol, on a cable with history.
-    positions: bool,
     /// The extended protocol: its subscriptions may get presence events.
     ext: bool,
 }
@@ -103,14 +101,12 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
                 }
             }
         };
-        let positions = ext && handle.hub().history().is_some();
         let dispatcher = Dispatcher {
             shared,
             connection,
             subscriptions: HashMap::new(),
             next_subscription: 1,
             internal,
-            positions,
             ext,
         };
         (dispatcher, frames)
@@ -342,7 +338,6 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             class,
             self.connection.clone(),
             subscription,
-            self.positions,
             self.ext,
         );
         // Streams added by `subscribed` hold their live messages until the replay below.
