@@ -16,6 +16,10 @@
 #   redis       REDIS_CLIENTS (1,000) subscribers, SENDERS senders, REDIS_ROUNDS (200) rounds,
 #               example-bench with the in-memory and with the Redis adapter, REDIS_PAIRS (5) times
 #               each: what the Redis hop costs where fan-out does not hide it;
+#   history     HISTORY_CLIENTS (10,000) subscribers, SENDERS senders, HISTORY_ROUNDS (50) rounds:
+#               example-bench with each adapter, history off (stock-protocol clients) and on
+#               (CABLE_HISTORY=on; stock-protocol clients, then extended-protocol clients whose
+#               frames carry positions), PAIRS times each: what keeping history costs;
 #   connect     CONNECT_CLIENTS (19,000) idle subscribed connections against a fresh reference
 #               and a fresh example-bench, CONNECT_PAIRS (2) times each, and RAILS_CONNECT_CLIENTS
 #               (2,000) against a fresh Rails; the server's RSS per connection.
@@ -27,7 +31,7 @@
 # ratios to the reference.
 #
 # Settings are environment variables: the sizes above; SERIES, the series to run (default all:
-# "broadcast echo broadcast-small redis connect"); RAILS=0 leaves Rails out (with RAILS=1, the
+# "broadcast echo broadcast-small redis history connect"); RAILS=0 leaves Rails out (with RAILS=1, the
 # default, the script stops unless Ruby's ActionCable is installed: apt-get install ruby
 # ruby-actioncable puma ruby-redis); QUICK=1 makes every series tiny, to check that the script
 # and every target work (its figures mean nothing); OUT (a new temporary directory) keeps every
@@ -45,6 +49,7 @@ if [[ "${QUICK:-0}" == 1 ]]; then
   : "${BROADCAST_CLIENTS:=200}" "${ROUNDS:=5}" "${PAIRS:=1}" "${RAILS_BROADCAST_CLIENTS:=50}"
   : "${RAILS_ROUNDS:=3}" "${CONNECT_CLIENTS:=300}" "${CONNECT_PAIRS:=1}" "${RAILS_CONNECT_CLIENTS:=100}"
   : "${ECHO_CLIENTS:=10}" "${ECHO_SECS:=1}" "${REDIS_CLIENTS:=100}" "${REDIS_ROUNDS:=20}" "${REDIS_PAIRS:=1}"
+  : "${HISTORY_CLIENTS:=200}" "${HISTORY_ROUNDS:=5}"
 fi
 BROADCAST_CLIENTS="${BROADCAST_CLIENTS:-10000}"
 SENDERS="${SENDERS:-4}"
@@ -55,12 +60,14 @@ RAILS_ROUNDS="${RAILS_ROUNDS:-10}"
 REDIS_CLIENTS="${REDIS_CLIENTS:-1000}"
 REDIS_ROUNDS="${REDIS_ROUNDS:-200}"
 REDIS_PAIRS="${REDIS_PAIRS:-5}"
+HISTORY_CLIENTS="${HISTORY_CLIENTS:-10000}"
+HISTORY_ROUNDS="${HISTORY_ROUNDS:-50}"
 CONNECT_CLIENTS="${CONNECT_CLIENTS:-19000}"
 CONNECT_PAIRS="${CONNECT_PAIRS:-2}"
 RAILS_CONNECT_CLIENTS="${RAILS_CONNECT_CLIENTS:-2000}"
 ECHO_CLIENTS="${ECHO_CLIENTS:-100}"
 ECHO_SECS="${ECHO_SECS:-5}"
-SERIES="${SERIES:-broadcast echo broadcast-small redis connect}"
+SERIES="${SERIES:-broadcast echo broadcast-small redis history connect}"
 RAILS="${RAILS:-1}"
 SERVER_BIN="${SERVER_BIN:-target/release/example-bench}"
 BASELINE_BIN="${BASELINE_BIN:-}"
@@ -101,8 +108,8 @@ on_exit 'for name in "${!PID[@]}"; do stop_server "$name"; done'
 step "redis-server on 127.0.0.1 (private, spare port)" >&2
 start_private_redis "$OUT/redis.log"
 
-# start_server NAME: starts target NAME (ref, memory, baseline, redis, rails) on a new port; sets
-# PID[NAME] and URL[NAME].
+# start_server NAME: starts target NAME (ref, memory, baseline, redis, memory-history,
+# redis-history, rails) on a new port; sets PID[NAME] and URL[NAME].
 start_server() {
   local name="$1" port
   port="$(free_port)"
@@ -115,6 +122,11 @@ start_server() {
       # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
       env CABLE_ADAPTER="$name" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" PORT="$port" \
         BIND=127.0.0.1 ${EXTRA_SERVER_ENV:-} "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
+      PID[$name]=$! ;;
+    memory-history | redis-history)
+      # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
+      env CABLE_ADAPTER="${name%-history}" CABLE_HISTORY=on REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+        PORT="$port" BIND=127.0.0.1 ${EXTRA_SERVER_ENV:-} "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
       PID[$name]=$! ;;
     baseline)
       # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
@@ -144,11 +156,13 @@ stop_server() {
 }
 
 # run SERIES NAME N MODE ARGS...: one cable-bench run against NAME; the JSON line plus the
-# target's name goes to $OUT/SERIES-NAME-N.json.
+# target's name (LABEL, when set: one server measured two ways) goes to
+# $OUT/SERIES-LABEL-N.json.
 run() {
   local series="$1" name="$2" n="$3" mode="$4"
   shift 4
-  local file="$OUT/$series-$name-$n"
+  local label="${LABEL:-$name}"
+  local file="$OUT/$series-$label-$n"
   if ! "$BENCH" "$mode" --url "${URL[$name]}" --server-pid "${PID[$name]}" --bind-ips "$BIND_IPS" \
     "$@" >"$file.txt" 2>"$file.log"; then
     echo "  $series $name #$n FAILED (see $file.log)" >&2
@@ -157,8 +171,8 @@ run() {
   tail -n 1 "$file.txt" | python3 -c '
 import json, sys
 d = json.load(sys.stdin); d["target"] = sys.argv[1]; d["series"] = sys.argv[2]
-print(json.dumps(d))' "$name" "$series" >"$file.json"
-  echo "  $series $name #$n: $(sed -n 2p "$file.txt" | tr -s ' ')" >&2
+print(json.dumps(d))' "$label" "$series" >"$file.json"
+  echo "  $series $label #$n: $(sed -n 2p "$file.txt" | tr -s ' ')" >&2
 }
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -170,7 +184,7 @@ if [[ -n "$BASELINE_BIN" ]]; then
   TARGETS=(ref memory baseline redis)
   MEMORY_TARGETS=(memory baseline)
 fi
-if want broadcast || want echo || want broadcast-small || want redis; then
+if want broadcast || want echo || want broadcast-small || want redis || want history; then
   for name in "${TARGETS[@]}"; do start_server "$name"; done
   if ((RAILS_ON)) && { want echo || want broadcast-small; }; then start_server rails; fi
 fi
@@ -215,6 +229,21 @@ if want redis; then
     for name in memory redis; do
       run redis "$name" "$n" broadcast --clients "$REDIS_CLIENTS" --senders "$SENDERS" \
         --rounds "$REDIS_ROUNDS" --ramp-per-sec 3000 --timeout-secs 90
+    done
+  done
+fi
+if want history; then
+  for name in memory-history redis-history; do start_server "$name"; done
+  step "history: $HISTORY_CLIENTS subscribers, $SENDERS senders, $HISTORY_ROUNDS rounds, history off and on, $PAIRS× each" >&2
+  for n in $(seq 1 "$PAIRS"); do
+    for adapter in memory redis; do
+      for name in "$adapter" "$adapter-history"; do
+        run history "$name" "$n" broadcast --clients "$HISTORY_CLIENTS" --senders "$SENDERS" \
+          --rounds "$HISTORY_ROUNDS" --ramp-per-sec 3000 --timeout-secs 90
+      done
+      LABEL="$adapter-history-ext" run history "$adapter-history" "$n" broadcast --protocol ext \
+        --clients "$HISTORY_CLIENTS" --senders "$SENDERS" --rounds "$HISTORY_ROUNDS" \
+        --ramp-per-sec 3000 --timeout-secs 90
     done
   done
 fi
@@ -265,7 +294,11 @@ def ratio(a, b):
 
 NAMES = {"ref": "raw reference (cable-ref)", "memory": "example-bench, memory",
          "baseline": "example-bench, baseline build (memory)",
-         "redis": "example-bench, Redis", "rails": "Rails 6.1 ActionCable (puma)"}
+         "redis": "example-bench, Redis", "rails": "Rails 6.1 ActionCable (puma)",
+         "memory-history": "memory, history on, plain clients",
+         "memory-history-ext": "memory, history on, ext clients",
+         "redis-history": "Redis, history on, plain clients",
+         "redis-history-ext": "Redis, history on, ext clients"}
 
 def table(title, series, targets, cols, note_rows=()):
     present = [t for t in targets if (series, t) in runs]
@@ -307,6 +340,11 @@ if r and "memory" in r and "redis" in r:
           f"per-delivery p50 {r['redis'][2] - r['memory'][2]:+.2f} ms; "
           f"{rs[0]['clients']:,} subscribers, {rs[0]['senders']} senders, {rs[0]['rounds']} rounds per run; "
           f"{sum(x['lost'] for x in rs)} lost and {late} late in all runs.")
+hcols = bcols + [("positioned deliveries", lambda r: r.get("positioned", 0), 0)]
+h = table("Stream history off and on", "history",
+          ["memory", "memory-history", "memory-history-ext", "redis", "redis-history", "redis-history-ext"], hcols,
+          [("memory-history", "memory"), ("memory-history-ext", "memory"),
+           ("redis-history", "redis"), ("redis-history-ext", "redis")])
 ccols = [
     ("connections", lambda r: r["clients"], 0),
     ("RSS per connection (bytes)", lambda r: r.get("bytes_per_connection"), 0),
@@ -338,6 +376,18 @@ if b and "memory" in b and "ref" in b:
         check("server CPU per delivery ≤ 2× reference", m[5] <= 2 * r[5], ratio(m[5], r[5]))
     if "redis" in b:
         check("Redis ≤ 1.3× in-memory (time-to-all p50)", b["redis"][0] <= 1.3 * m[0], ratio(b["redis"][0], m[0]))
+if h:
+    for adapter in ("memory", "redis"):
+        off = h.get(adapter)
+        for on in (f"{adapter}-history", f"{adapter}-history-ext"):
+            if off and on in h:
+                check(f"{on}: time-to-all p50 within 10 % of history off", h[on][0] <= 1.1 * off[0], ratio(h[on][0], off[0]))
+                if h[on][5] and off[5]:
+                    check(f"{on}: server CPU per delivery within 10 % of history off", h[on][5] <= 1.1 * off[5], ratio(h[on][5], off[5]))
+    for ext in ("memory-history-ext", "redis-history-ext"):
+        for r_ in runs.get(("history", ext), []):
+            if r_.get("positioned") != r_["deliveries"]:
+                check(f"{ext}: every delivery carried a position", False, f"{r_.get('positioned')} of {r_['deliveries']}")
 if c and "memory" in c and c["memory"][1] is not None:
     check(f"{int(c['memory'][0]):,} idle connections at ≤ 8 KiB RSS each", c["memory"][1] <= 8192,
           f"{c['memory'][1]:,.0f} bytes")

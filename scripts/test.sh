@@ -149,6 +149,7 @@ if [[ -f js-client/package.json ]]; then
   step "js-client: the Rails reference app for the side-by-side tests"
   start_rails_app
   step "js-client: node --test"
+  rm -rf js-client/test-artifacts/screenshots # this run's pictures only
   (cd js-client && npm test)
 fi
 step "all tests passed"

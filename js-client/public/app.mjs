@@ -1,19 +1,22 @@
 // The demo page: sign in, rooms, chat and notifications over the stock @rails/actioncable
 // consumer, imported by the URL the demo server serves it at (/vendor/actioncable.esm.js, read
-// from js-client/node_modules; an import map would be an inline script, which the page's CSP
-// refuses).
+// from js-client/node_modules). With `?client=anycable` the page runs on AnyCable's
+// @anycable/web client instead, through its Action Cable compatible consumer, speaking the
+// extended protocol (actioncable-v1-ext-json): the server keeps each room's recent messages
+// with their positions, and a client that lost its socket gets what it missed on reconnect
+// (docs/reliability.md), so the chat does not reload its history from the database then.
 //
 // Auth: `POST /login` answers with a token; the consumer connects to `/cable?token=…` and the
 // HTTP calls send `Authorization: Bearer …`. The session lives in sessionStorage, so each tab
 // can be a different user and a reload keeps you signed in. Signing out ends the user's
 // sessions on the server: every tab signed in with that name is signed out.
 
-import { createConsumer } from "/vendor/actioncable.esm.js";
 import * as api from "./api.mjs";
 import { ChatPanel } from "./chat.mjs";
 import { byId, el, setFieldError } from "./dom.mjs";
 import { NotificationsPanel } from "./notifications.mjs";
 import { ConnectionStatus } from "./status.mjs";
+import { CLIENT, connectCable } from "./client.mjs";
 
 const SESSION_KEY = "actioncable-demo.session";
 const DEFAULT_ROOM = "lobby";
@@ -113,7 +116,7 @@ byId("sign-out").addEventListener("click", () => {
 
 function start({ user, token }) {
   stop();
-  const consumer = createConsumer(() => `/cable?token=${encodeURIComponent(token)}`);
+  const consumer = connectCable(() => `/cable?token=${encodeURIComponent(token)}`);
   const session = { user, token, consumer, ended: false };
   current = session;
   status.watch(consumer);
@@ -143,6 +146,7 @@ function start({ user, token }) {
   });
   session.chat = new ChatPanel({
     user,
+    catchUp: CLIENT.replaysStreams ? "stream" : "history",
     onActivity: refreshRoomsSoon,
     onRejected: (room) => setFieldError(roomInput, roomError, `#${room} is private: only its members can enter.`),
   });
@@ -269,6 +273,18 @@ function renderRooms(rooms) {
 }
 
 // ---- go ----------------------------------------------------------------------------------------
+
+byId("client-name").textContent = CLIENT.label;
+const clientSwitch = byId("client-switch");
+if (CLIENT.name === "anycable") {
+  clientSwitch.textContent = "Switch to the stock @rails/actioncable consumer";
+  clientSwitch.href = location.pathname;
+  clientSwitch.nextSibling.textContent = ".";
+}
+// The room stays the same across the switch.
+clientSwitch.addEventListener("click", () => {
+  clientSwitch.href = `${clientSwitch.href.split("#")[0]}${location.hash}`;
+});
 
 const saved = savedSession();
 if (saved) start(saved);

@@ -2,8 +2,10 @@
 // typing indicator and the message box.
 //
 // Wire contract (examples/demo/README.md): the room's stream carries `message`, `joined`,
-// `left` and `typing`; the sender alone gets `history` (asked for on every `connected`, so a
-// reconnect fills the gap) and `error`.
+// `left` and `typing`; the sender alone gets `history` and `error`. How a reconnect fills the
+// gap depends on the client (client.mjs): the stock consumer asks for `history` again on every
+// `connected`; on the extended protocol the server replays the stream's missed messages, so
+// `history` is asked for once.
 
 import { avatar, byId, el, setFieldError, timeEl } from "./dom.mjs";
 
@@ -16,13 +18,17 @@ export class ChatPanel {
   /**
    * user: the signed-in name. onActivity(): a message was said here (the room list refreshes).
    * onRejected(room): the server refused the subscription (private room, invalid name).
+   * catchUp: "history" (ask the channel for recent messages on every `connected`) or "stream"
+   * (the server replays missed messages; ask once).
    */
-  constructor({ user, onActivity = () => {}, onRejected = () => {} }) {
+  constructor({ user, onActivity = () => {}, onRejected = () => {}, catchUp = "history" }) {
     this.user = user;
+    this.catchUp = catchUp;
     this.onActivity = onActivity;
     this.onRejected = onRejected;
     this.title = byId("room-title");
     this.info = byId("room-info");
+    this.online = byId("room-online");
     this.log = byId("messages");
     this.empty = byId("messages-empty");
     this.typingNode = byId("typing");
@@ -60,6 +66,7 @@ export class ChatPanel {
     this.renderedIds = new Set();
     this.maxId = 0;
     this.clearTyping();
+    this.renderOnline(null);
     this.log.replaceChildren();
     // History goes above this marker; live events are appended below it.
     this.historyEnd = el("li", { class: "history-end", hidden: true });
@@ -81,13 +88,15 @@ export class ChatPanel {
         // Not the callback's `reconnected` flag: the stock consumer sets it on the first
         // subscription confirmed after a reconnect only.
         if (this.historyLoaded) this.notice("Reconnected", "notice-status");
-        this.subscription.perform("history", { limit: HISTORY_LIMIT });
+        if (this.catchUp === "history" || !this.historyLoaded) this.subscription.perform("history", { limit: HISTORY_LIMIT });
+        this.joinPresence(current);
       },
       disconnected: ({ willAttemptReconnect } = {}) => {
         if (!current()) return;
         const wasConnected = this.connected;
         this.connected = false;
         this.clearTyping();
+        this.renderOnline(null);
         if (wasConnected) {
           this.notice(willAttemptReconnect ? "Connection lost — reconnecting…" : "Disconnected", "notice-status");
         }
@@ -111,6 +120,9 @@ export class ChatPanel {
   /** Unsubscribes from the current room (the others in it see `left`). */
   leave() {
     this.generation++;
+    this.stopPresence?.();
+    this.stopPresence = null;
+    this.renderOnline(null);
     if (this.subscription) this.subscription.unsubscribe();
     this.subscription = null;
     this.connected = false;
@@ -178,7 +190,49 @@ export class ChatPanel {
     const now = Date.now();
     if (now - this.lastTypingSentAt < TYPING_SEND_EVERY_MS) return;
     this.lastTypingSentAt = now;
-    this.subscription.perform("typing");
+    // On the extended protocol a whisper: straight to the others in the room, no channel code.
+    if (this.subscription.whisper) this.subscription.whisper({ type: "typing", user: this.user });
+    else this.subscription.perform("typing");
+  }
+
+  // ---- who is online (extended protocol) -------------------------------------------------------
+
+  /** Joins the room's presence as this user and keeps the "Here now" line current. */
+  async joinPresence(current) {
+    const subscription = this.subscription;
+    if (!subscription?.presence) return;
+    if (!this.stopPresence) {
+      this.stopPresence = subscription.onPresence(() => this.refreshOnline(current));
+    }
+    try {
+      await subscription.presence.join(this.user, { name: this.user });
+    } catch (error) {
+      console.warn("presence join failed:", error);
+    }
+    await this.refreshOnline(current);
+  }
+
+  async refreshOnline(current) {
+    try {
+      const state = await this.subscription?.presence?.info();
+      if (current() && this.connected && state) this.renderOnline(Object.keys(state));
+    } catch (error) {
+      console.warn("presence info failed:", error);
+    }
+  }
+
+  /** `users`: who is here, or null when unknown (not connected, or no presence). */
+  renderOnline(users) {
+    if (!users) {
+      this.online.hidden = true;
+      this.online.textContent = "";
+      return;
+    }
+    const names = [...users].sort((a, b) => (a === this.user ? -1 : b === this.user ? 1 : a.localeCompare(b)));
+    const shown = names.slice(0, 10).map((n) => (n === this.user ? `${n} (you)` : n));
+    const more = names.length > shown.length ? ` and ${names.length - shown.length} more` : "";
+    this.online.textContent = `Here now (${names.length}): ${shown.join(", ")}${more}`;
+    this.online.hidden = false;
   }
 
   // ---- the log -------------------------------------------------------------------------------

@@ -4,150 +4,27 @@
 // `executablePath` points at Debian's). Each test starts `example-demo` as a real process
 // (DEMO_DATABASE=:memory:, except the restart test: a file database on a fixed port).
 //
-//   CHROMIUM_PATH   the browser (default /usr/bin/chromium; `apt-get install chromium`,
-//                   which ./scripts/test.sh does when it is missing)
-//   screenshots     test-artifacts/screenshots/*.png (git-ignored): the key states, plus
-//                   failure-*.png of every open page when a test fails
+// The browser and the per-test wrapper are in support/browser.mjs.
 //
 // Selectors are the accessible ones (roles, labels, visible text), so the tests also check that
 // the page exposes them.
 
-import { after, before, describe, test } from "node:test";
+import { describe } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, existsSync, mkdirSync, rmSync } from "node:fs";
+import { cpSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
 import { waitUntil } from "./support/consumer.mjs";
-import { Scope, http, login, signJwt, nowSecs, freePort, JS_CLIENT_DIR } from "./support/demo.mjs";
-import { BROWSER_WAIT_MS, BROWSER_TEST_TIMEOUT_MS, LONG_TEST_TIMEOUT_MS, QUIET_MS, RECONNECT_WAIT_MS, DEMO_STOP_GRACE_MS, TYPING_GONE_WITHIN_MS } from "./support/timing.mjs";
-
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const SCREENSHOTS = join(JS_CLIENT_DIR, "test-artifacts", "screenshots");
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 360, height: 740 };
-
-// launch() gives every browser a fresh temporary profile (its own --user-data-dir, removed on
-// close; Playwright refuses an explicit one here) and adds --no-sandbox unless told otherwise.
-// The flags keep Chromium from reaching for the network on these offline machines.
-const CHROMIUM_ARGS = [
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  "--disable-quic",
-  ...(process.getuid?.() === 0 ? ["--no-sandbox"] : []),
-];
-
-let browser;
-
-const slug = (s) => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 60);
-
-/** Saves a screenshot of `page` as test-artifacts/screenshots/<name>.png. */
-async function shot(page, name, { fullPage = false } = {}) {
-  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage, animations: "disabled" });
-}
-
-/** A test with its own Scope (demo processes, temp dirs) and browser contexts, always cleaned up. */
-function browserTest(name, { timeout = BROWSER_TEST_TIMEOUT_MS } = {}, fn) {
-  test(name, { timeout }, async (t) => {
-    const scope = new Scope(`browser ${name}`);
-    const pages = [];
-    const errors = [];
-    /** A new browser context (its own cookies and sessionStorage: another user) on `demo`. */
-    scope.page = async (demo, { viewport = DESKTOP, label = `page ${pages.length + 1}` } = {}) => {
-      const context = await browser.newContext({ viewport, baseURL: demo.baseUrl, locale: "en-GB" });
-      context.setDefaultTimeout(BROWSER_WAIT_MS);
-      // Every page of every test runs under the demo's Content-Security-Policy: whatever it
-      // refuses (an inline script or style, a connection elsewhere, /cable included) fails the
-      // test. Chromium reports it as a `securitypolicyviolation` event and on the console.
-      await context.addInitScript(() => {
-        document.addEventListener("securitypolicyviolation", (e) => {
-          console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
-        });
-      });
-      const page = await context.newPage();
-      page.on("pageerror", (error) => errors.push(`${label}: ${error.message}`));
-      page.on("console", (message) => {
-        if (/CSP violation|Content Security Policy/i.test(message.text())) errors.push(`${label}: ${message.text()}`);
-      });
-      pages.push({ page, label });
-      return page;
-    };
-    let failed = true;
-    try {
-      await fn(scope, t);
-      assert.deepEqual(errors, [], "no uncaught errors in the page");
-      failed = false;
-    } finally {
-      if (failed) {
-        for (const { page, label } of pages) {
-          await shot(page, `failure-${slug(name)}-${slug(label)}`, { fullPage: true }).catch(() => {});
-        }
-      }
-      await Promise.allSettled(pages.map(({ page }) => page.context().close()));
-      await scope.cleanup();
-    }
-  });
-}
-
-// ---- page helpers ----------------------------------------------------------------------------
-
-const statusOf = (page) => page.getByRole("banner").getByRole("status");
-
-async function waitForStatus(page, text, timeout = BROWSER_WAIT_MS) {
-  await statusOf(page).filter({ hasText: new RegExp(`^${text}$`) }).waitFor({ timeout });
-}
-
-/** Opens the page and signs in as `name`; `keyboard` types and presses Enter instead of clicking. */
-async function signIn(page, name, { keyboard = false } = {}) {
-  await page.goto("/");
-  const field = page.getByLabel("Your name");
-  if (keyboard) {
-    await field.waitFor();
-    assert.equal(await page.evaluate(() => document.activeElement?.id), "signin-name", "the name field has focus");
-    await page.keyboard.type(name);
-    await page.keyboard.press("Enter");
-  } else {
-    await field.fill(name);
-    await page.getByRole("button", { name: "Sign in" }).click();
-  }
-  await waitForStatus(page, "Connected");
-  await page.getByRole("banner").getByText(`Signed in as ${name}`).waitFor();
-}
-
-const chatLog = (page) => page.getByRole("log");
-const notificationsPanel = (page) => page.getByRole("complementary", { name: /^Notifications/ });
-const notificationItem = (page, text) => notificationsPanel(page).getByRole("listitem").filter({ hasText: text });
-
-/** Sends a chat message with the keyboard (type, Enter) and waits for its echo. */
-async function say(page, text) {
-  await page.getByLabel("Chat message").fill(text);
-  await page.getByLabel("Chat message").press("Enter");
-  await chatLog(page).getByText(text, { exact: true }).waitFor();
-}
-
-/** Waits until the Notifications heading reads "Notifications <n> unread" (just "Notifications" for 0). */
-async function waitForUnread(page, n) {
-  const name = n > 0 ? `Notifications ${n} unread` : "Notifications";
-  await notificationsPanel(page).getByRole("heading", { name, exact: true }).waitFor();
-}
+import { http, login, signJwt, nowSecs, freePort, JS_CLIENT_DIR } from "./support/demo.mjs";
+import { BROWSER_WAIT_MS, LONG_TEST_TIMEOUT_MS, QUIET_MS, RECONNECT_WAIT_MS, DEMO_STOP_GRACE_MS, TYPING_GONE_WITHIN_MS } from "./support/timing.mjs";
+import {
+  useBrowser, currentBrowser, browserTest, shot, signIn, say, chatLog, waitForStatus, notificationsPanel, notificationItem,
+  waitForUnread, PHONE,
+} from "./support/browser.mjs";
 
 // ---- the tests -------------------------------------------------------------------------------
 
 describe("the demo page in headless Chromium", () => {
-  before(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`Chromium not found at ${CHROMIUM}. Install Debian's package ` +
-        "(`sudo apt-get install chromium`; ./scripts/test.sh does it by itself) or set CHROMIUM_PATH.");
-    }
-    rmSync(SCREENSHOTS, { recursive: true, force: true }); // this run's pictures only
-    mkdirSync(SCREENSHOTS, { recursive: true });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-  });
-
-  after(async () => {
-    await browser?.close();
-  });
+  useBrowser();
 
   browserTest("two users chat in one room: history, messages both ways, typing, join and leave notices", {}, async (scope) => {
     const demo = await scope.demo();
@@ -364,12 +241,14 @@ describe("the demo page in headless Chromium", () => {
       assert.equal(headers["x-content-type-options"], "nosniff", path);
       assert.equal(headers["referrer-policy"], "same-origin", path);
     }
-    // The page has no inline script or style attribute left for the policy to refuse.
-    assert.equal(await page.locator("script:not([src])").count(), 0);
+    // The page has no inline script (but the import map the policy admits by its hash) or
+    // style attribute left for the policy to refuse.
+    assert.equal(await page.locator("script:not([src]):not([type=importmap])").count(), 0);
+    assert.equal(await page.locator("script[type=importmap]").count(), 1);
     assert.equal(await page.locator("[style]").count(), 0);
 
     // Another page cannot frame it (clickjacking).
-    const framer = await browser.newPage();
+    const framer = await currentBrowser().newPage();
     try {
       await framer.setContent(`<iframe title="demo" src="${demo.baseUrl}/"></iframe>`);
       await framer.waitForTimeout(QUIET_MS);
@@ -478,7 +357,7 @@ describe("the demo page in headless Chromium", () => {
     assert.equal((await http(demo.baseUrl, "/vendor/actioncable.esm.js")).status, 404);
     const page = await scope.page(demo);
     await page.goto("/");
-    await page.getByRole("alert").getByText(/could not load the ActionCable consumer/).waitFor();
+    await page.getByRole("alert").getByText(/could not load the cable client/).waitFor();
     await page.getByRole("alert").getByText(/npm ci/).waitFor();
     assert.equal(await page.getByRole("heading", { name: "Sign in to chat" }).count(), 0);
     await shot(page, "11-consumer-module-missing");

@@ -76,6 +76,8 @@ struct Tracker {
     results: AtomicU64,
     /// Frames of no known shape.
     other: AtomicU64,
+    /// Deliveries whose frame carried a stream position.
+    positioned: AtomicU64,
 }
 
 impl Tracker {
@@ -95,6 +97,7 @@ impl Tracker {
             disconnected: AtomicU64::new(0),
             results: AtomicU64::new(0),
             other: AtomicU64::new(0),
+            positioned: AtomicU64::new(0),
         }
     }
 
@@ -166,7 +169,13 @@ async fn read_loop(mut stream: SplitStream<Ws>, tracker: Arc<Tracker>, clock: Cl
             Some(Incoming::Data(BenchData {
                 action: Some(action),
                 payload: Some(payload),
-            })) if action == "broadcast" => tracker.deliver(&payload, received_ns),
+                positioned,
+            })) if action == "broadcast" => {
+                if positioned {
+                    tracker.positioned.fetch_add(1, Ordering::Relaxed);
+                }
+                tracker.deliver(&payload, received_ns)
+            }
             Some(Incoming::Data(BenchData {
                 action: Some(action),
                 ..
@@ -277,6 +286,7 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
     let server_cpu = cpu.elapsed();
     // Snapshot before closing, so that only connections lost during the run count.
     let disconnected = tracker.disconnected.load(Ordering::Relaxed);
+    let positioned = tracker.positioned.load(Ordering::Relaxed);
     let (latency, deliveries, unexpected) = {
         let st = tracker.lock();
         (st.latency.clone(), st.deliveries, st.unexpected)
@@ -302,6 +312,9 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
     println!(
         "  lost {lost} deliveries ({incomplete} of {messages} messages incomplete); late {late}; unexpected {unexpected}; send errors {send_errors}; connections lost {disconnected}"
     );
+    if ramp.target.protocol() == conn::Protocol::Ext {
+        println!("  {positioned} of the deliveries carried a stream position");
+    }
     if rounds_run < args.rounds {
         println!(
             "  ABORTED: the run's deadline came after {rounds_run} of {} rounds",
@@ -338,6 +351,8 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
         "broadcast_secs": stats::round(phase_time.as_secs_f64(), 3),
         "payload_bytes": args.connect.payload_bytes,
         "url": ramp.target.url(),
+        "protocol": ramp.target.protocol().name(),
+        "positioned": positioned,
     });
     if let Some(cpu) = server_cpu {
         summary["server_cpu_secs"] = stats::round(cpu, 2).into();

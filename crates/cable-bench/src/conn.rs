@@ -27,10 +27,30 @@ pub(crate) type Ws = WebSocketStream<TcpStream>;
 /// The subscription identifier every client uses (the client's exact string is echoed back).
 pub(crate) const IDENTIFIER: &str = r#"{"channel":"BenchmarkChannel"}"#;
 
+/// The subprotocol the clients offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Protocol {
+    /// `actioncable-v1-json`, Rails' protocol (the stock consumer's).
+    Plain,
+    /// `actioncable-v1-ext-json`, AnyCable's extended protocol (`@anycable/core`'s): with
+    /// history on, every broadcast frame carries its stream position.
+    Ext,
+}
+
+impl Protocol {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Protocol::Plain => "actioncable-v1-json",
+            Protocol::Ext => "actioncable-v1-ext-json",
+        }
+    }
+}
+
 /// Where to connect and how; resolved once per run.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     url: String,
+    protocol: Protocol,
     addr: SocketAddr,
     origin: Option<HeaderValue>,
     bind_ips: Vec<IpAddr>,
@@ -66,6 +86,7 @@ impl Target {
         };
         Ok(Target {
             url: args.url.clone(),
+            protocol: args.protocol,
             addr,
             origin,
             bind_ips: args.bind_ips.clone(),
@@ -74,6 +95,10 @@ impl Target {
 
     pub(crate) fn url(&self) -> &str {
         &self.url
+    }
+
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// Connects client `index` and returns it once its subscription is confirmed.
@@ -99,7 +124,7 @@ impl Target {
         let headers = request.headers_mut();
         headers.insert(
             "Sec-WebSocket-Protocol",
-            HeaderValue::from_static("actioncable-v1-json"),
+            HeaderValue::from_static(self.protocol.name()),
         );
         if let Some(origin) = &self.origin {
             headers.insert("Origin", origin.clone());
@@ -108,10 +133,17 @@ impl Target {
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0);
-        let (mut ws, _response) =
+        let (mut ws, response) =
             tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
                 .context("WebSocket handshake")?;
+        let selected = response.headers().get("Sec-WebSocket-Protocol");
+        if selected.and_then(|v| v.to_str().ok()) != Some(self.protocol.name()) {
+            bail!(
+                "the server selected {selected:?}, not {}",
+                self.protocol.name()
+            );
+        }
 
         wait_for(&mut ws, "welcome").await?;
         let subscribe = serde_json::json!({ "command": "subscribe", "identifier": IDENTIFIER });
@@ -154,6 +186,9 @@ struct Frame<'a> {
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     message: Option<&'a RawValue>,
+    /// The stream position's offset, on the extended protocol with history on.
+    #[serde(default)]
+    offset: Option<u64>,
 }
 
 /// The data the benchmark sends and gets back: `{"action":…,"payload":{…}}`.
@@ -163,6 +198,9 @@ pub(crate) struct BenchData<'a> {
     pub(crate) action: Option<Cow<'a, str>>,
     #[serde(default)]
     pub(crate) payload: Option<Payload>,
+    /// The frame carried a stream position (`offset`; extended protocol, history on).
+    #[serde(skip)]
+    pub(crate) positioned: bool,
 }
 
 /// The benchmark's payload (the padding, if any, is not read back).
@@ -184,7 +222,8 @@ impl<'a> Incoming<'a> {
         if let Some(kind) = frame.kind {
             return Some(Incoming::Control(kind));
         }
-        let data = serde_json::from_str(frame.message?.get()).ok()?;
+        let mut data: BenchData<'_> = serde_json::from_str(frame.message?.get()).ok()?;
+        data.positioned = frame.offset.is_some();
         Some(Incoming::Data(data))
     }
 }
@@ -346,8 +385,17 @@ mod tests {
                     seq: 7,
                     sent_ns: 42
                 }),
+                positioned: false,
             }))
         );
+        let positioned = r#"{"identifier":"{\"channel\":\"BenchmarkChannel\"}","message":{"action":"broadcast","payload":{"sender":3,"seq":7,"sent_ns":42}},"stream_id":"all","epoch":"e1","offset":12}"#;
+        assert!(matches!(
+            Incoming::parse(positioned),
+            Some(Incoming::Data(BenchData {
+                positioned: true,
+                ..
+            }))
+        ));
         assert_eq!(Incoming::parse("not json"), None);
     }
 

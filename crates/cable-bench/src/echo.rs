@@ -78,6 +78,7 @@ async fn reply(ws: &mut Ws, me: u32, seq: u32, clock: &Clock, tally: &Tally) -> 
         if let Some(Incoming::Data(BenchData {
             action: Some(action),
             payload: Some(payload),
+            ..
         })) = Incoming::parse(&text)
             && action == "echo"
             && payload.sender == me

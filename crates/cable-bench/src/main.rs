@@ -81,6 +81,11 @@ struct ConnectArgs {
     /// per connection, both read from `/proc`.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The subprotocol to offer: `plain` (Rails') or `ext` (AnyCable's extended protocol, whose
+    /// broadcast frames carry stream positions when the server keeps history). The run fails
+    /// if the server selects another.
+    #[arg(long, value_enum, default_value = "plain")]
+    protocol: conn::Protocol,
     /// Extra bytes of padding in every payload.
     #[arg(long, default_value_t = 0)]
     payload_bytes: usize,

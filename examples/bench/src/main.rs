@@ -10,7 +10,9 @@
 //!
 //! Any connection is accepted, with or without an `Origin` header (load tools send none).
 //! Settings: `PORT` (3000), `BIND` (127.0.0.1), `CABLE_ADAPTER` (`memory` or `redis`, with
-//! `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
+//! `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`),
+//! `CABLE_HISTORY` (`off` or `on`: keep stream history, so that extended-protocol clients get
+//! positions; default off).
 
 use actioncable::AnyAction;
 use actioncable::{
@@ -60,6 +62,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     // `CABLE_ADAPTER=memory|redis` (+ `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, …), like cable.yml.
     let pubsub = actioncable_redis::adapter_from_env()?;
+    let history = match std::env::var("CABLE_HISTORY").as_deref() {
+        Err(_) | Ok("" | "off") => false,
+        Ok("on") => true,
+        Ok(other) => return Err(format!("CABLE_HISTORY={other:?} is neither on nor off").into()),
+    };
     let cable = Cable::builder()
         .connection(AcceptAll)
         .channel::<BenchmarkChannel>()
@@ -68,6 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // A load generator's clients run closed loops of thousands of commands per second;
         // the per-connection rate limit (100/s by default) is for untrusted browsers.
         .max_commands_per_second(u32::MAX)
+        .history(history)
         .build()?;
     let handle = cable.handle();
     let app = axum::Router::new().merge(cable.router("/cable"));

@@ -2,9 +2,10 @@
 //! `TcpStream`) and a real WebSocket client speaking the ActionCable protocol.
 
 use crate::support::*;
-use example_demo::assets::Assets;
+use example_demo::assets::{Assets, VENDOR_PACKAGES};
 use example_demo::config::DEFAULT_ASSETS;
 use serde_json::{Value, json};
+use std::path::Path;
 
 #[tokio::test]
 async fn login_token_chat_round_trip() {
@@ -433,18 +434,23 @@ async fn serves_the_web_page_and_the_consumer_module() {
                 .starts_with("text/html"),
             "{r:?}"
         );
-        // The page's modules import the consumer by the URL the demo serves it at (no import
-        // map: that would be an inline script, which the page's CSP refuses).
-        let app = get(addr, "/app.mjs", &[]).await;
-        assert!(
-            app.body_text()
-                .contains(r#"from "/vendor/actioncable.esm.js""#),
-            "{}",
-            app.body_text()
-        );
+        // The page's modules import the stock consumer by the URL the demo serves it at, and
+        // @anycable/web by the name the page's import map gives it.
+        let client = get(addr, "/client.mjs", &[]).await;
+        for import in [
+            r#"import("/vendor/actioncable.esm.js")"#,
+            r#"import("@anycable/web")"#,
+        ] {
+            assert!(
+                client.body_text().contains(import),
+                "{import}: {}",
+                client.body_text()
+            );
+        }
         for (path, kind) in [
             ("/main.mjs", "javascript"),
             ("/app.mjs", "javascript"),
+            ("/client.mjs", "javascript"),
             ("/app.css", "text/css"),
         ] {
             let r = get(addr, path, &[]).await;
@@ -471,6 +477,17 @@ async fn serves_the_web_page_and_the_consumer_module() {
                 module.display()
             );
             assert_eq!(r.status, 404);
+        }
+        // @anycable/web and what it imports, at the import map's URLs.
+        for (url, dir) in VENDOR_PACKAGES {
+            let r = get(addr, &format!("{url}/index.js"), &[]).await;
+            if Path::new(DEFAULT_ASSETS).join(dir).is_dir() {
+                assert_eq!(r.status, 200, "{url}: {r:?}");
+                let content_type = r.header("content-type").unwrap_or("");
+                assert!(content_type.contains("javascript"), "{url}: {content_type}");
+            } else {
+                assert_eq!(r.status, 404, "{url}");
+            }
         }
         server.shutdown().await;
     })
@@ -998,12 +1015,16 @@ async fn the_page_its_assets_and_the_api_carry_the_security_headers() {
             );
             assert_eq!(r.header("referrer-policy"), Some("same-origin"), "{path}");
         }
-        // The page has no inline script or style for the CSP to refuse.
+        // The page has no inline script (but the import map, admitted by its hash) or style
+        // for the CSP to refuse.
         let page = get(addr, "/", &[]).await;
         let html = page.body_text();
         for tag in html.split("<script").skip(1) {
             let head = &tag[..tag.find('>').unwrap()];
-            assert!(head.contains(" src="), "an inline script: <script{head}>");
+            assert!(
+                head.contains(" src=") || head == r#" type="importmap""#,
+                "an inline script: <script{head}>"
+            );
         }
         assert!(
             !html.contains("<style") && !html.contains(" style="),
