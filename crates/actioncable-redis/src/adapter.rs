@@ -3,14 +3,18 @@
 use crate::config::{RedisConfig, RedisConfigError};
 use crate::history::{self, Read};
 use crate::link::{Connector, LinkState, Role, Up, describe, is_connection_error};
-use crate::wire::{self, INTERNAL_CHANNEL, Naming, POSITION_CHANNEL, Pairing};
+use crate::presence::{self, Timing};
+use crate::wire::{self, INTERNAL_CHANNEL, Naming, POSITION_CHANNEL, PRESENCE_CHANNEL, Pairing};
 use actioncable::PubSubError;
 use actioncable::pubsub::Backoff;
-use actioncable::pubsub::{History, HistorySettings, Inbound, Kept, Position, PubSub};
+use actioncable::pubsub::{
+    History, HistorySettings, Inbound, Kept, Position, Presence, PresenceMember, PresenceSettings,
+    PubSub,
+};
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -62,6 +66,9 @@ struct Inner {
     generation: AtomicU64,
     /// Set when the cable keeps history: streams then also subscribe their position notes.
     history: OnceLock<HistorySettings>,
+    /// Set when the cable keeps presence: the subscriber listens to presence events and a
+    /// task refreshes this node's records and sweeps expired ones.
+    presence: OnceLock<Arc<PresenceState>>,
     started: AtomicBool,
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -87,6 +94,7 @@ impl RedisPubSub {
             publisher: watch::Sender::new(LinkState::Down { since: now }),
             generation: AtomicU64::new(0),
             history: OnceLock::new(),
+            presence: OnceLock::new(),
             started: AtomicBool::new(false),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
@@ -273,6 +281,9 @@ impl PubSub for RedisPubSub {
         inner.publisher.send_replace(LinkState::Down { since: now });
         inner.spawn(run_subscriber(self.inner.clone(), inbound));
         inner.spawn(run_publisher(self.inner.clone()));
+        if let Some(state) = inner.presence.get() {
+            inner.spawn(run_presence(self.inner.clone(), state.clone()));
+        }
         tracing::debug!(config = ?inner.config, "Redis pub/sub adapter started");
         Ok(())
     }
@@ -417,6 +428,32 @@ impl PubSub for RedisPubSub {
         }))
     }
 
+    fn presence(&self, settings: &PresenceSettings) -> Result<Arc<dyn Presence>, PubSubError> {
+        if self.inner.started.load(Ordering::Acquire) && self.inner.presence.get().is_none() {
+            return Err(PubSubError::Backend(
+                "presence must be asked for before the Redis adapter starts".into(),
+            ));
+        }
+        let state = self
+            .inner
+            .presence
+            .get_or_init(|| Arc::new(PresenceState::new(*settings)))
+            .clone();
+        if state.settings != *settings {
+            return Err(PubSubError::Backend(
+                format!(
+                    "this RedisPubSub already keeps presence with {:?}",
+                    state.settings
+                )
+                .into(),
+            ));
+        }
+        Ok(Arc::new(RedisPresence {
+            inner: self.inner.clone(),
+            state,
+        }))
+    }
+
     async fn shutdown(&self) -> Result<(), PubSubError> {
         let inner = &self.inner;
         inner.stop.cancel();
@@ -516,6 +553,14 @@ async fn resubscribe(
     if !refused.is_empty() {
         // Only a marker for Redis tools; streams work without it.
         tracing::warn!("Redis refused SUBSCRIBE _action_cable_internal; continuing without it");
+    }
+    if inner.presence.get().is_some() {
+        let refused = subscribe_all(inner, conn, &[PRESENCE_CHANNEL]).await?;
+        if !refused.is_empty() {
+            tracing::error!(
+                "Redis refused SUBSCRIBE _action_cable_presence; no presence events from other nodes"
+            );
+        }
     }
     let limit = inner.config.subscribe_timeout;
     let mut acked: HashSet<String> = HashSet::new();
@@ -753,4 +798,232 @@ impl fmt::Debug for RedisHistory {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
+}
+
+/// What this node knows of its presence records in Redis (see `presence.rs`).
+struct PresenceState {
+    settings: PresenceSettings,
+    timing: Timing,
+    /// Makes this node's record keys unique among nodes.
+    node: String,
+    /// This node's records by deadline entry: refreshed while they last, joined again when
+    /// Redis lost them.
+    records: Mutex<HashMap<String, Record>>,
+}
+
+/// One of this node's records, enough to join it again.
+#[derive(Clone)]
+struct Record {
+    stream: String,
+    key: String,
+    id: String,
+    info: Option<String>,
+}
+
+impl PresenceState {
+    fn new(settings: PresenceSettings) -> PresenceState {
+        PresenceState {
+            settings,
+            timing: Timing::new(settings.ttl),
+            node: presence::node_id(),
+            records: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn records(&self) -> MutexGuard<'_, HashMap<String, Record>> {
+        // Single inserts and removals: a poisoned map is still consistent.
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The presence kept in Redis: shares the adapter's publisher connection.
+struct RedisPresence {
+    inner: Arc<Inner>,
+    state: Arc<PresenceState>,
+}
+
+impl RedisPresence {
+    fn key(&self, key: &str) -> String {
+        format!("{}-{key}", self.state.node)
+    }
+}
+
+/// Runs the join script for `record`; whether its member is new.
+async fn join_record(
+    inner: &Inner,
+    state: &PresenceState,
+    record: &Record,
+) -> Result<bool, PubSubError> {
+    let up = inner.publisher_up().await?;
+    let keys = presence::keys(&inner.naming, &record.stream);
+    let mut invocation = redis::cmd("EVAL");
+    invocation
+        .arg(presence::join_script())
+        .arg(4)
+        .arg(&keys.records)
+        .arg(&keys.members)
+        .arg(&keys.counts)
+        .arg(presence::DEADLINES)
+        .arg(&record.key)
+        .arg(&record.id)
+        .arg(record.info.as_deref().unwrap_or(""))
+        .arg(presence::millis(state.timing.lifetime))
+        .arg(presence::entry(&record.key, &keys.channel))
+        .arg(PRESENCE_CHANNEL)
+        .arg(&keys.channel)
+        .arg(presence::millis(state.timing.keys_ttl));
+    let mut conn = up.conn.clone();
+    let joined: i64 = inner
+        .answer(&up, "the presence join", invocation.query_async(&mut conn))
+        .await?;
+    Ok(joined == 1)
+}
+
+#[async_trait]
+impl Presence for RedisPresence {
+    async fn join(
+        &self,
+        stream: &str,
+        key: &str,
+        id: &str,
+        info: Option<&str>,
+    ) -> Result<bool, PubSubError> {
+        let record = Record {
+            stream: stream.to_owned(),
+            key: self.key(key),
+            id: id.to_owned(),
+            info: info.map(str::to_owned),
+        };
+        let entry = presence::entry(
+            &record.key,
+            &presence::keys(&self.inner.naming, stream).channel,
+        );
+        // Known before Redis has it, so a refresh racing this join cannot miss it.
+        self.state.records().insert(entry.clone(), record.clone());
+        let joined = join_record(&self.inner, &self.state, &record).await;
+        if joined.is_err() {
+            self.state.records().remove(&entry);
+        }
+        joined
+    }
+
+    async fn leave(&self, stream: &str, key: &str) -> Result<bool, PubSubError> {
+        let inner = &self.inner;
+        let key = self.key(key);
+        let keys = presence::keys(&inner.naming, stream);
+        let entry = presence::entry(&key, &keys.channel);
+        // Forgotten first: if Redis cannot be told, the record expires there within the TTL.
+        self.state.records().remove(&entry);
+        let up = inner.publisher_up().await?;
+        let mut invocation = redis::cmd("EVAL");
+        invocation
+            .arg(presence::leave_script())
+            .arg(1)
+            .arg(presence::DEADLINES)
+            .arg(&keys.base)
+            .arg(&key)
+            .arg(&entry)
+            .arg(PRESENCE_CHANNEL)
+            .arg(&keys.channel);
+        let mut conn = up.conn.clone();
+        let left: i64 = inner
+            .answer(&up, "the presence leave", invocation.query_async(&mut conn))
+            .await?;
+        Ok(left == 1)
+    }
+
+    async fn members(&self, stream: &str) -> Result<Vec<PresenceMember>, PubSubError> {
+        let inner = &self.inner;
+        let up = inner.publisher_up().await?;
+        let keys = presence::keys(&inner.naming, stream);
+        let mut command = redis::cmd("HGETALL");
+        command.arg(&keys.members);
+        let mut conn = up.conn.clone();
+        let all: HashMap<String, String> = inner
+            .answer(&up, "HGETALL", command.query_async(&mut conn))
+            .await?;
+        let mut members: Vec<PresenceMember> = all
+            .into_iter()
+            .map(|(id, info)| PresenceMember {
+                id,
+                info: (!info.is_empty()).then_some(info),
+            })
+            .collect();
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(members)
+    }
+}
+
+impl fmt::Debug for RedisPresence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPubSub presence")
+            .field("settings", &self.state.settings)
+            .field("records", &self.state.records().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every `ttl/3`: sweeps the records whose time is up (any node's), then refreshes this
+/// node's and joins again those Redis lost. Failures are logged and retried next round; a
+/// record left unrefreshed that long expires, as if this node had died.
+async fn run_presence(inner: Arc<Inner>, state: Arc<PresenceState>) {
+    let every = state.timing.every;
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(e) = presence_round(&inner, &state).await {
+            tracing::warn!(error = %e, "presence refresh failed; retrying");
+        }
+    }
+}
+
+async fn presence_round(inner: &Inner, state: &PresenceState) -> Result<(), PubSubError> {
+    let up = inner.publisher_up().await?;
+    let mut conn = up.conn.clone();
+    let mut sweep = redis::cmd("EVAL");
+    sweep
+        .arg(presence::sweep_script())
+        .arg(1)
+        .arg(presence::DEADLINES)
+        .arg(presence::key_prefix())
+        .arg(PRESENCE_CHANNEL)
+        .arg(presence::SWEEP_LIMIT);
+    let left: i64 = inner
+        .answer(&up, "the presence sweep", sweep.query_async(&mut conn))
+        .await?;
+    if left > 0 {
+        tracing::info!(left, "presence: members of silent nodes left");
+    }
+    let entries: Vec<String> = state.records().keys().cloned().collect();
+    for chunk in entries.chunks(presence::REFRESH_CHUNK) {
+        let mut refresh = redis::cmd("EVAL");
+        refresh
+            .arg(presence::refresh_script())
+            .arg(1)
+            .arg(presence::DEADLINES)
+            .arg(presence::millis(state.timing.lifetime))
+            .arg(presence::millis(state.timing.keys_ttl))
+            .arg(presence::key_prefix())
+            .arg(chunk);
+        let missing: Vec<String> = inner
+            .answer(&up, "the presence refresh", refresh.query_async(&mut conn))
+            .await?;
+        for entry in missing {
+            // Left meanwhile, or lost by Redis (a restart, an outage past the TTL): join
+            // again what this node still holds.
+            let record = state.records().get(&entry).cloned();
+            if let Some(record) = record {
+                tracing::info!(
+                    stream = record.stream,
+                    "presence: joining again a record Redis lost"
+                );
+                join_record(inner, state, &record).await?;
+            }
+        }
+    }
+    Ok(())
 }

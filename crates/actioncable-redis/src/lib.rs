@@ -190,6 +190,7 @@ mod adapter;
 mod config;
 mod history;
 mod link;
+mod presence;
 mod wire;
 
 pub use adapter::RedisPubSub;

@@ -1,7 +1,7 @@
 //! What goes over Redis, in Rails' format: channel names and the handling of one message,
 //! with the position notes that precede kept messages (see `history.rs`). No I/O here.
 
-use actioncable::pubsub::{Inbound, Position};
+use actioncable::pubsub::{Inbound, Position, PresenceEvent};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -56,6 +56,41 @@ pub(crate) const POSITION_CHANNEL: &str = "_action_cable_position:";
 /// The side channel of `stream`'s position notes.
 pub(crate) fn position_channel(naming: &Naming, stream: &str) -> String {
     format!("{POSITION_CHANNEL}{}", naming.channel(stream))
+}
+
+/// The one channel of presence events, for every stream (see `presence.rs`). Never prefixed:
+/// each event names its stream's channel, prefix included.
+pub(crate) const PRESENCE_CHANNEL: &str = "_action_cable_presence";
+
+/// A presence event as the scripts publish it: `"<join|leave> <channel bytes> <id bytes>
+/// <channel><id><info>"` (lengths in bytes; `info`, JSON, only for a join and only when the
+/// member has one). Lengths rather than separators: channels, ids and info may hold anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PresenceNote<'a> {
+    pub(crate) channel: &'a str,
+    pub(crate) event: PresenceEvent<'a>,
+}
+
+/// Reads a presence event; `None` when it is malformed.
+pub(crate) fn parse_presence(payload: &str) -> Option<PresenceNote<'_>> {
+    let (kind, rest) = payload.split_once(' ')?;
+    let (channel_len, rest) = rest.split_once(' ')?;
+    let (id_len, rest) = rest.split_once(' ')?;
+    let channel_len: usize = channel_len.parse().ok()?;
+    let id_len: usize = id_len.parse().ok()?;
+    let channel = rest.get(..channel_len)?;
+    let rest = rest.get(channel_len..)?;
+    let id = rest.get(..id_len)?;
+    let info = rest.get(id_len..)?;
+    let event = match kind {
+        "join" => PresenceEvent::Join {
+            id,
+            info: (!info.is_empty()).then_some(info),
+        },
+        "leave" if info.is_empty() => PresenceEvent::Leave { id },
+        _ => return None,
+    };
+    Some(PresenceNote { channel, event })
 }
 
 /// The note published before a kept payload.
@@ -122,6 +157,20 @@ pub(crate) fn deliver(
         );
         return;
     };
+    if channel == PRESENCE_CHANNEL {
+        let note = std::str::from_utf8(payload).ok().and_then(parse_presence);
+        match note {
+            Some(note) => {
+                // Another app's stream (another prefix) is none of ours.
+                if let Some(stream) = naming.stream(note.channel) {
+                    let reached = inbound.presence_event(stream, note.event);
+                    tracing::trace!(stream, reached, "delivered a presence event");
+                }
+            }
+            None => tracing::warn!("ignoring a malformed presence event"),
+        }
+        return;
+    }
     if let Some(noted) = channel.strip_prefix(POSITION_CHANNEL) {
         let stream = naming.stream(noted);
         let position = std::str::from_utf8(payload).ok().and_then(parse_note);
@@ -191,6 +240,47 @@ mod tests {
         p.note("a", at);
         assert_eq!(p.payload("b"), None);
         assert_eq!(p.payload("a"), None);
+    }
+
+    #[test]
+    fn presence_events_are_length_prefixed_and_anything_else_is_refused() {
+        // 'é' is two bytes: a length that cuts it is refused.
+        let join = "join 12 3 app:chat:a bidé{\"n\":1}";
+        assert_eq!(parse_presence(join), None);
+        let join = "join 12 4 app:chat:a bidé{\"n\":1}";
+        assert_eq!(
+            parse_presence(join),
+            Some(PresenceNote {
+                channel: "app:chat:a b",
+                event: PresenceEvent::Join {
+                    id: "idé",
+                    info: Some("{\"n\":1}")
+                }
+            })
+        );
+        assert_eq!(
+            parse_presence("join 1 1 sx").unwrap().event,
+            PresenceEvent::Join {
+                id: "x",
+                info: None
+            }
+        );
+        assert_eq!(
+            parse_presence("leave 1 1 sx"),
+            Some(PresenceNote {
+                channel: "s",
+                event: PresenceEvent::Leave { id: "x" }
+            })
+        );
+        for bad in [
+            "leave 1 1 sxy",
+            "dance 1 1 sx",
+            "join 9 1 sx",
+            "join a 1 sx",
+            "join",
+        ] {
+            assert_eq!(parse_presence(bad), None, "{bad}");
+        }
     }
 
     #[test]

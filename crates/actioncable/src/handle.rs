@@ -12,9 +12,10 @@
 //! it its position; a transient broadcast skips that.
 
 use crate::connection::{ConnectionId, ConnectionInfo, ConnectionRef, Identity};
-use crate::error::BroadcastError;
+use crate::error::{BroadcastError, PubSubError};
 use crate::hub::Hub;
 use crate::protocol;
+use crate::pubsub::PresenceMember;
 use crate::registry::Registry;
 use crate::stream::{self, ToStreamParam};
 use crate::untrusted::untrusted;
@@ -122,6 +123,41 @@ impl CableHandle {
                 tracing::error!(stream = %untrusted(stream), error = %e, "broadcast failed");
                 Err(e.into())
             }
+        }
+    }
+
+    /// A client's whisper: `json` to `stream`'s subscribers on every node but connection
+    /// `sender`, never kept in the history.
+    pub(crate) async fn whisper(
+        &self,
+        stream: &str,
+        json: &str,
+        sender: ConnectionId,
+    ) -> Result<(), BroadcastError> {
+        self.send(stream, json, Some(sender), false).await
+    }
+
+    /// Who is in `stream`'s presence, on every node (for a stream a channel opened with
+    /// [`StreamOptions::presence`](crate::StreamOptions::presence)): each member once, with the
+    /// info it joined with (JSON text), ordered by id with the in-memory adapter.
+    ///
+    /// ```
+    /// # async fn demo(handle: actioncable::CableHandle) -> Result<(), actioncable::PubSubError> {
+    /// for member in handle.presence("chat:lobby").await? {
+    ///     println!("{} is here: {}", member.id, member.info.as_deref().unwrap_or("{}"));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`PubSubError::Unsupported`] when the adapter keeps no presence; the adapter's error
+    /// when it cannot be read.
+    pub async fn presence(&self, stream: &str) -> Result<Vec<PresenceMember>, PubSubError> {
+        match self.hub.presence() {
+            Some(presence) => presence.members(stream).await,
+            None => Err(PubSubError::Unsupported(
+                "this cable's pub/sub adapter keeps no presence".into(),
+            )),
         }
     }
 

@@ -23,12 +23,18 @@
 //! and the client (`@anycable/core`) does not drop duplicates itself. While a replay is being
 //! fetched, the subscriber's live messages are *held* in order, then sent after the replay
 //! ([`Hub::replay`]), so the client sees every message once, in position order.
+//!
+//! **Presence.** A presence event (a member joined or left, from the adapter's
+//! [`Presence`](crate::pubsub::Presence)) goes only to the subscribers that listen to the
+//! stream *with presence* (extended-protocol clients whose channel opened it so), as
+//! `{"type":"presence",…}`, encoded once per identifier. It takes a path of its own
+//! ([`Deliver::presence_event`]), so ordinary broadcasts never look at presence.
 
 use crate::connection::{ConnectionId, ConnectionRef};
 use crate::error::PubSubError;
 use crate::outbox::Outbox;
 use crate::protocol::{self, DisconnectReason};
-use crate::pubsub::{Deliver, History, Kept, Position, PubSub};
+use crate::pubsub::{Deliver, History, Kept, Position, Presence, PresenceEvent, PubSub};
 use crate::sync::{lock, read, write};
 use crate::untrusted::untrusted;
 use axum::extract::ws::Utf8Bytes;
@@ -48,6 +54,8 @@ struct Member {
     filter: Option<StreamFilter>,
     /// `Some` for a subscriber that follows positions (extended protocol, history on).
     tracked: Option<Box<Mutex<Tracked>>>,
+    /// It gets the stream's presence events.
+    presence: bool,
 }
 
 /// What the hub knows of a subscriber that follows positions.
@@ -90,6 +98,8 @@ pub(crate) struct Listen {
     pub(crate) positions: bool,
     /// Hold live messages until [`Hub::replay`] (a `subscribe` that asked for history).
     pub(crate) hold: bool,
+    /// Send the stream's presence events (an extended-protocol client, presence on).
+    pub(crate) presence: bool,
 }
 
 struct StreamEntry {
@@ -123,17 +133,24 @@ pub(crate) struct Hub {
     pubsub: Arc<dyn PubSub>,
     /// The adapter's history, when the cable keeps it.
     history: Option<Arc<dyn History>>,
+    /// The adapter's presence, when it keeps one.
+    presence: Option<Arc<dyn Presence>>,
     exclusions: Mutex<Vec<Exclusion>>,
     /// Whether `exclusions` may be non-empty: the hot path skips its lock otherwise.
     excluding: AtomicBool,
 }
 
 impl Hub {
-    pub(crate) fn new(pubsub: Arc<dyn PubSub>, history: Option<Arc<dyn History>>) -> Hub {
+    pub(crate) fn new(
+        pubsub: Arc<dyn PubSub>,
+        history: Option<Arc<dyn History>>,
+        presence: Option<Arc<dyn Presence>>,
+    ) -> Hub {
         Hub {
             streams: RwLock::new(HashMap::new()),
             pubsub,
             history,
+            presence,
             exclusions: Mutex::new(Vec::new()),
             excluding: AtomicBool::new(false),
         }
@@ -146,6 +163,11 @@ impl Hub {
     /// The adapter's history, when the cable keeps one.
     pub(crate) fn history(&self) -> Option<&Arc<dyn History>> {
         self.history.as_ref()
+    }
+
+    /// The adapter's presence, when it keeps one.
+    pub(crate) fn presence(&self) -> Option<&Arc<dyn Presence>> {
+        self.presence.as_ref()
     }
 
     /// Adds a subscriber and returns once the stream is live in the adapter.
@@ -179,6 +201,7 @@ impl Hub {
                             parked: false,
                         }))
                     }),
+                    presence: listen.presence,
                 });
             entry.gate.clone()
         };
@@ -393,6 +416,42 @@ impl Hub {
 
 /// Fans a payload out to every local subscriber of its stream; returns how many it reached.
 impl Deliver for Hub {
+    fn presence_event(&self, stream: &str, event: PresenceEvent<'_>) -> usize {
+        let message = match event {
+            PresenceEvent::Join { id, info } => {
+                protocol::presence_join_event(id, info.and_then(|i| protocol::raw_json(i).ok()))
+            }
+            PresenceEvent::Leave { id } => protocol::presence_leave_event(id),
+        };
+        let Ok(message) = protocol::raw_json(&message) else {
+            return 0;
+        };
+        let streams = read(&self.streams);
+        let Some(entry) = streams.get(stream) else {
+            return 0;
+        };
+        let mut reached = 0;
+        for (identifier, members) in &entry.groups {
+            let mut frame: Option<Utf8Bytes> = None;
+            for member in members.iter().filter(|m| m.presence) {
+                if let Some(tracked) = &member.tracked
+                    && lock(tracked).parked
+                {
+                    continue;
+                }
+                let frame = frame
+                    .get_or_insert_with(|| {
+                        Utf8Bytes::from(protocol::encode_presence(identifier, message))
+                    })
+                    .clone();
+                if member.outbox.push(frame) {
+                    reached += 1;
+                }
+            }
+        }
+        reached
+    }
+
     fn deliver(&self, stream: &str, payload: &str, position: Option<&Position>) -> usize {
         let message = match protocol::raw_json(payload) {
             Ok(m) => m,
@@ -527,7 +586,8 @@ mod tests {
 
     fn hub() -> Arc<Hub> {
         let pubsub = Arc::new(MemoryPubSub::new());
-        let hub = Arc::new(Hub::new(pubsub.clone(), None));
+        let presence = pubsub.presence(&Default::default()).ok();
+        let hub = Arc::new(Hub::new(pubsub.clone(), None, presence));
         pubsub.start(Inbound::new(&hub)).unwrap();
         hub
     }
@@ -801,6 +861,52 @@ mod tests {
             got.push(v["message"].clone());
         }
         assert_eq!(got, vec![serde_json::json!(2), 3.into(), 4.into()]);
+    }
+
+    #[tokio::test]
+    async fn presence_events_go_to_presence_subscribers_only_and_broadcasts_ignore_the_flag() {
+        let hub = hub();
+        let id: Arc<str> = Arc::from("i");
+        let (plain, mut plain_rx) = conn(1, 8);
+        let (watcher, mut watcher_rx) = conn(2, 8);
+        let (watcher2, mut watcher2_rx) = conn(3, 8);
+        let with_presence = || Listen {
+            presence: true,
+            ..Listen::default()
+        };
+        hub.add("s", &id, &plain, Listen::default()).await.unwrap();
+        hub.add("s", &id, &watcher, with_presence()).await.unwrap();
+        hub.add("s", &id, &watcher2, with_presence()).await.unwrap();
+        let presence = hub.presence().unwrap().clone();
+        assert!(
+            presence
+                .join("s", "k", "42", Some(r#"{"n":"A"}"#))
+                .await
+                .unwrap()
+        );
+        let frame = watcher_rx.try_recv().unwrap();
+        assert_eq!(
+            frame.as_str(),
+            r#"{"type":"presence","identifier":"i","message":{"type":"join","info":{"n":"A"},"id":"42"}}"#
+        );
+        // Encoded once for the identifier.
+        assert_eq!(
+            frame.as_str().as_ptr(),
+            watcher2_rx.try_recv().unwrap().as_str().as_ptr()
+        );
+        assert!(plain_rx.try_recv().is_none());
+        // A broadcast reaches everyone, presence or not, with the same bytes.
+        assert_eq!(hub.deliver("s", "1", None), 3);
+        assert_eq!(
+            plain_rx.try_recv().unwrap().as_str(),
+            watcher_rx.try_recv().unwrap().as_str()
+        );
+        assert!(presence.leave("s", "k").await.unwrap());
+        assert!(plain_rx.try_recv().is_none());
+        assert_eq!(
+            watcher_rx.try_recv().unwrap().as_str(),
+            r#"{"type":"presence","identifier":"i","message":{"type":"leave","id":"42"}}"#
+        );
     }
 
     #[tokio::test]

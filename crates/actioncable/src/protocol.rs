@@ -17,9 +17,13 @@
 //! `docs/reliable_streams.md`, `common/common.go`, and the client's
 //! `packages/core/action_cable_ext/index.js`), adds to the same frames: stream positions on
 //! deliveries (`stream_id`, `epoch`, `offset`), a `history` request (a command of its own, or a
-//! key of `subscribe`) answered by `confirm_history`/`reject_history`, and `pong`. A session
-//! decodes with [`Command::decode`] or [`Command::decode_ext`] according to the protocol it
-//! negotiated, so a plain client is answered exactly as before.
+//! key of `subscribe`) answered by `confirm_history`/`reject_history`, `pong`, and presence: the
+//! commands `join`, `leave` and `presence` (also a `presence` key of `subscribe`), answered by
+//! `{"type":"presence",…}` frames (AnyCable's `docs/presence.md`, `node/node.go`, and the client's
+//! `action_cable_ext/index.js`, `channel/presence.js`). A session decodes with
+//! [`Command::decode`] or [`Command::decode_ext`] according to the protocol it negotiated, so a
+//! plain client is answered exactly as before. `whisper` (AnyCable's client sends it with either
+//! protocol) is decoded by both.
 //!
 //! ```
 //! use actioncable::protocol::{Command, ServerMessage};
@@ -83,6 +87,55 @@ pub enum Command {
     /// Extended protocol only: `{"command":"pong"}`, the answer to a ping (nothing to do: any
     /// frame proves the client alive).
     Pong,
+    /// Extended protocol only: `{"command":"join","identifier":"…","presence":{"id":"…","info":…}}`,
+    /// join the subscription's presence stream as member `id`.
+    Join {
+        /// The identifier exactly as sent.
+        identifier: String,
+        /// Who joins.
+        presence: PresenceJoin,
+    },
+    /// Extended protocol only: `{"command":"leave","identifier":"…"}`, leave the subscription's
+    /// presence stream.
+    Leave {
+        /// The identifier exactly as sent.
+        identifier: String,
+    },
+    /// Extended protocol only: `{"command":"presence","identifier":"…","data":{}}`, who is in
+    /// the subscription's presence stream (answered with an `info` frame).
+    Presence {
+        /// The identifier exactly as sent.
+        identifier: String,
+    },
+    /// `{"command":"whisper","identifier":"…","data":{…}}`: `data` (a JSON value, not a string as
+    /// in `message`) goes to the other subscribers of the subscription's whisper stream.
+    Whisper {
+        /// The identifier exactly as sent.
+        identifier: String,
+        /// `data` as JSON text.
+        data: String,
+    },
+}
+
+/// A presence `join`: the member's `id` (a string, as AnyCable's client sends `String(id)`) and
+/// its `info`, any JSON value, shown to the others as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceJoin {
+    /// The member: one per person, however many connections it has.
+    pub id: String,
+    /// JSON text; `None` when the client sent none (or `null`).
+    pub info: Option<String>,
+}
+
+/// What an extended-protocol `subscribe` may carry beside its identifier: a `history` request
+/// and a presence to join once confirmed (the client resubscribes with both after a reconnect).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Extras {
+    /// Replay what the subscription missed.
+    pub history: Option<HistoryRequest>,
+    /// Join its presence stream.
+    pub presence: Option<PresenceJoin>,
 }
 
 /// Where a client stands in one stream: the `epoch` and `offset` of the last message it got.
@@ -130,6 +183,9 @@ pub enum DecodeError {
     /// A `history` (extended protocol) that is not `{since?, streams?: {stream: {epoch, offset}}}`.
     #[error("`history` is malformed")]
     BadHistory,
+    /// A `join` (or a `subscribe`'s `presence`) that is not `{"id": "<string>", "info"?: …}`.
+    #[error("`presence` is missing or malformed (an object with a string `id`)")]
+    BadPresence,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +194,7 @@ struct RawCommand {
     identifier: Option<Value>,
     data: Option<Value>,
     history: Option<Value>,
+    presence: Option<Value>,
 }
 
 impl Command {
@@ -149,15 +206,16 @@ impl Command {
         Command::decode_as(frame, false).map(|(command, _)| command)
     }
 
-    /// Decodes one text frame of the extended protocol: the plain commands, `history` and
-    /// `pong`, and a `subscribe`'s `history` request, returned beside it.
+    /// Decodes one text frame of the extended protocol: the plain commands, `history`, `pong`,
+    /// the presence commands, and what a `subscribe` carries (`history`, `presence`), returned
+    /// beside it.
     ///
     /// ```
     /// use actioncable::protocol::Command;
     /// let frame = r#"{"command":"subscribe","identifier":"{\"channel\":\"A\"}","history":{"since":1700000000,"streams":{"chat":{"epoch":"e1","offset":7}}}}"#;
-    /// let (command, history) = Command::decode_ext(frame).unwrap();
+    /// let (command, extras) = Command::decode_ext(frame).unwrap();
     /// assert!(matches!(command, Command::Subscribe { .. }));
-    /// let history = history.unwrap();
+    /// let history = extras.history.unwrap();
     /// assert_eq!(history.since, Some(1_700_000_000));
     /// assert_eq!((history.streams[0].epoch.as_str(), history.streams[0].offset), ("e1", 7));
     /// assert_eq!(Command::decode_ext(r#"{"command":"pong"}"#).unwrap().0, Command::Pong);
@@ -166,18 +224,18 @@ impl Command {
     /// ```
     ///
     /// # Errors
-    /// As [`decode`](Self::decode), and [`DecodeError::BadHistory`].
-    pub fn decode_ext(frame: &str) -> Result<(Command, Option<HistoryRequest>), DecodeError> {
+    /// As [`decode`](Self::decode), [`DecodeError::BadHistory`] and [`DecodeError::BadPresence`].
+    pub fn decode_ext(frame: &str) -> Result<(Command, Extras), DecodeError> {
         Command::decode_as(frame, true)
     }
 
-    fn decode_as(frame: &str, ext: bool) -> Result<(Command, Option<HistoryRequest>), DecodeError> {
+    fn decode_as(frame: &str, ext: bool) -> Result<(Command, Extras), DecodeError> {
         let value: Value =
             serde_json::from_str(frame).map_err(|e| DecodeError::Json(e.to_string()))?;
         if !value.is_object() {
             return Err(DecodeError::NotAnObject);
         }
-        let raw: RawCommand =
+        let mut raw: RawCommand =
             serde_json::from_value(value).map_err(|e| DecodeError::Json(e.to_string()))?;
         let command = match raw.command {
             Some(Value::String(c)) => c,
@@ -214,14 +272,42 @@ impl Command {
                         identifier,
                         request,
                     },
-                    None,
+                    Extras::default(),
                 ));
             }
-            "pong" if ext => return Ok((Command::Pong, None)),
+            "pong" if ext => return Ok((Command::Pong, Extras::default())),
+            "join" if ext => Command::Join {
+                identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
+                presence: parse_presence(raw.presence.take())?,
+            },
+            "leave" if ext => Command::Leave {
+                identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
+            },
+            "presence" if ext => Command::Presence {
+                identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
+            },
+            "whisper" => {
+                let identifier = identifier.ok_or(DecodeError::MissingIdentifier)?;
+                match raw.data {
+                    Some(data) => Command::Whisper {
+                        identifier,
+                        data: data.to_string(),
+                    },
+                    None => return Err(DecodeError::MissingData),
+                }
+            }
             _ => return Err(DecodeError::UnknownCommand(command)),
         };
-        let history = history.filter(|_| matches!(command, Command::Subscribe { .. }));
-        Ok((command, history))
+        if !matches!(command, Command::Subscribe { .. }) || !ext {
+            return Ok((command, Extras::default()));
+        }
+        // A `subscribe` with a malformed `presence` is still a subscribe (AnyCable subscribes,
+        // then logs the failed join): the presence is dropped, not the subscription.
+        let presence = match raw.presence {
+            None | Some(Value::Null) => None,
+            some => parse_presence(some).ok(),
+        };
+        Ok((command, Extras { history, presence }))
     }
 
     /// The identifier the command is about (empty for `pong`).
@@ -230,10 +316,30 @@ impl Command {
             Command::Subscribe { identifier }
             | Command::Unsubscribe { identifier }
             | Command::Message { identifier, .. }
-            | Command::History { identifier, .. } => identifier,
+            | Command::History { identifier, .. }
+            | Command::Join { identifier, .. }
+            | Command::Leave { identifier }
+            | Command::Presence { identifier }
+            | Command::Whisper { identifier, .. } => identifier,
             Command::Pong => "",
         }
     }
+}
+
+/// `{"id": "<string>", "info"?: <any JSON>}` (AnyCable's `common.PresenceEvent`: `id` is a Go
+/// string, so a number is refused, as its decoder refuses it).
+fn parse_presence(value: Option<Value>) -> Result<PresenceJoin, DecodeError> {
+    let Some(Value::Object(mut map)) = value else {
+        return Err(DecodeError::BadPresence);
+    };
+    let Some(Value::String(id)) = map.remove("id") else {
+        return Err(DecodeError::BadPresence);
+    };
+    let info = match map.remove("info") {
+        None | Some(Value::Null) => None,
+        Some(info) => Some(info.to_string()),
+    };
+    Ok(PresenceJoin { id, info })
 }
 
 /// `{"since"?: unix seconds, "streams"?: {"<stream>": {"epoch": "…", "offset": n}}}`; anything
@@ -638,6 +744,112 @@ pub fn encode_data_at(
     .unwrap_or_default()
 }
 
+/// A presence frame to subscription `identifier`:
+/// `{"type":"presence","identifier":…,"message":…}` (AnyCable's `common.Reply` with the
+/// broadcast type `presence`), `message` being an event ([`presence_join_event`],
+/// [`presence_leave_event`]) or an answer ([`presence_info`], [`PRESENCE_ERROR`]).
+///
+/// ```
+/// use actioncable::protocol::{encode_presence, presence_join_event, presence_leave_event, raw_json};
+/// let join = presence_join_event("42", Some(raw_json(r#"{"name":"Ann"}"#).unwrap()));
+/// assert_eq!(join, r#"{"type":"join","info":{"name":"Ann"},"id":"42"}"#);
+/// assert_eq!(presence_leave_event("42"), r#"{"type":"leave","id":"42"}"#);
+/// assert_eq!(
+///     encode_presence("i", raw_json(&join).unwrap()),
+///     r#"{"type":"presence","identifier":"i","message":{"type":"join","info":{"name":"Ann"},"id":"42"}}"#
+/// );
+/// ```
+pub fn encode_presence(identifier: &str, message: &RawValue) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        identifier: &'a str,
+        message: &'a RawValue,
+    }
+    serde_json::to_string(&Frame {
+        kind: "presence",
+        identifier,
+        message,
+    })
+    .unwrap_or_default()
+}
+
+/// One presence record as AnyCable's `common.PresenceEvent` writes it: `type` when it is an
+/// event, `info` unless there is none, then `id`, in that order.
+#[derive(Serialize)]
+struct PresenceRecord<'a> {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<&'a RawValue>,
+    id: &'a str,
+}
+
+/// The event sent to a presence stream's subscribers when member `id` joins (its first
+/// connection does): `{"type":"join","info":…,"id":…}`.
+pub fn presence_join_event(id: &str, info: Option<&RawValue>) -> String {
+    serde_json::to_string(&PresenceRecord {
+        kind: Some("join"),
+        info,
+        id,
+    })
+    .unwrap_or_default()
+}
+
+/// The event sent when member `id` leaves (its last connection did):
+/// `{"type":"leave","id":…}`.
+pub fn presence_leave_event(id: &str) -> String {
+    serde_json::to_string(&PresenceRecord {
+        kind: Some("leave"),
+        info: None,
+        id,
+    })
+    .unwrap_or_default()
+}
+
+/// The answer to a `presence` command: `{"type":"info","total":N,"records":[{"info":…,"id":…}]}`,
+/// `records` left out when there are none (AnyCable's `common.PresenceInfo`, `omitempty`).
+/// An `info` that is not JSON is left out of its record.
+///
+/// ```
+/// use actioncable::protocol::presence_info;
+/// assert_eq!(presence_info::<&str>(&[]), r#"{"type":"info","total":0}"#);
+/// assert_eq!(
+///     presence_info(&[("1", Some(r#"{"n":"A"}"#)), ("2", None)]),
+///     r#"{"type":"info","total":2,"records":[{"info":{"n":"A"},"id":"1"},{"id":"2"}]}"#
+/// );
+/// ```
+pub fn presence_info<I: AsRef<str>>(members: &[(I, Option<I>)]) -> String {
+    #[derive(Serialize)]
+    struct Info<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        total: usize,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        records: Vec<PresenceRecord<'a>>,
+    }
+    let records = members
+        .iter()
+        .map(|(id, info)| PresenceRecord {
+            kind: None,
+            info: info.as_ref().and_then(|i| raw_json(i.as_ref()).ok()),
+            id: id.as_ref(),
+        })
+        .collect();
+    serde_json::to_string(&Info {
+        kind: "info",
+        total: members.len(),
+        records,
+    })
+    .unwrap_or_default()
+}
+
+/// The `message` of a `presence` answer when presence cannot be read: the client rejects its
+/// `info()` promise ("failed to retrieve presence"). AnyCable's `PresenceInfo{Type: "error"}`,
+/// whose `total` has no `omitempty`.
+pub const PRESENCE_ERROR: &str = r#"{"type":"error","total":0}"#;
+
 /// Checks that `payload` is one JSON value and returns it as a raw value.
 ///
 /// # Errors
@@ -808,7 +1020,8 @@ mod tests {
             Command::decode_ext(r#"{"command":"history","identifier":"x"}"#),
             Err(DecodeError::BadHistory)
         );
-        let sub = r#"{"command":"subscribe","identifier":"x","history":"junk"}"#;
+        let sub =
+            r#"{"command":"subscribe","identifier":"x","history":"junk","presence":{"id":"1"}}"#;
         assert_eq!(
             Command::decode(sub),
             Ok(Command::Subscribe {
@@ -819,5 +1032,77 @@ mod tests {
             ServerMessage::ConfirmHistory { identifier: "x" }.encode(),
             r#"{"identifier":"x","type":"confirm_history"}"#
         );
+    }
+
+    #[test]
+    fn presence_commands_are_extended_protocol_and_whisper_is_both() {
+        let join =
+            r#"{"command":"join","identifier":"x","presence":{"id":"42","info":{"name":"Ann"}}}"#;
+        assert_eq!(
+            Command::decode_ext(join).unwrap().0,
+            Command::Join {
+                identifier: "x".into(),
+                presence: PresenceJoin {
+                    id: "42".into(),
+                    info: Some(r#"{"name":"Ann"}"#.into())
+                }
+            }
+        );
+        assert_eq!(
+            Command::decode(join),
+            Err(DecodeError::UnknownCommand("join".into()))
+        );
+        // The client's `leave` has no `presence`; `presence` sends `data: {}`.
+        assert_eq!(
+            Command::decode_ext(r#"{"command":"leave","identifier":"x"}"#)
+                .unwrap()
+                .0,
+            Command::Leave {
+                identifier: "x".into()
+            }
+        );
+        assert_eq!(
+            Command::decode_ext(r#"{"command":"presence","identifier":"x","data":{}}"#)
+                .unwrap()
+                .0,
+            Command::Presence {
+                identifier: "x".into()
+            }
+        );
+        for bad in [
+            r#"{"command":"join","identifier":"x"}"#,
+            r#"{"command":"join","identifier":"x","presence":{"id":42}}"#,
+            r#"{"command":"join","identifier":"x","presence":"42"}"#,
+        ] {
+            assert_eq!(
+                Command::decode_ext(bad),
+                Err(DecodeError::BadPresence),
+                "{bad}"
+            );
+        }
+        let whisper = r#"{"command":"whisper","identifier":"x","data":{"typing":true}}"#;
+        let expected = Command::Whisper {
+            identifier: "x".into(),
+            data: r#"{"typing":true}"#.into(),
+        };
+        assert_eq!(Command::decode(whisper), Ok(expected.clone()));
+        assert_eq!(Command::decode_ext(whisper).unwrap().0, expected);
+        assert_eq!(
+            Command::decode(r#"{"command":"whisper","identifier":"x"}"#),
+            Err(DecodeError::MissingData)
+        );
+        // A subscribe's presence comes beside it; a malformed one is dropped, not the subscribe.
+        let sub = r#"{"command":"subscribe","identifier":"x","presence":{"id":"7"}}"#;
+        let (cmd, extras) = Command::decode_ext(sub).unwrap();
+        assert!(matches!(cmd, Command::Subscribe { .. }));
+        assert_eq!(
+            extras.presence,
+            Some(PresenceJoin {
+                id: "7".into(),
+                info: None
+            })
+        );
+        let sub = r#"{"command":"subscribe","identifier":"x","presence":{"id":7}}"#;
+        assert_eq!(Command::decode_ext(sub).unwrap().1.presence, None);
     }
 }

@@ -81,9 +81,12 @@ use crate::connection::{ConnectRequest, ConnectionId, ConnectionRef, Identity, R
 use crate::error::{ChannelError, ConfigError, PubSubError};
 use crate::handle::CableHandle;
 use crate::outbox::{Control, Frames};
-use crate::protocol::{Command, HistoryRequest};
+use crate::protocol::{Command, Extras};
 use crate::pubsub::history::MemoryHistory;
-use crate::pubsub::{History, HistorySettings, Inbound, Kept, Position, PubSub};
+use crate::pubsub::presence::MemoryPresence;
+use crate::pubsub::{
+    History, HistorySettings, Inbound, Kept, Position, Presence, PresenceSettings, PubSub,
+};
 use crate::server::dispatch::Dispatcher;
 use crate::server::{Cable, CableBuilder, Shared};
 use crate::sync::lock;
@@ -401,10 +404,10 @@ impl<S: Send + Sync + 'static> TestConnection<S> {
         let decoded = if self.inner.ext {
             Command::decode_ext(frame)
         } else {
-            Command::decode(frame).map(|command| (command, None))
+            Command::decode(frame).map(|command| (command, Extras::default()))
         };
-        if let Ok((command, history)) = decoded {
-            let _ = self.inner.command_with(command, history).await;
+        if let Ok((command, extras)) = decoded {
+            let _ = self.inner.command_with(command, extras).await;
         }
     }
 
@@ -461,18 +464,14 @@ impl<S: Send + Sync + 'static> TestConnection<S> {
 
 impl<S: Send + Sync + 'static> Inner<S> {
     async fn command(&self, command: Command) -> Result<(), ChannelError> {
-        self.command_with(command, None).await
+        self.command_with(command, Extras::default()).await
     }
 
-    async fn command_with(
-        &self,
-        command: Command,
-        history: Option<HistoryRequest>,
-    ) -> Result<(), ChannelError> {
+    async fn command_with(&self, command: Command, extras: Extras) -> Result<(), ChannelError> {
         let result = {
             let mut guard = self.dispatcher.lock().await;
             match guard.as_mut() {
-                Some(dispatcher) => dispatcher.run_with(command, history).await,
+                Some(dispatcher) => dispatcher.run_with(command, extras).await,
                 None => Err(ChannelError::msg("the test connection is disconnected")),
             }
         };
@@ -715,6 +714,10 @@ impl PubSub for RecordingPubSub {
         let inbound = self.inbound.get().ok_or(PubSubError::Closed)?;
         inbound.deliver(stream, payload);
         Ok(())
+    }
+
+    fn presence(&self, _settings: &PresenceSettings) -> Result<Arc<dyn Presence>, PubSubError> {
+        Ok(Arc::new(MemoryPresence::new(self.inbound.clone())))
     }
 
     fn history(&self, settings: &HistorySettings) -> Result<Arc<dyn History>, PubSubError> {

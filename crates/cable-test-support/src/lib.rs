@@ -45,6 +45,7 @@ mod frames;
 mod http;
 mod jwt;
 mod logs;
+pub mod presence;
 mod process;
 pub mod redis;
 mod script;

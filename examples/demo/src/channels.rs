@@ -13,7 +13,7 @@ use crate::config::{PrivateRooms, may_enter};
 use crate::db::{Db, Message};
 use crate::limits::RateLimiter;
 use crate::validate::{chat_text, history_limit, is_valid_room};
-use actioncable::{Channel, ChannelContext, ChannelError, NoParams, async_trait};
+use actioncable::{Channel, ChannelContext, ChannelError, NoParams, StreamOptions, async_trait};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -241,7 +241,16 @@ impl Channel<DemoState> for ChatChannel {
             return Err(ChannelError::reject());
         }
         let stream = format!("chat:{room}");
-        ctx.stream_from(stream.clone()).await?;
+        // Presence and whisper are AnyCable's extended protocol: `@anycable/core` clients see
+        // who is in the room and whisper their typing; the stock consumer's frames stay as
+        // they were (it gets no presence events, and sends no whispers of its own).
+        let room_stream = StreamOptions::new().presence(true).whisper(true);
+        ctx.stream_from_with_options(stream.clone(), room_stream)
+            .await?;
+        // Present as the signed-in user, whoever the client claims to be: on behalf of every
+        // subscriber, stock consumers included, so everyone online is listed.
+        ctx.join_presence(user.clone(), &serde_json::json!({ "name": user }))
+            .await?;
         // Published right after the confirmation, so the joiner sees its own `joined` too.
         ctx.broadcast(&stream, &ChatEvent::Joined { user: &user })
             .await?;

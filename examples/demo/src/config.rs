@@ -56,6 +56,12 @@ pub struct Config {
     /// (`CABLE_HISTORY`: `on`/`off`, default on; both adapters keep it, `redis` in Redis, so
     /// that nodes sharing it agree on positions and any node serves a reconnecting client).
     pub history: bool,
+    /// How long a room member stays online after its last connection went
+    /// (`PRESENCE_GRACE_MS`, default 15000: a reload does not show leave and join).
+    pub presence_grace: Duration,
+    /// With Redis: how long a member of a node that died stays online (`PRESENCE_TTL_MS`,
+    /// default 15000).
+    pub presence_ttl: Duration,
     /// How long a login (token and cookie) lasts (`SESSION_LIFETIME_SECS`, default 12 h).
     pub session_lifetime: Duration,
     /// The rate limits.
@@ -164,6 +170,18 @@ impl Config {
             None => Duration::from_secs(3),
         };
 
+        let millis = |name: &str, min: u64| -> anyhow::Result<Option<Duration>> {
+            match non_blank(name) {
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(ms) if ms >= min => Ok(Some(Duration::from_millis(ms))),
+                    _ => bail!("{name}={v:?} is not a number of milliseconds from {min}"),
+                },
+                None => Ok(None),
+            }
+        };
+        let presence_grace = millis("PRESENCE_GRACE_MS", 0)?.unwrap_or(Duration::from_secs(15));
+        let presence_ttl = millis("PRESENCE_TTL_MS", 300)?.unwrap_or(Duration::from_secs(15));
+
         let assets =
             PathBuf::from(non_blank("DEMO_ASSETS").unwrap_or_else(|| DEFAULT_ASSETS.to_owned()));
 
@@ -223,6 +241,8 @@ impl Config {
             assets,
             pubsub,
             history,
+            presence_grace,
+            presence_ttl,
             session_lifetime,
             limits,
             retention,
@@ -261,6 +281,8 @@ impl fmt::Debug for Config {
             .field("assets", &self.assets)
             .field("pubsub", &self.pubsub)
             .field("history", &self.history)
+            .field("presence_grace", &self.presence_grace)
+            .field("presence_ttl", &self.presence_ttl)
             .field("session_lifetime", &self.session_lifetime)
             .field("limits", &self.limits)
             .field("retention", &self.retention)

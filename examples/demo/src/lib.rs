@@ -72,6 +72,8 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
         .ping_interval(config.ping_interval)
         .pubsub(config.pubsub.clone())
         .history(config.history)
+        .presence_grace(config.presence_grace)
+        .presence_ttl(config.presence_ttl)
         .build()
         .context("cannot build the cable")?;
     let handle = cable.handle();

@@ -6,5 +6,6 @@ mod support;
 
 mod conformance;
 mod history;
+mod presence;
 mod redis;
 mod remote_disconnect;

@@ -204,13 +204,14 @@ async fn connections_are_named_and_the_internal_channel_is_subscribed() {
             .any(|c| c == "_action_cable_internal")
     })
     .await;
-    // Exactly one of the two holds subscriptions: the subscriber connection.
+    // Exactly one of the two holds subscriptions: the subscriber connection (the internal
+    // channel and the presence channel).
     let subs: Vec<usize> = clients(redis.port)
         .into_iter()
         .filter(|(n, _)| *n == name)
         .map(|(_, sub)| sub)
         .collect();
-    assert!(subs.contains(&1) && subs.contains(&0), "{subs:?}");
+    assert!(subs.contains(&2) && subs.contains(&0), "{subs:?}");
 
     // A configured id replaces the default name; the internal channel is never prefixed.
     let other = RedisServer::start();
@@ -314,7 +315,12 @@ async fn redis_killed_and_restarted_clients_stay_and_delivery_resumes() {
     channels.sort();
     assert_eq!(
         channels,
-        ["_action_cable_internal", "chat:lobby", "chat:other"]
+        [
+            "_action_cable_internal",
+            "_action_cable_presence",
+            "chat:lobby",
+            "chat:other"
+        ]
     );
     let name = default_name();
     assert_eq!(

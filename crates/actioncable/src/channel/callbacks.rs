@@ -101,6 +101,10 @@ pub enum CommandKind {
     Message,
     /// `history` (extended protocol): replay what a subscription missed
     History,
+    /// `join`, `leave` or `presence` (extended protocol): a subscription's presence
+    Presence,
+    /// `whisper`: data to the other subscribers of a stream, no channel code involved
+    Whisper,
 }
 
 /// What [`Callbacks::around_command`] knows about the command it wraps.

@@ -13,6 +13,7 @@ use crate::outbox::Control;
 use crate::protocol::{self, Identifier};
 use crate::stream::{self, ToStreamParam};
 use crate::sync::lock;
+use crate::untrusted::untrusted;
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -40,6 +41,15 @@ pub struct ChannelContext<S = ()> {
     /// While a `subscribe` that asked for history runs: new streams hold their live
     /// messages until the replay.
     holding: bool,
+    /// The connection speaks the extended protocol: presence events can reach it.
+    ext: bool,
+    /// The stream opened with presence (one per subscription), and who this subscription is
+    /// in it.
+    presence: Option<PresenceStream>,
+    /// The stream opened for whispers (one per subscription).
+    whisper: Option<Arc<str>>,
+    /// A refused whisper was logged already: further ones are not.
+    whisper_refusal_logged: bool,
     timers: Vec<Timer>,
     /// `Some` while `subscribed` runs: broadcasts wait there until the confirmation is queued.
     deferred: Mutex<Option<Vec<Deferred>>>,
@@ -58,12 +68,37 @@ pub struct ChannelContext<S = ()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamOptions {
     history: bool,
+    presence: bool,
+    whisper: bool,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        StreamOptions { history: true }
+        StreamOptions {
+            history: true,
+            presence: false,
+            whisper: false,
+        }
     }
+}
+
+/// A subscription's presence stream and its record there.
+struct PresenceStream {
+    stream: Arc<str>,
+    /// Who this subscription is present as, once it joined.
+    joined: Option<Member>,
+    /// A join asked for during `subscribed`, made once the subscription is confirmed.
+    pending: Option<Member>,
+    /// Its connection went: the record leaves after the grace unless this is cancelled first
+    /// (the session resumed, or joined again).
+    leaving: Option<(Member, Arc<AtomicBool>)>,
+}
+
+/// A member id and its info (JSON text).
+#[derive(Clone)]
+struct Member {
+    id: String,
+    info: Option<String>,
 }
 
 impl StreamOptions {
@@ -78,6 +113,31 @@ impl StreamOptions {
     /// them live only, without positions, and never asks to replay them.
     pub fn history(mut self, on: bool) -> StreamOptions {
         self.history = on;
+        self
+    }
+
+    /// Whether this stream tracks who is in it (default: no), AnyCable's presence: the client
+    /// (`@anycable/core`'s `channel.presence.join(id, info)`, `info()`, `leave()`) or the
+    /// channel ([`ChannelContext::join_presence`]) joins it as a member, and its
+    /// extended-protocol subscribers get `join` and `leave` events. A member with several
+    /// connections is counted once; it leaves when its last one goes, after
+    /// [`presence_grace`](crate::CableBuilder::presence_grace). Read it from anywhere with
+    /// [`CableHandle::presence`](crate::CableHandle::presence). One stream per subscription;
+    /// stock `@rails/actioncable` consumers never see any of it.
+    pub fn presence(mut self, on: bool) -> StreamOptions {
+        self.presence = on;
+        self
+    }
+
+    /// Whether clients may whisper on this stream (default: no): a `whisper` command's data
+    /// goes to the stream's other subscribers, never back to the sender, without any channel
+    /// code running (`@anycable/core`'s `channel.whisper(data)`; typing indicators, cursors).
+    /// Whispers are never kept in the history, count against
+    /// [`max_commands_per_second`](crate::CableBuilder::max_commands_per_second) and are
+    /// limited by [`max_whisper_size`](crate::CableBuilder::max_whisper_size). One stream per
+    /// subscription.
+    pub fn whisper(mut self, on: bool) -> StreamOptions {
+        self.whisper = on;
         self
     }
 }
@@ -107,8 +167,10 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         class: &'static str,
         connection: ConnectionRef,
         subscription: u64,
-        positions: bool,
+        ext: bool,
     ) -> ChannelContext<S> {
+        // Positions go to extended-protocol clients on a cable that keeps history.
+        let positions = ext && handle.hub().history().is_some();
         ChannelContext {
             handle,
             state,
@@ -120,6 +182,10 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             positioned: Vec::new(),
             positions,
             holding: false,
+            ext,
+            presence: None,
+            whisper: None,
+            whisper_refusal_logged: false,
             timers: Vec::new(),
             deferred: Mutex::new(Some(Vec::new())),
         }
@@ -344,12 +410,26 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         if self.streams.contains(&stream) {
             return Ok(());
         }
+        if options.presence {
+            if self.handle.hub().presence().is_none() {
+                return Err(ChannelError::msg(
+                    "this cable's pub/sub adapter keeps no presence",
+                ));
+            }
+            if self.presence.is_some() {
+                return Err(ChannelError::msg("a subscription has one presence stream"));
+            }
+        }
+        if options.whisper && self.whisper.is_some() {
+            return Err(ChannelError::msg("a subscription whispers on one stream"));
+        }
         let id = self.identifier.shared_str();
         let positions = self.positions && options.history;
         let listen = Listen {
             filter,
             positions,
             hold: positions && self.holding,
+            presence: options.presence && self.ext,
         };
         self.handle
             .hub()
@@ -357,6 +437,17 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             .await?;
         if positions {
             self.positioned.push(stream.clone());
+        }
+        if options.presence {
+            self.presence = Some(PresenceStream {
+                stream: stream.clone(),
+                joined: None,
+                pending: None,
+                leaving: None,
+            });
+        }
+        if options.whisper {
+            self.whisper = Some(stream.clone());
         }
         self.streams.push(stream);
         Ok(())
@@ -418,6 +509,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         if let Some(i) = self.streams.iter().position(|s| &**s == stream) {
             let stream = self.streams.swap_remove(i);
             self.positioned.retain(|s| *s != stream);
+            self.forget_stream(&stream).await;
             self.handle
                 .hub()
                 .remove(&stream, self.identifier.as_str(), self.connection.id())
@@ -434,6 +526,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     /// Stops every stream of this subscription (Rails' `stop_all_streams`).
     pub async fn stop_all_streams(&mut self) {
         for stream in std::mem::take(&mut self.streams) {
+            self.forget_stream(&stream).await;
             self.handle
                 .hub()
                 .remove(&stream, self.identifier.as_str(), self.connection.id())
@@ -444,6 +537,187 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     /// The streams this subscription currently streams from.
     pub fn streams(&self) -> impl Iterator<Item = &str> {
         self.streams.iter().map(|s| &**s)
+    }
+
+    /// A stream stops: presence there ends now (an explicit stop is no disconnect), and
+    /// whispering there stops.
+    async fn forget_stream(&mut self, stream: &Arc<str>) {
+        if self.presence.as_ref().is_some_and(|p| p.stream == *stream) {
+            if let Err(e) = self.end_presence(None).await {
+                tracing::warn!(stream = %untrusted(stream), error = %untrusted(&e), "presence leave failed");
+            }
+            self.presence = None;
+        }
+        if self.whisper.as_ref() == Some(stream) {
+            self.whisper = None;
+        }
+    }
+
+    /// Joins this subscription's presence stream (the one opened with
+    /// [`StreamOptions::presence`]) as member `id`, with `info` shown to the others (AnyCable's
+    /// `join_presence(id:, info:)`): on behalf of the connection's user, whatever the client
+    /// does. Everyone in the stream gets a `join` event if `id` was not there yet. Called from
+    /// `subscribed`, it joins right after the confirmation. Joining again as the same `id`
+    /// changes nothing.
+    ///
+    /// ```
+    /// # use actioncable::{ChannelContext, ChannelError, StreamOptions};
+    /// # use serde_json::json;
+    /// # async fn demo(ctx: &mut ChannelContext) -> Result<(), ChannelError> {
+    /// ctx.stream_from_with_options("chat:lobby", StreamOptions::new().presence(true)).await?;
+    /// let user = ctx.identity().get("current_user").unwrap_or("guest").to_owned();
+    /// ctx.join_presence(user.clone(), &json!({ "name": user })).await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// No presence stream, already joined as another id, an `info` that does not serialize,
+    /// or the adapter failing.
+    pub async fn join_presence<T: Serialize + ?Sized>(
+        &mut self,
+        id: impl Into<String>,
+        info: &T,
+    ) -> Result<(), ChannelError> {
+        let info = serde_json::to_string(info)?;
+        let info = (info != "null").then_some(info);
+        self.join_presence_json(id.into(), info).await
+    }
+
+    /// Leaves this subscription's presence stream at once (AnyCable's `leave_presence`); the
+    /// others get `leave` if this was the member's last connection. Nothing when not joined.
+    ///
+    /// # Errors
+    /// When the adapter fails.
+    pub async fn leave_presence(&mut self) -> Result<(), ChannelError> {
+        self.end_presence(None).await
+    }
+
+    /// The member this subscription is present as, if it joined.
+    pub fn presence_id(&self) -> Option<&str> {
+        Some(self.presence.as_ref()?.joined.as_ref()?.id.as_str())
+    }
+
+    /// Joins as `id` with `info` (JSON text); deferred while `subscribed` runs.
+    pub(crate) async fn join_presence_json(
+        &mut self,
+        id: String,
+        info: Option<String>,
+    ) -> Result<(), ChannelError> {
+        let deferring = lock(&self.deferred).is_some();
+        let key = self.presence_key();
+        let store = self.handle.hub().presence().cloned();
+        let Some(presence) = self.presence.as_mut() else {
+            return Err(ChannelError::msg("no presence stream on this subscription"));
+        };
+        match &presence.joined {
+            Some(joined) if joined.id == id => return Ok(()),
+            Some(joined) => {
+                return Err(ChannelError::msg(format!(
+                    "already present as {:?}; leave first",
+                    joined.id
+                )));
+            }
+            None => {}
+        }
+        let member = Member { id, info };
+        if deferring {
+            presence.pending = Some(member);
+            return Ok(());
+        }
+        let store = store.ok_or_else(|| ChannelError::msg("no presence on this cable"))?;
+        // Back before the grace ran out: the record stays, no leave, no second join. As
+        // another member, the old record goes first.
+        if let Some((before, cancel)) = presence.leaving.take() {
+            cancel.store(true, Ordering::Release);
+            if before.id != member.id {
+                store.leave(&presence.stream, &key).await?;
+            }
+        }
+        store
+            .join(&presence.stream, &key, &member.id, member.info.as_deref())
+            .await?;
+        presence.joined = Some(member);
+        Ok(())
+    }
+
+    /// Makes the join asked for during `subscribed`, now that the subscription is confirmed.
+    pub(crate) async fn join_pending_presence(&mut self) -> Result<(), ChannelError> {
+        match self.presence.as_mut().and_then(|p| p.pending.take()) {
+            Some(m) => self.join_presence_json(m.id, m.info).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ends this subscription's presence: at once (`None`), or `grace` from now on a task of
+    /// its own (the connection is gone; coming back in time keeps the member present, see
+    /// [`resume_presence`](Self::resume_presence)).
+    pub(crate) async fn end_presence(
+        &mut self,
+        grace: Option<Duration>,
+    ) -> Result<(), ChannelError> {
+        let key = self.presence_key();
+        let Some(presence) = self.presence.as_mut() else {
+            return Ok(());
+        };
+        presence.pending = None;
+        let Some(member) = presence.joined.take() else {
+            return Ok(());
+        };
+        let Some(store) = self.handle.hub().presence().cloned() else {
+            return Ok(());
+        };
+        let stream = presence.stream.clone();
+        match grace.filter(|g| !g.is_zero()) {
+            None => {
+                store.leave(&stream, &key).await?;
+            }
+            Some(grace) => {
+                let cancel = Arc::new(AtomicBool::new(false));
+                presence.leaving = Some((member, cancel.clone()));
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    if cancel.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if let Err(e) = store.leave(&stream, &key).await {
+                        tracing::warn!(stream = %untrusted(&stream), error = %e,
+                            "presence leave failed (the adapter's TTL will end it)");
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Its session is resumed: present again as before the socket dropped, the pending leave
+    /// cancelled (or, when the grace already ran out, joined anew).
+    pub(crate) async fn resume_presence(&mut self) -> Result<(), ChannelError> {
+        let Some((member, _)) = self.presence.as_ref().and_then(|p| p.leaving.as_ref()) else {
+            return Ok(());
+        };
+        let (id, info) = (member.id.clone(), member.info.clone());
+        self.join_presence_json(id, info).await
+    }
+
+    /// This subscription's record in its presence stream: unique on this node (connection
+    /// and subscription numbers); the adapter makes it unique among nodes.
+    fn presence_key(&self) -> String {
+        format!("{}.{}", self.connection.id(), self.subscription)
+    }
+
+    /// The presence stream, if the channel opened one.
+    pub(crate) fn presence_stream(&self) -> Option<&Arc<str>> {
+        self.presence.as_ref().map(|p| &p.stream)
+    }
+
+    /// The whisper stream, if the channel opened one.
+    pub(crate) fn whisper_stream(&self) -> Option<&Arc<str>> {
+        self.whisper.as_ref()
+    }
+
+    /// Whether a refused whisper should be logged: the first time only.
+    pub(crate) fn first_whisper_refusal(&mut self) -> bool {
+        !std::mem::replace(&mut self.whisper_refusal_logged, true)
     }
 
     /// Broadcasts `message` to every subscriber of `stream`, on every node

@@ -1,4 +1,5 @@
 use super::history::{History, HistorySettings, Kept, MemoryHistory, Position};
+use super::presence::{MemoryPresence, Presence, PresenceSettings};
 use super::{Inbound, PubSub};
 use crate::error::PubSubError;
 use async_trait::async_trait;
@@ -23,10 +24,13 @@ type Queue = Arc<OnceLock<mpsc::Sender<Item>>>;
 /// the backpressure a busy node needs.
 ///
 /// It keeps stream history in memory when the cable asks for it ([`PubSub::history`]): one
-/// node, positions numbered in this process, a new epoch per process start.
+/// node, positions numbered in this process, a new epoch per process start. It keeps presence
+/// in memory too ([`PubSub::presence`]), its events delivered to this process's subscribers.
 #[derive(Debug, Default)]
 pub struct MemoryPubSub {
     queue: Queue,
+    /// Where presence events go, once started.
+    inbound: Arc<OnceLock<Inbound>>,
 }
 
 impl MemoryPubSub {
@@ -43,6 +47,7 @@ impl PubSub for MemoryPubSub {
         self.queue
             .set(tx)
             .map_err(|_| PubSubError::Backend("MemoryPubSub started twice".into()))?;
+        let _ = self.inbound.set(inbound.clone());
         // Ends when the adapter (the only sender) is dropped with its cable.
         tokio::spawn(async move {
             while let Some((stream, payload, position)) = rx.recv().await {
@@ -73,6 +78,10 @@ impl PubSub for MemoryPubSub {
             store: MemoryHistory::new(*settings),
             queue: self.queue.clone(),
         }))
+    }
+
+    fn presence(&self, _settings: &PresenceSettings) -> Result<Arc<dyn Presence>, PubSubError> {
+        Ok(Arc::new(MemoryPresence::new(self.inbound.clone())))
     }
 }
 

@@ -18,14 +18,20 @@
 //! broadcast at a [`Position`] and delivers it with that position through
 //! [`Inbound::deliver_at`]. Adapters that keep none leave the default, and deliver through
 //! [`Inbound::deliver`] as before (see `history.rs`).
+//!
+//! Presence (who is in a stream) is optional too: an adapter that keeps it answers
+//! [`PubSub::presence`] with a [`Presence`], which sends each join and leave to every node
+//! through [`Inbound::presence_event`] (see `presence.rs`).
 
 mod backoff;
 pub(crate) mod history;
 mod memory;
+pub(crate) mod presence;
 
 pub use backoff::Backoff;
 pub use history::{History, HistorySettings, Kept, Position};
 pub use memory::MemoryPubSub;
+pub use presence::{Presence, PresenceEvent, PresenceMember, PresenceSettings};
 
 use crate::error::PubSubError;
 use async_trait::async_trait;
@@ -72,6 +78,19 @@ pub trait PubSub: Send + Sync + fmt::Debug + 'static {
             "{self:?} keeps no stream history"
         )))
     }
+
+    /// Keeps presence with `settings` and returns it; called once, before
+    /// [`start`](Self::start), when the cable is built. The default keeps none: channels then
+    /// cannot open a stream with presence.
+    ///
+    /// # Errors
+    /// [`PubSubError::Unsupported`] when the adapter keeps no presence.
+    fn presence(&self, settings: &PresenceSettings) -> Result<Arc<dyn Presence>, PubSubError> {
+        let _ = settings;
+        Err(PubSubError::Unsupported(format!(
+            "{self:?} keeps no presence"
+        )))
+    }
 }
 
 /// A shared adapter is an adapter: the builder takes an `Arc<dyn PubSub>` (chosen by
@@ -101,6 +120,10 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
     fn history(&self, settings: &HistorySettings) -> Result<Arc<dyn History>, PubSubError> {
         (**self).history(settings)
     }
+
+    fn presence(&self, settings: &PresenceSettings) -> Result<Arc<dyn Presence>, PubSubError> {
+        (**self).presence(settings)
+    }
 }
 
 /// What an [`Inbound`] delivers to: the server's local fan-out implements it. The adapter
@@ -110,6 +133,9 @@ pub(crate) trait Deliver: Send + Sync {
     /// Fans `payload` out to the local subscribers of `stream`, at `position` in its history
     /// when it was kept; how many it reached.
     fn deliver(&self, stream: &str, payload: &str, position: Option<&Position>) -> usize;
+
+    /// Hands a presence change of `stream` to its local presence subscribers; how many.
+    fn presence_event(&self, stream: &str, event: PresenceEvent<'_>) -> usize;
 }
 
 /// Where an adapter delivers the messages of subscribed streams.
@@ -142,6 +168,15 @@ impl Inbound {
     pub fn deliver_at(&self, stream: &str, payload: &str, position: Option<&Position>) -> usize {
         match self.target.upgrade() {
             Some(target) => target.deliver(stream, payload, position),
+            None => 0,
+        }
+    }
+
+    /// Tells the local presence subscribers of `stream` that a member joined or left; returns
+    /// how many it reached. A [`Presence`] calls this on every node for each join and leave.
+    pub fn presence_event(&self, stream: &str, event: PresenceEvent<'_>) -> usize {
+        match self.target.upgrade() {
+            Some(target) => target.presence_event(stream, event),
             None => 0,
         }
     }

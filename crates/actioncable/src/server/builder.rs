@@ -9,6 +9,7 @@ use crate::channel::erased::{ErasedFactory, Factory};
 use crate::channel::{Callbacks, Channel};
 use crate::connection::{AcceptAll, Connection};
 use crate::error::ConfigError;
+use crate::error::PubSubError;
 use crate::handle::CableHandle;
 use crate::hub::Hub;
 use crate::pubsub::{Inbound, MemoryPubSub, PubSub};
@@ -252,6 +253,40 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
         self
     }
 
+    /// How long a member stays present after its last connection went (default 15 s, as
+    /// AnyCable's `presence_ttl`), so that a page reload or a quick reconnect does not show
+    /// `leave` then `join` to everyone. An explicit `leave` or an `unsubscribe` is immediate.
+    /// Zero leaves at once. See [`StreamOptions::presence`](crate::StreamOptions::presence).
+    pub fn presence_grace(mut self, grace: Duration) -> Self {
+        self.config.presence_grace = grace;
+        self
+    }
+
+    /// With an adapter shared by several nodes (Redis): how long a presence record outlives
+    /// the last sign of life of its node (default 15 s). Live nodes refresh their records; a
+    /// node that dies without a goodbye (SIGKILL, a lost machine) takes its members with it
+    /// within this time. The in-memory adapter has nothing to expire and ignores it.
+    pub fn presence_ttl(mut self, ttl: Duration) -> Self {
+        self.config.presence_settings.ttl = ttl;
+        self
+    }
+
+    /// Largest `whisper` a client may send, in bytes of JSON (default 4 KiB: typing indicators
+    /// and cursor positions are tens of bytes). A larger one is dropped and logged, once per
+    /// subscription.
+    pub fn max_whisper_size(mut self, bytes: usize) -> Self {
+        self.config.max_whisper_size = bytes;
+        self
+    }
+
+    /// Largest presence a client may join with, its `id` and `info` together, in bytes of
+    /// JSON (default 4 KiB). Every presence answer carries every member's, so this bounds
+    /// what one member costs the others. A larger one is refused and logged.
+    pub fn max_presence_size(mut self, bytes: usize) -> Self {
+        self.config.max_presence_size = bytes;
+        self
+    }
+
     /// Builds the cable, starts the pub/sub adapter and the ping timer.
     ///
     /// # Errors
@@ -273,7 +308,16 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
         } else {
             None
         };
-        let hub = Arc::new(Hub::new(self.pubsub.clone(), history));
+        // Presence is there whenever the adapter keeps it; channels choose the streams.
+        let presence = match self.pubsub.presence(&self.config.presence_settings) {
+            Ok(presence) => Some(presence),
+            Err(PubSubError::Unsupported(why)) => {
+                tracing::debug!(why, "no presence on this cable");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let hub = Arc::new(Hub::new(self.pubsub.clone(), history, presence));
         self.pubsub.start(Inbound::new(&hub))?;
         let registry = Arc::new(Registry::new(
             self.config.max_connections,

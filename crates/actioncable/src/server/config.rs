@@ -3,7 +3,7 @@
 
 use super::AllowedOrigins;
 use crate::error::ConfigError;
-use crate::pubsub::HistorySettings;
+use crate::pubsub::{HistorySettings, PresenceSettings};
 use std::time::Duration;
 
 /// Server settings. Every field has a default; see the builder methods.
@@ -31,6 +31,13 @@ pub(crate) struct Config {
     pub(crate) session_ttl: Duration,
     /// Most sessions kept waiting for a reconnect on this node at once.
     pub(crate) max_parked_sessions: usize,
+    /// How long a presence record outlives its connection (a quick reconnect does not flap).
+    pub(crate) presence_grace: Duration,
+    pub(crate) presence_settings: PresenceSettings,
+    /// Largest `whisper` data, in bytes of JSON.
+    pub(crate) max_whisper_size: usize,
+    /// Largest presence `id` plus `info`, in bytes of JSON.
+    pub(crate) max_presence_size: usize,
 }
 
 impl Default for Config {
@@ -54,6 +61,10 @@ impl Default for Config {
             history_settings: HistorySettings::default(),
             session_ttl: Duration::from_secs(120),
             max_parked_sessions: 10_000,
+            presence_grace: Duration::from_secs(15),
+            presence_settings: PresenceSettings::default(),
+            max_whisper_size: 4096,
+            max_presence_size: 4096,
         }
     }
 }
@@ -97,6 +108,15 @@ impl Config {
         }
         if self.history_settings.ttl < Duration::from_secs(1) {
             return Err(invalid("history_ttl", "must be at least 1 s"));
+        }
+        if self.presence_settings.ttl < Duration::from_millis(300) {
+            return Err(invalid("presence_ttl", "must be at least 300 ms"));
+        }
+        if self.max_whisper_size == 0 || self.max_presence_size < 16 {
+            return Err(invalid(
+                "max_whisper_size/max_presence_size",
+                "must be positive (max_presence_size at least 16 bytes)",
+            ));
         }
         Ok(())
     }

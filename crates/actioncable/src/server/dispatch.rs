@@ -14,6 +14,14 @@
 //! first, then the missed messages are queued in order, then `confirm_history` (or, when a
 //! position cannot be served, `reject_history`). The hub holds the subscription's live messages
 //! meanwhile and drops any the replay already carried.
+//!
+//! Presence and whisper run no channel code (AnyCable's `node/node.go`, `PresenceJoin`,
+//! `PresenceLeave`, `Presence`, `Whisper`): `join`/`leave` change the subscription's record in
+//! its presence stream, `presence` answers who is there, and `whisper` broadcasts its data to
+//! the subscription's whisper stream, skipping the sender. A subscription without such a
+//! stream gets nothing: the command is logged and ignored (a refused whisper once per
+//! subscription, as a client may whisper on every keystroke); a `presence` question is answered
+//! with AnyCable's error frame, so the client's promise does not hang.
 
 use super::Shared;
 use crate::channel::erased::{ErasedChannel, PerformError};
@@ -22,7 +30,10 @@ use crate::connection::{ConnectionId, ConnectionRef, Identity};
 use crate::error::ChannelError;
 use crate::hub::{INTERNAL, Listen};
 use crate::outbox::{Control, Frames, Outbox};
-use crate::protocol::{self, Command, DisconnectReason, HistoryRequest, Identifier, ServerMessage};
+use crate::protocol::{
+    self, Command, DisconnectReason, Extras, HistoryRequest, Identifier, PresenceJoin,
+    ServerMessage,
+};
 use crate::pubsub::{History, Kept};
 use crate::untrusted::untrusted;
 use axum::extract::ws::Utf8Bytes;
@@ -32,6 +43,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 pub(crate) struct Subscription<S> {
     channel: Box<dyn ErasedChannel<S>>,
@@ -49,8 +61,8 @@ pub(crate) struct Dispatcher<S> {
     next_subscription: u64,
     /// The internal stream for remote disconnects, when the connection is identified.
     internal: Option<String>,
-    /// Its subscriptions get stream positions: the extended protocol, on a cable with history.
-    positions: bool,
+    /// The extended protocol: its subscriptions may get positions and presence events.
+    ext: bool,
     /// Closes the connection when its credential expires (`Identity::expiry`).
     _expiry: Option<ExpiryTimer>,
 }
@@ -119,7 +131,6 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
                 }
             }
         };
-        let positions = ext && handle.hub().history().is_some();
         let expiry = ExpiryTimer::start(&connection);
         let dispatcher = Dispatcher {
             shared,
@@ -127,7 +138,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             subscriptions: HashMap::new(),
             next_subscription: 1,
             internal,
-            positions,
+            ext,
             _expiry: expiry,
         };
         (dispatcher, frames)
@@ -137,8 +148,9 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
     pub(crate) async fn close(mut self) {
         self.outbox().end();
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
+        let grace = self.shared.config.presence_grace;
         for (_, sub) in subscriptions {
-            self.end_subscription(sub).await;
+            self.end_subscription(sub, Some(grace)).await;
         }
         let connection = self.shared.connection.clone();
         let identity = self.connection.shared_identity().clone();
@@ -172,22 +184,26 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
 
     /// Runs one client command, inside the `around_command` callbacks if there are any.
     /// Returns its outcome, already logged.
-    /// `history` is the request a `subscribe` of the extended protocol carried.
+    /// `extras` is what a `subscribe` of the extended protocol carried.
     pub(crate) async fn run_with(
         &mut self,
         command: Command,
-        history: Option<HistoryRequest>,
+        extras: Extras,
     ) -> Result<(), ChannelError> {
         let kind = match &command {
             Command::Subscribe { .. } => CommandKind::Subscribe,
             Command::Unsubscribe { .. } => CommandKind::Unsubscribe,
             Command::Message { .. } => CommandKind::Message,
             Command::History { .. } => CommandKind::History,
+            Command::Join { .. } | Command::Leave { .. } | Command::Presence { .. } => {
+                CommandKind::Presence
+            }
+            Command::Whisper { .. } => CommandKind::Whisper,
             // Nothing to do: reading it proved the client alive.
             Command::Pong => return Ok(()),
         };
         if self.shared.callbacks.is_empty() {
-            return self.run_plain(command, history).await;
+            return self.run_plain(command, extras).await;
         }
         let shared = self.shared.clone();
         let identifier = command.identifier().to_owned();
@@ -210,7 +226,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         let ran = AtomicBool::new(false);
         let mut next = Next::new(async {
             ran.store(true, Ordering::Relaxed);
-            let result = self.run_plain(command, history).await;
+            let result = self.run_plain(command, extras).await;
             failed.store(result.is_err(), Ordering::Relaxed);
             result
         });
@@ -232,20 +248,26 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         result
     }
 
-    async fn run_plain(
-        &mut self,
-        command: Command,
-        history: Option<HistoryRequest>,
-    ) -> Result<(), ChannelError> {
+    async fn run_plain(&mut self, command: Command, extras: Extras) -> Result<(), ChannelError> {
         match command {
-            Command::Subscribe { identifier } => self.subscribe(identifier, history).await,
+            Command::Subscribe { identifier } => self.subscribe(identifier, extras).await,
             Command::Unsubscribe { identifier } => self.unsubscribe(&identifier).await,
             Command::Message { identifier, data } => self.message(&identifier, &data).await,
             Command::History {
                 identifier,
                 request,
             } => self.history(&identifier, &request).await,
+            Command::Join {
+                identifier,
+                presence,
+            } => self.join(&identifier, presence).await,
+            Command::Leave { identifier } => self.leave(&identifier).await,
+            Command::Presence { identifier } => self.presence(&identifier).await,
+            Command::Whisper { identifier, data } => self.whisper(&identifier, &data).await,
             Command::Pong => Ok(()),
+            // Decoded by a newer protocol module than this dispatcher knows: nothing to run.
+            #[allow(unreachable_patterns)]
+            _ => Ok(()),
         }
     }
 
@@ -287,7 +309,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
                 if let Some(sub) = self.subscriptions.remove(&identifier) {
                     tracing::info!(channel = sub.ctx.channel_class(), identifier = %untrusted(&identifier),
                         "subscription ended by the server");
-                    self.end_subscription(sub).await;
+                    self.end_subscription(sub, None).await;
                     self.send(ServerMessage::Reject {
                         identifier: &identifier,
                     });
@@ -296,11 +318,8 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         }
     }
 
-    async fn subscribe(
-        &mut self,
-        identifier: String,
-        history: Option<HistoryRequest>,
-    ) -> Result<(), ChannelError> {
+    async fn subscribe(&mut self, identifier: String, extras: Extras) -> Result<(), ChannelError> {
+        let Extras { history, presence } = extras;
         // Every frame to the subscription repeats its identifier, and the identifier is kept
         // for as long as it lasts: its size is bounded like its count.
         let max_size = self.shared.config.max_identifier_size;
@@ -351,7 +370,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             class,
             self.connection.clone(),
             subscription,
-            self.positions,
+            self.ext,
         );
         // Streams added by `subscribed` hold their live messages until the replay below.
         ctx.set_holding(history.is_some());
@@ -408,7 +427,133 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         if let (Ok(()), Some(request)) = (&outcome, history) {
             self.replay(&identifier, &request).await;
         }
+        if outcome.is_ok() {
+            // A join from `subscribed`, then the client's own (its resubscribe carries it).
+            if let Some(sub) = self.subscriptions.get_mut(identifier.as_str())
+                && let Err(e) = sub.ctx.join_pending_presence().await
+            {
+                tracing::warn!(channel = class, identifier = %untrusted(&identifier), error = %untrusted(&e),
+                    "presence join from subscribed failed");
+            }
+            if let Some(presence) = presence {
+                let _ = self.join(&identifier, presence).await;
+            }
+        }
         outcome
+    }
+
+    /// `join`: the subscription's record in its presence stream, as member `presence.id`.
+    async fn join(&mut self, identifier: &str, presence: PresenceJoin) -> Result<(), ChannelError> {
+        let max = self.shared.config.max_presence_size;
+        let Some(sub) = self.subscriptions.get_mut(identifier) else {
+            tracing::warn!(identifier = %untrusted(identifier), "join: no subscription with this identifier");
+            return Err(ChannelError::msg("no subscription with this identifier"));
+        };
+        let size = presence.id.len() + presence.info.as_ref().map_or(0, String::len);
+        let refused = if sub.ctx.presence_stream().is_none() {
+            Some("presence stream not found".to_owned())
+        } else if size > max {
+            Some(format!(
+                "presence of {size} bytes is over max_presence_size ({max})"
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            tracing::warn!(identifier = %untrusted(identifier), id = %untrusted(&presence.id), reason,
+                "presence join refused");
+            return Err(ChannelError::msg(reason));
+        }
+        let result = sub.ctx.join_presence_json(presence.id, presence.info).await;
+        if let Err(e) = &result {
+            tracing::warn!(identifier = %untrusted(identifier), error = %untrusted(e), "presence join failed");
+        }
+        result
+    }
+
+    /// `leave`: the subscription's record leaves its presence stream now.
+    async fn leave(&mut self, identifier: &str) -> Result<(), ChannelError> {
+        let Some(sub) = self.subscriptions.get_mut(identifier) else {
+            tracing::warn!(identifier = %untrusted(identifier), "leave: no subscription with this identifier");
+            return Err(ChannelError::msg("no subscription with this identifier"));
+        };
+        if sub.ctx.presence_stream().is_none() {
+            tracing::warn!(identifier = %untrusted(identifier), "presence leave refused: presence stream not found");
+            return Err(ChannelError::msg("presence stream not found"));
+        }
+        let result = sub.ctx.end_presence(None).await;
+        if let Err(e) = &result {
+            tracing::warn!(identifier = %untrusted(identifier), error = %untrusted(e), "presence leave failed");
+        }
+        result
+    }
+
+    /// `presence`: who is in the subscription's presence stream, as an `info` frame; AnyCable's
+    /// error frame when there is no such stream or the adapter fails.
+    async fn presence(&mut self, identifier: &str) -> Result<(), ChannelError> {
+        let Some(sub) = self.subscriptions.get(identifier) else {
+            tracing::warn!(identifier = %untrusted(identifier), "presence: no subscription with this identifier");
+            return Err(ChannelError::msg("no subscription with this identifier"));
+        };
+        let stream = sub.ctx.presence_stream().cloned();
+        let store = self.shared.handle.hub().presence().cloned();
+        let answer = match (stream, store) {
+            (Some(stream), Some(store)) => store.members(&stream).await.map_err(|e| e.to_string()),
+            _ => Err("presence stream not found".to_owned()),
+        };
+        let message = match &answer {
+            Ok(members) => {
+                let records: Vec<(&str, Option<&str>)> = members
+                    .iter()
+                    .map(|m| (m.id.as_str(), m.info.as_deref()))
+                    .collect();
+                protocol::presence_info(&records)
+            }
+            Err(reason) => {
+                tracing::warn!(identifier = %untrusted(identifier), reason = %untrusted(reason), "presence info refused");
+                protocol::PRESENCE_ERROR.to_owned()
+            }
+        };
+        if let Ok(raw) = protocol::raw_json(&message) {
+            let frame = protocol::encode_presence(identifier, raw);
+            self.outbox().push(Utf8Bytes::from(frame));
+        }
+        answer.map(|_| ()).map_err(ChannelError::msg)
+    }
+
+    /// `whisper`: `data` to the other subscribers of the subscription's whisper stream,
+    /// skipping this connection, never kept in the history. Refused (ignored; logged once per
+    /// subscription) without a whisper stream or over `max_whisper_size`.
+    async fn whisper(&mut self, identifier: &str, data: &str) -> Result<(), ChannelError> {
+        let max = self.shared.config.max_whisper_size;
+        let id = self.id();
+        let Some(sub) = self.subscriptions.get_mut(identifier) else {
+            tracing::warn!(identifier = %untrusted(identifier), "whisper: no subscription with this identifier");
+            return Err(ChannelError::msg("no subscription with this identifier"));
+        };
+        let refused = match sub.ctx.whisper_stream() {
+            None => Some("whisper stream not found".to_owned()),
+            Some(_) if data.len() > max => Some(format!(
+                "whisper of {} bytes is over max_whisper_size ({max})",
+                data.len()
+            )),
+            Some(_) => None,
+        };
+        if let Some(reason) = refused {
+            if sub.ctx.first_whisper_refusal() {
+                tracing::warn!(channel = sub.ctx.channel_class(), identifier = %untrusted(identifier), reason,
+                    "whisper refused (further refusals on this subscription are not logged)");
+            }
+            return Err(ChannelError::msg(reason));
+        }
+        let Some(stream) = sub.ctx.whisper_stream().cloned() else {
+            return Ok(());
+        };
+        self.shared
+            .handle
+            .whisper(&stream, data, id)
+            .await
+            .map_err(ChannelError::from)
     }
 
     /// The `history` command: replays what an existing subscription missed.
@@ -471,7 +616,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             tracing::warn!(identifier = %untrusted(identifier), "unsubscribe: no subscription with this identifier");
             return Err(ChannelError::msg("no subscription with this identifier"));
         };
-        self.end_subscription(sub).await;
+        self.end_subscription(sub, None).await;
         Ok(())
     }
 
@@ -499,9 +644,16 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         }
     }
 
-    /// Runs the unsubscribe callbacks and stops the subscription's streams and timers.
-    async fn end_subscription(&mut self, mut sub: Box<Subscription<S>>) {
+    /// Runs the unsubscribe callbacks and stops the subscription's streams and timers. With
+    /// `grace` (the connection is gone), its presence ends that much later; without (an
+    /// unsubscribe), at once.
+    async fn end_subscription(&mut self, mut sub: Box<Subscription<S>>, grace: Option<Duration>) {
         let shared = self.shared.clone();
+        if grace.is_some()
+            && let Err(e) = sub.ctx.end_presence(grace).await
+        {
+            tracing::warn!(identifier = %untrusted(sub.ctx.identifier()), error = %untrusted(&e), "presence leave failed");
+        }
         self.connection.remove_subscription(sub.ctx.identifier());
         let name = sub.ctx.channel_class();
         for callbacks in &shared.callbacks {

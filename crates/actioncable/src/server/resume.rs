@@ -15,6 +15,7 @@ use super::dispatch::Dispatcher;
 use crate::outbox::Frames;
 use crate::registry::Reservation;
 use crate::sync::lock;
+use crate::untrusted::untrusted;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -149,8 +150,15 @@ pub(crate) async fn park<S: Send + Sync + 'static>(
         dispatcher.close().await;
         return;
     };
-    for sub in dispatcher.subscriptions.values() {
+    let grace = config.presence_grace;
+    for sub in dispatcher.subscriptions.values_mut() {
         sub.ctx.park_streams();
+        // Presence does not wait for `session_ttl`: the member leaves after the grace, as
+        // any disconnected one, unless the session is resumed first (AnyCable's presence TTL
+        // also runs from the disconnect).
+        if let Err(e) = sub.ctx.end_presence(Some(grace)).await {
+            tracing::warn!(error = %untrusted(&e), "presence leave failed");
+        }
     }
     tracing::debug!(sid = redact(&sid), ttl = ?config.session_ttl, kept = shared.parked.len(), "session kept for resume");
     let outbox = dispatcher.outbox().clone();
@@ -165,8 +173,11 @@ pub(crate) async fn park<S: Send + Sync + 'static>(
             }
             claim = &mut claims => {
                 let Ok(reply) = claim else { break };
-                for sub in dispatcher.subscriptions.values() {
+                for sub in dispatcher.subscriptions.values_mut() {
                     sub.ctx.unpark_streams();
+                    if let Err(e) = sub.ctx.resume_presence().await {
+                        tracing::warn!(error = %untrusted(&e), "presence join on resume failed");
+                    }
                 }
                 // Queued for the old socket: what was kept the client's `history` replays.
                 while frames.try_recv().is_some() {}

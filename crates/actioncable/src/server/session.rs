@@ -14,7 +14,7 @@ use super::dispatch::Dispatcher;
 use super::resume::{self, Parked, Resumed};
 use crate::connection::{Identity, Reject};
 use crate::outbox::{Control, Frames, Outbox};
-use crate::protocol::{self, Command, DisconnectReason, EXT_PROTOCOL, ServerMessage};
+use crate::protocol::{self, Command, DisconnectReason, EXT_PROTOCOL, Extras, ServerMessage};
 use crate::registry::{Admission, Reservation};
 use crate::untrusted::untrusted;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
@@ -501,9 +501,9 @@ impl<S: Send + Sync + 'static> Session<S> {
                 let decoded = if *ext {
                     Command::decode_ext(text)
                 } else {
-                    Command::decode(text).map(|command| (command, None))
+                    Command::decode(text).map(|command| (command, Extras::default()))
                 };
-                let (command, history) = match decoded {
+                let (command, extras) = match decoded {
                     Ok(decoded) => decoded,
                     Err(e) => {
                         tracing::warn!(error = %untrusted(&e), frame = %untrusted(text), "ignoring a frame that is not a command");
@@ -516,7 +516,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                 };
                 (
                     futures_util::future::Either::Left(
-                        dispatcher.run_with(command, history).map(|_| ()),
+                        dispatcher.run_with(command, extras).map(|_| ()),
                     ),
                     subscribing,
                 )
