@@ -10,6 +10,7 @@ import { describe } from "node:test";
 import assert from "node:assert/strict";
 import { startProxy } from "./support/proxy.mjs";
 import { waitUntil } from "./support/consumer.mjs";
+import { startRedis, freshLog, redisLogFile } from "./support/redis.mjs";
 import { RECONNECT_WAIT_MS, LONG_TEST_TIMEOUT_MS, QUIET_MS } from "./support/timing.mjs";
 import { useBrowser, browserTest, shot, signIn, say, chatLog, waitForStatus } from "./support/browser.mjs";
 
@@ -146,6 +147,42 @@ describe("the demo page on @anycable/web (?client=anycable) in headless Chromium
     await waitForStatus(page, "Connected", 5000);
     await say(page, "still here");
     assert.equal(await page.getByRole("heading", { name: "Sign in to chat" }).count(), 0, "still signed in");
+  });
+
+  browserTest("two pages on two nodes see each other online and typing (presence and whisper, over Redis)", { timeout: LONG_TEST_TIMEOUT_MS }, async (scope) => {
+    const redis = await startRedis({ logFile: freshLog(redisLogFile("browser presence", "redis")) });
+    try {
+      const env = {
+        CABLE_ADAPTER: "redis", REDIS_URL: redis.url(0), CABLE_CHANNEL_PREFIX: "demo", PRESENCE_GRACE_MS: "1000",
+      };
+      const nodeA = await scope.demo({ env, logName: "browser presence node a" });
+      const nodeB = await scope.demo({ env, logName: "browser presence node b" });
+      const ann = await scope.page(nodeA, { label: "ann (node A)" });
+      const annWire = recordFrames(ann);
+      await signIn(ann, "ann", { path: "/?client=anycable" });
+      const bob = await scope.page(nodeB, { label: "bob (node B)" });
+      await signIn(bob, "bob", { path: "/?client=anycable" });
+
+      // Who is here: each page lists both, itself first.
+      await ann.getByText("Here now (2): ann (you), bob", { exact: true }).waitFor();
+      await bob.getByText("Here now (2): bob (you), ann", { exact: true }).waitFor();
+      await shot(ann, "anycable-03-online");
+
+      // Typing goes as a whisper (not through channel code) from node A to the page on node B.
+      await ann.getByLabel("Chat message").pressSequentially("hel");
+      await bob.getByText("ann is typing…").waitFor();
+      await shot(bob, "anycable-04-typing-by-whisper");
+      assert.equal(await ann.getByText("ann is typing…").count(), 0, "never back to the sender");
+      const sent = annWire.frames.filter((f) => f.dir === "out").map((f) => parse(f.data));
+      assert.ok(sent.some((m) => m?.command === "whisper"), "a whisper command");
+      assert.ok(!sent.some((m) => m?.command === "message" && parse(m.data)?.action === "typing"), "no typing action");
+
+      // Bob closes his page: after the grace, Ann sees him gone.
+      await bob.context().close();
+      await ann.getByText("Here now (1): ann (you)", { exact: true }).waitFor({ timeout: 15_000 });
+    } finally {
+      await redis.stop();
+    }
   });
 
   browserTest("the switch link moves between the two clients, keeping the room", {}, async (scope) => {
