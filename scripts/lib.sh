@@ -3,8 +3,9 @@
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Every wait here is bounded; every process is stopped by its own PID, never by name.
 
-# `==> message`, the scripts' progress line (bench.sh sends it to stderr: its tables go to stdout).
-step() { printf '\n==> %s\n' "$*"; }
+# `==> message [m:ss]`, the scripts' progress line with the time since the script started
+# (bench.sh sends it to stderr: its tables go to stdout).
+step() { printf '\n==> %s [%d:%02d]\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 # A TCP port on 127.0.0.1 that was free a moment ago.
 free_port() {

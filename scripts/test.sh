@@ -91,6 +91,33 @@ ensure_packages
 ensure_redis
 ensure_postgres
 
+# Work that needs neither the build nor the cores much starts now, in the background, and is
+# waited for where its result is needed: the npm packages (network and disk), and cargo-fuzz
+# when the nightly toolchain is there to use it (a one-time build that would otherwise run
+# alone, after the tests).
+npm_log="$(mktemp -t actioncable-npm-ci.XXXXXX)"
+npm_pid=""
+if [[ -f js-client/package.json ]]; then
+  (cd js-client && npm ci --no-audit --no-fund) >"$npm_log" 2>&1 &
+  npm_pid=$!
+  on_exit "kill $npm_pid 2>/dev/null || true"
+fi
+fuzz_install_log="$(mktemp -t actioncable-cargo-fuzz.XXXXXX)"
+fuzz_install_pid=""
+if [[ "${FUZZ_SECS:-20}" != 0 ]] && cargo +nightly --version >/dev/null 2>&1 && ! command -v cargo-fuzz >/dev/null; then
+  nice cargo install cargo-fuzz --locked >"$fuzz_install_log" 2>&1 &
+  fuzz_install_pid=$!
+  on_exit "kill $fuzz_install_pid 2>/dev/null || true"
+fi
+# wait_background PID LOG WHAT: waits for a background job; on failure shows its log and stops.
+wait_background() {
+  if ! wait "$1"; then
+    cat "$2" >&2
+    echo "scripts/test.sh: $3 failed" >&2
+    exit 1
+  fi
+}
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -109,6 +136,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "the guide as an app (crates/guide-check)"
 cargo check -p guide-check
 
+# The demo's tests read the page's modules from js-client/node_modules: npm ci must be done.
+if [[ -n "$npm_pid" ]]; then
+  step "js-client: npm ci (run in the background)"
+  wait_background "$npm_pid" "$npm_log" "npm ci"
+  tail -n 2 "$npm_log"
+fi
+
 # Each crate's tests get the features they need from their own dev-dependencies.
 step "cargo test"
 cargo test --workspace
@@ -119,7 +153,10 @@ cargo test --workspace
 # go to a temporary directory, never into the repository. Longer runs: docs/reliability.md.
 FUZZ_TARGETS=(command_decode command_handling)
 if [[ "${FUZZ_SECS:-20}" != 0 ]] && cargo +nightly --version >/dev/null 2>&1; then
-  command -v cargo-fuzz >/dev/null || { step "installing cargo-fuzz"; cargo install cargo-fuzz --locked; }
+  if [[ -n "$fuzz_install_pid" ]]; then
+    step "cargo-fuzz (installed in the background)"
+    wait_background "$fuzz_install_pid" "$fuzz_install_log" "cargo install cargo-fuzz"
+  fi
   for target in "${FUZZ_TARGETS[@]}"; do
     step "cargo fuzz run $target (${FUZZ_SECS:-20} s)"
     fuzz_work="$(mktemp -d)"
@@ -140,8 +177,6 @@ fi
 # --- end of fuzzing ---
 
 if [[ -f js-client/package.json ]]; then
-  step "js-client: npm ci"
-  (cd js-client && npm ci --no-audit --no-fund)
   step "js-client: build example servers"
   # Every server binary the node tests start: the examples' and actioncable-server's
   # (test/actioncable-server.e2e.test.mjs).
