@@ -19,6 +19,8 @@ pub(crate) const MIN_SECRET_BYTES: usize = 32;
 
 /// The routes beside the cable, which `CABLE_PATH` may not take.
 pub(crate) const HEALTH_PATH: &str = "/health";
+/// The readiness probe's path (`CableHandle::readiness_router`).
+pub(crate) const READY_PATH: &str = "/ready";
 /// AnyCable's path for HTTP broadcasts.
 pub(crate) const BROADCAST_PATH: &str = "/_broadcast";
 
@@ -506,7 +508,7 @@ fn check_path(path: &str) -> anyhow::Result<String> {
             "{path:?} is not a path like /cable (a leading /, then letters, digits and - . _ ~ /)"
         );
     }
-    if path == HEALTH_PATH || path == BROADCAST_PATH {
+    if [HEALTH_PATH, READY_PATH, BROADCAST_PATH].contains(&path) {
         bail!("{path} is the server's own route; choose another path for the cable");
     }
     Ok(path.to_owned())
@@ -721,6 +723,7 @@ mod tests {
             "/ca ble",
             "/{id}",
             "/health",
+            "/ready",
             "/_broadcast",
             "//x",
             "/:x",

@@ -113,7 +113,7 @@ pub use error::{
     AuthError, BoxError, BroadcastError, ChannelError, ConfigError, InvalidAction, PubSubError,
     ServeError,
 };
-pub use handle::CableHandle;
+pub use handle::{CableHandle, Readiness};
 #[doc(inline)]
 pub use pubsub::{MemoryPubSub, PubSub};
 pub use serve::{Serve, serve};

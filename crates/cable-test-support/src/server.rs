@@ -151,7 +151,9 @@ pub async fn spawn_cable<S: Send + Sync + 'static>(builder: CableBuilder<S>) -> 
     init_tracing();
     let cable = builder.build().expect("the test cable builds");
     let handle = cable.handle();
-    let router: Router = cable.router("/cable");
+    let router: Router = cable
+        .router("/cable")
+        .merge(handle.readiness_router("/ready"));
     let cable_handle = handle.clone();
     TestServer::start(handle, |listener, stop| {
         serve_router(listener, router, async move {

@@ -90,8 +90,11 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
             config.limits.notifications_per_minute,
         )),
     };
-    let router = assets::Assets::new(&config.assets)
-        .serve(http::routes(http_state).merge(cable.router("/cable")));
+    // `/ready`: not ready while shutting down or while Redis is down (`/health` is liveness).
+    let routes = http::routes(http_state)
+        .merge(cable.router("/cable"))
+        .merge(cable.handle().readiness_router("/ready"));
+    let router = assets::Assets::new(&config.assets).serve(routes);
     Ok(Demo {
         router: assets::security_headers(router),
         handle,

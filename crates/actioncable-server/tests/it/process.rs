@@ -177,7 +177,9 @@ async fn wrong_settings_refuse_to_start_without_echoing_secrets() {
 async fn sigterm_sends_server_restart_and_exits() {
     let server = start(&[]);
     let client = server.client(Connect::new()).await;
-    server.assert_sigterm_stops_gracefully(client).await;
+    server
+        .assert_sigterm_turns_unready_and_stops_gracefully(client)
+        .await;
 }
 
 /// The binary serves with `actioncable::serve`: a connection that sends nothing, and one that
