@@ -14,7 +14,7 @@
 use crate::connection::{ConnectionId, ConnectionInfo, ConnectionRef, Identity};
 use crate::error::{BroadcastError, PubSubError};
 use crate::hub::Hub;
-use crate::protocol;
+use crate::protocol::{self, DisconnectReason};
 use crate::pubsub::PresenceMember;
 use crate::registry::Registry;
 use crate::stream::{self, ToStreamParam};
@@ -237,8 +237,26 @@ impl CableHandle {
         identity: &Identity,
         reconnect: bool,
     ) -> Result<(), BroadcastError> {
+        self.remote_disconnect_because(identity, DisconnectReason::Remote, reconnect)
+            .await
+    }
+
+    /// [`remote_disconnect`](Self::remote_disconnect), telling the clients `reason` instead of
+    /// `remote`: revoking an identity says why, e.g. `unauthorized` for a banned user (the
+    /// stock consumer and `@anycable/core` stop with `reconnect: false`), `token_expired` to
+    /// make `@anycable/core` refresh its token. Our nodes honour the reason; a Rails node
+    /// sharing the adapter closes its connections of that identity with `remote`.
+    ///
+    /// # Errors
+    /// As [`broadcast`](Self::broadcast).
+    pub async fn remote_disconnect_because(
+        &self,
+        identity: &Identity,
+        reason: DisconnectReason,
+        reconnect: bool,
+    ) -> Result<(), BroadcastError> {
         let stream = protocol::internal_stream(&identity.connection_identifier());
-        let message = protocol::remote_disconnect_message(reconnect);
+        let message = protocol::remote_disconnect_message(reason, reconnect);
         // A command for live connections: never kept for a replay.
         self.send(&stream, &message, None, false).await
     }

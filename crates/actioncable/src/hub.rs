@@ -470,9 +470,9 @@ impl Deliver for Hub {
         for (identifier, members) in &entry.groups {
             if identifier.is_empty() {
                 // A connection's internal stream: commands for the connection, not data.
-                if let Some(reconnect) = protocol::parse_internal_message(payload) {
+                if let Some((reason, reconnect)) = protocol::parse_internal_message(payload) {
                     for member in members {
-                        member.outbox.close(DisconnectReason::Remote, reconnect);
+                        member.outbox.close(reason, reconnect);
                         reached += 1;
                     }
                 }

@@ -114,6 +114,7 @@ pub use error::{
     ServeError,
 };
 pub use handle::{CableHandle, Readiness};
+pub use protocol::DisconnectReason;
 #[doc(inline)]
 pub use pubsub::{MemoryPubSub, PubSub};
 pub use serve::{Serve, serve};
