@@ -407,6 +407,29 @@ impl Hub {
         read(&self.streams).len()
     }
 
+    /// The `n` streams with the most local subscriptions (internal streams left out), most
+    /// first: each stream's name and its subscription count.
+    pub(crate) fn top_streams(&self, n: usize) -> Vec<(String, usize)> {
+        let streams = read(&self.streams);
+        let mut counts: Vec<(String, usize)> = streams
+            .iter()
+            .map(|(name, entry)| {
+                let subscribers = entry
+                    .groups
+                    .iter()
+                    .filter(|(identifier, _)| !identifier.is_empty())
+                    .map(|(_, members)| members.len())
+                    .sum();
+                (name.to_string(), subscribers)
+            })
+            .filter(|(_, subscribers)| *subscribers > 0)
+            .collect();
+        drop(streams);
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        counts.truncate(n);
+        counts
+    }
+
     /// Number of broadcasts waiting to skip their sender (for leak checks).
     #[cfg(test)]
     pub(crate) fn pending_exclusions(&self) -> usize {

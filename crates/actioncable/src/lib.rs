@@ -72,6 +72,7 @@
 //! Every type named in the guide is re-exported here at the root; the modules group the rest
 //! (`auth`, `stream`, `pubsub` for adapter authors).
 
+mod admin;
 pub mod auth;
 pub mod channel;
 pub mod connection;
@@ -96,6 +97,7 @@ mod sync;
 pub mod testing;
 mod untrusted;
 
+pub use admin::{NodeStats, OutboxStats, StreamStats};
 #[doc(inline)]
 pub use auth::{CookieKey, JwtVerifier};
 #[doc(inline)]
