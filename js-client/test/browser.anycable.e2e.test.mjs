@@ -138,12 +138,12 @@ describe("the demo page on @anycable/web (?client=anycable) in headless Chromium
   });
 
   browserTest("short-lived tokens: each token_expired is followed by a reconnect with the refreshed token", { timeout: LONG_TEST_TIMEOUT_MS }, async (scope) => {
-    const demo = await scope.demo({ env: { SESSION_LIFETIME_SECS: "3" } });
+    const demo = await scope.demo({ env: { SESSION_LIFETIME_SECS: "6" } });
     const page = await scope.page(demo, { label: "alice (anycable)" });
     await signIn(page, "alice", { path: "/?client=anycable" });
     await say(page, "before the tokens expire");
     const expired = () => demo.proc.lines.filter((l) => /disconnecting/.test(l) && /token_expired/.test(l)).length;
-    await waitUntil(() => expired() >= 2, { timeoutMs: 12_000, label: "two token_expired disconnects" });
+    await waitUntil(() => expired() >= 2, { timeoutMs: 20_000, label: "two token_expired disconnects" });
     await waitForStatus(page, "Connected", 5000);
     await say(page, "still here");
     assert.equal(await page.getByRole("heading", { name: "Sign in to chat" }).count(), 0, "still signed in");
