@@ -78,6 +78,7 @@ pub mod connection;
 pub mod error;
 mod handle;
 mod hub;
+mod metrics;
 mod outbox;
 #[cfg(feature = "__internals")]
 #[doc(hidden)]
