@@ -72,6 +72,7 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
         .ping_interval(config.ping_interval)
         .pubsub(config.pubsub.clone())
         .history(config.history)
+        .metrics(config.metrics)
         .presence_grace(config.presence_grace)
         .presence_ttl(config.presence_ttl)
         .build()
@@ -90,8 +91,11 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
             config.limits.notifications_per_minute,
         )),
     };
-    let router = assets::Assets::new(&config.assets)
-        .serve(http::routes(http_state).merge(cable.router("/cable")));
+    let router = assets::Assets::new(&config.assets).serve(
+        http::routes(http_state)
+            .merge(cable.router("/cable"))
+            .merge(cable.metrics_router("/metrics")),
+    );
     Ok(Demo {
         router: assets::security_headers(router),
         handle,
