@@ -77,7 +77,9 @@ struct Queue {
     bytes: usize,
     /// Frames taken from the queue so far: a frame's number is this plus its index.
     taken: u64,
-    /// Traced frames waiting, by number, oldest first (boxed: most queues never have one).
+    /// Traced frames waiting, by number, oldest first. Boxed on purpose: 8 bytes in every
+    /// mailbox instead of a 32-byte empty `VecDeque`, as most queues never hold one.
+    #[allow(clippy::box_collection)]
     traces: Option<Box<VecDeque<(u64, Trace)>>>,
 }
 
