@@ -16,6 +16,9 @@ RUN useradd --system --create-home app && mkdir /data && chown app /data
 COPY --from=build /src/target/release/example-demo /usr/local/bin/example-demo
 COPY --from=assets /js-client/public /app/js-client/public
 COPY --from=assets /js-client/node_modules/@rails/actioncable /app/js-client/node_modules/@rails/actioncable
+# The page's @anycable/web mode (?client=anycable) and what it imports.
+COPY --from=assets /js-client/node_modules/@anycable /app/js-client/node_modules/@anycable
+COPY --from=assets /js-client/node_modules/nanoevents /app/js-client/node_modules/nanoevents
 ENV BIND=0.0.0.0 PORT=3000 DEMO_DATABASE=/data/demo.sqlite3 DEMO_ASSETS=/app/js-client
 EXPOSE 3000
 USER app

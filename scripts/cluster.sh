@@ -5,6 +5,7 @@
 #
 #   scripts/cluster.sh up      # prints the URL to open; state in $CLUSTER_STATE_DIR
 #   scripts/cluster.sh down
+#   scripts/cluster.sh describe  # the topology as JSON (a test compares docker-compose.yml with it)
 #
 # Settings: CLUSTER_PORT (nginx, default 8080), CLUSTER_STATE_DIR (default /tmp/actioncable-cluster),
 # REDIS_URL (default: a private redis-server on a spare port), CABLE_CHANNEL_PREFIX (default demo),
@@ -21,6 +22,36 @@ PORT="${CLUSTER_PORT:-8080}"
 wait_for() { # wait_for <what> <command…>: up to 10 s
   local what="$1"; shift
   wait_until "cluster: $what" 10 "$@" || { echo "cluster: logs in $STATE" >&2; return 1; }
+}
+
+# node_env REDIS_URL SECRET NODE_PORT PROXY_PORT DATABASE: a node's environment, one NAME=value
+# per line. The one place it is written: `up` starts the nodes with it, and `describe` shows it
+# (with placeholders) to the test that keeps docker-compose.yml in step.
+node_env() {
+  local redis_url="$1" secret="$2" port="$3" proxy="$4" database="$5"
+  printf '%s\n' \
+    CABLE_ADAPTER=redis \
+    "REDIS_URL=$redis_url" \
+    "CABLE_CHANNEL_PREFIX=${CABLE_CHANNEL_PREFIX:-demo}" \
+    "SECRET_KEY_BASE=$secret" \
+    "PORT=$port" \
+    BIND=127.0.0.1 \
+    "DEMO_DATABASE=$database" \
+    "ALLOWED_ORIGINS=http://127.0.0.1:$proxy,http://localhost:$proxy"
+}
+
+# The topology `up` runs, as JSON, with placeholders for what differs by machine: <redis> (the
+# Redis host:port), <secret>, <node-port>, <proxy-port>, <database>.
+describe() {
+  python3 - "$(node_env 'redis://<redis>/0' '<secret>' '<node-port>' '<proxy-port>' '<database>')" <<'PY'
+import json, sys
+env = dict(line.split("=", 1) for line in sys.argv[1].splitlines())
+node = {"env": env}
+print(json.dumps({
+    "services": {"redis": {}, "demo1": node, "demo2": node,
+                 "nginx": {"config": "deploy/nginx.conf", "listen": "<proxy-port>"}},
+}, indent=2))
+PY
 }
 
 down() {
@@ -57,10 +88,8 @@ up() {
   for node in 1 2; do
     local p; p="$(free_port)"
     ports+=("$p")
-    env CABLE_ADAPTER=redis REDIS_URL="$redis_url" CABLE_CHANNEL_PREFIX="${CABLE_CHANNEL_PREFIX:-demo}" \
-      SECRET_KEY_BASE="$secret" PORT="$p" BIND=127.0.0.1 \
-      DEMO_DATABASE="$STATE/demo.sqlite3" \
-      ALLOWED_ORIGINS="http://127.0.0.1:$PORT,http://localhost:$PORT" \
+    # shellcheck disable=SC2046 # node_env prints NAME=value words without spaces
+    env $(node_env "$redis_url" "$secret" "$p" "$PORT" "$STATE/demo.sqlite3") \
       "$bin" > "$STATE/node$node.log" 2>&1 &
     echo $! > "$STATE/node$node.pid"
     wait_for "node $node" curl -sf "http://127.0.0.1:$p/health"
@@ -82,5 +111,6 @@ up() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  describe) describe ;;
+  *) echo "usage: $0 up|down|describe" >&2; exit 2 ;;
 esac

@@ -61,6 +61,10 @@ test(NAME, { skip, timeout: LONG_TEST_TIMEOUT_MS }, scoped(NAME, async (scope, t
   const marks = Object.fromEntries(Object.entries(everyone).map(([k, [, chat]]) => [k, chat.events.length]));
   const bobNMark = bobN.events.length;
 
+  const ready = await http(node.baseUrl, "/ready");
+  assert.equal(ready.status, 200, "ready while Redis answers");
+  assert.deepEqual(ready.body, { ready: true, shutting_down: false, pubsub_connected: true });
+
   await redis.kill();
   const killedAt = Date.now();
 
@@ -68,6 +72,15 @@ test(NAME, { skip, timeout: LONG_TEST_TIMEOUT_MS }, scoped(NAME, async (scope, t
   const elsewhere = subscribe(carol.consumer, { channel: "ChatChannel", room: "elsewhere" });
   const elsewhereSettled = elsewhere.waitForEvent((e) => e.type === "rejected" || e.type === "connected",
     REDIS_SUBSCRIBE_TIMEOUT_MS + WAIT_MS, { label: "rejected or connected" }).then((e) => ({ type: e.type, after: e.at - killedAt }));
+
+  await t.test("/ready answers 503 while Redis is down (liveness, /health, stays 200)", async () => {
+    const down = await waitUntil(async () => {
+      const r = await http(node.baseUrl, "/ready");
+      return r.status === 503 ? r : undefined;
+    }, { timeoutMs: WAIT_MS, label: "/ready to answer 503" });
+    assert.deepEqual(down.body, { ready: false, shutting_down: false, pubsub_connected: false });
+    assert.equal((await http(node.baseUrl, "/health")).status, 200);
+  });
 
   await t.test("POST /notifications while Redis is down answers an error status, not 201", async () => {
     const res = await http(node.baseUrl, "/notifications", { method: "POST", token: alice.token, json: { user: "bob", message: "during the outage" } });
@@ -145,6 +158,10 @@ test(NAME, { skip, timeout: LONG_TEST_TIMEOUT_MS }, scoped(NAME, async (scope, t
     const created = await http(node.baseUrl, "/notifications", { method: "POST", token: alice.token, json: { user: "bob", message: "after" } });
     assert.equal(created.status, 201);
     assert.equal((await bobN.waitFor((m) => m.message === "after", WAIT_MS, { fromIndex: bobNMark })).id, created.body.id);
+
+    // Ready again.
+    const again = await http(node.baseUrl, "/ready");
+    assert.equal(again.status, 200, JSON.stringify(again.body));
 
     // The node resubscribed its streams on the new server by itself, and nobody reconnected.
     const channels = (await redisCli(redis2.port, ["PUBSUB", "CHANNELS"])).split("\n").sort();

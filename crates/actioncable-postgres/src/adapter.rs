@@ -279,6 +279,10 @@ fn quoted_channel(channel: &str) -> Result<String, PubSubError> {
 
 #[async_trait]
 impl PubSub for PostgresPubSub {
+    fn is_connected(&self) -> bool {
+        PostgresPubSub::is_connected(self)
+    }
+
     fn start(&self, inbound: Inbound) -> Result<(), PubSubError> {
         let inner = &self.inner;
         if tokio::runtime::Handle::try_current().is_err() {

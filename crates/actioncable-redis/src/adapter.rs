@@ -250,6 +250,10 @@ impl Inner {
 
 #[async_trait]
 impl PubSub for RedisPubSub {
+    fn is_connected(&self) -> bool {
+        RedisPubSub::is_connected(self)
+    }
+
     fn start(&self, inbound: Inbound) -> Result<(), PubSubError> {
         let inner = &self.inner;
         let name = inner.connector.client_name();

@@ -3,7 +3,9 @@
 
 use crate::broadcast::{self, Broadcaster};
 use crate::identify::{Identify, Mode, SessionKey};
-use crate::settings::{Adapter, BROADCAST_PATH, HEALTH_PATH, Identification, Settings};
+use crate::settings::{
+    Adapter, BROADCAST_PATH, HEALTH_PATH, Identification, READY_PATH, STATS_PATH, Settings,
+};
 use actioncable::{Cable, CableBuilder, CableHandle, JwtVerifier, MemoryPubSub, PubSub};
 use actioncable_rails::{PubSubChannel, RailsCookies, SignedStreams, StreamsChannel, TurboStreams};
 use actioncable_redis::RedisPubSub;
@@ -106,7 +108,12 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, CableHandle)
     });
     let mut app = Router::new()
         .route(HEALTH_PATH, get(health_check).with_state(health))
+        // Not ready while shutting down or while Redis is down: docs/operations.md.
+        .merge(handle.readiness_router(READY_PATH))
         .merge(cable_router);
+    if let Some(key) = &settings.admin_key {
+        app = app.merge(handle.stats_router(STATS_PATH, key.expose()));
+    }
     if let Some(key) = &settings.broadcast_key {
         let broadcaster = Arc::new(Broadcaster::new(handle.clone(), key.expose()));
         app = app.route(

@@ -19,8 +19,12 @@ pub(crate) const MIN_SECRET_BYTES: usize = 32;
 
 /// The routes beside the cable, which `CABLE_PATH` may not take.
 pub(crate) const HEALTH_PATH: &str = "/health";
+/// The readiness probe's path (`CableHandle::readiness_router`).
+pub(crate) const READY_PATH: &str = "/ready";
 /// AnyCable's path for HTTP broadcasts.
 pub(crate) const BROADCAST_PATH: &str = "/_broadcast";
+/// The operators' stats route (`CableHandle::stats_router`), with `CABLE_ADMIN_KEY`.
+pub(crate) const STATS_PATH: &str = "/_stats";
 
 /// `RAILS_KEY_DIGEST`: the digest of the Rails app's key generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -141,6 +145,11 @@ pub(crate) struct Args {
     /// Unset: the endpoint does not exist (404).
     #[arg(long, env = "CABLE_BROADCAST_KEY", hide_env_values = true)]
     pub(crate) broadcast_key: Option<String>,
+
+    /// Enables `GET /_stats`, the node's counts, top streams and slowest queues as JSON, with
+    /// `Authorization: Bearer <key>` (at least 32 bytes). Unset: the route does not exist.
+    #[arg(long, env = "CABLE_ADMIN_KEY", hide_env_values = true)]
+    pub(crate) admin_key: Option<String>,
 }
 
 /// An on/off setting: `1`, `true`, `yes`, `on` or `0`, `false`, `no`, `off`, empty; anything else
@@ -265,6 +274,7 @@ pub(crate) struct Settings {
     pub(crate) public_streams: bool,
     pub(crate) history: bool,
     pub(crate) broadcast_key: Option<Secret>,
+    pub(crate) admin_key: Option<Secret>,
 }
 
 /// A string setting with blanks taken as unset.
@@ -364,6 +374,17 @@ impl Settings {
             );
         }
 
+        let admin_key = secret(&args.admin_key);
+        if let Some(key) = &admin_key
+            && key.expose().len() < MIN_SECRET_BYTES
+        {
+            bail!(
+                "CABLE_ADMIN_KEY (--admin-key) is too short ({} bytes): it must be at least \
+                 {MIN_SECRET_BYTES} bytes; make one with `openssl rand -hex 32`",
+                key.expose().len()
+            );
+        }
+
         let turbo_streams_secret = secret(&args.turbo_streams_secret);
         let streams_secret = secret(&args.streams_secret);
         if secret_key_base.is_none() && turbo_streams_secret.is_none() && streams_secret.is_none() {
@@ -399,6 +420,7 @@ impl Settings {
             public_streams: args.public_streams,
             history: args.history,
             broadcast_key,
+            admin_key,
         })
     }
 }
@@ -506,7 +528,7 @@ fn check_path(path: &str) -> anyhow::Result<String> {
             "{path:?} is not a path like /cable (a leading /, then letters, digits and - . _ ~ /)"
         );
     }
-    if path == HEALTH_PATH || path == BROADCAST_PATH {
+    if [HEALTH_PATH, READY_PATH, BROADCAST_PATH, STATS_PATH].contains(&path) {
         bail!("{path} is the server's own route; choose another path for the cable");
     }
     Ok(path.to_owned())
@@ -680,6 +702,16 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_key_is_long_or_refused_without_being_echoed() {
+        let e = error(&[SKB, "--admin-key=hunter2-password"]);
+        assert!(e.contains("CABLE_ADMIN_KEY"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let s = settings(&[SKB, "--admin-key=0123456789abcdef0123456789abcdef"]).unwrap();
+        assert!(s.admin_key.is_some());
+        assert!(!format!("{s:?}").contains("0123456789abcdef0123456789abcdef"));
+    }
+
+    #[test]
     fn the_broadcast_key_is_long_or_refused_without_being_echoed() {
         let e = error(&[SKB, "--broadcast-key=hunter2-password"]);
         assert!(e.contains("CABLE_BROADCAST_KEY"), "{e}");
@@ -721,6 +753,7 @@ mod tests {
             "/ca ble",
             "/{id}",
             "/health",
+            "/ready",
             "/_broadcast",
             "//x",
             "/:x",

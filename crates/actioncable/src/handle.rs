@@ -14,7 +14,7 @@
 use crate::connection::{ConnectionId, ConnectionInfo, ConnectionRef, Identity};
 use crate::error::{BroadcastError, PubSubError};
 use crate::hub::Hub;
-use crate::protocol;
+use crate::protocol::{self, DisconnectReason};
 use crate::pubsub::PresenceMember;
 use crate::registry::Registry;
 use crate::stream::{self, ToStreamParam};
@@ -273,8 +273,26 @@ impl CableHandle {
         identity: &Identity,
         reconnect: bool,
     ) -> Result<(), BroadcastError> {
+        self.remote_disconnect_because(identity, DisconnectReason::Remote, reconnect)
+            .await
+    }
+
+    /// [`remote_disconnect`](Self::remote_disconnect), telling the clients `reason` instead of
+    /// `remote`: revoking an identity says why, e.g. `unauthorized` for a banned user (the
+    /// stock consumer and `@anycable/core` stop with `reconnect: false`), `token_expired` to
+    /// make `@anycable/core` refresh its token. Our nodes honour the reason; a Rails node
+    /// sharing the adapter closes its connections of that identity with `remote`.
+    ///
+    /// # Errors
+    /// As [`broadcast`](Self::broadcast).
+    pub async fn remote_disconnect_because(
+        &self,
+        identity: &Identity,
+        reason: DisconnectReason,
+        reconnect: bool,
+    ) -> Result<(), BroadcastError> {
         let stream = protocol::internal_stream(&identity.connection_identifier());
-        let message = protocol::remote_disconnect_message(reconnect);
+        let message = protocol::remote_disconnect_message(reason, reconnect);
         // A command for live connections: never kept for a replay.
         self.send(&stream, &message, None, false).await
     }
@@ -292,6 +310,73 @@ impl CableHandle {
         n
     }
 
+    /// Whether this node should get new clients, and why not: a load balancer's readiness
+    /// probe. Not ready while it shuts down (from the first moment of
+    /// [`shutdown`](Self::shutdown), while the listener still answers), nor while its pub/sub
+    /// adapter is disconnected ([`PubSub::is_connected`](crate::PubSub::is_connected)):
+    /// broadcasts would not reach it or leave it. Liveness is another matter: a node whose
+    /// Redis is down keeps its clients and reconnects by itself; do not restart it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cable = actioncable::Cable::builder().build().unwrap();
+    /// let readiness = cable.handle().readiness();
+    /// assert!(readiness.is_ready());
+    /// assert_eq!(
+    ///     serde_json::to_string(&readiness).unwrap(),
+    ///     r#"{"ready":true,"shutting_down":false,"pubsub_connected":true}"#
+    /// );
+    /// # }
+    /// ```
+    pub fn readiness(&self) -> Readiness {
+        let shutting_down = self.registry.is_shutting_down();
+        let pubsub_connected = self.hub.pubsub().is_connected();
+        Readiness {
+            ready: !shutting_down && pubsub_connected,
+            shutting_down,
+            pubsub_connected,
+        }
+    }
+
+    /// A router answering `GET path` with the [`readiness`](Self::readiness) as JSON: `200`
+    /// when ready, `503` when not (`{"ready":false,"shutting_down":true,…}`). Merge it into the
+    /// app's router next to the cable:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cable = actioncable::Cable::builder().build().unwrap();
+    /// let app: axum::Router = axum::Router::new()
+    ///     .merge(cable.handle().readiness_router("/ready"))
+    ///     .merge(cable.router("/cable"));
+    /// # let _ = app;
+    /// # }
+    /// ```
+    pub fn readiness_router<S: Clone + Send + Sync + 'static>(
+        &self,
+        path: &str,
+    ) -> axum::Router<S> {
+        let handle = self.clone();
+        axum::Router::new().route(
+            path,
+            axum::routing::get(move || {
+                let readiness = handle.readiness();
+                async move {
+                    let status = if readiness.is_ready() {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    // Three booleans always serialize.
+                    let body = serde_json::to_string(&readiness).unwrap_or_default();
+                    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+                    (status, json, body)
+                }
+            }),
+        )
+    }
+
     /// Stops accepting connections, sends every client `disconnect` with reason
     /// `server_restart` and `reconnect: true`, runs the `unsubscribed` and `disconnect`
     /// callbacks, and waits up to `deadline` for all of it. Returns whether everything
@@ -305,6 +390,25 @@ impl CableHandle {
             tracing::warn!(error = %e, "pub/sub shutdown failed");
         }
         done
+    }
+}
+
+/// A node's readiness ([`CableHandle::readiness`]), serialized as the readiness route's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Readiness {
+    /// Ready for new clients: not shutting down, and the adapter connected.
+    pub ready: bool,
+    /// [`CableHandle::shutdown`] has begun.
+    pub shutting_down: bool,
+    /// The pub/sub adapter can publish and receive.
+    pub pubsub_connected: bool,
+}
+
+impl Readiness {
+    /// Whether the node should get new clients.
+    pub fn is_ready(&self) -> bool {
+        self.ready
     }
 }
 

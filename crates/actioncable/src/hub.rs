@@ -424,6 +424,29 @@ impl Hub {
         read(&self.streams).len()
     }
 
+    /// The `n` streams with the most local subscriptions (internal streams left out), most
+    /// first: each stream's name and its subscription count.
+    pub(crate) fn top_streams(&self, n: usize) -> Vec<(String, usize)> {
+        let streams = read(&self.streams);
+        let mut counts: Vec<(String, usize)> = streams
+            .iter()
+            .map(|(name, entry)| {
+                let subscribers = entry
+                    .groups
+                    .iter()
+                    .filter(|(identifier, _)| !identifier.is_empty())
+                    .map(|(_, members)| members.len())
+                    .sum();
+                (name.to_string(), subscribers)
+            })
+            .filter(|(_, subscribers)| *subscribers > 0)
+            .collect();
+        drop(streams);
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        counts.truncate(n);
+        counts
+    }
+
     /// Number of broadcasts waiting to skip their sender (for leak checks).
     #[cfg(test)]
     pub(crate) fn pending_exclusions(&self) -> usize {
@@ -540,9 +563,9 @@ impl Hub {
         for (identifier, members) in &entry.groups {
             if identifier.is_empty() {
                 // A connection's internal stream: commands for the connection, not data.
-                if let Some(reconnect) = protocol::parse_internal_message(payload) {
+                if let Some((reason, reconnect)) = protocol::parse_internal_message(payload) {
                     for member in members {
-                        member.outbox.close(DisconnectReason::Remote, reconnect);
+                        member.outbox.close(reason, reconnect);
                         reached += 1;
                         closed += 1;
                     }

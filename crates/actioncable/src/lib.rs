@@ -72,6 +72,7 @@
 //! Every type named in the guide is re-exported here at the root; the modules group the rest
 //! (`auth`, `stream`, `pubsub` for adapter authors).
 
+mod admin;
 pub mod auth;
 pub mod channel;
 pub mod connection;
@@ -97,6 +98,7 @@ mod sync;
 pub mod testing;
 mod untrusted;
 
+pub use admin::{NodeStats, OutboxStats, StreamStats};
 #[doc(inline)]
 pub use auth::{CookieKey, JwtVerifier};
 #[doc(inline)]
@@ -114,7 +116,8 @@ pub use error::{
     AuthError, BoxError, BroadcastError, ChannelError, ConfigError, InvalidAction, PubSubError,
     ServeError,
 };
-pub use handle::CableHandle;
+pub use handle::{CableHandle, Readiness};
+pub use protocol::DisconnectReason;
 #[doc(inline)]
 pub use pubsub::{MemoryPubSub, PubSub};
 pub use serve::{Serve, serve};

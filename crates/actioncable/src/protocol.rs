@@ -498,6 +498,20 @@ impl DisconnectReason {
             DisconnectReason::TokenExpired => "token_expired",
         }
     }
+
+    /// The reason a wire string names, if it is one of these.
+    pub fn from_wire(reason: &str) -> Option<DisconnectReason> {
+        [
+            DisconnectReason::Unauthorized,
+            DisconnectReason::ServerRestart,
+            DisconnectReason::Remote,
+            DisconnectReason::TooSlow,
+            DisconnectReason::TooManyConnections,
+            DisconnectReason::TokenExpired,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == reason)
+    }
 }
 
 impl fmt::Display for DisconnectReason {
@@ -662,17 +676,27 @@ pub fn encode_welcome_ext<I: AsRef<str>>(sid: &str, restored_ids: Option<&[I]>) 
 
 /// Each identified connection listens on `action_cable/<connection identifier>` (Rails'
 /// `internal_channel`); a `{"type":"disconnect","reconnect":…}` published there closes it,
-/// on whichever node it is (Rails' `remote_connections.where(…).disconnect`).
+/// on whichever node it is (Rails' `remote_connections.where(…).disconnect`). Ours may add a
+/// `reason` (what the client is told instead of `remote`); Rails nodes ignore the key.
 ///
 /// ```
+/// use actioncable::DisconnectReason;
 /// use actioncable::protocol::{internal_stream, remote_disconnect_message, parse_internal_message};
 /// assert_eq!(internal_stream("alice"), "action_cable/alice");
-/// let msg = remote_disconnect_message(false);
+/// let msg = remote_disconnect_message(DisconnectReason::Remote, false);
 /// assert_eq!(msg, r#"{"type":"disconnect","reconnect":false}"#);
-/// assert_eq!(parse_internal_message(&msg), Some(false));
+/// assert_eq!(parse_internal_message(&msg), Some((DisconnectReason::Remote, false)));
 /// // Rails 6.1 sends no `reconnect`: the default is to reconnect.
-/// assert_eq!(parse_internal_message(r#"{"type":"disconnect"}"#), Some(true));
+/// assert_eq!(parse_internal_message(r#"{"type":"disconnect"}"#), Some((DisconnectReason::Remote, true)));
 /// assert_eq!(parse_internal_message(r#"{"type":"other"}"#), None);
+/// let revoked = remote_disconnect_message(DisconnectReason::Unauthorized, false);
+/// assert_eq!(revoked, r#"{"type":"disconnect","reconnect":false,"reason":"unauthorized"}"#);
+/// assert_eq!(parse_internal_message(&revoked), Some((DisconnectReason::Unauthorized, false)));
+/// // A reason this node does not know is `remote`.
+/// assert_eq!(
+///     parse_internal_message(r#"{"type":"disconnect","reason":"made_up"}"#),
+///     Some((DisconnectReason::Remote, true))
+/// );
 /// ```
 pub fn internal_stream(connection_identifier: &str) -> String {
     format!("action_cable/{connection_identifier}")
@@ -684,21 +708,30 @@ struct InternalMessage {
     kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reconnect: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
-/// The message that closes a connection through its internal stream.
-pub fn remote_disconnect_message(reconnect: bool) -> String {
+/// The message that closes a connection through its internal stream, telling its client
+/// `reason` (Rails' exact message for `remote`).
+pub fn remote_disconnect_message(reason: DisconnectReason, reconnect: bool) -> String {
     let msg = InternalMessage {
         kind: "disconnect".into(),
         reconnect: Some(reconnect),
+        reason: (reason != DisconnectReason::Remote).then(|| reason.as_str().to_owned()),
     };
     serde_json::to_string(&msg).unwrap_or_default()
 }
 
-/// `Some(reconnect)` when `payload` asks the connection to disconnect.
-pub fn parse_internal_message(payload: &str) -> Option<bool> {
+/// `Some((reason, reconnect))` when `payload` asks the connection to disconnect.
+pub fn parse_internal_message(payload: &str) -> Option<(DisconnectReason, bool)> {
     let msg: InternalMessage = serde_json::from_str(payload).ok()?;
-    (msg.kind == "disconnect").then(|| msg.reconnect.unwrap_or(true))
+    let reason = msg
+        .reason
+        .as_deref()
+        .and_then(DisconnectReason::from_wire)
+        .unwrap_or(DisconnectReason::Remote);
+    (msg.kind == "disconnect").then(|| (reason, msg.reconnect.unwrap_or(true)))
 }
 
 /// Encodes a data frame `{"identifier":…,"message":…}` around an already-encoded payload.

@@ -12,6 +12,7 @@
 use crate::client::{CableClient, Connect};
 use crate::flood::{HeldConnections, half_sent_upgrade};
 use crate::frames::disconnect_frame;
+use crate::http::http_request;
 use crate::process::test_path;
 use crate::timing::{SHUTDOWN_WAIT, WAIT, within};
 use std::collections::VecDeque;
@@ -163,7 +164,23 @@ impl ServerProcess {
     /// `server_restart` and `reconnect: true`, then a close, and the process exits with
     /// success within [`SHUTDOWN_WAIT`]. `client` must be connected to this process (and
     /// subscribed to whatever the test wants to see survive until the end).
-    pub async fn assert_sigterm_stops_gracefully(mut self, mut client: CableClient) {
+    pub async fn assert_sigterm_stops_gracefully(self, client: CableClient) {
+        self.sigterm_stops_gracefully(client, None).await;
+    }
+
+    /// [`assert_sigterm_stops_gracefully`](Self::assert_sigterm_stops_gracefully), and the
+    /// server's readiness route (`/ready`, `CableHandle::readiness_router`) answers 200 before
+    /// the SIGTERM and 503 once `client` has its `server_restart`, while the listener still
+    /// answers (`client` has not yet replied to the close, so the shutdown is still under way).
+    pub async fn assert_sigterm_turns_unready_and_stops_gracefully(self, client: CableClient) {
+        self.sigterm_stops_gracefully(client, Some("/ready")).await;
+    }
+
+    async fn sigterm_stops_gracefully(mut self, mut client: CableClient, ready: Option<&str>) {
+        if let Some(path) = ready {
+            let reply = http_request(self.addr, "GET", path, &[], None).await;
+            assert_eq!(reply.status, 200, "{path} before the SIGTERM: {reply:?}");
+        }
         self.terminate();
         let restart = disconnect_frame("server_restart", true);
         loop {
@@ -177,6 +194,16 @@ impl ServerProcess {
                     self.output()
                 ),
             }
+        }
+        if let Some(path) = ready {
+            let reply = http_request(self.addr, "GET", path, &[], None).await;
+            assert_eq!(
+                reply.status,
+                503,
+                "{path} during the shutdown: {reply:?}; server output:\n{}",
+                self.output()
+            );
+            assert_eq!(reply.json()["shutting_down"], serde_json::json!(true));
         }
         client.expect_close().await;
         client.expect_end().await;

@@ -66,5 +66,5 @@ pub use jwt::{mint_hs256, unix_now};
 pub use logs::{LogCapture, init_tracing};
 pub use process::{own_process, rss_kib, spare_port};
 pub use script::run_json_script;
-pub use server::{CableServer, ShutdownSignal, TestServer, spawn_cable};
+pub use server::{ADMIN_KEY, CableServer, ShutdownSignal, TestServer, spawn_cable};
 pub use timing::{POLL, SHUTDOWN_WAIT, SILENCE, WAIT, WHOLE_TEST, eventually, within, within_for};

@@ -144,6 +144,9 @@ async fn serve_router(
         .await
 }
 
+/// The operator key of [`spawn_cable`]'s stats route (`GET /admin/stats`).
+pub const ADMIN_KEY: &str = "test-operator-key-0123456789abcdef";
+
 /// Serves `builder`'s cable at `/cable` on a free loopback port. Its graceful
 /// [`shutdown`](TestServer::shutdown) shuts the cable down first (every client gets
 /// `server_restart`, bounded by [`WAIT`]), then stops serving.
@@ -151,7 +154,10 @@ pub async fn spawn_cable<S: Send + Sync + 'static>(builder: CableBuilder<S>) -> 
     init_tracing();
     let cable = builder.build().expect("the test cable builds");
     let handle = cable.handle();
-    let router: Router = cable.router("/cable");
+    let router: Router = cable
+        .router("/cable")
+        .merge(handle.readiness_router("/ready"))
+        .merge(handle.stats_router("/admin/stats", ADMIN_KEY));
     let cable_handle = handle.clone();
     TestServer::start(handle, |listener, stop| {
         serve_router(listener, router, async move {

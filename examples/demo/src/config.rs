@@ -34,6 +34,8 @@ pub struct Config {
     pub port: u16,
     /// Signs login tokens and derives the cookie key (`SECRET_KEY_BASE`, >= 32 bytes).
     secret_key_base: String,
+    /// The operators' key for `GET /admin/stats` (`ADMIN_KEY`, >= 32 bytes); unset: no route.
+    admin_key: Option<String>,
     /// Whether `secret_key_base` is the built-in development secret.
     pub using_dev_secret: bool,
     /// Extra exact origins allowed to open the cable (`ALLOWED_ORIGINS`); `None` means the
@@ -145,6 +147,16 @@ impl Config {
             );
         }
 
+        let admin_key = lookup("ADMIN_KEY");
+        if let Some(key) = &admin_key
+            && key.len() < 32
+        {
+            bail!(
+                "ADMIN_KEY is too short ({} bytes): it must be at least 32 bytes",
+                key.len()
+            );
+        }
+
         let allowed_origins = match lookup("ALLOWED_ORIGINS") {
             Some(v) => Some(AllowedOrigins::from_list(&v).context("ALLOWED_ORIGINS")?),
             None => None,
@@ -242,6 +254,7 @@ impl Config {
             bind,
             port,
             secret_key_base,
+            admin_key,
             using_dev_secret,
             allowed_origins,
             database,
@@ -262,6 +275,11 @@ impl Config {
     /// The secret that signs tokens and cookies.
     pub fn secret_key_base(&self) -> &str {
         &self.secret_key_base
+    }
+
+    /// The operators' key for `GET /admin/stats`, when the route is on.
+    pub fn admin_key(&self) -> Option<&str> {
+        self.admin_key.as_deref()
     }
 
     /// Whether `user` may enter `room` (everyone may enter a room that is not private).

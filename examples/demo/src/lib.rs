@@ -91,11 +91,16 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
             config.limits.notifications_per_minute,
         )),
     };
-    let router = assets::Assets::new(&config.assets).serve(
-        http::routes(http_state)
-            .merge(cable.router("/cable"))
-            .merge(cable.metrics_router("/metrics")),
-    );
+    // `/ready`: not ready while shutting down or while Redis is down (`/health` is liveness).
+    let mut routes = http::routes(http_state)
+        .merge(cable.router("/cable"))
+        .merge(cable.handle().readiness_router("/ready"))
+        .merge(cable.metrics_router("/metrics"));
+    // The node's counts, top streams and slowest queues, for operators holding `ADMIN_KEY`.
+    if let Some(key) = config.admin_key() {
+        routes = routes.merge(cable.handle().stats_router("/admin/stats", key));
+    }
+    let router = assets::Assets::new(&config.assets).serve(routes);
     Ok(Demo {
         router: assets::security_headers(router),
         handle,

@@ -38,7 +38,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .allowed_origins(AllowedOrigins::same_origin().allow_any_port("http://localhost"))
         .build()?;
     let handle = cable.handle();
-    let app = axum::Router::new().merge(cable.router("/cable"));
+    let app = axum::Router::new()
+        .merge(cable.router("/cable"))
+        // Liveness (the process answers) and readiness (not while shutting down or while the
+        // pub/sub adapter is down): docs/operations.md.
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .merge(handle.readiness_router("/ready"));
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     println!(

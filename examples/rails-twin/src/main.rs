@@ -435,6 +435,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .merge(cable.router("/cable"))
         .merge(cable.router("/cable/{*rest}"))
+        // Liveness (the process answers) and readiness (not while shutting down or while the
+        // pub/sub adapter is down): docs/operations.md.
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .merge(handle.readiness_router("/ready"))
         .merge(control);
 
     let port = std::env::var("PORT").unwrap_or_else(|_| "28081".into());

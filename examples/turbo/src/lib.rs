@@ -141,7 +141,11 @@ pub fn app(settings: Settings) -> Result<(Router, CableHandle), actioncable::Con
     let router = router
         .with_state(state)
         .layer(middleware::map_response(security_headers))
-        .merge(cable.router("/cable"));
+        .merge(cable.router("/cable"))
+        // Liveness (the process answers) and readiness (not while shutting down or while the
+        // pub/sub adapter is down): docs/operations.md.
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .merge(handle.readiness_router("/ready"));
     Ok((router, handle))
 }
 

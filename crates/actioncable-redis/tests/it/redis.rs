@@ -248,6 +248,10 @@ async fn redis_killed_and_restarted_clients_stay_and_delivery_resumes() {
         .await
         .unwrap();
     assert_eq!(client.stream_message("chat:lobby").await, json!("before"));
+    assert!(
+        node.handle.readiness().is_ready(),
+        "ready while Redis answers"
+    );
 
     redis.kill();
 
@@ -275,6 +279,9 @@ async fn redis_killed_and_restarted_clients_stay_and_delivery_resumes() {
         !pubsub.is_connected()
     })
     .await;
+    // The node is not ready (a load balancer sends new clients elsewhere), but not dead.
+    let readiness = node.handle.readiness();
+    assert!(!readiness.is_ready() && !readiness.pubsub_connected && !readiness.shutting_down);
 
     // A new stream cannot go live: the subscription is rejected after the subscribe timeout.
     let mut newcomer = node.client().await;
@@ -291,8 +298,12 @@ async fn redis_killed_and_restarted_clients_stay_and_delivery_resumes() {
 
     redis.restart();
 
-    // No client action: delivery resumes on the same sockets.
+    // No client action: delivery resumes on the same sockets, and the node is ready again.
     until_delivered(&node, &mut client, "chat:lobby").await;
+    eventually("the node to be ready again", || {
+        node.handle.readiness().is_ready()
+    })
+    .await;
     node.handle
         .broadcast("chat:lobby", &json!("after"))
         .await

@@ -4,7 +4,8 @@
 
 use crate::support::*;
 use actioncable::{
-    AllowedOrigins, Cable, ConnectRequest, Connection, Identity, Reject, async_trait,
+    AllowedOrigins, Cable, ConnectRequest, Connection, DisconnectReason, Identity, Reject,
+    async_trait,
 };
 use actioncable_redis::{RedisConfig, RedisPubSub};
 use serde_json::json;
@@ -133,4 +134,48 @@ async fn remote_disconnect_closes_an_identity_on_every_node_and_nobody_else() {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Revoking an identity with a reason: every connection of it, on every node, is told that
+/// reason (`unauthorized` for a banned user, `reconnect: false`), nobody else is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_identity_is_told_why_on_every_node() {
+    let redis = RedisServer::start();
+    let a = start_node(&redis).await;
+    let b = start_node(&redis).await;
+    let mut mallory_a = user_client(&a, "mallory", "room").await;
+    let mut mallory_b = user_client(&b, "mallory", "room").await;
+    let mut bob_b = user_client(&b, "bob", "room").await;
+    eventually("both nodes subscribed action_cable/mallory", || {
+        numsub(redis.port, "action_cable/mallory") == 2
+    })
+    .await;
+
+    b.handle
+        .remote_disconnect_because(
+            &Identity::new("current_user", "mallory"),
+            DisconnectReason::Unauthorized,
+            false,
+        )
+        .await
+        .expect("published");
+    for ws in [&mut mallory_a, &mut mallory_b] {
+        assert_eq!(
+            ws.next_json_or_end().await,
+            Some(json!({ "type": "disconnect", "reason": "unauthorized", "reconnect": false }))
+        );
+        assert_eq!(ws.next_json_or_end().await, None, "the socket ends");
+    }
+    a.handle
+        .broadcast("room", &json!({ "still": "here" }))
+        .await
+        .unwrap();
+    assert_eq!(
+        bob_b.next_json_or_end().await,
+        Some(json!({ "identifier": identifier("room"), "message": { "still": "here" } }))
+    );
+    eventually("mallory's connections are gone on both nodes", || {
+        a.handle.connection_count() == 0 && b.handle.connection_count() == 1
+    })
+    .await;
 }

@@ -177,7 +177,9 @@ async fn wrong_settings_refuse_to_start_without_echoing_secrets() {
 async fn sigterm_sends_server_restart_and_exits() {
     let server = start(&[]);
     let client = server.client(Connect::new()).await;
-    server.assert_sigterm_stops_gracefully(client).await;
+    server
+        .assert_sigterm_turns_unready_and_stops_gracefully(client)
+        .await;
 }
 
 /// The binary serves with `actioncable::serve`: a connection that sends nothing, and one that
@@ -214,4 +216,46 @@ async fn allowed_origins_are_a_setting() {
         .await
         .close()
         .await;
+}
+
+/// `GET /_stats` with `CABLE_ADMIN_KEY`: the node's counts and top streams for the operator's
+/// key, 401 for anything else; without the setting the route does not exist.
+#[tokio::test]
+async fn the_stats_route_needs_the_admin_key_and_counts_the_node() {
+    const ADMIN: &str = "0123456789abcdef0123456789abcdef-operator";
+    let server = start(&[("CABLE_ADMIN_KEY", ADMIN), ("CABLE_PUBLIC_STREAMS", "1")]);
+    let mut client = server.client(Connect::new()).await;
+    client
+        .confirm(r#"{"channel":"$pubsub","stream_name":"news"}"#)
+        .await;
+    let bearer = format!("Bearer {ADMIN}");
+    let reply = http_request(
+        server.addr(),
+        "GET",
+        "/_stats",
+        &[("Authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let stats = reply.json();
+    assert_eq!(stats["connections"], serde_json::json!(1));
+    assert_eq!(
+        stats["top_streams"],
+        serde_json::json!([{ "stream": "news", "subscribers": 1 }])
+    );
+    let refused = http_request(
+        server.addr(),
+        "GET",
+        "/_stats",
+        &[("Authorization", "Bearer wrong")],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    assert!(!server.output().contains(ADMIN), "the key is never logged");
+
+    let without = start(&[]);
+    let reply = http_request(without.addr(), "GET", "/_stats", &[], None).await;
+    assert_eq!(reply.status, 404);
 }

@@ -92,6 +92,16 @@ pub trait PubSub: Send + Sync + fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Whether the adapter can publish and receive right now: an adapter with a connection
+    /// to a server reports its state (down while it reconnects); an in-process one is always
+    /// connected, the default. The node's readiness ([`CableHandle::readiness`]) follows it,
+    /// so a load balancer sends new clients elsewhere while broadcasts cannot get through.
+    ///
+    /// [`CableHandle::readiness`]: crate::CableHandle::readiness
+    fn is_connected(&self) -> bool {
+        true
+    }
+
     /// Keeps stream history with `settings` and returns it; called once, before
     /// [`start`](Self::start), when the cable is built with history on. The default keeps none:
     /// the build then fails with this error.
@@ -150,6 +160,10 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
 
     async fn shutdown(&self) -> Result<(), PubSubError> {
         (**self).shutdown().await
+    }
+
+    fn is_connected(&self) -> bool {
+        (**self).is_connected()
     }
 
     fn history(&self, settings: &HistorySettings) -> Result<Arc<dyn History>, PubSubError> {

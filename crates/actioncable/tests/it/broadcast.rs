@@ -356,6 +356,44 @@ async fn disconnect_local_sends_remote_and_closes() {
     .await;
 }
 
+/// `/ready` (the readiness route) answers 200 while the node serves, and 503 from the first
+/// moment of a shutdown, while the listener still answers: a load balancer stops sending new
+/// clients before the node goes.
+#[tokio::test]
+async fn readiness_turns_503_when_shutdown_begins_while_the_listener_still_answers() {
+    let (server, _) = spawn_default().await;
+    let ready = http_request(server.addr, "GET", "/ready", &[], None).await;
+    assert_eq!(ready.status, 200, "{ready:?}");
+    assert_eq!(ready.header("content-type"), Some("application/json"));
+    assert_eq!(
+        ready.json(),
+        json!({ "ready": true, "shutting_down": false, "pubsub_connected": true })
+    );
+
+    // A client that reads nothing keeps the shutdown going until the server stops waiting for
+    // its close reply.
+    let mut a = server.user("a").await;
+    a.confirm(LOBBY).await;
+    let handle = server.handle.clone();
+    let shutdown = tokio::spawn(async move { handle.shutdown(WAIT).await });
+    let mut not_ready = None;
+    for _ in 0..100 {
+        let reply = http_request(server.addr, "GET", "/ready", &[], None).await;
+        if reply.status == 503 {
+            not_ready = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let not_ready = not_ready.expect("/ready answered 503 during the shutdown");
+    assert_eq!(
+        not_ready.json(),
+        json!({ "ready": false, "shutting_down": true, "pubsub_connected": true })
+    );
+    a.expect_disconnect("server_restart", true).await;
+    assert!(within("shutdown", shutdown).await.unwrap());
+}
+
 #[tokio::test]
 async fn shutdown_sends_server_restart_to_everyone_and_runs_callbacks() {
     let (server, rec) = spawn_default().await;

@@ -10,6 +10,7 @@
 
 mod support;
 
+mod admin;
 mod amplification;
 mod auth;
 mod bad_input;

@@ -4,6 +4,7 @@
 //!
 //! `PROPTEST_CASES` raises the number of cases (default 256 per property).
 
+use actioncable::DisconnectReason;
 use actioncable::protocol::{
     Command, DecodeError, Disconnect, Identifier, IdentifierError, ServerMessage, encode_data,
     internal_stream, parse_internal_message, raw_json, remote_disconnect_message,
@@ -341,8 +342,12 @@ proptest! {
 
     /// The internal stream's disconnect message round-trips; other shapes are not disconnects.
     #[test]
-    fn internal_messages_round_trip(reconnect in any::<bool>(), id in any::<String>(), other in json_value()) {
-        prop_assert_eq!(parse_internal_message(&remote_disconnect_message(reconnect)), Some(reconnect));
+    fn internal_messages_round_trip(reconnect in any::<bool>(), reason in 0usize..6, id in any::<String>(), other in json_value()) {
+        let reason = [
+            DisconnectReason::Unauthorized, DisconnectReason::ServerRestart, DisconnectReason::Remote,
+            DisconnectReason::TooSlow, DisconnectReason::TooManyConnections, DisconnectReason::TokenExpired,
+        ][reason];
+        prop_assert_eq!(parse_internal_message(&remote_disconnect_message(reason, reconnect)), Some((reason, reconnect)));
         prop_assert_eq!(internal_stream(&id), format!("action_cable/{id}"));
         if other.get("type") != Some(&json!("disconnect")) {
             prop_assert_eq!(parse_internal_message(&other.to_string()), None);

@@ -14,7 +14,9 @@ async fn sigterm_sends_server_restart_and_exits() {
     );
     let mut client = server.client(Connect::new().no_origin()).await;
     client.confirm(BENCHMARK).await;
-    server.assert_sigterm_stops_gracefully(client).await;
+    server
+        .assert_sigterm_turns_unready_and_stops_gracefully(client)
+        .await;
 }
 
 /// The binary serves with `actioncable::serve`: a connection that sends nothing, and one that

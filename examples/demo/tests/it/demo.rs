@@ -3,7 +3,7 @@
 
 use crate::support::*;
 use example_demo::assets::{Assets, VENDOR_PACKAGES};
-use example_demo::config::DEFAULT_ASSETS;
+use example_demo::config::{Config, DEFAULT_ASSETS};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -1077,6 +1077,37 @@ async fn metrics_are_served_at_slash_metrics_unless_turned_off() {
 
         let off = start_demo_with(&[("METRICS", "off")]).await;
         assert_eq!(get(off.addr, "/metrics", &[]).await.status, 404);
+    })
+    .await;
+}
+
+/// `ADMIN_KEY` turns on `GET /admin/stats` for operators (their key only); without it the route
+/// does not exist and the path is the page's 404. A key shorter than 32 bytes is refused.
+#[tokio::test]
+async fn the_admin_stats_route_exists_only_with_admin_key_and_needs_it() {
+    bounded(async {
+        const KEY: &str = "0123456789abcdef0123456789abcdef-operator";
+        let server = start_demo_with(&[("ADMIN_KEY", KEY)]).await;
+        let bearer = format!("Bearer {KEY}");
+        let r = get(server.addr, "/admin/stats", &[("Authorization", &bearer)]).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["connections"], json!(0));
+        let r = get(
+            server.addr,
+            "/admin/stats",
+            &[("Authorization", "Bearer nope")],
+        )
+        .await;
+        assert_eq!(r.status, 401);
+        server.shutdown().await;
+
+        let server = start_demo().await;
+        let r = get(server.addr, "/admin/stats", &[("Authorization", &bearer)]).await;
+        assert_eq!(r.status, 404);
+        server.shutdown().await;
+
+        let short = Config::from_lookup(|k| (k == "ADMIN_KEY").then(|| "short".to_owned()));
+        assert!(format!("{:#}", short.unwrap_err()).contains("ADMIN_KEY is too short"));
     })
     .await;
 }

@@ -21,7 +21,9 @@ async fn sigterm_sends_server_restart_and_exits() {
         .client(Connect::new().path(&format!("/cable?token={token}")))
         .await;
     join(&mut client, LOBBY, "alice").await;
-    server.assert_sigterm_stops_gracefully(client).await;
+    server
+        .assert_sigterm_turns_unready_and_stops_gracefully(client)
+        .await;
 }
 
 /// The binary serves with `actioncable::serve`: a connection that sends nothing, and one that

@@ -11,7 +11,9 @@ async fn sigterm_sends_server_restart_and_exits() {
     let server = ServerProcess::start(env!("CARGO_BIN_EXE_example-echo"), &[]);
     let mut client = server.client(Connect::new()).await;
     client.confirm(ECHO).await;
-    server.assert_sigterm_stops_gracefully(client).await;
+    server
+        .assert_sigterm_turns_unready_and_stops_gracefully(client)
+        .await;
 }
 
 /// The binary serves with `actioncable::serve`: a connection that sends nothing, and one that

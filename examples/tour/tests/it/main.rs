@@ -9,7 +9,9 @@ async fn sigterm_sends_server_restart_and_exits() {
     let client = server
         .client(Connect::new().path("/cable?user=alice"))
         .await;
-    server.assert_sigterm_stops_gracefully(client).await;
+    server
+        .assert_sigterm_turns_unready_and_stops_gracefully(client)
+        .await;
 }
 
 /// The binary serves with `actioncable::serve`: a connection that sends nothing, and one that

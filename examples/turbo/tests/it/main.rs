@@ -12,7 +12,9 @@ const SECRET: (&str, &str) = ("SECRET_KEY_BASE", "example-turbo tests: a secret_
 async fn sigterm_sends_server_restart_and_exits() {
     let server = ServerProcess::start(env!("CARGO_BIN_EXE_example-turbo"), &[SECRET]);
     let client = server.client(Connect::new().path("/cable")).await;
-    server.assert_sigterm_stops_gracefully(client).await;
+    server
+        .assert_sigterm_turns_unready_and_stops_gracefully(client)
+        .await;
 }
 
 /// The binary serves with `actioncable::serve`: a connection that sends nothing, and one that
