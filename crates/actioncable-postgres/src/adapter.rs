@@ -5,7 +5,7 @@ use crate::config::{PostgresConfig, PostgresConfigError};
 use crate::link::{Connector, LinkState, Note, Role, Up, describe, is_connection_error};
 use crate::wire::{self, LARGE_PAYLOAD_MARKER, Naming, quote_identifier};
 use actioncable::PubSubError;
-use actioncable::pubsub::Backoff;
+use actioncable::pubsub::{AdapterEvent, Backoff};
 use actioncable::pubsub::{Inbound, PubSub};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -304,7 +304,7 @@ impl PubSub for PostgresPubSub {
         let now = Instant::now();
         inner.listener.send_replace(LinkState::Down { since: now });
         inner.publisher.send_replace(LinkState::Down { since: now });
-        inner.spawn(run_listener(inner.clone()));
+        inner.spawn(run_listener(inner.clone(), inbound.clone()));
         inner.spawn(run_publisher(inner.clone()));
         inner.spawn(run_dispatcher(inner.clone(), inbound, notes));
         tracing::debug!(config = ?inner.config, "PostgreSQL pub/sub adapter started");
@@ -515,10 +515,12 @@ async fn run_publisher(inner: Arc<Inner>) {
 }
 
 /// Keeps the listening connection up and listening to every wanted channel.
-async fn run_listener(inner: Arc<Inner>) {
+/// Losing it and getting it back are reported to the cable (`inbound`, for its metrics).
+async fn run_listener(inner: Arc<Inner>, inbound: Inbound) {
     let role = Role::Listener;
     // Paces reconnections after failed re-listens (connecting has its own backoff).
     let mut backoff = Backoff::new(inner.config.backoff_min, inner.config.backoff_max);
+    let mut was_lost = false;
     loop {
         let Some(up) = inner
             .connector
@@ -539,6 +541,8 @@ async fn run_listener(inner: Arc<Inner>) {
         };
         if let Err(error) = listened {
             up.alive.cancel();
+            inbound.report(AdapterEvent::Error);
+            was_lost = true;
             let delay = backoff.next_delay();
             tracing::warn!(%role, error, retry_in = ?delay, "cannot LISTEN again; reconnecting");
             tokio::select! {
@@ -547,7 +551,14 @@ async fn run_listener(inner: Arc<Inner>) {
             }
         }
         backoff = Backoff::new(inner.config.backoff_min, inner.config.backoff_max);
+        if std::mem::take(&mut was_lost) {
+            inbound.report(AdapterEvent::Reconnected);
+        }
         let lost = watch_connection(&inner, role, &up).await;
+        if lost {
+            inbound.report(AdapterEvent::Error);
+            was_lost = true;
+        }
         {
             let _desired = inner.lock_desired();
             inner.listener.send_replace(LinkState::Down {

@@ -6,7 +6,7 @@ use crate::link::{Connector, LinkState, Role, Up, describe, is_connection_error}
 use crate::presence::{self, Timing};
 use crate::wire::{self, INTERNAL_CHANNEL, Naming, POSITION_CHANNEL, PRESENCE_CHANNEL, Pairing};
 use actioncable::PubSubError;
-use actioncable::pubsub::Backoff;
+use actioncable::pubsub::{AdapterEvent, Backoff};
 use actioncable::pubsub::{
     History, HistorySettings, Inbound, Kept, Position, Presence, PresenceMember, PresenceSettings,
     PubSub,
@@ -507,6 +507,8 @@ async fn run_subscriber(inner: Arc<Inner>, inbound: Inbound) {
     let naming = Arc::new(inner.naming.clone());
     // Paces reconnections after failed resubscriptions (connecting has its own backoff).
     let mut backoff = Backoff::new(inner.config.backoff_min, inner.config.backoff_max);
+    // Whether the subscriber connection was lost since it last was up (for the cable's metrics).
+    let mut was_lost = false;
     loop {
         let make_push = |alive: CancellationToken| subscriber_push(&naming, &inbound, alive);
         let Some((mut conn, alive)) = inner
@@ -523,6 +525,8 @@ async fn run_subscriber(inner: Arc<Inner>, inbound: Inbound) {
         };
         if let Err(error) = resubscribed {
             alive.cancel();
+            inbound.report(AdapterEvent::Error);
+            was_lost = true;
             let delay = backoff.next_delay();
             tracing::warn!(%role, error, retry_in = ?delay, "cannot resubscribe; reconnecting");
             tokio::select! {
@@ -531,7 +535,14 @@ async fn run_subscriber(inner: Arc<Inner>, inbound: Inbound) {
             }
         }
         backoff = Backoff::new(inner.config.backoff_min, inner.config.backoff_max);
+        if std::mem::take(&mut was_lost) {
+            inbound.report(AdapterEvent::Reconnected);
+        }
         let lost = watch_connection(&inner, role, conn, alive).await;
+        if lost {
+            inbound.report(AdapterEvent::Error);
+            was_lost = true;
+        }
         {
             let _desired = inner.lock_desired();
             inner.subscriber.send_replace(LinkState::Down {

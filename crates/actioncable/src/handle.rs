@@ -110,12 +110,25 @@ impl CableHandle {
         keep: bool,
     ) -> Result<(), BroadcastError> {
         let excluded = except.filter(|&id| self.hub.exclude(stream, json, id));
+        let metrics = self.hub.metrics();
+        // Kept messages are not followed: their path through the history has no room for it.
         let sent = match self.hub.history().filter(|_| keep) {
             Some(history) => history.publish(stream, json).await.map(|_| ()),
-            None => self.hub.pubsub().publish(stream, json).await,
+            None => match metrics.and_then(|m| m.sample_broadcast()) {
+                Some(trace) => {
+                    let pubsub = self.hub.pubsub();
+                    pubsub.publish_traced(stream, json, trace.time()).await
+                }
+                None => self.hub.pubsub().publish(stream, json).await,
+            },
         };
         match sent {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(metrics) = metrics {
+                    metrics.published.inc();
+                }
+                Ok(())
+            }
             Err(e) => {
                 if let Some(id) = excluded {
                     self.hub.cancel_exclusion(stream, json, id);
@@ -174,6 +187,29 @@ impl CableHandle {
     ) -> Result<(), BroadcastError> {
         self.broadcast(&stream::stream_for(channel_class, model), message)
             .await
+    }
+
+    /// This node's metrics in the Prometheus text format, or `None` when the cable was built
+    /// without [`CableBuilder::metrics`](crate::CableBuilder::metrics). What
+    /// [`Cable::metrics_router`](crate::Cable::metrics_router) serves; for an app that serves
+    /// them its own way (another listener, behind its own authentication).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cable = actioncable::Cable::builder().metrics(true).build().unwrap();
+    /// let text = cable.handle().metrics().unwrap();
+    /// assert!(text.contains("actioncable_connections{protocol=\"plain\"} 0"));
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> Option<String> {
+        let metrics = self.hub.metrics()?;
+        let queued = self
+            .registry
+            .all()
+            .iter()
+            .map(|c| c.outbox().queued())
+            .sum();
+        Some(metrics.render(self.hub.stream_count(), queued))
     }
 
     /// Number of open connections on this node.

@@ -24,6 +24,11 @@
 //! fetched, the subscriber's live messages are *held* in order, then sent after the replay
 //! ([`Hub::replay`]), so the client sees every message once, in position order.
 //!
+//! **Metrics.** With metrics on, the hub counts what the adapter delivered and what it queued
+//! per broadcast (one atomic add each, not one per subscriber), times the fan-out, and queues
+//! one frame in `sample_deliveries` of a sampled broadcast with its trace (`metrics.rs`). With
+//! metrics off it does none of this: one branch per broadcast.
+//!
 //! **Presence.** A presence event (a member joined or left, from the adapter's
 //! [`Presence`](crate::pubsub::Presence)) goes only to the subscribers that listen to the
 //! stream *with presence* (extended-protocol clients whose channel opened it so), as
@@ -32,9 +37,12 @@
 
 use crate::connection::{ConnectionId, ConnectionRef};
 use crate::error::PubSubError;
+use crate::metrics::{Metrics, Trace};
 use crate::outbox::Outbox;
 use crate::protocol::{self, DisconnectReason};
-use crate::pubsub::{Deliver, History, Kept, Position, Presence, PresenceEvent, PubSub};
+use crate::pubsub::{
+    AdapterEvent, Deliver, History, Kept, Position, Presence, PresenceEvent, PubSub,
+};
 use crate::sync::{lock, read, write};
 use crate::untrusted::untrusted;
 use axum::extract::ws::Utf8Bytes;
@@ -138,6 +146,8 @@ pub(crate) struct Hub {
     exclusions: Mutex<Vec<Exclusion>>,
     /// Whether `exclusions` may be non-empty: the hot path skips its lock otherwise.
     excluding: AtomicBool,
+    /// The cable's metrics, when on.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Hub {
@@ -145,6 +155,7 @@ impl Hub {
         pubsub: Arc<dyn PubSub>,
         history: Option<Arc<dyn History>>,
         presence: Option<Arc<dyn Presence>>,
+        metrics: Option<Arc<Metrics>>,
     ) -> Hub {
         Hub {
             streams: RwLock::new(HashMap::new()),
@@ -153,7 +164,13 @@ impl Hub {
             presence,
             exclusions: Mutex::new(Vec::new()),
             excluding: AtomicBool::new(false),
+            metrics,
         }
+    }
+
+    /// The cable's metrics, when on.
+    pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     pub(crate) fn pubsub(&self) -> &Arc<dyn PubSub> {
@@ -475,21 +492,74 @@ impl Deliver for Hub {
         reached
     }
 
-    fn deliver(&self, stream: &str, payload: &str, position: Option<&Position>) -> usize {
+    fn adapter_event(&self, event: AdapterEvent) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        match event {
+            AdapterEvent::Error => metrics.adapter_errors.inc(),
+            AdapterEvent::Reconnected => metrics.adapter_reconnects.inc(),
+        };
+    }
+
+    fn deliver(
+        &self,
+        stream: &str,
+        payload: &str,
+        position: Option<&Position>,
+        trace: Option<Trace>,
+    ) -> usize {
+        let Some(metrics) = &self.metrics else {
+            return self.fan_out(stream, payload, position, None).reached;
+        };
+        let started = Instant::now();
+        let sample = trace.map(|t| (t, metrics.sample_deliveries().max(1)));
+        let fanned = self.fan_out(stream, payload, position, sample);
+        metrics.fanout.observe(started.elapsed().as_secs_f64());
+        metrics.received.inc();
+        metrics.deliveries.inc_by(fanned.frames as u64);
+        fanned.reached
+    }
+}
+
+/// What one fan-out did.
+struct Fanned {
+    /// Subscriptions reached (remote disconnects included): what `Inbound::deliver` returns.
+    reached: usize,
+    /// Data frames queued (or held for a replay).
+    frames: usize,
+}
+
+impl Hub {
+    /// `sample`: the broadcast's trace, and one subscriber in how many to follow with it.
+    fn fan_out(
+        &self,
+        stream: &str,
+        payload: &str,
+        position: Option<&Position>,
+        sample: Option<(Trace, usize)>,
+    ) -> Fanned {
+        let none = Fanned {
+            reached: 0,
+            frames: 0,
+        };
         let message = match protocol::raw_json(payload) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(stream = %untrusted(stream), error = %e, "dropping a broadcast that is not JSON");
-                return 0;
+                return none;
             }
         };
         let skip = self.take_exclusion(stream, payload);
         let streams = read(&self.streams);
         let Some(entry) = streams.get(stream) else {
-            return 0;
+            return none;
         };
         let mut parsed: Option<Option<Value>> = None;
         let mut reached = 0;
+        let mut closed = 0;
+        // Subscribers queued a frame so far, for sampling.
+        let mut nth = 0usize;
         for (identifier, members) in &entry.groups {
             if identifier.is_empty() {
                 // A connection's internal stream: commands for the connection, not data.
@@ -497,6 +567,7 @@ impl Deliver for Hub {
                     for member in members {
                         member.outbox.close(reason, reconnect);
                         reached += 1;
+                        closed += 1;
                     }
                 }
                 continue;
@@ -553,12 +624,22 @@ impl Deliver for Hub {
                         continue;
                     }
                 }
-                if member.outbox.push(frame) {
+                let trace = match sample {
+                    Some((trace, every)) => {
+                        nth += 1;
+                        (nth % every == 1 % every).then_some(trace)
+                    }
+                    None => None,
+                };
+                if member.outbox.push_traced(frame, trace) {
                     reached += 1;
                 }
             }
         }
-        reached
+        Fanned {
+            reached,
+            frames: reached - closed,
+        }
     }
 }
 
@@ -610,7 +691,7 @@ mod tests {
     fn hub() -> Arc<Hub> {
         let pubsub = Arc::new(MemoryPubSub::new());
         let presence = pubsub.presence(&Default::default()).ok();
-        let hub = Arc::new(Hub::new(pubsub.clone(), None, presence));
+        let hub = Arc::new(Hub::new(pubsub.clone(), None, presence, None));
         pubsub.start(Inbound::new(&hub)).unwrap();
         hub
     }
@@ -626,7 +707,7 @@ mod tests {
         hub.add("s", &id_a, &o1, Listen::default()).await.unwrap();
         hub.add("s", &id_a, &o2, Listen::default()).await.unwrap();
         hub.add("s", &id_b, &o3, Listen::default()).await.unwrap();
-        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None), 3);
+        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None, None), 3);
         let f1 = r1.recv().await;
         let f2 = r2.recv().await;
         assert_eq!(
@@ -650,7 +731,7 @@ mod tests {
         assert_eq!(hub.stream_count(), 1);
         hub.remove("s", &id, ConnectionId(1)).await;
         assert_eq!(hub.stream_count(), 0);
-        assert_eq!(hub.deliver("s", "1", None), 0);
+        assert_eq!(hub.deliver("s", "1", None, None), 0);
     }
 
     #[tokio::test]
@@ -661,8 +742,8 @@ mod tests {
         let (fast, mut fast_rx) = conn(2, 8);
         hub.add("s", &id, &slow, Listen::default()).await.unwrap();
         hub.add("s", &id, &fast, Listen::default()).await.unwrap();
-        hub.deliver("s", "1", None);
-        hub.deliver("s", "2", None);
+        hub.deliver("s", "1", None, None);
+        hub.deliver("s", "2", None, None);
         assert_eq!(
             slow.outbox().closed().await,
             (DisconnectReason::TooSlow, true)
@@ -678,7 +759,7 @@ mod tests {
         hub.add("s", &Arc::from("i"), &o, Listen::default())
             .await
             .unwrap();
-        assert_eq!(hub.deliver("s", "not json", None), 0);
+        assert_eq!(hub.deliver("s", "not json", None, None), 0);
     }
 
     #[tokio::test]
@@ -690,12 +771,12 @@ mod tests {
         hub.add("s", &id, &sender, Listen::default()).await.unwrap();
         hub.add("s", &id, &other, Listen::default()).await.unwrap();
         assert!(hub.exclude("s", r#"{"n":1}"#, ConnectionId(1)));
-        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None), 1);
+        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None, None), 1);
         assert!(other_rx.try_recv().is_some());
         assert!(sender_rx.try_recv().is_none());
         assert_eq!(hub.pending_exclusions(), 0);
         // The next identical broadcast reaches everyone again.
-        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None), 2);
+        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None, None), 2);
         // A session not listening to the stream registers nothing (nothing would consume it).
         assert!(!hub.exclude("elsewhere", "1", ConnectionId(1)));
         assert_eq!(hub.pending_exclusions(), 0);
@@ -722,8 +803,8 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None), 2);
-        assert_eq!(hub.deliver("s", r#"{"n":2}"#, None), 1);
+        assert_eq!(hub.deliver("s", r#"{"n":1}"#, None, None), 2);
+        assert_eq!(hub.deliver("s", r#"{"n":2}"#, None, None), 1);
         assert_eq!(
             plain_rx.try_recv().unwrap().as_str(),
             r#"{"identifier":"{\"channel\":\"A\"}","message":{"n":1}}"#
@@ -755,7 +836,7 @@ mod tests {
         .await
         .unwrap();
         hub.add("s", &id, &plain, Listen::default()).await.unwrap();
-        assert_eq!(hub.deliver("s", "1", None), 1);
+        assert_eq!(hub.deliver("s", "1", None, None), 1);
         assert!(plain_rx.try_recv().is_some());
         assert!(bad_rx.try_recv().is_none());
     }
@@ -789,7 +870,7 @@ mod tests {
         hub.add("s", &id, &plain, Listen::default()).await.unwrap();
         hub.add("s", &id, &ext, follow()).await.unwrap();
         hub.add("s", &id, &ext2, follow()).await.unwrap();
-        assert_eq!(hub.deliver("s", "1", Some(&at(1))), 3);
+        assert_eq!(hub.deliver("s", "1", Some(&at(1)), None), 3);
         assert_eq!(
             plain_rx.try_recv().unwrap().as_str(),
             r#"{"identifier":"i","message":1}"#
@@ -805,13 +886,13 @@ mod tests {
             ext2_rx.try_recv().unwrap().as_str().as_ptr()
         );
         // Not kept: plain bytes for everyone.
-        hub.deliver("s", "2", None);
+        hub.deliver("s", "2", None, None);
         assert_eq!(
             ext_rx.try_recv().unwrap().as_str(),
             r#"{"identifier":"i","message":2}"#
         );
         // A position already sent is not sent again.
-        assert_eq!(hub.deliver("s", "1", Some(&at(1))), 1);
+        assert_eq!(hub.deliver("s", "1", Some(&at(1)), None), 1);
         assert!(ext_rx.try_recv().is_none());
     }
 
@@ -827,9 +908,9 @@ mod tests {
         };
         hub.add("s", &id, &ext, listen).await.unwrap();
         // Live while the replay is fetched: held, not sent.
-        hub.deliver("s", "3", Some(&at(3)));
-        hub.deliver("s", "4", Some(&at(4)));
-        hub.deliver("s", r#""typing""#, None);
+        hub.deliver("s", "3", Some(&at(3)), None);
+        hub.deliver("s", "4", Some(&at(4)), None);
+        hub.deliver("s", r#""typing""#, None, None);
         assert!(rx.try_recv().is_none());
         // The history read saw 2 and 3 (3 is also held): 2, 3, 4, then the transient one.
         assert_eq!(
@@ -846,8 +927,8 @@ mod tests {
             vec![serde_json::json!(2), 3.into(), 4.into(), "typing".into()]
         );
         // Holding is over: live again, skipping what the replay carried.
-        hub.deliver("s", "4", Some(&at(4)));
-        hub.deliver("s", "5", Some(&at(5)));
+        hub.deliver("s", "4", Some(&at(4)), None);
+        hub.deliver("s", "5", Some(&at(5)), None);
         assert!(rx.try_recv().unwrap().as_str().contains(r#""offset":5"#));
         assert!(rx.try_recv().is_none());
     }
@@ -862,17 +943,17 @@ mod tests {
             ..Listen::default()
         };
         hub.add("s", &id, &ext, listen).await.unwrap();
-        hub.deliver("s", "1", Some(&at(1)));
-        hub.deliver("s", "2", Some(&at(2)));
+        hub.deliver("s", "1", Some(&at(1)), None);
+        hub.deliver("s", "2", Some(&at(2)), None);
         while rx.try_recv().is_some() {}
         // Parked: nothing is queued, nothing noted as sent.
         hub.park("s", "i", ConnectionId(1));
-        hub.deliver("s", "3", Some(&at(3)));
+        hub.deliver("s", "3", Some(&at(3)), None);
         assert!(rx.try_recv().is_none());
         // Resumed: live messages wait for the replay; the client read only 1, so the replay
         // carries 2 (sent before the drop, never read) and 3 (missed while parked).
         hub.unpark("s", "i", ConnectionId(1));
-        hub.deliver("s", "4", Some(&at(4)));
+        hub.deliver("s", "4", Some(&at(4)), None);
         assert!(rx.try_recv().is_none());
         assert_eq!(
             hub.replay("s", "i", ConnectionId(1), &[kept(2), kept(3), kept(4)]),
@@ -919,7 +1000,7 @@ mod tests {
         );
         assert!(plain_rx.try_recv().is_none());
         // A broadcast reaches everyone, presence or not, with the same bytes.
-        assert_eq!(hub.deliver("s", "1", None), 3);
+        assert_eq!(hub.deliver("s", "1", None, None), 3);
         assert_eq!(
             plain_rx.try_recv().unwrap().as_str(),
             watcher_rx.try_recv().unwrap().as_str()
@@ -944,7 +1025,7 @@ mod tests {
         };
         hub.add("s", &id, &ext, listen).await.unwrap();
         for n in 1..=HELD_LIMIT as u64 + 1 {
-            hub.deliver("s", "1", Some(&at(n)));
+            hub.deliver("s", "1", Some(&at(n)), None);
         }
         assert!(rx.try_recv().is_none());
         assert_eq!(

@@ -79,6 +79,7 @@ pub mod connection;
 pub mod error;
 mod handle;
 mod hub;
+mod metrics;
 mod outbox;
 #[cfg(feature = "__internals")]
 #[doc(hidden)]

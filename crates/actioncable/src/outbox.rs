@@ -14,11 +14,17 @@
 //! connection is asked to close (reason `too_slow`) instead of growing memory or stalling the
 //! broadcaster.
 //!
+//! A frame of a broadcast whose delivery latency is sampled (see `metrics.rs`) is queued with
+//! its [`Trace`]: the queue notes the frame's place, and the session, having written it, is
+//! handed the trace. Nothing else about a frame changes, and a queue that never carried a
+//! trace holds none of this.
+//!
 //! The queues are plain `Mutex<VecDeque>`s with a `Notify`, not tokio channels: a channel
 //! allocates its first block of slots up front (about 1.5 KB), which every idle connection
 //! would pay. This module sits below everything that talks to a connection (the fan-out, the
 //! connection handle, channels), so it knows nothing about any of them.
 
+use crate::metrics::Trace;
 use crate::protocol::DisconnectReason;
 use crate::sync::lock;
 use axum::extract::ws::Utf8Bytes;
@@ -69,10 +75,20 @@ struct Mailbox {
 struct Queue {
     frames: VecDeque<Utf8Bytes>,
     bytes: usize,
+    /// Frames taken from the queue so far: a frame's number is this plus its index.
+    taken: u64,
+    /// Traced frames waiting, by number, oldest first. Boxed on purpose: 8 bytes in every
+    /// mailbox instead of a 32-byte empty `VecDeque`, as most queues never hold one.
+    #[allow(clippy::box_collection)]
+    traces: Option<Box<VecDeque<(u64, Trace)>>>,
 }
 
 /// The session's end of the frame queue: the frames to write, oldest first.
-pub(crate) struct Frames(Arc<Mailbox>);
+pub(crate) struct Frames {
+    mailbox: Arc<Mailbox>,
+    /// The traces of frames taken and not yet reported written.
+    taken: Vec<Trace>,
+}
 
 /// A queue that grew past this during a burst gives its memory back once drained.
 const KEEP_CAPACITY: usize = 16;
@@ -92,13 +108,25 @@ impl Outbox {
             control_ready: Notify::new(),
             ended: AtomicBool::new(false),
         });
-        (Outbox(mailbox.clone()), Frames(mailbox))
+        (
+            Outbox(mailbox.clone()),
+            Frames {
+                mailbox,
+                taken: Vec::new(),
+            },
+        )
     }
 
     /// Queues a frame without waiting; `false` when it was not queued. A full queue (in frames
     /// or in bytes) means the client reads too slowly: the session is asked to close (reason
     /// `too_slow`) rather than letting memory grow or making the broadcaster wait.
     pub(crate) fn push(&self, frame: Utf8Bytes) -> bool {
+        self.push_traced(frame, None)
+    }
+
+    /// Queues a frame as [`push`](Self::push) does; with a `trace`, the session is handed it
+    /// once the frame is written.
+    pub(crate) fn push_traced(&self, frame: Utf8Bytes, trace: Option<Trace>) -> bool {
         let mailbox = &self.0;
         if mailbox.ended.load(Ordering::Acquire) {
             return false;
@@ -114,6 +142,13 @@ impl Outbox {
                 return false;
             }
             queue.bytes += size;
+            if let Some(trace) = trace {
+                let number = queue.taken + queue.frames.len() as u64;
+                queue
+                    .traces
+                    .get_or_insert_default()
+                    .push_back((number, trace));
+            }
             queue.frames.push_back(frame);
         }
         mailbox.frames_ready.notify_one();
@@ -186,19 +221,36 @@ impl Frames {
             if let Some(frame) = self.try_recv() {
                 return frame;
             }
-            self.0.frames_ready.notified().await;
+            self.mailbox.frames_ready.notified().await;
         }
     }
 
     /// The next frame, if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Utf8Bytes> {
-        let mut queue = lock(&self.0.frames);
+        let mut queue = lock(&self.mailbox.frames);
         let frame = queue.frames.pop_front()?;
         queue.bytes -= frame.len();
+        let number = queue.taken;
+        queue.taken += 1;
+        if let Some(traces) = &mut queue.traces
+            && traces.front().is_some_and(|&(n, _)| n == number)
+        {
+            if let Some((_, trace)) = traces.pop_front() {
+                self.taken.push(trace);
+            }
+            if traces.is_empty() {
+                queue.traces = None;
+            }
+        }
         if queue.frames.is_empty() && queue.frames.capacity() > KEEP_CAPACITY {
             queue.frames = VecDeque::new();
         }
         Some(frame)
+    }
+
+    /// The traces of the frames taken since the last call: call it once they are written.
+    pub(crate) fn written_traces(&mut self) -> std::vec::Drain<'_, Trace> {
+        self.taken.drain(..)
     }
 }
 
@@ -249,6 +301,26 @@ mod tests {
         assert_eq!(small.try_recv().unwrap().as_str(), "12345");
         assert_eq!(lock(&outbox.0.frames).bytes, 5);
         assert_eq!(frames.try_recv().unwrap().len(), 25);
+    }
+
+    #[test]
+    fn a_trace_comes_back_with_its_own_frame() {
+        let (outbox, mut frames) = Outbox::new(8, PLENTY);
+        assert!(outbox.push(Utf8Bytes::from_static("a")));
+        assert_eq!(frames.try_recv().unwrap().as_str(), "a");
+        assert!(outbox.push(Utf8Bytes::from_static("b")));
+        assert!(outbox.push_traced(Utf8Bytes::from_static("c"), Some(Trace(7))));
+        assert!(outbox.push(Utf8Bytes::from_static("d")));
+        assert_eq!(frames.try_recv().unwrap().as_str(), "b");
+        assert_eq!(frames.written_traces().count(), 0);
+        assert_eq!(frames.try_recv().unwrap().as_str(), "c");
+        assert_eq!(frames.written_traces().collect::<Vec<_>>(), [Trace(7)]);
+        assert_eq!(frames.try_recv().unwrap().as_str(), "d");
+        assert_eq!(frames.written_traces().count(), 0);
+        assert!(
+            lock(&outbox.0.frames).traces.is_none(),
+            "nothing kept once all are taken"
+        );
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct Config {
     /// (`CABLE_HISTORY`: `on`/`off`, default on; both adapters keep it, `redis` in Redis, so
     /// that nodes sharing it agree on positions and any node serves a reconnecting client).
     pub history: bool,
+    /// Serve the cable's Prometheus metrics at `/metrics` (`METRICS`: `on`/`off`, default on).
+    pub metrics: bool,
     /// How long a room member stays online after its last connection went
     /// (`PRESENCE_GRACE_MS`, default 15000: a reload does not show leave and join).
     pub presence_grace: Duration,
@@ -174,6 +176,13 @@ impl Config {
             Some(v) => bail!("CABLE_HISTORY={v:?} is neither on nor off"),
         };
 
+        let metrics = match non_blank("METRICS").as_deref().map(str::trim) {
+            None => true,
+            Some("on" | "1" | "true") => true,
+            Some("off" | "0" | "false") => false,
+            Some(v) => bail!("METRICS={v:?} is neither on nor off"),
+        };
+
         let ping_interval = match non_blank("PING_INTERVAL_MS") {
             Some(v) => match v.trim().parse::<u64>() {
                 Ok(ms) if ms > 0 => Duration::from_millis(ms),
@@ -254,6 +263,7 @@ impl Config {
             assets,
             pubsub,
             history,
+            metrics,
             presence_grace,
             presence_ttl,
             session_lifetime,
@@ -299,6 +309,7 @@ impl fmt::Debug for Config {
             .field("assets", &self.assets)
             .field("pubsub", &self.pubsub)
             .field("history", &self.history)
+            .field("metrics", &self.metrics)
             .field("presence_grace", &self.presence_grace)
             .field("presence_ttl", &self.presence_ttl)
             .field("session_lifetime", &self.session_lifetime)

@@ -72,6 +72,7 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
         .ping_interval(config.ping_interval)
         .pubsub(config.pubsub.clone())
         .history(config.history)
+        .metrics(config.metrics)
         .presence_grace(config.presence_grace)
         .presence_ttl(config.presence_ttl)
         .build()
@@ -93,7 +94,8 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
     // `/ready`: not ready while shutting down or while Redis is down (`/health` is liveness).
     let mut routes = http::routes(http_state)
         .merge(cable.router("/cable"))
-        .merge(cable.handle().readiness_router("/ready"));
+        .merge(cable.handle().readiness_router("/ready"))
+        .merge(cable.metrics_router("/metrics"));
     // The node's counts, top streams and slowest queues, for operators holding `ADMIN_KEY`.
     if let Some(key) = config.admin_key() {
         routes = routes.merge(cable.handle().stats_router("/admin/stats", key));

@@ -5,13 +5,15 @@ use crate::error::PubSubError;
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 /// Messages published and not yet fanned out; a publisher waits while this many are queued.
 const QUEUE: usize = 1024;
 
-/// A queued message: stream, payload, and its position when it was kept.
-type Item = (Box<str>, Box<str>, Option<Position>);
+/// A queued message: stream, payload, its position when it was kept, and when it was sent
+/// when its latency is sampled.
+type Item = (Box<str>, Box<str>, Option<Position>, Option<SystemTime>);
 type Queue = Arc<OnceLock<mpsc::Sender<Item>>>;
 
 /// The in-process adapter (Rails' `async`), the default: a broadcast reaches this process's
@@ -50,8 +52,13 @@ impl PubSub for MemoryPubSub {
         let _ = self.inbound.set(inbound.clone());
         // Ends when the adapter (the only sender) is dropped with its cable.
         tokio::spawn(async move {
-            while let Some((stream, payload, position)) = rx.recv().await {
-                inbound.deliver_at(&stream, &payload, position.as_ref());
+            while let Some((stream, payload, position, sent)) = rx.recv().await {
+                match sent {
+                    None => inbound.deliver_at(&stream, &payload, position.as_ref()),
+                    Some(sent) => {
+                        inbound.deliver_traced(&stream, &payload, position.as_ref(), sent)
+                    }
+                };
             }
         });
         Ok(())
@@ -68,7 +75,21 @@ impl PubSub for MemoryPubSub {
     async fn publish(&self, stream: &str, payload: &str) -> Result<(), PubSubError> {
         let queue = self.queue.get().ok_or(PubSubError::Closed)?;
         queue
-            .send((stream.into(), payload.into(), None))
+            .send((stream.into(), payload.into(), None, None))
+            .await
+            .map_err(|_| PubSubError::Closed)
+    }
+
+    /// In one process the time travels with the queued message.
+    async fn publish_traced(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: SystemTime,
+    ) -> Result<(), PubSubError> {
+        let queue = self.queue.get().ok_or(PubSubError::Closed)?;
+        queue
+            .send((stream.into(), payload.into(), None, Some(sent)))
             .await
             .map_err(|_| PubSubError::Closed)
     }
@@ -99,7 +120,7 @@ impl History for MemoryKept {
         // position order whatever other publishers do meanwhile.
         let permit = queue.reserve().await.map_err(|_| PubSubError::Closed)?;
         let (position, ()) = self.store.append(stream, payload, |position| {
-            permit.send((stream.into(), payload.into(), Some(position.clone())));
+            permit.send((stream.into(), payload.into(), Some(position.clone()), None));
         });
         Ok(position)
     }

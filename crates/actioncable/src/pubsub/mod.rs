@@ -22,6 +22,13 @@
 //! Presence (who is in a stream) is optional too: an adapter that keeps it answers
 //! [`PubSub::presence`] with a [`Presence`], which sends each join and leave to every node
 //! through [`Inbound::presence_event`] (see `presence.rs`).
+//!
+//! Two optional parts serve the cable's metrics. A sampled broadcast comes with the time it was
+//! made ([`PubSub::publish_traced`]); an adapter that can carry that time to the other nodes
+//! delivers it there with [`Inbound::deliver_traced`], and one that cannot leaves the default,
+//! which publishes the message as usual (the broadcast is then simply not measured). And an
+//! adapter tells the cable about trouble with its backend through [`Inbound::report`] (an
+//! [`AdapterEvent`]): the cable counts it, and the adapter needs nothing but this contract.
 
 mod backoff;
 pub(crate) mod history;
@@ -34,9 +41,11 @@ pub use memory::MemoryPubSub;
 pub use presence::{Presence, PresenceEvent, PresenceMember, PresenceSettings};
 
 use crate::error::PubSubError;
+use crate::metrics::Trace;
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::{Arc, Weak};
+use std::time::SystemTime;
 
 /// Carries broadcasts between server nodes. The server owns one, as `Arc<dyn PubSub>`.
 ///
@@ -60,6 +69,23 @@ pub trait PubSub: Send + Sync + fmt::Debug + 'static {
     /// Sends `payload` (one JSON document) to every node subscribed to `stream`, this one
     /// included. An `Err` means the message was not accepted and reached no one.
     async fn publish(&self, stream: &str, payload: &str) -> Result<(), PubSubError>;
+
+    /// Publishes like [`publish`](Self::publish) a broadcast whose delivery latency the cable
+    /// samples, made at `sent` (wall clock, the publishing node's). An adapter that can carry
+    /// `sent` to every node delivers the message there with [`Inbound::deliver_traced`]; what
+    /// other nodes and clients receive must not change. The default drops `sent`.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    async fn publish_traced(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: SystemTime,
+    ) -> Result<(), PubSubError> {
+        let _ = sent;
+        self.publish(stream, payload).await
+    }
 
     /// Stops the adapter's background work.
     async fn shutdown(&self) -> Result<(), PubSubError> {
@@ -123,6 +149,15 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
         (**self).publish(stream, payload).await
     }
 
+    async fn publish_traced(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: SystemTime,
+    ) -> Result<(), PubSubError> {
+        (**self).publish_traced(stream, payload, sent).await
+    }
+
     async fn shutdown(&self) -> Result<(), PubSubError> {
         (**self).shutdown().await
     }
@@ -145,8 +180,17 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
 /// server.
 pub(crate) trait Deliver: Send + Sync {
     /// Fans `payload` out to the local subscribers of `stream`, at `position` in its history
-    /// when it was kept; how many it reached.
-    fn deliver(&self, stream: &str, payload: &str, position: Option<&Position>) -> usize;
+    /// when it was kept, followed for latency when it has a `trace`; how many it reached.
+    fn deliver(
+        &self,
+        stream: &str,
+        payload: &str,
+        position: Option<&Position>,
+        trace: Option<Trace>,
+    ) -> usize;
+
+    /// The adapter reported `event`.
+    fn adapter_event(&self, event: AdapterEvent);
 
     /// Hands a presence change of `stream` to its local presence subscribers; how many.
     fn presence_event(&self, stream: &str, event: PresenceEvent<'_>) -> usize;
@@ -181,8 +225,42 @@ impl Inbound {
     /// what it stored, on every node, in position order per stream.
     pub fn deliver_at(&self, stream: &str, payload: &str, position: Option<&Position>) -> usize {
         match self.target.upgrade() {
-            Some(target) => target.deliver(stream, payload, position),
+            Some(target) => target.deliver(stream, payload, position, None),
             None => 0,
+        }
+    }
+
+    /// Delivers `payload` as [`deliver_at`](Self::deliver_at) does, for a broadcast made at
+    /// `sent` (what [`PubSub::publish_traced`] was given, carried here by the adapter): with
+    /// metrics on, the time from `sent` to the write of some of its frames is measured.
+    pub fn deliver_traced(
+        &self,
+        stream: &str,
+        payload: &str,
+        position: Option<&Position>,
+        sent: SystemTime,
+    ) -> usize {
+        match self.target.upgrade() {
+            Some(target) => target.deliver(stream, payload, position, Some(Trace::at(sent))),
+            None => 0,
+        }
+    }
+
+    /// Tells the cable about the adapter's backend: an error, or a connection made again after
+    /// one was lost. With metrics on, the cable counts them
+    /// (`actioncable_adapter_errors_total`, `actioncable_adapter_reconnects_total`); the
+    /// adapter still logs what happened itself.
+    ///
+    /// ```
+    /// use actioncable::pubsub::{AdapterEvent, Inbound};
+    ///
+    /// fn connection_lost(inbound: &Inbound) {
+    ///     inbound.report(AdapterEvent::Error);
+    /// }
+    /// ```
+    pub fn report(&self, event: AdapterEvent) {
+        if let Some(target) = self.target.upgrade() {
+            target.adapter_event(event);
         }
     }
 
@@ -194,6 +272,16 @@ impl Inbound {
             None => 0,
         }
     }
+}
+
+/// What an adapter tells the cable about its backend, through [`Inbound::report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdapterEvent {
+    /// Something failed: a lost connection, a command refused or timed out.
+    Error,
+    /// The adapter is connected again after losing its backend (and resubscribed).
+    Reconnected,
 }
 
 impl fmt::Debug for Inbound {

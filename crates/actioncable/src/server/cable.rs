@@ -9,11 +9,14 @@ use crate::channel::Callbacks;
 use crate::channel::erased::ErasedFactory;
 use crate::connection::Connection;
 use crate::handle::CableHandle;
+use crate::metrics;
 use crate::protocol::ServerMessage;
 use crate::registry::Registry;
 use axum::Router;
 use axum::extract::ws::Utf8Bytes;
-use axum::routing::any;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -59,6 +62,31 @@ impl<S: Send + Sync + 'static> Cable<S> {
         Router::new().route(
             path,
             any(handler::cable::<S>).with_state(self.shared.clone()),
+        )
+    }
+
+    /// An axum router serving this node's metrics at `path`, in the Prometheus text format
+    /// (OpenMetrics 1.0), when the cable was built with
+    /// [`CableBuilder::metrics`](crate::CableBuilder::metrics); without, the route answers
+    /// 404. Every name starts with `actioncable_`; `docs/operations.md` lists them.
+    ///
+    /// The route has no authentication of its own: mount it on a listener only the scraper
+    /// reaches, or behind the app's own middleware.
+    pub fn metrics_router<RS: Clone + Send + Sync + 'static>(&self, path: &str) -> Router<RS> {
+        let handle = self.handle();
+        Router::new().route(
+            path,
+            get(move || {
+                let text = handle.metrics();
+                async move {
+                    match text {
+                        Some(text) => {
+                            ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+                        }
+                        None => StatusCode::NOT_FOUND.into_response(),
+                    }
+                }
+            }),
         )
     }
 

@@ -3,6 +3,7 @@
 
 use super::AllowedOrigins;
 use crate::error::ConfigError;
+use crate::metrics::Sampling;
 use crate::pubsub::{HistorySettings, PresenceSettings};
 use std::time::Duration;
 
@@ -38,6 +39,9 @@ pub(crate) struct Config {
     pub(crate) max_whisper_size: usize,
     /// Largest presence `id` plus `info`, in bytes of JSON.
     pub(crate) max_presence_size: usize,
+    /// Count and time what the node does (`CableBuilder::metrics`), off by default.
+    pub(crate) metrics: bool,
+    pub(crate) sampling: Sampling,
 }
 
 impl Default for Config {
@@ -65,6 +69,8 @@ impl Default for Config {
             presence_settings: PresenceSettings::default(),
             max_whisper_size: 4096,
             max_presence_size: 4096,
+            metrics: false,
+            sampling: Sampling::default(),
         }
     }
 }
@@ -116,6 +122,12 @@ impl Config {
             return Err(invalid(
                 "max_whisper_size/max_presence_size",
                 "must be positive (max_presence_size at least 16 bytes)",
+            ));
+        }
+        if self.sampling.broadcasts == 0 || self.sampling.deliveries == 0 {
+            return Err(invalid(
+                "metrics_sampling",
+                "must be positive (1: every one)",
             ));
         }
         Ok(())

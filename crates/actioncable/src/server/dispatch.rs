@@ -185,11 +185,48 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
     /// Runs one client command, inside the `around_command` callbacks if there are any.
     /// Returns its outcome, already logged.
     /// `extras` is what a `subscribe` of the extended protocol carried.
+    /// With metrics on, it is counted by kind and timed by channel class.
     pub(crate) async fn run_with(
         &mut self,
         command: Command,
         extras: Extras,
     ) -> Result<(), ChannelError> {
+        let Some(metrics) = self.shared.handle.hub().metrics().cloned() else {
+            return self.run_command(command, extras).await;
+        };
+        let kind = match &command {
+            Command::Subscribe { .. } => 0,
+            Command::Unsubscribe { .. } => 1,
+            Command::Message { .. } => 2,
+            Command::History { .. } => 3,
+            Command::Join { .. } | Command::Leave { .. } | Command::Presence { .. } => 4,
+            Command::Whisper { .. } => 5,
+            _ => 6,
+        };
+        metrics.command(kind);
+        if kind == 6 {
+            return self.run_command(command, extras).await;
+        }
+        // A registered class only (a label never holds client text).
+        let class = match &command {
+            Command::Subscribe { identifier } => Identifier::parse(identifier).ok().and_then(|p| {
+                self.shared
+                    .channels
+                    .get_key_value(p.channel_class())
+                    .map(|(&class, _)| class)
+            }),
+            other => self
+                .subscriptions
+                .get(other.identifier())
+                .map(|s| s.ctx.channel_class()),
+        };
+        let started = std::time::Instant::now();
+        let result = self.run_command(command, extras).await;
+        metrics.command_took(class.unwrap_or("unknown"), started.elapsed());
+        result
+    }
+
+    async fn run_command(&mut self, command: Command, extras: Extras) -> Result<(), ChannelError> {
         let kind = match &command {
             Command::Subscribe { .. } => CommandKind::Subscribe,
             Command::Unsubscribe { .. } => CommandKind::Unsubscribe,
@@ -397,6 +434,9 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
                 ctx.set_holding(false);
                 let key: Arc<str> = ctx.shared_identifier();
                 self.connection.add_subscription(&key);
+                if let Some(metrics) = shared.handle.hub().metrics() {
+                    metrics.subscriptions(class, 1);
+                }
                 self.subscriptions
                     .insert(key, Box::new(Subscription { channel, ctx }));
                 Ok(())
@@ -656,6 +696,9 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         }
         self.connection.remove_subscription(sub.ctx.identifier());
         let name = sub.ctx.channel_class();
+        if let Some(metrics) = shared.handle.hub().metrics() {
+            metrics.subscriptions(name, -1);
+        }
         for callbacks in &shared.callbacks {
             if let Err(e) = guard(callbacks.before_unsubscribe(&mut sub.ctx)).await {
                 tracing::error!(channel = name, identifier = %untrusted(sub.ctx.identifier()), error = %untrusted(&e),

@@ -26,6 +26,7 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
     State(shared): State<Arc<Shared<S>>>,
     request: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
     let (mut parts, _body) = request.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
@@ -36,7 +37,13 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
     };
     let config = &shared.config;
     let registry = shared.handle.registry();
+    let refused = |reason| {
+        if let Some(metrics) = shared.handle.hub().metrics() {
+            metrics.rejected(reason);
+        }
+    };
     if !config.origins.allows_request(&parts.headers) {
+        refused("origin");
         match parts.headers.get(header::ORIGIN) {
             Some(origin) => {
                 tracing::warn!(origin = %untrusted(String::from_utf8_lossy(origin.as_bytes())), "Request origin not allowed");
@@ -49,9 +56,11 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
         return not_found();
     }
     if registry.is_shutting_down() {
+        refused("shutting_down");
         return (StatusCode::SERVICE_UNAVAILABLE, "Server is restarting").into_response();
     }
     let Some(admission) = registry.admit() else {
+        refused("over_capacity");
         tracing::warn!(
             limit = registry.max_connections(),
             "refusing a connection: too many open"
@@ -101,7 +110,9 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
         .max_frame_size(config.max_message_size)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| {
-            tracker.track_future(session::run(socket, shared, opening, remote, admission))
+            tracker.track_future(session::run(
+                socket, shared, opening, remote, admission, started,
+            ))
         })
 }
 

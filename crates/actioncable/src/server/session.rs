@@ -13,6 +13,7 @@ use super::Shared;
 use super::dispatch::Dispatcher;
 use super::resume::{self, Parked, Resumed};
 use crate::connection::{Identity, Reject};
+use crate::metrics::Metrics;
 use crate::outbox::{Control, Frames, Outbox};
 use crate::protocol::{self, Command, DisconnectReason, EXT_PROTOCOL, Extras, ServerMessage};
 use crate::registry::{Admission, Reservation};
@@ -53,6 +54,10 @@ struct Session<S> {
     sid: Option<String>,
     /// Its place among `max_connections`, freed when the socket goes (a kept session has none).
     admission: Admission,
+    /// The cable's metrics, when on.
+    metrics: Option<Arc<Metrics>>,
+    /// When the upgrade request arrived (for the time to `welcome`).
+    started: std::time::Instant,
 }
 
 /// Dead-peer detection: when the client was last heard from, and whether it was pinged since.
@@ -146,16 +151,22 @@ struct Budget {
     updated: Instant,
     /// Whether this throttling episode was logged already.
     logged: bool,
+    /// The next command waited for a token (it is counted when it is read).
+    waited: bool,
+    /// Counts the commands that waited, when metrics are on.
+    throttled: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Budget {
-    fn new(per_second: u32) -> Budget {
+    fn new(per_second: u32, metrics: Option<&Metrics>) -> Budget {
         let rate = f64::from(per_second.max(1));
         Budget {
             rate,
             tokens: rate,
             updated: Instant::now(),
             logged: false,
+            waited: false,
+            throttled: metrics.map(|m| m.throttled.clone()),
         }
     }
 
@@ -181,6 +192,7 @@ impl Budget {
             }
             return None;
         }
+        self.waited = true;
         if !self.logged {
             self.logged = true;
             tracing::warn!(
@@ -193,6 +205,12 @@ impl Budget {
 
     fn spend(&mut self) {
         self.tokens -= 1.0;
+        if self.waited {
+            self.waited = false;
+            if let Some(throttled) = &self.throttled {
+                throttled.inc();
+            }
+        }
     }
 }
 
@@ -229,9 +247,11 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     opening: Opening<S>,
     remote: Option<SocketAddr>,
     admission: Admission,
+    started: std::time::Instant,
 ) {
+    let metrics = shared.handle.hub().metrics().cloned();
     let liveness = Liveness::new(shared.config.client_timeout);
-    let budget = Budget::new(shared.config.max_commands_per_second);
+    let budget = Budget::new(shared.config.max_commands_per_second, metrics.as_deref());
     let max_message_size = shared.config.max_message_size;
     // The protocol the upgrade selected (`handler.rs`); anything but the extended one is the
     // plain protocol, byte for byte.
@@ -259,6 +279,8 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
                 ext,
                 sid: ext.then(resume::new_sid),
                 admission,
+                metrics,
+                started,
             };
             session.run(Some(restored)).instrument(span).await;
             return;
@@ -269,12 +291,18 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     let identity = match outcome {
         Ok(identity) => Arc::new(identity),
         Err(reject) => {
+            if let Some(metrics) = &metrics {
+                metrics.rejected(reject.reason().as_str());
+            }
             let span = tracing::info_span!("cable", conn = %id, ?remote);
             refuse(socket, &shared, reject).instrument(span).await;
             return;
         }
     };
     let Some(reservation) = registry.reserve(&identity) else {
+        if let Some(metrics) = &metrics {
+            metrics.rejected(DisconnectReason::TooManyConnections.as_str());
+        }
         let span = tracing::info_span!("cable", conn = %id, identity = %untrusted(&*identity));
         let limit = registry.max_per_identity();
         turn_away(socket, &shared, limit).instrument(span).await;
@@ -295,6 +323,8 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
             ext,
             sid: ext.then(resume::new_sid),
             admission,
+            metrics,
+            started,
         };
         session.run(None).await;
     }
@@ -359,8 +389,19 @@ impl<S: Send + Sync + 'static> Session<S> {
             Some(sid) => protocol::encode_welcome_ext(sid, restored.as_deref()),
             None => ServerMessage::WELCOME.encode(),
         };
+        if let Some(metrics) = &self.metrics {
+            metrics.connections[usize::from(self.ext)].inc();
+        }
         let end = match self.socket.send(Message::Text(welcome.into())).await {
-            Ok(()) => self.serve().await,
+            Ok(()) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.accepted.inc();
+                    metrics
+                        .welcome
+                        .observe(self.started.elapsed().as_secs_f64());
+                }
+                self.serve().await
+            }
             Err(_) => End::Gone,
         };
         // Boxed, as the command futures below: the session future stays small while idle.
@@ -428,7 +469,8 @@ impl<S: Send + Sync + 'static> Session<S> {
     async fn write_watching(&mut self, first: Utf8Bytes, outbox: &Outbox) -> Option<End> {
         let mut ping_owed = false;
         {
-            let write = write_batch(&mut self.socket, &mut self.frames, first);
+            let metrics = self.metrics.as_deref();
+            let write = write_batch(&mut self.socket, &mut self.frames, first, metrics);
             tokio::pin!(write);
             loop {
                 tokio::select! {
@@ -493,6 +535,7 @@ impl<S: Send + Sync + 'static> Session<S> {
             budget,
             binary_frames,
             ext,
+            metrics,
             ..
         } = self;
         let outbox = dispatcher.outbox().clone();
@@ -556,7 +599,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                     tokio::select! {
                         biased;
                         (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
-                        written = write_batch(socket, frames, frame) => if written.is_err() { break End::Gone },
+                        written = write_batch(socket, frames, frame, metrics.as_deref()) => if written.is_err() { break End::Gone },
                     }
                 }
             }
@@ -583,10 +626,13 @@ fn is_subscribe_to(text: &str, identifier: &str) -> bool {
     matches!(Command::decode(text), Ok(Command::Subscribe { identifier: id }) if id == identifier)
 }
 
+/// Writes `first` and up to a batch of queued frames, then flushes once; the traced frames
+/// among them (sampled deliveries, see `metrics.rs`) are timed once flushed.
 async fn write_batch(
     socket: &mut WebSocket,
     frames: &mut Frames,
     first: Utf8Bytes,
+    metrics: Option<&Metrics>,
 ) -> Result<(), axum::Error> {
     socket.feed(Message::Text(first)).await?;
     for _ in 1..WRITE_BATCH {
@@ -595,7 +641,14 @@ async fn write_batch(
             None => break,
         }
     }
-    socket.flush().await
+    socket.flush().await?;
+    // Only a sampled broadcast leaves traces, and only with metrics on.
+    for trace in frames.written_traces() {
+        if let Some(metrics) = metrics {
+            metrics.written(trace);
+        }
+    }
+    Ok(())
 }
 
 impl<S: Send + Sync + 'static> Session<S> {
@@ -608,6 +661,8 @@ impl<S: Send + Sync + 'static> Session<S> {
             reservation,
             sid,
             admission,
+            metrics,
+            ext,
             ..
         } = self;
         if binary_frames > 1 {
@@ -640,6 +695,17 @@ impl<S: Send + Sync + 'static> Session<S> {
         }
         drop(socket);
         drop(admission);
+        if let Some(metrics) = &metrics {
+            metrics.connections[usize::from(ext)].dec();
+            metrics.disconnected(match end {
+                End::Gone => "gone",
+                End::ClientClosed => "client_close",
+                End::Disconnect(reason, _) => reason.as_str(),
+                End::TimedOut => "timeout",
+                End::Close(..) => "protocol_error",
+            });
+            metrics.dropped.inc_by(dispatcher.outbox().dropped());
+        }
         // A socket that dropped without the server's `disconnect` (network gone, client
         // closed, peer silent) leaves its session kept for a resume; any other end is final.
         let resumable = matches!(end, End::Gone | End::ClientClosed | End::TimedOut);

@@ -21,6 +21,7 @@ mod fuzz_corpus;
 mod handshake;
 mod http_hygiene;
 mod limits;
+mod metrics;
 mod presence;
 mod protocol_props;
 mod reliable;

@@ -1049,6 +1049,38 @@ async fn the_page_its_assets_and_the_api_carry_the_security_headers() {
     .await;
 }
 
+#[tokio::test]
+async fn metrics_are_served_at_slash_metrics_unless_turned_off() {
+    bounded(async {
+        let server = start_demo().await;
+        let addr = server.addr;
+        let (token, _) = login(addr, "alice").await;
+        let mut alice = welcome(&server, &format!("?token={token}"), None).await;
+        join(&mut alice, LOBBY, "alice").await;
+        let reply = get(addr, "/metrics", &[]).await;
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply
+                .header("content-type")
+                .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+            "{:?}",
+            reply.header("content-type")
+        );
+        let text = reply.body_text();
+        for line in [
+            "actioncable_connections_accepted_total 1\n",
+            "actioncable_subscriptions{channel=\"ChatChannel\"} 1\n",
+            "actioncable_commands_total{kind=\"subscribe\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+
+        let off = start_demo_with(&[("METRICS", "off")]).await;
+        assert_eq!(get(off.addr, "/metrics", &[]).await.status, 404);
+    })
+    .await;
+}
+
 /// `ADMIN_KEY` turns on `GET /admin/stats` for operators (their key only); without it the route
 /// does not exist and the path is the page's 404. A key shorter than 32 bytes is refused.
 #[tokio::test]
