@@ -12,7 +12,9 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "yaml";
-import { JS_CLIENT_DIR } from "./support/demo.mjs";
+import { JS_CLIENT_DIR, Scope, http, login } from "./support/demo.mjs";
+import { subscribe, closeConsumer, waitUntil } from "./support/consumer.mjs";
+import { WAIT_MS } from "./support/timing.mjs";
 
 const ROOT = join(JS_CLIENT_DIR, "..");
 const read = (path) => readFileSync(join(ROOT, path), "utf8");
@@ -90,5 +92,39 @@ test("the image carries every npm package the demo's page is served from", () =>
     const scope = pkg.startsWith("@") ? pkg.split("/")[0] : pkg;
     const copied = [...dockerfile.matchAll(/^COPY --from=assets \/js-client\/node_modules\/(\S+) /gm)].map(([, p]) => p);
     assert.ok(copied.some((c) => c === pkg || c === scope), `${pkg} is copied into the image (copied: ${copied.join(", ")})`);
+  }
+});
+
+test("every metric the Grafana dashboard and the alert rules name is one a node exports", async () => {
+  const scope = new Scope("deployment metrics");
+  try {
+    const demo = await scope.demo();
+    // Labelled families appear once they have a series: a subscription (channel), a command
+    // (kind, channel), a refused connection (reason) and a closed one (reason).
+    const { token } = await login(demo.baseUrl, "ops");
+    const consumer = scope.consumer(`${demo.cableUrl}?token=${encodeURIComponent(token)}`);
+    await subscribe(consumer, { channel: "ChatChannel", room: "lobby" }).waitConnected(WAIT_MS);
+    const refused = scope.consumer(`${demo.cableUrl}?token=not-a-token`);
+    await subscribe(refused, { channel: "ChatChannel", room: "lobby" }).waitDisconnected(WAIT_MS);
+    await closeConsumer(consumer);
+    await waitUntil(async () => /actioncable_disconnects_total\{/.test((await http(demo.baseUrl, "/metrics")).body),
+      { timeoutMs: WAIT_MS, label: "the closed connection counted" });
+    const scrape = await http(demo.baseUrl, "/metrics");
+    assert.equal(scrape.status, 200);
+    // The sample names each family gives: OpenMetrics' `# TYPE <family> <type>` lines.
+    const exported = new Set();
+    for (const [, family, type] of String(scrape.body).matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+      if (type === "counter") exported.add(`${family}_total`);
+      else if (type === "histogram") for (const s of ["_bucket", "_sum", "_count"]) exported.add(`${family}${s}`);
+      else exported.add(family);
+    }
+    assert.ok(exported.size >= 15, [...exported].join(", "));
+    for (const file of ["deploy/grafana/actioncable-dashboard.json", "deploy/prometheus/alerts.yml"]) {
+      const named = new Set([...read(file).matchAll(/\bactioncable_[a-z_]+/g)].map(([m]) => m));
+      assert.ok(named.size >= 5, `${file} names metrics`);
+      for (const name of named) assert.ok(exported.has(name), `${file}: ${name} is exported (${[...exported].join(", ")})`);
+    }
+  } finally {
+    await scope.cleanup();
   }
 });

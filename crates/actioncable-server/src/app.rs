@@ -4,7 +4,8 @@
 use crate::broadcast::{self, Broadcaster};
 use crate::identify::{Identify, Mode, SessionKey};
 use crate::settings::{
-    Adapter, BROADCAST_PATH, HEALTH_PATH, Identification, READY_PATH, STATS_PATH, Settings,
+    Adapter, BROADCAST_PATH, HEALTH_PATH, Identification, METRICS_PATH, READY_PATH, STATS_PATH,
+    Settings,
 };
 use actioncable::{Cable, CableBuilder, CableHandle, JwtVerifier, MemoryPubSub, PubSub};
 use actioncable_rails::{PubSubChannel, RailsCookies, SignedStreams, StreamsChannel, TurboStreams};
@@ -159,9 +160,14 @@ impl Assemble<'_> {
             .pubsub(self.pubsub)
             .allowed_origins(self.settings.allowed_origins.clone())
             .history(self.settings.history)
+            .metrics(self.settings.metrics)
             .build()
             .context("the cable")?;
-        Ok((cable.router(&self.settings.cable_path), cable.handle()))
+        let mut router = cable.router(&self.settings.cable_path);
+        if self.settings.metrics {
+            router = router.merge(cable.metrics_router(METRICS_PATH));
+        }
+        Ok((router, cable.handle()))
     }
 }
 

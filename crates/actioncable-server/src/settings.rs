@@ -23,6 +23,8 @@ pub(crate) const HEALTH_PATH: &str = "/health";
 pub(crate) const READY_PATH: &str = "/ready";
 /// AnyCable's path for HTTP broadcasts.
 pub(crate) const BROADCAST_PATH: &str = "/_broadcast";
+/// The Prometheus metrics route (`Cable::metrics_router`), unless `CABLE_METRICS=off`.
+pub(crate) const METRICS_PATH: &str = "/metrics";
 /// The operators' stats route (`CableHandle::stats_router`), with `CABLE_ADMIN_KEY`.
 pub(crate) const STATS_PATH: &str = "/_stats";
 
@@ -116,6 +118,13 @@ pub(crate) struct Args {
     /// live only. The stock consumer is unaffected.
     #[arg(long, env = "CABLE_HISTORY", value_parser = switch)]
     pub(crate) history: bool,
+
+    /// Serves the node's Prometheus metrics at `GET /metrics` (connections, broadcasts,
+    /// deliveries, sampled broadcast-to-socket latency …; docs/operations.md). On by default;
+    /// `off` turns counting and the route off. The route has no authentication: let only the
+    /// scraper reach it.
+    #[arg(long, env = "CABLE_METRICS", value_parser = switch, default_value = "on")]
+    pub(crate) metrics: bool,
 
     /// Identify connections by this encrypted cookie of the Rails app (e.g. `user_id`);
     /// without it, or with a forged one, a connection is rejected.
@@ -273,6 +282,7 @@ pub(crate) struct Settings {
     pub(crate) streams_secret: Option<Secret>,
     pub(crate) public_streams: bool,
     pub(crate) history: bool,
+    pub(crate) metrics: bool,
     pub(crate) broadcast_key: Option<Secret>,
     pub(crate) admin_key: Option<Secret>,
 }
@@ -419,6 +429,7 @@ impl Settings {
             streams_secret,
             public_streams: args.public_streams,
             history: args.history,
+            metrics: args.metrics,
             broadcast_key,
             admin_key,
         })
@@ -528,7 +539,15 @@ fn check_path(path: &str) -> anyhow::Result<String> {
             "{path:?} is not a path like /cable (a leading /, then letters, digits and - . _ ~ /)"
         );
     }
-    if [HEALTH_PATH, READY_PATH, BROADCAST_PATH, STATS_PATH].contains(&path) {
+    if [
+        HEALTH_PATH,
+        READY_PATH,
+        METRICS_PATH,
+        BROADCAST_PATH,
+        STATS_PATH,
+    ]
+    .contains(&path)
+    {
         bail!("{path} is the server's own route; choose another path for the cable");
     }
     Ok(path.to_owned())
@@ -754,6 +773,8 @@ mod tests {
             "/{id}",
             "/health",
             "/ready",
+            "/metrics",
+            "/_stats",
             "/_broadcast",
             "//x",
             "/:x",

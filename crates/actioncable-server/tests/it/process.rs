@@ -259,3 +259,29 @@ async fn the_stats_route_needs_the_admin_key_and_counts_the_node() {
     let reply = http_request(without.addr(), "GET", "/_stats", &[], None).await;
     assert_eq!(reply.status, 404);
 }
+
+/// `GET /metrics`: the node's Prometheus text, on by default, counting what happened (a
+/// connection and its subscription); `CABLE_METRICS=off` turns the route off.
+#[tokio::test]
+async fn metrics_are_served_unless_turned_off() {
+    let server = start(&[("CABLE_PUBLIC_STREAMS", "1")]);
+    let mut client = server.client(Connect::new()).await;
+    client
+        .confirm(r#"{"channel":"$pubsub","stream_name":"news"}"#)
+        .await;
+    let reply = http_request(server.addr(), "GET", "/metrics", &[], None).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let text = reply.body_text();
+    assert!(
+        text.contains(r#"actioncable_connections{protocol="plain"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"actioncable_subscriptions{channel="$pubsub"} 1"#),
+        "{text}"
+    );
+
+    let off = start(&[("CABLE_PUBLIC_STREAMS", "1"), ("CABLE_METRICS", "off")]);
+    let reply = http_request(off.addr(), "GET", "/metrics", &[], None).await;
+    assert_eq!(reply.status, 404);
+}
