@@ -20,6 +20,8 @@
 #               example-bench with each adapter, history off (stock-protocol clients) and on
 #               (CABLE_HISTORY=on; stock-protocol clients, then extended-protocol clients whose
 #               frames carry positions), PAIRS times each: what keeping history costs;
+#   metrics     BROADCAST_CLIENTS subscribers, SENDERS senders, ROUNDS rounds: example-bench
+#               (memory) with metrics off and on (METRICS=on), PAIRS times each: what counting costs;
 #   connect     CONNECT_CLIENTS (19,000) idle subscribed connections against a fresh reference
 #               and a fresh example-bench, CONNECT_PAIRS (2) times each, and RAILS_CONNECT_CLIENTS
 #               (2,000) against a fresh Rails; the server's RSS per connection.
@@ -31,7 +33,7 @@
 # ratios to the reference.
 #
 # Settings are environment variables: the sizes above; SERIES, the series to run (default all:
-# "broadcast echo broadcast-small redis history connect"); RAILS=0 leaves Rails out (with RAILS=1, the
+# "broadcast echo broadcast-small redis history metrics connect"); RAILS=0 leaves Rails out (with RAILS=1, the
 # default, the script stops unless Ruby's ActionCable is installed: apt-get install ruby
 # ruby-actioncable puma ruby-redis); QUICK=1 makes every series tiny, to check that the script
 # and every target work (its figures mean nothing); OUT (a new temporary directory) keeps every
@@ -67,7 +69,7 @@ CONNECT_PAIRS="${CONNECT_PAIRS:-2}"
 RAILS_CONNECT_CLIENTS="${RAILS_CONNECT_CLIENTS:-2000}"
 ECHO_CLIENTS="${ECHO_CLIENTS:-100}"
 ECHO_SECS="${ECHO_SECS:-5}"
-SERIES="${SERIES:-broadcast echo broadcast-small redis history connect}"
+SERIES="${SERIES:-broadcast echo broadcast-small redis history metrics connect}"
 RAILS="${RAILS:-1}"
 SERVER_BIN="${SERVER_BIN:-target/release/example-bench}"
 BASELINE_BIN="${BASELINE_BIN:-}"
@@ -122,6 +124,11 @@ start_server() {
       # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
       env CABLE_ADAPTER="$name" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" PORT="$port" \
         BIND=127.0.0.1 ${EXTRA_SERVER_ENV:-} "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
+      PID[$name]=$! ;;
+    memory-metrics)
+      # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
+      env CABLE_ADAPTER=memory METRICS=on PORT="$port" BIND=127.0.0.1 ${EXTRA_SERVER_ENV:-} \
+        "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
       PID[$name]=$! ;;
     memory-history | redis-history)
       # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
@@ -184,7 +191,7 @@ if [[ -n "$BASELINE_BIN" ]]; then
   TARGETS=(ref memory baseline redis)
   MEMORY_TARGETS=(memory baseline)
 fi
-if want broadcast || want echo || want broadcast-small || want redis || want history; then
+if want broadcast || want echo || want broadcast-small || want redis || want history || want metrics; then
   for name in "${TARGETS[@]}"; do start_server "$name"; done
   if ((RAILS_ON)) && { want echo || want broadcast-small; }; then start_server rails; fi
 fi
@@ -247,6 +254,16 @@ if want history; then
     done
   done
 fi
+if want metrics; then
+  start_server memory-metrics
+  step "metrics: $BROADCAST_CLIENTS subscribers, $SENDERS senders, $ROUNDS rounds, metrics off and on, $PAIRS× each" >&2
+  for n in $(seq 1 "$PAIRS"); do
+    for name in memory memory-metrics; do
+      run metrics "$name" "$n" broadcast --clients "$BROADCAST_CLIENTS" --senders "$SENDERS" \
+        --rounds "$ROUNDS" --ramp-per-sec 3000 --timeout-secs 90
+    done
+  done
+fi
 for name in "${!PID[@]}"; do stop_server "$name"; done
 
 if want connect; then
@@ -298,7 +315,8 @@ NAMES = {"ref": "raw reference (cable-ref)", "memory": "example-bench, memory",
          "memory-history": "memory, history on, plain clients",
          "memory-history-ext": "memory, history on, ext clients",
          "redis-history": "Redis, history on, plain clients",
-         "redis-history-ext": "Redis, history on, ext clients"}
+         "redis-history-ext": "Redis, history on, ext clients",
+         "memory-metrics": "example-bench, memory, metrics on"}
 
 def table(title, series, targets, cols, note_rows=()):
     present = [t for t in targets if (series, t) in runs]
@@ -345,6 +363,8 @@ h = table("Stream history off and on", "history",
           ["memory", "memory-history", "memory-history-ext", "redis", "redis-history", "redis-history-ext"], hcols,
           [("memory-history", "memory"), ("memory-history-ext", "memory"),
            ("redis-history", "redis"), ("redis-history-ext", "redis")])
+mt = table("Metrics off and on", "metrics", ["memory", "memory-metrics"], bcols,
+           [("memory-metrics", "memory")])
 ccols = [
     ("connections", lambda r: r["clients"], 0),
     ("RSS per connection (bytes)", lambda r: r.get("bytes_per_connection"), 0),
@@ -388,6 +408,11 @@ if h:
         for r_ in runs.get(("history", ext), []):
             if r_.get("positioned") != r_["deliveries"]:
                 check(f"{ext}: every delivery carried a position", False, f"{r_.get('positioned')} of {r_['deliveries']}")
+if mt and "memory" in mt and "memory-metrics" in mt:
+    off, on = mt["memory"], mt["memory-metrics"]
+    check("metrics on: time-to-all p50 within 3 % of off", on[0] <= 1.03 * off[0], ratio(on[0], off[0]))
+    if on[5] and off[5]:
+        check("metrics on: server CPU per delivery within 3 % of off", on[5] <= 1.03 * off[5], ratio(on[5], off[5]))
 if c and "memory" in c and c["memory"][1] is not None:
     check(f"{int(c['memory'][0]):,} idle connections at ≤ 8 KiB RSS each", c["memory"][1] <= 8192,
           f"{c['memory'][1]:,.0f} bytes")

@@ -12,7 +12,8 @@
 //! Settings: `PORT` (3000), `BIND` (127.0.0.1), `CABLE_ADAPTER` (`memory` or `redis`, with
 //! `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`),
 //! `CABLE_HISTORY` (`off` or `on`: keep stream history, so that extended-protocol clients get
-//! positions; default off).
+//! positions; default off), `METRICS` (`off` or `on`: count and serve Prometheus metrics at
+//! `/metrics`; default off, so that the benchmark measures the bare server unless asked).
 
 use actioncable::AnyAction;
 use actioncable::{
@@ -67,6 +68,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok("on") => true,
         Ok(other) => return Err(format!("CABLE_HISTORY={other:?} is neither on nor off").into()),
     };
+    let metrics = match std::env::var("METRICS").as_deref() {
+        Err(_) | Ok("" | "off") => false,
+        Ok("on") => true,
+        Ok(other) => return Err(format!("METRICS={other:?} is neither on nor off").into()),
+    };
     let cable = Cable::builder()
         .connection(AcceptAll)
         .channel::<BenchmarkChannel>()
@@ -76,10 +82,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // the per-connection rate limit (100/s by default) is for untrusted browsers.
         .max_commands_per_second(u32::MAX)
         .history(history)
+        .metrics(metrics)
         .build()?;
     let handle = cable.handle();
     let app = axum::Router::new()
         .merge(cable.router("/cable"))
+        .merge(cable.metrics_router("/metrics"))
         // Liveness (the process answers) and readiness (not while shutting down or while the
         // pub/sub adapter is down): docs/operations.md.
         .route("/health", axum::routing::get(|| async { "ok" }))
