@@ -616,3 +616,44 @@ async fn a_broadcast_except_its_sender_skips_only_the_sender_across_nodes() {
     }
     sender.expect_silence(SILENCE).await;
 }
+
+/// The adapter reports its trouble to the node's metrics: a lost connection counts in
+/// `actioncable_adapter_errors_total`, getting it back in `actioncable_adapter_reconnects_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_counts_as_adapter_errors_and_a_reconnect_in_the_metrics() {
+    let mut redis = RedisServer::start();
+    let pubsub = adapter(
+        url_config(&redis).reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500)),
+    );
+    let node = spawn_cable(
+        actioncable::Cable::builder()
+            .channel::<StreamChannel>()
+            .pubsub(pubsub.clone())
+            .metrics(true)
+            .allowed_origins(actioncable::AllowedOrigins::any()),
+    )
+    .await;
+    eventually("the adapter to connect", || pubsub.is_connected()).await;
+    let counter = |name: &str| -> u64 {
+        let text = node.handle.metrics().expect("metrics are on");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{text}"))
+    };
+    let (errors, reconnects) = (
+        counter("actioncable_adapter_errors_total"),
+        counter("actioncable_adapter_reconnects_total"),
+    );
+
+    redis.kill();
+    eventually("the outage to be counted", || {
+        counter("actioncable_adapter_errors_total") > errors
+    })
+    .await;
+    redis.restart();
+    eventually("the reconnect to be counted", || {
+        counter("actioncable_adapter_reconnects_total") > reconnects && pubsub.is_connected()
+    })
+    .await;
+}
