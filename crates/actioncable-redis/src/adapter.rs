@@ -4,7 +4,9 @@ use crate::config::{RedisConfig, RedisConfigError};
 use crate::history::{self, Read};
 use crate::link::{Connector, LinkState, Role, Up, describe, is_connection_error};
 use crate::presence::{self, Timing};
-use crate::wire::{self, INTERNAL_CHANNEL, Naming, POSITION_CHANNEL, PRESENCE_CHANNEL, Pairing};
+use crate::wire::{
+    self, INTERNAL_CHANNEL, Naming, POSITION_CHANNEL, PRESENCE_CHANNEL, Pairing, TRACE_CHANNEL,
+};
 use actioncable::PubSubError;
 use actioncable::pubsub::{AdapterEvent, Backoff};
 use actioncable::pubsub::{
@@ -19,7 +21,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -411,6 +413,33 @@ impl PubSub for RedisPubSub {
             .map(|_receivers| ())
     }
 
+    /// A trace note on `_action_cable_trace`, then the payload, in one `MULTI`/`EXEC`: every
+    /// node listening gets the two back to back and times the payload's deliveries.
+    async fn publish_traced(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: SystemTime,
+    ) -> Result<(), PubSubError> {
+        let inner = &self.inner;
+        let up = inner.publisher_up().await?;
+        let channel = inner.naming.channel(stream);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("PUBLISH")
+            .arg(TRACE_CHANNEL)
+            .arg(wire::trace_note(&channel, sent))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(channel.as_ref())
+            .arg(payload)
+            .ignore();
+        let mut conn = up.conn.clone();
+        inner
+            .answer(&up, "PUBLISH", pipe.query_async::<()>(&mut conn))
+            .await
+    }
+
     fn history(&self, settings: &HistorySettings) -> Result<Arc<dyn History>, PubSubError> {
         // Once the adapter runs, whether it subscribes position notes is settled: another
         // handle on the same history is fine, a change is not.
@@ -564,10 +593,13 @@ async fn resubscribe(
     conn: &mut MultiplexedConnection,
     alive: &CancellationToken,
 ) -> Result<(), String> {
-    let refused = subscribe_all(inner, conn, &[INTERNAL_CHANNEL]).await?;
+    let refused = subscribe_all(inner, conn, &[INTERNAL_CHANNEL, TRACE_CHANNEL]).await?;
     if !refused.is_empty() {
-        // Only a marker for Redis tools; streams work without it.
-        tracing::warn!("Redis refused SUBSCRIBE _action_cable_internal; continuing without it");
+        // A marker for Redis tools, and the latency metric's notes; streams work without both.
+        tracing::warn!(
+            ?refused,
+            "Redis refused SUBSCRIBE of an internal channel; continuing without it"
+        );
     }
     if inner.presence.get().is_some() {
         let refused = subscribe_all(inner, conn, &[PRESENCE_CHANNEL]).await?;

@@ -146,14 +146,15 @@ async fn many_streams_share_one_connection(backend: Backend) {
     a.expect_silence(SILENCE).await;
     b.expect_silence(SILENCE).await;
     if let Backend::Redis(server) = &backend {
-        // One subscriber connection holds every stream plus `_action_cable_internal` and
-        // `_action_cable_presence` (presence events of every stream).
+        // One subscriber connection holds every stream plus `_action_cable_internal`,
+        // `_action_cable_trace` (sampled publish times) and `_action_cable_presence` (presence
+        // events of every stream).
         let subscribed: Vec<usize> = clients(server.port)
             .into_iter()
             .map(|(_, sub)| sub)
             .filter(|sub| *sub > 0)
             .collect();
-        assert_eq!(subscribed, vec![STREAMS + 2]);
+        assert_eq!(subscribed, vec![STREAMS + 3]);
     }
 }
 

@@ -205,13 +205,13 @@ async fn connections_are_named_and_the_internal_channel_is_subscribed() {
     })
     .await;
     // Exactly one of the two holds subscriptions: the subscriber connection (the internal
-    // channel and the presence channel).
+    // channel, the trace channel and the presence channel).
     let subs: Vec<usize> = clients(redis.port)
         .into_iter()
         .filter(|(n, _)| *n == name)
         .map(|(_, sub)| sub)
         .collect();
-    assert!(subs.contains(&2) && subs.contains(&0), "{subs:?}");
+    assert!(subs.contains(&3) && subs.contains(&0), "{subs:?}");
 
     // A configured id replaces the default name; the internal channel is never prefixed.
     let other = RedisServer::start();
@@ -329,6 +329,7 @@ async fn redis_killed_and_restarted_clients_stay_and_delivery_resumes() {
         [
             "_action_cable_internal",
             "_action_cable_presence",
+            "_action_cable_trace",
             "chat:lobby",
             "chat:other"
         ]
@@ -656,4 +657,47 @@ async fn a_redis_outage_counts_as_adapter_errors_and_a_reconnect_in_the_metrics(
         counter("actioncable_adapter_reconnects_total") > reconnects && pubsub.is_connected()
     })
     .await;
+}
+
+/// Broadcast-to-socket latency across nodes: a sampled broadcast's publish time travels with
+/// it through Redis (a trace note just before the payload), so the node that writes it to its
+/// subscriber times it; what the subscriber receives is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_broadcasts_are_timed_on_the_node_that_delivers_them() {
+    let redis = RedisServer::start();
+    let start = |pubsub: RedisPubSub| {
+        spawn_cable(
+            actioncable::Cable::builder()
+                .channel::<StreamChannel>()
+                .pubsub(pubsub)
+                .metrics(true)
+                .metrics_sampling(1, 1)
+                .allowed_origins(actioncable::AllowedOrigins::any()),
+        )
+    };
+    let a = start(adapter(url_config(&redis))).await;
+    let b = start(adapter(url_config(&redis))).await;
+    let mut client = b.client().await;
+    client.subscribe_stream("chat:lobby").await;
+    until_delivered(&b, &mut client, "chat:lobby").await;
+    let count = |node: &CableServer| -> u64 {
+        let text = node.handle.metrics().expect("metrics are on");
+        text.lines()
+            .find_map(|l| l.strip_prefix("actioncable_broadcast_latency_seconds_count "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no latency count in\n{text}"))
+    };
+    let before = count(&b);
+    for i in 0..5 {
+        a.handle
+            .broadcast("chat:lobby", &json!({ "n": i }))
+            .await
+            .unwrap();
+        assert_eq!(client.stream_message("chat:lobby").await, json!({ "n": i }));
+    }
+    eventually("node b to time the five deliveries", || {
+        count(&b) == before + 5
+    })
+    .await;
+    assert_eq!(count(&a), 0, "node a wrote nothing");
 }
