@@ -794,12 +794,21 @@ impl RedisHistory {
     }
 }
 
-#[async_trait]
-impl History for RedisHistory {
-    async fn publish(&self, stream: &str, payload: &str) -> Result<Position, PubSubError> {
+impl RedisHistory {
+    /// Keeps and publishes `payload` through the script, with a trace note first when `sent`.
+    async fn keep(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: Option<SystemTime>,
+    ) -> Result<Position, PubSubError> {
         let inner = &self.inner;
         let up = inner.publisher_up().await?;
         let (meta, log) = history::keys(&inner.naming, stream);
+        let channel = inner.naming.channel(stream);
+        let trace = sent
+            .map(|sent| wire::trace_note(&channel, sent))
+            .unwrap_or_default();
         let mut invocation = redis::cmd("EVAL");
         invocation
             .arg(history::PUBLISH_SCRIPT)
@@ -807,11 +816,13 @@ impl History for RedisHistory {
             .arg(meta)
             .arg(log)
             .arg(wire::position_channel(&inner.naming, stream))
-            .arg(inner.naming.channel(stream).as_ref())
+            .arg(channel.as_ref())
             .arg(payload)
             .arg(history::fresh_epoch())
             .arg(self.settings.limit)
-            .arg(self.ttl_millis);
+            .arg(self.ttl_millis)
+            .arg(trace)
+            .arg(TRACE_CHANNEL);
         let mut conn = up.conn.clone();
         let (epoch, offset): (String, u64) = inner
             .answer(&up, "the history script", invocation.query_async(&mut conn))
@@ -820,6 +831,23 @@ impl History for RedisHistory {
             epoch: Arc::from(epoch),
             offset,
         })
+    }
+}
+
+#[async_trait]
+impl History for RedisHistory {
+    async fn publish(&self, stream: &str, payload: &str) -> Result<Position, PubSubError> {
+        self.keep(stream, payload, None).await
+    }
+
+    /// The script publishes the trace note first, then the position note and the payload.
+    async fn publish_traced(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: SystemTime,
+    ) -> Result<Position, PubSubError> {
+        self.keep(stream, payload, Some(sent)).await
     }
 
     async fn after(

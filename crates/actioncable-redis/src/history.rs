@@ -26,7 +26,8 @@ use std::sync::Arc;
 const KEY_PREFIX: &str = "_action_cable_history:";
 
 /// The publishing script. KEYS: meta, log. ARGV: note channel, payload channel, payload,
-/// a fresh epoch, limit, ttl in milliseconds. Returns `{epoch, offset}`.
+/// a fresh epoch, limit, ttl in milliseconds, and a trace note with its channel (an empty
+/// note for none: see `wire::TRACE_CHANNEL`). Returns `{epoch, offset}`.
 pub(crate) const PUBLISH_SCRIPT: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -38,6 +39,9 @@ local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], '*', 'offset', offset, 'payload', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
+if ARGV[7] ~= '' then
+  redis.call('PUBLISH', ARGV[8], ARGV[7])
+end
 redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. offset)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {epoch, offset}

@@ -210,7 +210,16 @@ pub(crate) fn deliver(
         let stream = naming.stream(noted);
         let position = std::str::from_utf8(payload).ok().and_then(parse_note);
         match (stream, position) {
-            (Some(stream), Some(position)) => pairing.note(stream, position),
+            (Some(stream), Some(position)) => {
+                // A kept message's trace note comes before its position note: keep it for
+                // the payload after both.
+                if let Some((traced, sent)) = trace
+                    && traced == stream
+                {
+                    pairing.trace = Some((traced, sent));
+                }
+                pairing.note(stream, position);
+            }
             _ => tracing::warn!(channel, "ignoring a malformed position note"),
         }
         return;

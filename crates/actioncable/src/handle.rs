@@ -111,16 +111,19 @@ impl CableHandle {
     ) -> Result<(), BroadcastError> {
         let excluded = except.filter(|&id| self.hub.exclude(stream, json, id));
         let metrics = self.hub.metrics();
-        // Kept messages are not followed: their path through the history has no room for it.
-        let sent = match self.hub.history().filter(|_| keep) {
-            Some(history) => history.publish(stream, json).await.map(|_| ()),
-            None => match metrics.and_then(|m| m.sample_broadcast()) {
-                Some(trace) => {
-                    let pubsub = self.hub.pubsub();
-                    pubsub.publish_traced(stream, json, trace.time()).await
-                }
-                None => self.hub.pubsub().publish(stream, json).await,
-            },
+        // A sampled broadcast carries its publish time, kept in the history or not.
+        let trace = metrics.and_then(|m| m.sample_broadcast());
+        let sent = match (self.hub.history().filter(|_| keep), trace) {
+            (Some(history), Some(trace)) => history
+                .publish_traced(stream, json, trace.time())
+                .await
+                .map(|_| ()),
+            (Some(history), None) => history.publish(stream, json).await.map(|_| ()),
+            (None, Some(trace)) => {
+                let pubsub = self.hub.pubsub();
+                pubsub.publish_traced(stream, json, trace.time()).await
+            }
+            (None, None) => self.hub.pubsub().publish(stream, json).await,
         };
         match sent {
             Ok(()) => {

@@ -660,44 +660,49 @@ async fn a_redis_outage_counts_as_adapter_errors_and_a_reconnect_in_the_metrics(
 }
 
 /// Broadcast-to-socket latency across nodes: a sampled broadcast's publish time travels with
-/// it through Redis (a trace note just before the payload), so the node that writes it to its
-/// subscriber times it; what the subscriber receives is unchanged.
+/// it through Redis (a trace note just before the payload; for a message kept in the history,
+/// before its position note), so the node that writes it to its subscriber times it; what the
+/// subscriber receives is unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampled_broadcasts_are_timed_on_the_node_that_delivers_them() {
-    let redis = RedisServer::start();
-    let start = |pubsub: RedisPubSub| {
-        spawn_cable(
-            actioncable::Cable::builder()
-                .channel::<StreamChannel>()
-                .pubsub(pubsub)
-                .metrics(true)
-                .metrics_sampling(1, 1)
-                .allowed_origins(actioncable::AllowedOrigins::any()),
+    for history in [false, true] {
+        let redis = RedisServer::start();
+        let start = |pubsub: RedisPubSub| {
+            spawn_cable(
+                actioncable::Cable::builder()
+                    .channel::<StreamChannel>()
+                    .pubsub(pubsub)
+                    .history(history)
+                    .metrics(true)
+                    .metrics_sampling(1, 1)
+                    .allowed_origins(actioncable::AllowedOrigins::any()),
+            )
+        };
+        let a = start(adapter(url_config(&redis))).await;
+        let b = start(adapter(url_config(&redis))).await;
+        let mut client = b.client().await;
+        client.subscribe_stream("chat:lobby").await;
+        until_delivered(&b, &mut client, "chat:lobby").await;
+        let count = |node: &CableServer| -> u64 {
+            let text = node.handle.metrics().expect("metrics are on");
+            text.lines()
+                .find_map(|l| l.strip_prefix("actioncable_broadcast_latency_seconds_count "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no latency count in\n{text}"))
+        };
+        let before = count(&b);
+        for i in 0..5 {
+            a.handle
+                .broadcast("chat:lobby", &json!({ "n": i }))
+                .await
+                .unwrap();
+            assert_eq!(client.stream_message("chat:lobby").await, json!({ "n": i }));
+        }
+        eventually(
+            &format!("node b to time the five deliveries (history {history})"),
+            || count(&b) == before + 5,
         )
-    };
-    let a = start(adapter(url_config(&redis))).await;
-    let b = start(adapter(url_config(&redis))).await;
-    let mut client = b.client().await;
-    client.subscribe_stream("chat:lobby").await;
-    until_delivered(&b, &mut client, "chat:lobby").await;
-    let count = |node: &CableServer| -> u64 {
-        let text = node.handle.metrics().expect("metrics are on");
-        text.lines()
-            .find_map(|l| l.strip_prefix("actioncable_broadcast_latency_seconds_count "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no latency count in\n{text}"))
-    };
-    let before = count(&b);
-    for i in 0..5 {
-        a.handle
-            .broadcast("chat:lobby", &json!({ "n": i }))
-            .await
-            .unwrap();
-        assert_eq!(client.stream_message("chat:lobby").await, json!({ "n": i }));
+        .await;
+        assert_eq!(count(&a), 0, "node a wrote nothing");
     }
-    eventually("node b to time the five deliveries", || {
-        count(&b) == before + 5
-    })
-    .await;
-    assert_eq!(count(&a), 0, "node a wrote nothing");
 }

@@ -82,6 +82,22 @@ pub trait History: Send + Sync + fmt::Debug + 'static {
     /// position order. An `Err` means it was neither kept nor sent.
     async fn publish(&self, stream: &str, payload: &str) -> Result<Position, PubSubError>;
 
+    /// [`publish`](Self::publish) for a broadcast the node's metrics sample, made at `sent`
+    /// (wall clock): a history that can carry `sent` to every node delivers the message there
+    /// with [`Inbound::deliver_traced`](super::Inbound::deliver_traced). The default drops it.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    async fn publish_traced(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: SystemTime,
+    ) -> Result<Position, PubSubError> {
+        let _ = sent;
+        self.publish(stream, payload).await
+    }
+
     /// The messages kept after `epoch`/`offset`, oldest first; `Ok(None)` when that position
     /// cannot be served: another epoch, a stream not kept, or messages after it already evicted
     /// or expired. A position at the stream's newest message gives `Some` of nothing.

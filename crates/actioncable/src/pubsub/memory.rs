@@ -112,17 +112,38 @@ struct MemoryKept {
     queue: Queue,
 }
 
-#[async_trait]
-impl History for MemoryKept {
-    async fn publish(&self, stream: &str, payload: &str) -> Result<Position, PubSubError> {
+impl MemoryKept {
+    async fn keep(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: Option<SystemTime>,
+    ) -> Result<Position, PubSubError> {
         let queue = self.queue.get().ok_or(PubSubError::Closed)?;
         // Room first, then number and queue under the store's lock: the queue stays in
         // position order whatever other publishers do meanwhile.
         let permit = queue.reserve().await.map_err(|_| PubSubError::Closed)?;
         let (position, ()) = self.store.append(stream, payload, |position| {
-            permit.send((stream.into(), payload.into(), Some(position.clone()), None));
+            permit.send((stream.into(), payload.into(), Some(position.clone()), sent));
         });
         Ok(position)
+    }
+}
+
+#[async_trait]
+impl History for MemoryKept {
+    async fn publish(&self, stream: &str, payload: &str) -> Result<Position, PubSubError> {
+        self.keep(stream, payload, None).await
+    }
+
+    /// In one process the time travels with the queued message.
+    async fn publish_traced(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: SystemTime,
+    ) -> Result<Position, PubSubError> {
+        self.keep(stream, payload, Some(sent)).await
     }
 
     async fn after(
