@@ -9,10 +9,9 @@
 import { describe } from "node:test";
 import assert from "node:assert/strict";
 import { startProxy } from "./support/proxy.mjs";
-import { waitUntil } from "./support/consumer.mjs";
 import { startRedis, freshLog, redisLogFile } from "./support/redis.mjs";
 import { RECONNECT_WAIT_MS, LONG_TEST_TIMEOUT_MS, QUIET_MS } from "./support/timing.mjs";
-import { useBrowser, browserTest, shot, signIn, say, chatLog, waitForStatus } from "./support/browser.mjs";
+import { useBrowser, browserTest, shot, signIn, say, chatLog, waitForStatus, shortLivedTokens } from "./support/browser.mjs";
 
 const MISSED = 20;
 
@@ -138,15 +137,7 @@ describe("the demo page on @anycable/web (?client=anycable) in headless Chromium
   });
 
   browserTest("short-lived tokens: each token_expired is followed by a reconnect with the refreshed token", { timeout: LONG_TEST_TIMEOUT_MS }, async (scope) => {
-    const demo = await scope.demo({ env: { SESSION_LIFETIME_SECS: "6" } });
-    const page = await scope.page(demo, { label: "alice (anycable)" });
-    await signIn(page, "alice", { path: "/?client=anycable" });
-    await say(page, "before the tokens expire");
-    const expired = () => demo.proc.lines.filter((l) => /disconnecting/.test(l) && /token_expired/.test(l)).length;
-    await waitUntil(() => expired() >= 2, { timeoutMs: 20_000, label: "two token_expired disconnects" });
-    await waitForStatus(page, "Connected", 5000);
-    await say(page, "still here");
-    assert.equal(await page.getByRole("heading", { name: "Sign in to chat" }).count(), 0, "still signed in");
+    await shortLivedTokens(scope, { path: "/?client=anycable", label: "alice (anycable)", connectedWithinMs: 5000 });
   });
 
   browserTest("two pages on two nodes see each other online and typing (presence and whisper, over Redis)", { timeout: LONG_TEST_TIMEOUT_MS }, async (scope) => {

@@ -18,7 +18,7 @@ import { http, login, signJwt, nowSecs, freePort, JS_CLIENT_DIR } from "./suppor
 import { BROWSER_WAIT_MS, LONG_TEST_TIMEOUT_MS, QUIET_MS, RECONNECT_WAIT_MS, DEMO_STOP_GRACE_MS, TYPING_GONE_WITHIN_MS } from "./support/timing.mjs";
 import {
   useBrowser, currentBrowser, browserTest, shot, signIn, say, chatLog, waitForStatus, notificationsPanel, notificationItem,
-  waitForUnread, PHONE,
+  waitForUnread, shortLivedTokens, PHONE,
 } from "./support/browser.mjs";
 
 // ---- the tests -------------------------------------------------------------------------------
@@ -195,18 +195,8 @@ describe("the demo page in headless Chromium", () => {
   });
 
   browserTest("short-lived tokens: the page refreshes its token, and its cable comes back at once after each token_expired", { timeout: LONG_TEST_TIMEOUT_MS }, async (scope, t) => {
-    const demo = await scope.demo({ env: { SESSION_LIFETIME_SECS: "6" } });
-    const alice = await scope.page(demo, { label: "alice" });
-    await signIn(alice, "alice");
-    await say(alice, "before the tokens expire");
-    const expired = () => demo.proc.lines.filter((l) => /disconnecting/.test(l) && /token_expired/.test(l)).length;
-    // Three lifetimes: each connection is closed when its token expires, and the page, holding
-    // a fresher token by then, reconnects at once.
-    await waitUntil(() => expired() >= 2, { timeoutMs: 20_000, label: "two token_expired disconnects" });
-    await waitForStatus(alice, "Connected", 3000);
-    await say(alice, "still here");
-    assert.equal(await alice.getByRole("heading", { name: "Sign in to chat" }).count(), 0, "still signed in");
-    t.diagnostic(`${expired()} token_expired disconnects`);
+    const expired = await shortLivedTokens(scope, { label: "alice", connectedWithinMs: 3000 });
+    t.diagnostic(`${expired} token_expired disconnects`);
   });
 
   browserTest("a rejected connection shows a clear message and the sign-in form", {}, async (scope) => {

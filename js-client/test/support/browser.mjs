@@ -17,6 +17,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { Scope, JS_CLIENT_DIR } from "./demo.mjs";
+import { waitUntil } from "./consumer.mjs";
 import { BROWSER_WAIT_MS, BROWSER_TEST_TIMEOUT_MS } from "./timing.mjs";
 
 export const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
@@ -154,4 +155,25 @@ export function useBrowser() {
   after(async () => {
     await browser?.close();
   });
+}
+
+/**
+ * The short-lived-token scenario both page modes run: a demo whose logins last 6 s, `label`
+ * signed in at `path`; after two `token_expired` disconnects the page is `Connected` again
+ * within `connectedWithinMs` (the stock monitor alone would take 6–18 s), can still chat, and
+ * is still signed in. Returns how many `token_expired` disconnects the demo logged.
+ */
+export async function shortLivedTokens(scope, { path = "/", label, connectedWithinMs }) {
+  const demo = await scope.demo({ env: { SESSION_LIFETIME_SECS: "6" } });
+  const page = await scope.page(demo, { label });
+  await signIn(page, "alice", { path });
+  await say(page, "before the tokens expire");
+  const expired = () => demo.proc.lines.filter((l) => /disconnecting/.test(l) && /token_expired/.test(l)).length;
+  // Each connection is closed when its token expires, and the page, holding a fresher token
+  // by then, reconnects at once.
+  await waitUntil(() => expired() >= 2, { timeoutMs: 20_000, label: "two token_expired disconnects" });
+  await waitForStatus(page, "Connected", connectedWithinMs);
+  await say(page, "still here");
+  assert.equal(await page.getByRole("heading", { name: "Sign in to chat" }).count(), 0, "still signed in");
+  return expired();
 }
