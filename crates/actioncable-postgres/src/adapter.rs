@@ -5,18 +5,19 @@ use crate::config::{PostgresConfig, PostgresConfigError};
 use crate::link::{Connector, LinkState, Note, Role, Up, describe, is_connection_error};
 use crate::wire::{self, LARGE_PAYLOAD_MARKER, Naming, quote_identifier};
 use actioncable::PubSubError;
-use actioncable::pubsub::{AdapterEvent, Backoff};
+use actioncable::pubsub::{AdapterEvent, Backoff, PendingTrace, TRACE_CHANNEL, TraceNote};
 use actioncable::pubsub::{Inbound, PubSub};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 
 /// How many `LISTEN`s one round trip carries when a new connection listens again.
@@ -182,12 +183,13 @@ impl Inner {
     }
 
     /// Stores `payload` and notifies `channel` of its row, in one statement (so the row is
-    /// committed before any listener hears of it).
+    /// committed before any listener hears of it), after `trace` (a trace note) if any.
     async fn store_and_notify(
         &self,
         up: &Up,
         channel: &str,
         payload: &str,
+        trace: Option<&str>,
     ) -> Result<(), tokio_postgres::Error> {
         if !up.table_ready.load(Ordering::Acquire) {
             self.create_table(&up.client).await?;
@@ -201,13 +203,31 @@ impl Inner {
             self.delete_expired(&up.client).await;
         }
         let table = &self.table;
-        let sql = format!(
-            "WITH stored AS (INSERT INTO {table} (channel, payload) VALUES ($1, $2) RETURNING id) \
-             SELECT pg_notify($1, $3::text || stored.id::text) FROM stored"
-        );
-        up.client
-            .execute(&sql, &[&channel, &payload, &LARGE_PAYLOAD_MARKER])
-            .await?;
+        let insert = format!("INSERT INTO {table} (channel, payload) VALUES ($1, $2) RETURNING id");
+        let notify = "pg_notify($1, $3::text || stored.id::text)";
+        match trace {
+            None => {
+                let sql = format!("WITH stored AS ({insert}) SELECT {notify} FROM stored");
+                up.client
+                    .execute(&sql, &[&channel, &payload, &LARGE_PAYLOAD_MARKER])
+                    .await?
+            }
+            // The trace note first: see `link::NotifyStatements::traced`.
+            Some(note) => {
+                let sql = format!(
+                    "WITH trace AS (SELECT pg_notify($4, $5)), stored AS ({insert}) \
+                     SELECT {notify} FROM trace, stored"
+                );
+                let params: [&(dyn ToSql + Sync); 5] = [
+                    &channel,
+                    &payload,
+                    &LARGE_PAYLOAD_MARKER,
+                    &TRACE_CHANNEL,
+                    &note,
+                ];
+                up.client.execute(&sql, &params).await?
+            }
+        };
         self.stored_large.store(true, Ordering::Release);
         Ok(())
     }
@@ -257,6 +277,94 @@ impl Inner {
             Ok(Ok(None)) => Err("no such row (deleted after the retention?)".into()),
             Ok(Err(e)) => Err(describe(&e)),
             Err(_) => Err(format!("no answer within {limit:?}")),
+        }
+    }
+
+    /// Publishes `payload` to `stream`, after a trace note when `sent` is given.
+    async fn publish(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: Option<SystemTime>,
+    ) -> Result<(), PubSubError> {
+        let inner = self;
+
+        if let Some(e) = inner.not_running() {
+            return Err(e);
+        }
+        let limit = inner.config.publish_timeout;
+        let mut changes = inner.publisher.subscribe();
+        let up = loop {
+            let state = changes.borrow_and_update().clone();
+            match state {
+                LinkState::Up(up) => break up,
+                LinkState::Closed => return Err(PubSubError::Closed),
+                LinkState::Down { since } => {
+                    // Right after a connection is lost (or at startup) wait for it a little;
+                    // during a longer outage fail at once.
+                    let deadline = since + limit;
+                    let unavailable = || {
+                        PubSubError::Unavailable(format!(
+                            "no PostgreSQL connection (down for {:.1?})",
+                            since.elapsed()
+                        ))
+                    };
+                    if Instant::now() >= deadline {
+                        return Err(unavailable());
+                    }
+                    if timeout_at(deadline, changes.changed()).await.is_err() {
+                        return Err(unavailable());
+                    }
+                }
+            }
+        };
+        let channel = inner.naming.channel(stream);
+        let large = payload.len() > inner.config.max_notify_payload;
+        let note = sent.map(|sent| {
+            TraceNote {
+                channel: &channel,
+                sent,
+            }
+            .encode()
+        });
+        let done = async {
+            if large {
+                return inner
+                    .store_and_notify(&up, &channel, payload, note.as_deref())
+                    .await;
+            }
+            let notify = up.notify.as_ref().expect("the publisher prepares NOTIFY");
+            match &note {
+                None => {
+                    up.client
+                        .execute(&notify.plain, &[&channel, &payload])
+                        .await
+                }
+                Some(note) => {
+                    let params: [&(dyn ToSql + Sync); 4] =
+                        [&channel, &payload, &TRACE_CHANNEL, note];
+                    up.client.execute(&notify.traced, &params).await
+                }
+            }
+            .map(drop)
+        };
+        match timeout(limit, done).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(failure(
+                &e,
+                &up,
+                if large {
+                    "storing a large payload"
+                } else {
+                    "NOTIFY"
+                },
+            )),
+            Err(_) => {
+                up.alive.cancel();
+                Err(PubSubError::Unavailable(format!(
+                    "PostgreSQL did not answer NOTIFY within {limit:?}"
+                )))
+            }
         }
     }
 }
@@ -413,67 +521,18 @@ impl PubSub for PostgresPubSub {
     }
 
     async fn publish(&self, stream: &str, payload: &str) -> Result<(), PubSubError> {
-        let inner = &self.inner;
-        if let Some(e) = inner.not_running() {
-            return Err(e);
-        }
-        let limit = inner.config.publish_timeout;
-        let mut changes = inner.publisher.subscribe();
-        let up = loop {
-            let state = changes.borrow_and_update().clone();
-            match state {
-                LinkState::Up(up) => break up,
-                LinkState::Closed => return Err(PubSubError::Closed),
-                LinkState::Down { since } => {
-                    // Right after a connection is lost (or at startup) wait for it a little;
-                    // during a longer outage fail at once.
-                    let deadline = since + limit;
-                    let unavailable = || {
-                        PubSubError::Unavailable(format!(
-                            "no PostgreSQL connection (down for {:.1?})",
-                            since.elapsed()
-                        ))
-                    };
-                    if Instant::now() >= deadline {
-                        return Err(unavailable());
-                    }
-                    if timeout_at(deadline, changes.changed()).await.is_err() {
-                        return Err(unavailable());
-                    }
-                }
-            }
-        };
-        let channel = inner.naming.channel(stream);
-        let large = payload.len() > inner.config.max_notify_payload;
-        let sent = async {
-            if large {
-                inner.store_and_notify(&up, &channel, payload).await
-            } else {
-                let notify = up.notify.as_ref().expect("the publisher prepares NOTIFY");
-                up.client
-                    .execute(notify, &[&channel, &payload])
-                    .await
-                    .map(drop)
-            }
-        };
-        match timeout(limit, sent).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(failure(
-                &e,
-                &up,
-                if large {
-                    "storing a large payload"
-                } else {
-                    "NOTIFY"
-                },
-            )),
-            Err(_) => {
-                up.alive.cancel();
-                Err(PubSubError::Unavailable(format!(
-                    "PostgreSQL did not answer NOTIFY within {limit:?}"
-                )))
-            }
-        }
+        self.inner.publish(stream, payload, None).await
+    }
+
+    /// A trace note on `_action_cable_trace`, then the payload, in one statement: every node
+    /// listening gets the two back to back and times the payload's deliveries.
+    async fn publish_traced(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: SystemTime,
+    ) -> Result<(), PubSubError> {
+        self.inner.publish(stream, payload, Some(sent)).await
     }
 
     async fn shutdown(&self) -> Result<(), PubSubError> {
@@ -572,8 +631,8 @@ async fn run_listener(inner: Arc<Inner>, inbound: Inbound) {
     inner.listener.send_replace(LinkState::Closed);
 }
 
-/// `LISTEN`s a fresh connection to every wanted channel, then publishes it as the listening
-/// connection. Repeats until the wanted set did not change during the round trip, so no
+/// `LISTEN`s a fresh connection to every wanted channel and to the trace channel (sampled
+/// publish times, for the metrics), then publishes it as the listening connection. Repeats until the wanted set did not change during the round trip, so no
 /// concurrent `subscribe`/`unsubscribe` is missed.
 async fn relisten(inner: &Inner, up: &Up) -> Result<(), String> {
     let limit = inner.config.subscribe_timeout;
@@ -581,7 +640,8 @@ async fn relisten(inner: &Inner, up: &Up) -> Result<(), String> {
     loop {
         let (wanted, version) = {
             let desired = inner.lock_desired();
-            let wanted: HashSet<String> = desired.channels.keys().cloned().collect();
+            let mut wanted: HashSet<String> = desired.channels.keys().cloned().collect();
+            wanted.insert(TRACE_CHANNEL.to_owned());
             (wanted, desired.version)
         };
         let add: Vec<String> = wanted
@@ -649,6 +709,9 @@ async fn run_dispatcher(
     inbound: Inbound,
     mut notes: mpsc::UnboundedReceiver<Note>,
 ) {
+    // A new connection's first notification can follow a note the old one never delivered the
+    // payload of; the channel check keeps a wrong pairing from happening.
+    let mut trace = PendingTrace::default();
     loop {
         let note = tokio::select! {
             _ = inner.stop.cancelled() => break,
@@ -657,6 +720,11 @@ async fn run_dispatcher(
                 None => break,
             },
         };
+        if note.channel == TRACE_CHANNEL {
+            trace.noted(&note.payload);
+            continue;
+        }
+        let sent = trace.take_for(&note.channel);
         let stream = inner.lock_desired().channels.get(&note.channel).cloned();
         let Some(stream) = stream else {
             tracing::trace!(
@@ -667,12 +735,12 @@ async fn run_dispatcher(
         };
         match wire::large_payload_id(&note.payload) {
             None => {
-                let reached = inbound.deliver(&stream, &note.payload);
+                let reached = deliver(&inbound, &stream, &note.payload, sent);
                 tracing::trace!(stream, reached, "delivered a notification");
             }
             Some(id) => match inner.fetch_large(id, &note.channel).await {
                 Ok(payload) => {
-                    let reached = inbound.deliver(&stream, &payload);
+                    let reached = deliver(&inbound, &stream, &payload, sent);
                     tracing::trace!(
                         stream,
                         reached,
@@ -690,5 +758,13 @@ async fn run_dispatcher(
                 }
             },
         }
+    }
+}
+
+/// Delivers with the publish time when the message came with a trace note.
+fn deliver(inbound: &Inbound, stream: &str, payload: &str, sent: Option<SystemTime>) -> usize {
+    match sent {
+        Some(sent) => inbound.deliver_traced(stream, payload, None, sent),
+        None => inbound.deliver(stream, payload),
     }
 }

@@ -112,6 +112,14 @@
 //! Rails takes its listening connection out of Active Record's pool and broadcasts through
 //! the pool; we open our own two, when the cable starts.
 //!
+//! **Delivery latency.** With the cable's metrics on, a sampled broadcast (one in 100 by
+//! default) is preceded by a notification on the unprefixed channel `_action_cable_trace`
+//! holding its publish time and its channel
+//! ([`TraceNote`](actioncable::pubsub::TraceNote)), sent by the same statement, so PostgreSQL
+//! delivers the two back to back. Our listening connections `LISTEN` to it and time that
+//! broadcast's deliveries (`actioncable_broadcast_latency_seconds`); the broadcast's own
+//! notification is unchanged, and Rails nodes never hear the note.
+//!
 //! **Reconnecting.** The adapter keeps the set of channels that should be listened to. When a
 //! connection is lost (closed, terminated by the server, or a health check unanswered), the
 //! adapter reconnects at once and then with backoff (100 ms doubling to 5 s, randomised),

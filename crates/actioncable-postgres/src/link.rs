@@ -50,11 +50,27 @@ pub(crate) struct Up {
     /// Cancelled when the connection is found dead (by its driver, a health check or a failed
     /// request); the driver then drops the connection and the supervisor replaces it.
     pub(crate) alive: CancellationToken,
-    /// The publisher's prepared `SELECT pg_notify($1, $2)`.
-    pub(crate) notify: Option<Statement>,
+    /// The publisher's prepared statements.
+    pub(crate) notify: Option<NotifyStatements>,
     /// Whether this connection made sure the large-payload table exists.
     pub(crate) table_ready: Arc<AtomicBool>,
 }
+
+/// The publisher's prepared statements.
+#[derive(Clone)]
+pub(crate) struct NotifyStatements {
+    /// `pg_notify($1, $2)`: channel, payload.
+    pub(crate) plain: Statement,
+    /// The same, right after a trace note: channel, payload, trace channel, note. The note is
+    /// sent first: a CTE with a volatile function is never folded into its query, so its row
+    /// (and its notification) is made before the query reads it. Both are in one transaction,
+    /// so PostgreSQL delivers them back to back, in that order.
+    pub(crate) traced: Statement,
+}
+
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+const NOTIFY_TRACED: &str =
+    "WITH trace AS (SELECT pg_notify($3, $4)) SELECT pg_notify($1, $2) FROM trace";
 
 /// A notification as it arrived: the channel identifier and the payload.
 #[derive(Debug)]
@@ -160,13 +176,15 @@ impl Connector {
         let notify = match role {
             Role::Listener => None,
             Role::Publisher => {
-                let prepared = tokio::time::timeout(
-                    self.connect_timeout,
-                    client.prepare("SELECT pg_notify($1, $2)"),
-                )
+                let prepared = tokio::time::timeout(self.connect_timeout, async {
+                    Ok::<_, tokio_postgres::Error>(NotifyStatements {
+                        plain: client.prepare(NOTIFY).await?,
+                        traced: client.prepare(NOTIFY_TRACED).await?,
+                    })
+                })
                 .await;
                 match prepared {
-                    Ok(Ok(statement)) => Some(statement),
+                    Ok(Ok(statements)) => Some(statements),
                     Ok(Err(e)) => {
                         alive.cancel();
                         return Err(describe(&e));

@@ -4,11 +4,9 @@ use crate::config::{RedisConfig, RedisConfigError};
 use crate::history::{self, Read};
 use crate::link::{Connector, LinkState, Role, Up, describe, is_connection_error};
 use crate::presence::{self, Timing};
-use crate::wire::{
-    self, INTERNAL_CHANNEL, Naming, POSITION_CHANNEL, PRESENCE_CHANNEL, Pairing, TRACE_CHANNEL,
-};
+use crate::wire::{self, INTERNAL_CHANNEL, Naming, POSITION_CHANNEL, PRESENCE_CHANNEL, Pairing};
 use actioncable::PubSubError;
-use actioncable::pubsub::{AdapterEvent, Backoff};
+use actioncable::pubsub::{AdapterEvent, Backoff, TRACE_CHANNEL, TraceNote};
 use actioncable::pubsub::{
     History, HistorySettings, Inbound, Kept, Position, Presence, PresenceMember, PresenceSettings,
     PubSub,
@@ -428,7 +426,13 @@ impl PubSub for RedisPubSub {
         pipe.atomic()
             .cmd("PUBLISH")
             .arg(TRACE_CHANNEL)
-            .arg(wire::trace_note(&channel, sent))
+            .arg(
+                TraceNote {
+                    channel: &channel,
+                    sent,
+                }
+                .encode(),
+            )
             .ignore()
             .cmd("PUBLISH")
             .arg(channel.as_ref())
@@ -807,7 +811,13 @@ impl RedisHistory {
         let (meta, log) = history::keys(&inner.naming, stream);
         let channel = inner.naming.channel(stream);
         let trace = sent
-            .map(|sent| wire::trace_note(&channel, sent))
+            .map(|sent| {
+                TraceNote {
+                    channel: &channel,
+                    sent,
+                }
+                .encode()
+            })
             .unwrap_or_default();
         let mut invocation = redis::cmd("EVAL");
         invocation

@@ -27,7 +27,7 @@ const KEY_PREFIX: &str = "_action_cable_history:";
 
 /// The publishing script. KEYS: meta, log. ARGV: note channel, payload channel, payload,
 /// a fresh epoch, limit, ttl in milliseconds, and a trace note with its channel (an empty
-/// note for none: see `wire::TRACE_CHANNEL`). Returns `{epoch, offset}`.
+/// note for none: see `actioncable::pubsub::TraceNote`). Returns `{epoch, offset}`.
 pub(crate) const PUBLISH_SCRIPT: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then

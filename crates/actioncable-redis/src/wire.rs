@@ -1,10 +1,9 @@
 //! What goes over Redis, in Rails' format: channel names and the handling of one message,
 //! with the position notes that precede kept messages (see `history.rs`). No I/O here.
 
-use actioncable::pubsub::{Inbound, Position, PresenceEvent};
+use actioncable::pubsub::{Inbound, PendingTrace, Position, PresenceEvent, TRACE_CHANNEL};
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The channel Rails' listener subscribes to first, as a sentinel. Never prefixed.
 pub(crate) const INTERNAL_CHANNEL: &str = "_action_cable_internal";
@@ -57,28 +56,6 @@ pub(crate) const POSITION_CHANNEL: &str = "_action_cable_position:";
 /// The side channel of `stream`'s position notes.
 pub(crate) fn position_channel(naming: &Naming, stream: &str) -> String {
     format!("{POSITION_CHANNEL}{}", naming.channel(stream))
-}
-
-/// The one channel of trace notes: a sampled broadcast's publish time, sent right before its
-/// payload in one `MULTI`/`EXEC` (so nothing comes between them), for the nodes' latency
-/// metrics. Never prefixed: each note names its stream's channel, prefix included. Rails
-/// nodes do not listen to it; what they and every client receive is unchanged.
-pub(crate) const TRACE_CHANNEL: &str = "_action_cable_trace";
-
-/// A trace note: `"<nanoseconds since the Unix epoch> <channel>"`.
-pub(crate) fn trace_note(channel: &str, sent: SystemTime) -> String {
-    let nanos = sent
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{nanos} {channel}")
-}
-
-/// Reads a trace note; `None` when it is malformed.
-pub(crate) fn parse_trace(note: &str) -> Option<(SystemTime, &str)> {
-    let (nanos, channel) = note.split_once(' ')?;
-    let nanos: u64 = nanos.parse().ok()?;
-    Some((UNIX_EPOCH + Duration::from_nanos(nanos), channel))
 }
 
 /// The one channel of presence events, for every stream (see `presence.rs`). Never prefixed:
@@ -137,7 +114,7 @@ pub(crate) struct Pairing {
     /// The trace note just received, for the payload right after it. Trace notes go to every
     /// node, so most are followed by another stream's message, or by none of this node's
     /// streams: any other message voids it, silently.
-    trace: Option<(String, SystemTime)>,
+    trace: PendingTrace,
 }
 
 impl Pairing {
@@ -185,13 +162,15 @@ pub(crate) fn deliver(
         return;
     };
     if channel == TRACE_CHANNEL {
-        let note = std::str::from_utf8(payload).ok().and_then(parse_trace);
-        pairing.trace = note
-            .and_then(|(sent, noted)| naming.stream(noted).map(|stream| (stream.to_owned(), sent)));
+        pairing
+            .trace
+            .noted(std::str::from_utf8(payload).unwrap_or_default());
         return;
     }
     // Whatever follows a trace note takes it: its payload, or nothing.
-    let trace = pairing.trace.take();
+    let sent = pairing
+        .trace
+        .take_for(channel.strip_prefix(POSITION_CHANNEL).unwrap_or(channel));
     if channel == PRESENCE_CHANNEL {
         let note = std::str::from_utf8(payload).ok().and_then(parse_presence);
         match note {
@@ -213,10 +192,8 @@ pub(crate) fn deliver(
             (Some(stream), Some(position)) => {
                 // A kept message's trace note comes before its position note: keep it for
                 // the payload after both.
-                if let Some((traced, sent)) = trace
-                    && traced == stream
-                {
-                    pairing.trace = Some((traced, sent));
+                if let Some(sent) = sent {
+                    pairing.trace.keep(noted, sent);
                 }
                 pairing.note(stream, position);
             }
@@ -232,7 +209,6 @@ pub(crate) fn deliver(
         return;
     };
     let position = pairing.payload(stream);
-    let sent = trace.and_then(|(traced, sent)| (traced == stream).then_some(sent));
     match std::str::from_utf8(payload) {
         Ok(payload) => {
             let reached = match sent {
@@ -250,17 +226,6 @@ pub(crate) fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn trace_notes_round_trip_and_refuse_garbage() {
-        let sent = UNIX_EPOCH + Duration::from_nanos(1_765_000_000_123_456_789);
-        let note = trace_note("demo:chat lobby", sent);
-        assert_eq!(note, "1765000000123456789 demo:chat lobby");
-        assert_eq!(parse_trace(&note), Some((sent, "demo:chat lobby")));
-        for bad in ["", "123", "x demo:chat", "-1 demo:chat"] {
-            assert_eq!(parse_trace(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn without_prefix_the_channel_is_the_broadcasting() {

@@ -472,3 +472,74 @@ async fn a_stream_name_with_nul_is_refused_not_fatal() {
     node.handle.broadcast("fine", &json!(1)).await.unwrap();
     assert_eq!(client.stream_message("fine").await, json!(1));
 }
+
+/// Broadcast-to-socket latency across nodes: a sampled broadcast's publish time travels with
+/// it through PostgreSQL (a notification on `_action_cable_trace` right before the payload's,
+/// in one statement, for inline and stored payloads alike), so the node that writes it to its
+/// subscriber times it. What everyone else on the channel sees is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_broadcasts_are_timed_on_the_node_that_delivers_them() {
+    let db = TestDb::create();
+    let start = || {
+        spawn_cable(
+            actioncable::Cable::builder()
+                .channel::<StreamChannel>()
+                .pubsub(PostgresPubSub::new(
+                    config(&db.url()).channel_prefix(Some("app".into())),
+                ))
+                .metrics(true)
+                .metrics_sampling(1, 1)
+                .allowed_origins(actioncable::AllowedOrigins::any()),
+        )
+    };
+    let a = start().await;
+    let b = start().await;
+    let mut client = b.client().await;
+    client.subscribe_stream("chat:lobby").await;
+    until_delivered(&b, &mut client, "chat:lobby").await;
+    let mut raw = RawListener::start(&db.url(), &["app:chat:lobby", "_action_cable_trace"]).await;
+    let count = |node: &CableServer| -> u64 {
+        let text = node.handle.metrics().expect("metrics are on");
+        text.lines()
+            .find_map(|l| l.strip_prefix("actioncable_broadcast_latency_seconds_count "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no latency count in\n{text}"))
+    };
+    let before = count(&b);
+    let big = "x".repeat(10_000);
+    let messages = [
+        json!({ "n": 0 }),
+        json!({ "n": 1, "big": big }),
+        json!({ "n": 2 }),
+    ];
+    for message in &messages {
+        a.handle.broadcast("chat:lobby", message).await.unwrap();
+        assert_eq!(&client.stream_message("chat:lobby").await, message);
+        // On the wire: the note names the prefixed channel, then comes the payload untouched.
+        let (channel, note) = raw.next().await;
+        assert_eq!(channel, "_action_cable_trace");
+        let (nanos, noted) = note.split_once(' ').expect("a trace note");
+        assert!(nanos.parse::<u64>().is_ok(), "{note}");
+        assert_eq!(noted, "app:chat:lobby");
+        let (channel, payload) = raw.next().await;
+        assert_eq!(channel, "app:chat:lobby");
+        if message.get("big").is_some() {
+            assert!(payload.starts_with("actioncable-postgres:large-payload:"));
+        } else {
+            assert_eq!(serde_json::from_str::<Value>(&payload).unwrap(), *message);
+        }
+    }
+    eventually("node b to time the three deliveries", || {
+        count(&b) == before + 3
+    })
+    .await;
+    assert_eq!(count(&a), 0, "node a wrote nothing");
+    // A broadcast from outside (a Rails node) has no note: delivered, not timed.
+    db.psql(r#"NOTIFY "app:chat:lobby", '{"rails":true}'"#);
+    assert_eq!(
+        client.stream_message("chat:lobby").await,
+        json!({ "rails": true })
+    );
+    client.expect_silence(SILENCE).await;
+    assert_eq!(count(&b), before + 3);
+}

@@ -26,7 +26,8 @@
 //! Two optional parts serve the cable's metrics. A sampled broadcast comes with the time it was
 //! made ([`PubSub::publish_traced`]); an adapter that can carry that time to the other nodes
 //! delivers it there with [`Inbound::deliver_traced`], and one that cannot leaves the default,
-//! which publishes the message as usual (the broadcast is then simply not measured). And an
+//! which publishes the message as usual (the broadcast is then simply not measured). A backend
+//! without message headers carries it as a [`TraceNote`] (see `trace.rs`). And an
 //! adapter tells the cable about trouble with its backend through [`Inbound::report`] (an
 //! [`AdapterEvent`]): the cable counts it, and the adapter needs nothing but this contract.
 
@@ -34,11 +35,13 @@ mod backoff;
 pub(crate) mod history;
 mod memory;
 pub(crate) mod presence;
+mod trace;
 
 pub use backoff::Backoff;
 pub use history::{History, HistorySettings, Kept, Position};
 pub use memory::MemoryPubSub;
 pub use presence::{Presence, PresenceEvent, PresenceMember, PresenceSettings};
+pub use trace::{PendingTrace, TRACE_CHANNEL, TraceNote};
 
 use crate::error::PubSubError;
 use crate::metrics::Trace;
