@@ -37,9 +37,6 @@ pub enum RedisConfigError {
     /// An environment variable is not valid Unicode.
     #[error("environment variable {0} is not valid Unicode")]
     NotUnicode(&'static str),
-    /// `CABLE_ADAPTER` names no adapter this crate knows.
-    #[error("CABLE_ADAPTER={0:?} is not an adapter: use `memory` (the default) or `redis`")]
-    UnknownAdapter(String),
 }
 
 /// Where the Redis server is.

@@ -1,6 +1,6 @@
 //! # actioncable-redis
 //!
-//! The Redis [`PubSub`] adapter for [`actioncable`]: broadcasts
+//! The Redis [`PubSub`](actioncable::PubSub) adapter for [`actioncable`]: broadcasts
 //! reach the subscribers of every server node that shares one Redis, and the format on Redis is
 //! the one of Rails' ActionCable Redis adapter, so Rust nodes and Rails nodes can share it too.
 //!
@@ -195,43 +195,4 @@ mod wire;
 
 pub use adapter::RedisPubSub;
 
-use actioncable::{MemoryPubSub, PubSub};
-use std::sync::Arc;
-
-/// Picks the adapter by configuration alone, like `adapter:` in Rails' `cable.yml`:
-/// `CABLE_ADAPTER` unset or `memory` gives [`MemoryPubSub`]; `redis` gives a [`RedisPubSub`]
-/// configured by [`RedisConfig::from_env`] (`REDIS_URL`, `CABLE_CHANNEL_PREFIX`,
-/// `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
-///
-/// ```
-/// let adapter = actioncable_redis::adapter_from_lookup(|_| None).unwrap();
-/// assert!(format!("{adapter:?}").contains("MemoryPubSub"));
-/// let err = actioncable_redis::adapter_from_lookup(|name| {
-///     (name == "CABLE_ADAPTER").then(|| "postgres".to_owned())
-/// });
-/// assert!(err.is_err());
-/// ```
-///
-/// # Errors
-/// An unknown adapter name or an invalid Redis setting.
-pub fn adapter_from_env() -> Result<Arc<dyn PubSub>, RedisConfigError> {
-    adapter_from_lookup(|name| std::env::var(name).ok())
-}
-
-/// [`adapter_from_env`] over any source of variables.
-///
-/// # Errors
-/// As [`adapter_from_env`].
-pub fn adapter_from_lookup(
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Arc<dyn PubSub>, RedisConfigError> {
-    let adapter = lookup("CABLE_ADAPTER").unwrap_or_default();
-    match adapter.trim() {
-        "" | "memory" | "async" => Ok(Arc::new(MemoryPubSub::new())),
-        "redis" => Ok(Arc::new(RedisPubSub::new(RedisConfig::from_lookup(
-            lookup,
-        )?))),
-        other => Err(RedisConfigError::UnknownAdapter(other.to_owned())),
-    }
-}
 pub use config::{DEFAULT_SENTINEL_PORT, DEFAULT_URL, RedisConfig, RedisConfigError};

@@ -4,12 +4,11 @@
 use crate::broadcast::{self, Broadcaster};
 use crate::identify::{Identify, Mode, SessionKey};
 use crate::settings::{
-    Adapter, BROADCAST_PATH, HEALTH_PATH, Identification, METRICS_PATH, READY_PATH, STATS_PATH,
-    Settings,
+    BROADCAST_PATH, HEALTH_PATH, Identification, METRICS_PATH, READY_PATH, STATS_PATH, Settings,
 };
-use actioncable::{Cable, CableBuilder, CableHandle, JwtVerifier, MemoryPubSub, PubSub};
+use actioncable::{Cable, CableBuilder, CableHandle, JwtVerifier, PubSub};
+use actioncable_adapters::{Adapter, AdapterKind};
 use actioncable_rails::{PubSubChannel, RailsCookies, SignedStreams, StreamsChannel, TurboStreams};
-use actioncable_redis::RedisPubSub;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
@@ -23,32 +22,10 @@ use std::time::Duration;
 /// `docker stop`'s 10 s, above the cable's 2 s close timeout.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The pub/sub adapter, kept typed for `/health`.
-enum Pubsub {
-    Memory,
-    Redis(RedisPubSub),
-}
-
-impl Pubsub {
-    fn new(adapter: &Adapter) -> Pubsub {
-        match adapter {
-            Adapter::Memory => Pubsub::Memory,
-            Adapter::Redis(config) => Pubsub::Redis(RedisPubSub::new((**config).clone())),
-        }
-    }
-
-    fn shared(&self) -> Arc<dyn PubSub> {
-        match self {
-            Pubsub::Memory => Arc::new(MemoryPubSub::new()),
-            Pubsub::Redis(redis) => Arc::new(redis.clone()),
-        }
-    }
-}
-
 /// What `/health` looks at.
 struct Health {
     handle: CableHandle,
-    redis: Option<RedisPubSub>,
+    adapter: Adapter,
 }
 
 /// Builds the app: the cable and every route.
@@ -56,7 +33,6 @@ struct Health {
 /// # Errors
 /// A key that cannot be made from the settings.
 pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, CableHandle)> {
-    let pubsub = Pubsub::new(&settings.adapter);
     let mode = match &settings.identification {
         Identification::Public => Mode::Public,
         Identification::Jwt(secret) => Mode::Jwt(Box::new(
@@ -80,7 +56,7 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, CableHandle)
     let (turbo, streams) = channel_keys(settings)?;
     let assemble = Assemble {
         identify,
-        pubsub: pubsub.shared(),
+        pubsub: settings.adapter.pubsub(),
         settings,
     };
     // The cable's state is the keys of the channels served; a channel is registered only when
@@ -102,10 +78,7 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, CableHandle)
 
     let health = Arc::new(Health {
         handle: handle.clone(),
-        redis: match &pubsub {
-            Pubsub::Redis(redis) => Some(redis.clone()),
-            Pubsub::Memory => None,
-        },
+        adapter: settings.adapter.clone(),
     });
     let mut app = Router::new()
         .route(HEALTH_PATH, get(health_check).with_state(health))
@@ -225,28 +198,32 @@ fn rails_cookies(settings: &Settings) -> anyhow::Result<RailsCookies> {
 }
 
 /// `GET /health`: 200 while the server serves, with the adapter's state in the body
-/// (`{"status":"ok","adapter":"redis","redis":"connected","connections":3}`). A Redis outage
-/// answers 200 too (`"status":"degraded"`, `"redis":"disconnected"`): the adapter reconnects by
-/// itself and the clients stay connected, so restarting the node (a failed liveness probe) or
-/// taking every node out of a load balancer at once (a failed readiness probe, during an outage
-/// that hits them all) would only make it worse.
+/// (`{"status":"ok","adapter":"redis","redis":"connected","connections":3}`; the key naming the
+/// backend's state is the adapter's name: `redis`, `postgres`). A backend outage answers 200
+/// too (`"status":"degraded"`, `"redis":"disconnected"`): the adapter reconnects by itself and
+/// the clients stay connected, so restarting the node (a failed liveness probe) or taking every
+/// node out of a load balancer at once (a failed readiness probe, during an outage that hits
+/// them all) would only make it worse.
 async fn health_check(State(health): State<Arc<Health>>) -> Response {
     let connections = health.handle.connection_count();
-    let body = match &health.redis {
-        None => serde_json::json!({
+    let kind = health.adapter.kind();
+    let body = if kind == AdapterKind::Memory {
+        serde_json::json!({
             "status": "ok",
-            "adapter": "memory",
+            "adapter": kind.name(),
             "connections": connections,
-        }),
-        Some(redis) => {
-            let up = redis.is_connected();
-            serde_json::json!({
-                "status": if up { "ok" } else { "degraded" },
-                "adapter": "redis",
-                "redis": if up { "connected" } else { "disconnected" },
-                "connections": connections,
-            })
-        }
+        })
+    } else {
+        let up = health.adapter.pubsub().is_connected();
+        let mut body = serde_json::Map::new();
+        body.insert("status".into(), (if up { "ok" } else { "degraded" }).into());
+        body.insert("adapter".into(), kind.name().into());
+        body.insert(
+            kind.name().into(),
+            (if up { "connected" } else { "disconnected" }).into(),
+        );
+        body.insert("connections".into(), connections.into());
+        body.into()
     };
     (
         StatusCode::OK,
@@ -271,10 +248,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("cannot read the bound address")?;
     tracing::info!(
         identification = %settings.identification.describe(),
-        adapter = match settings.adapter {
-            Adapter::Memory => "memory",
-            Adapter::Redis(_) => "redis",
-        },
+        adapter = %settings.adapter.kind(),
         broadcast_endpoint = settings.broadcast_key.is_some(),
         "actioncable-server ready"
     );

@@ -5,8 +5,8 @@
 //! An empty variable counts as unset. No message here ever contains a secret's value.
 
 use actioncable::AllowedOrigins;
+use actioncable_adapters::{Adapter, AdapterKind};
 use actioncable_rails::KeyDigest;
-use actioncable_redis::RedisConfig;
 use anyhow::{Context as _, bail};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory as _, Parser, ValueEnum};
@@ -61,8 +61,9 @@ pub(crate) struct Args {
     #[arg(long, env = "CABLE_PATH")]
     pub(crate) cable_path: Option<String>,
 
-    /// Pub/sub adapter: `redis` or `memory` (`async` is memory too). Default: `redis` when
-    /// REDIS_URL or REDIS_SENTINELS is set, else `memory`.
+    /// Pub/sub adapter: `redis`, `postgres` (`postgresql`: Rails' PostgreSQL adapter, with
+    /// DATABASE_URL) or `memory` (`async` is memory too). Default: `redis` when REDIS_URL or
+    /// REDIS_SENTINELS is set, else `memory`.
     #[arg(long, env = "CABLE_ADAPTER")]
     pub(crate) adapter: Option<String>,
 
@@ -70,7 +71,12 @@ pub(crate) struct Args {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub(crate) redis_url: Option<String>,
 
-    /// Prefix of every Redis channel, as in `cable.yml`'s `channel_prefix:`.
+    /// The PostgreSQL database of `CABLE_ADAPTER=postgres` (the Rails app's, so both hear each
+    /// other's broadcasts), e.g. postgres://app:secret@db/app_production.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+
+    /// Prefix of every Redis or PostgreSQL channel, as in `cable.yml`'s `channel_prefix:`.
     #[arg(long, env = "CABLE_CHANNEL_PREFIX")]
     pub(crate) channel_prefix: Option<String>,
 
@@ -216,15 +222,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(..)")
     }
-}
-
-/// Which pub/sub adapter carries broadcasts.
-#[derive(Debug)]
-pub(crate) enum Adapter {
-    /// In this process only.
-    Memory,
-    /// Rails' Redis adapter's format, shared with the Rails app.
-    Redis(Box<RedisConfig>),
 }
 
 /// How connections are identified: exactly one way, or none.
@@ -436,41 +433,46 @@ impl Settings {
     }
 }
 
-/// `CABLE_ADAPTER`, and the Redis settings when it is `redis`.
+/// `CABLE_ADAPTER`, and the chosen adapter's settings.
 fn adapter(args: &Args) -> anyhow::Result<Adapter> {
     let redis_named = set(&args.redis_url).is_some() || set(&args.redis_sentinels).is_some();
-    let name = set(&args.adapter).map(|a| a.to_ascii_lowercase());
-    let redis = match name.as_deref() {
-        None => redis_named,
-        Some("redis") => true,
-        Some("memory" | "async") => false,
-        Some(other) => {
-            bail!("CABLE_ADAPTER (--adapter) {other:?} is not an adapter: `redis` or `memory`")
-        }
+    let kind = match set(&args.adapter) {
+        None if redis_named => AdapterKind::Redis,
+        None => AdapterKind::Memory,
+        Some(name) => AdapterKind::from_name(&name).with_context(|| {
+            format!(
+                "CABLE_ADAPTER (--adapter) {name:?} is not an adapter: `redis`, `postgres` or \
+                 `memory`"
+            )
+        })?,
     };
-    if !redis {
-        if redis_named {
-            tracing::warn!(
-                "CABLE_ADAPTER=memory: REDIS_URL and REDIS_SENTINELS are ignored, and \
-                 broadcasts reach this process's clients only"
-            );
-        }
-        return Ok(Adapter::Memory);
+    if kind != AdapterKind::Redis && redis_named {
+        tracing::warn!(
+            adapter = %kind,
+            "REDIS_URL and REDIS_SENTINELS are ignored: CABLE_ADAPTER names another adapter"
+        );
     }
-    // The Redis crate reads the same variables the examples use; here they come from the
-    // flags or the environment, whichever clap found.
+    if kind == AdapterKind::Memory {
+        tracing::warn!("CABLE_ADAPTER=memory: broadcasts reach this process's clients only");
+    }
+    // The adapters read the same variables the examples use; here they come from the flags or
+    // the environment, whichever clap found.
     let lookup = |name: &str| -> Option<String> {
         match name {
             "REDIS_URL" => set(&args.redis_url),
+            "DATABASE_URL" => set(&args.database_url),
             "CABLE_CHANNEL_PREFIX" => set(&args.channel_prefix),
             "REDIS_SENTINELS" => set(&args.redis_sentinels),
             "REDIS_SENTINEL_MASTER" => set(&args.redis_sentinel_master),
             _ => None,
         }
     };
-    // The error names the setting and never the URL's password (`RedisConfigError`'s words).
-    let config = RedisConfig::from_lookup(lookup).context("the Redis settings")?;
-    Ok(Adapter::Redis(Box::new(config)))
+    // The error names the setting and never a URL's password (the adapters' own words).
+    let adapter = Adapter::of_kind(kind, lookup).context("the pub/sub adapter settings")?;
+    if args.history && !adapter.keeps_history() {
+        bail!("CABLE_HISTORY=on: the {kind} adapter keeps no stream history (memory and redis do)");
+    }
+    Ok(adapter)
 }
 
 /// Exactly one of `CABLE_AUTH_COOKIE`, `CABLE_AUTH_SESSION`, `CABLE_JWT_SECRET`, or none.
@@ -631,7 +633,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.addr, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(s.cable_path, "/ws");
-        assert!(matches!(s.adapter, Adapter::Memory));
+        assert_eq!(s.adapter.kind(), AdapterKind::Memory);
         assert_eq!(s.key_digest, KeyDigest::Sha1);
         assert!(s.public_streams);
         assert_eq!(s.identification, Identification::Public);
@@ -641,12 +643,33 @@ mod tests {
     #[test]
     fn redis_is_the_default_adapter_once_a_redis_is_named() {
         let s = settings(&[SKB, "--redis-url=redis://127.0.0.1:1/1"]).unwrap();
-        assert!(matches!(s.adapter, Adapter::Redis(_)));
+        assert_eq!(s.adapter.kind(), AdapterKind::Redis);
         let s = settings(&[SKB, "--redis-url=redis://127.0.0.1:1/1", "--adapter=memory"]).unwrap();
-        assert!(matches!(s.adapter, Adapter::Memory));
+        assert_eq!(s.adapter.kind(), AdapterKind::Memory);
         let s = settings(&[SKB, "--adapter=redis"]).unwrap();
-        assert!(matches!(s.adapter, Adapter::Redis(_)));
-        assert!(error(&[SKB, "--adapter=postgres"]).contains("CABLE_ADAPTER"));
+        assert_eq!(s.adapter.kind(), AdapterKind::Redis);
+        assert!(error(&[SKB, "--adapter=kafka"]).contains("CABLE_ADAPTER"));
+    }
+
+    #[test]
+    fn postgres_is_chosen_by_name_with_its_database_url() {
+        let s = settings(&[
+            SKB,
+            "--adapter=postgresql",
+            "--database-url=postgres://app@127.0.0.1:1/app",
+        ])
+        .unwrap();
+        assert_eq!(s.adapter.kind(), AdapterKind::Postgres);
+        assert!(format!("{:?}", s.adapter).contains("PostgresPubSub"));
+        let e = error(&[
+            SKB,
+            "--adapter=postgres",
+            "--database-url=postgres://app:hunter2@db/app?sslmode=require",
+        ]);
+        assert!(e.contains("PostgreSQL"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = error(&[SKB, "--adapter=postgres", "--history"]);
+        assert!(e.contains("CABLE_HISTORY"), "{e}");
         assert!(
             error(&[SKB, "--redis-sentinels=127.0.0.1:26379"]).contains("REDIS_SENTINEL_MASTER")
         );
@@ -762,7 +785,7 @@ mod tests {
         let s = settings(&[SKB, "--cable-path= ", "--auth-cookie=", "--adapter="]).unwrap();
         assert_eq!(s.cable_path, "/cable");
         assert_eq!(s.identification, Identification::Public);
-        assert!(matches!(s.adapter, Adapter::Memory));
+        assert_eq!(s.adapter.kind(), AdapterKind::Memory);
     }
 
     #[test]

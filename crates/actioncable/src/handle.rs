@@ -177,6 +177,21 @@ impl CableHandle {
         }
     }
 
+    /// Whether this cable's adapter keeps presence, so channels may open streams with
+    /// [`StreamOptions::presence`](crate::StreamOptions::presence) (the memory and Redis
+    /// adapters do). A channel meant to run on any adapter asks before it joins:
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cable = actioncable::Cable::builder().build()?; // the in-memory adapter keeps it
+    /// assert!(cable.handle().keeps_presence());
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub fn keeps_presence(&self) -> bool {
+        self.hub.presence().is_some()
+    }
+
     /// Broadcasts to the stream `stream_for(model)` gives in channel class `channel_class`
     /// (Rails' `NotificationChannel.broadcast_to(user, message)`).
     ///

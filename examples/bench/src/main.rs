@@ -61,8 +61,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    // `CABLE_ADAPTER=memory|redis` (+ `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, …), like cable.yml.
-    let pubsub = actioncable_redis::adapter_from_env()?;
+    // `CABLE_ADAPTER=memory|redis|postgres` (+ `REDIS_URL`, `DATABASE_URL`,
+    // `CABLE_CHANNEL_PREFIX`, …), like cable.yml.
+    let pubsub = actioncable_adapters::Adapter::from_env()?.pubsub();
     let history = match std::env::var("CABLE_HISTORY").as_deref() {
         Err(_) | Ok("" | "off") => false,
         Ok("on") => true,

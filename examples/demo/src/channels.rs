@@ -244,13 +244,17 @@ impl Channel<DemoState> for ChatChannel {
         // Presence and whisper are AnyCable's extended protocol: `@anycable/core` clients see
         // who is in the room and whisper their typing; the stock consumer's frames stay as
         // they were (it gets no presence events, and sends no whispers of its own).
-        let room_stream = StreamOptions::new().presence(true).whisper(true);
+        // Presence where the adapter keeps it (memory, Redis; not PostgreSQL).
+        let presence = ctx.handle().keeps_presence();
+        let room_stream = StreamOptions::new().presence(presence).whisper(true);
         ctx.stream_from_with_options(stream.clone(), room_stream)
             .await?;
         // Present as the signed-in user, whoever the client claims to be: on behalf of every
         // subscriber, stock consumers included, so everyone online is listed.
-        ctx.join_presence(user.clone(), &serde_json::json!({ "name": user }))
-            .await?;
+        if presence {
+            ctx.join_presence(user.clone(), &serde_json::json!({ "name": user }))
+                .await?;
+        }
         // Published right after the confirmation, so the joiner sees its own `joined` too.
         ctx.broadcast(&stream, &ChatEvent::Joined { user: &user })
             .await?;

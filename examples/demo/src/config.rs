@@ -6,13 +6,13 @@
 use crate::auth::SESSION_LIFETIME;
 use crate::db::Retention;
 use crate::validate::{is_valid_name, is_valid_room};
-use actioncable::{AllowedOrigins, PubSub};
+use actioncable::AllowedOrigins;
+use actioncable_adapters::Adapter;
 use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The development secret used when `SECRET_KEY_BASE` is unset (a WARN says so at startup).
@@ -51,12 +51,14 @@ pub struct Config {
     /// The `js-client` folder the web page is served from: `public/` at `/`, and the stock
     /// consumer's ES module from `node_modules/` (`DEMO_ASSETS`, default [`DEFAULT_ASSETS`]).
     pub assets: PathBuf,
-    /// The pub/sub adapter (`CABLE_ADAPTER`: `memory`, the default, or `redis` with
-    /// `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
-    pub pubsub: Arc<dyn PubSub>,
+    /// The pub/sub adapter (`CABLE_ADAPTER`: `memory`, the default; `redis` with `REDIS_URL`,
+    /// `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`; `postgres` with
+    /// `DATABASE_URL`, `CABLE_CHANNEL_PREFIX`).
+    pub adapter: Adapter,
     /// Keep stream history for `@anycable/core` clients of the extended protocol
-    /// (`CABLE_HISTORY`: `on`/`off`, default on; both adapters keep it, `redis` in Redis, so
-    /// that nodes sharing it agree on positions and any node serves a reconnecting client).
+    /// (`CABLE_HISTORY`: `on`/`off`; default on when the adapter keeps it: memory, and Redis,
+    /// in Redis, so that nodes sharing it agree on positions and any node serves a
+    /// reconnecting client).
     pub history: bool,
     /// Serve the cable's Prometheus metrics at `/metrics` (`METRICS`: `on`/`off`, default on).
     pub metrics: bool,
@@ -117,8 +119,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
         let non_blank = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
-        let pubsub = actioncable_redis::adapter_from_lookup(&lookup)
-            .context("the pub/sub adapter settings")?;
+        let adapter = Adapter::from_lookup(&lookup).context("the pub/sub adapter settings")?;
 
         let port = match non_blank("PORT") {
             Some(v) => v
@@ -170,7 +171,11 @@ impl Config {
         };
 
         let history = match non_blank("CABLE_HISTORY").as_deref().map(str::trim) {
-            None => true,
+            None => adapter.keeps_history(),
+            Some("on" | "1" | "true") if !adapter.keeps_history() => bail!(
+                "CABLE_HISTORY=on: the {} adapter keeps no stream history (memory and redis do)",
+                adapter.kind()
+            ),
             Some("on" | "1" | "true") => true,
             Some("off" | "0" | "false") => false,
             Some(v) => bail!("CABLE_HISTORY={v:?} is neither on nor off"),
@@ -261,7 +266,7 @@ impl Config {
             private_rooms,
             ping_interval,
             assets,
-            pubsub,
+            adapter,
             history,
             metrics,
             presence_grace,
@@ -307,7 +312,7 @@ impl fmt::Debug for Config {
             .field("private_rooms", &self.private_rooms)
             .field("ping_interval", &self.ping_interval)
             .field("assets", &self.assets)
-            .field("pubsub", &self.pubsub)
+            .field("adapter", &self.adapter)
             .field("history", &self.history)
             .field("metrics", &self.metrics)
             .field("presence_grace", &self.presence_grace)
@@ -483,16 +488,24 @@ mod tests {
     #[test]
     fn the_adapter_is_chosen_by_configuration() {
         let memory = config(&[]).unwrap();
-        assert!(format!("{:?}", memory.pubsub).contains("MemoryPubSub"));
+        assert!(format!("{:?}", memory.adapter).contains("MemoryPubSub"));
         assert!(memory.history, "history is on with the memory adapter");
         let redis = config(&[
             ("CABLE_ADAPTER", "redis"),
             ("REDIS_URL", "redis://127.0.0.1:1/0"),
         ])
         .unwrap();
-        assert!(format!("{:?}", redis.pubsub).contains("RedisPubSub"));
+        assert!(format!("{:?}", redis.adapter).contains("RedisPubSub"));
         assert!(redis.history, "history is on with the Redis adapter too");
-        let err = config(&[("CABLE_ADAPTER", "postgres")]).unwrap_err();
+        let postgres = config(&[("CABLE_ADAPTER", "postgres")]).unwrap();
+        assert!(format!("{:?}", postgres.adapter).contains("PostgresPubSub"));
+        assert!(
+            !postgres.history,
+            "PostgreSQL keeps no history: off by default"
+        );
+        let err = config(&[("CABLE_ADAPTER", "postgres"), ("CABLE_HISTORY", "on")]).unwrap_err();
+        assert!(format!("{err:#}").contains("CABLE_HISTORY"), "{err:#}");
+        let err = config(&[("CABLE_ADAPTER", "kafka")]).unwrap_err();
         assert!(format!("{err:#}").contains("CABLE_ADAPTER"), "{err:#}");
     }
 

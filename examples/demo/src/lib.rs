@@ -70,7 +70,7 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
     let cable = cable_builder(state, auth.clone())
         .allowed_origins(allowed_origins(config))
         .ping_interval(config.ping_interval)
-        .pubsub(config.pubsub.clone())
+        .pubsub(config.adapter.pubsub())
         .history(config.history)
         .metrics(config.metrics)
         .presence_grace(config.presence_grace)

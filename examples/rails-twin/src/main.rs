@@ -419,7 +419,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .channel::<NotificationChannel>()
         .channel::<BenchmarkChannel>()
         .allowed_origins(origins)
-        .pubsub(actioncable_redis::adapter_from_env()?)
+        .pubsub(actioncable_adapters::Adapter::from_env()?.pubsub())
         .build()?;
     let handle = cable.handle();
 

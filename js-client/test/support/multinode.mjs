@@ -19,6 +19,7 @@ export class RedisScope extends Scope {
     super(name);
     this.redises = [];
     this.spies = [];
+    this.backends = [];
   }
 
   /** A private redis-server (spare port unless `port` is given); log in test-artifacts/redis/. */
@@ -45,6 +46,26 @@ export class RedisScope extends Scope {
     return node;
   }
 
+  /**
+   * A backend other than Redis for this test (see backends.mjs: `make()` gives one with `env`
+   * and `stop()`), stopped by cleanup() after the nodes.
+   */
+  async backend(make) {
+    const b = await make();
+    this.backends.push(b);
+    return b;
+  }
+
+  /** An example-demo node on `backend` (its `env`), logging like `node`. */
+  async nodeOn(tag, backend, { database = ":memory:", env = {} } = {}) {
+    const logName = `${this.name} ${tag}`;
+    rmSync(demoLogFile(logName), { force: true });
+    const node = await this.demo({ logName, database, env: { ...backend.env, ...env } });
+    node.tag = tag;
+    node.logFile = demoLogFile(logName);
+    return node;
+  }
+
   /** `redis-cli SUBSCRIBE channel` on `redis`, stopped by cleanup(). */
   async spy(redis, channel) {
     const s = await redisSubscribe(redis.port, channel);
@@ -56,6 +77,7 @@ export class RedisScope extends Scope {
     await super.cleanup();
     await Promise.allSettled(this.spies.map((s) => withTimeout(s.stop(), 2 * PROCESS_STOP_MS, "redis-cli stop")));
     await Promise.allSettled(this.redises.map((r) => withTimeout(r.stop(), 2 * PROCESS_STOP_MS, "redis-server stop")));
+    await Promise.allSettled(this.backends.map((b) => withTimeout(b.stop(), 2 * PROCESS_STOP_MS, `${b.name} stop`)));
   }
 }
 

@@ -217,3 +217,76 @@ async fn history_keeps_http_broadcasts_for_extended_protocol_clients() {
     let done = back.recv_json().await;
     assert_eq!(done["type"], "confirm_history", "{done}");
 }
+
+/// `psql` on the shared PostgreSQL server (127.0.0.1:5432, user postgres, which scripts/test.sh
+/// starts if none answers); its output.
+fn psql(database: &str, sql: &str) -> String {
+    let output = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+        ])
+        .args(["-U", "postgres", "-d", database, "-c", sql])
+        .output()
+        .expect("psql runs (apt-get install postgresql-client; scripts/test.sh installs it)");
+    assert!(
+        output.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// `CABLE_ADAPTER=postgres` with `DATABASE_URL`: two servers on one database share broadcasts
+/// (a publication to one reaches the other's subscriber), a `NOTIFY` in Rails' format reaches
+/// both, and `/health` names the adapter and its state.
+#[tokio::test]
+async fn two_servers_share_broadcasts_through_postgres() {
+    let database = format!("cable_server_{}", std::process::id());
+    psql("postgres", &format!("DROP DATABASE IF EXISTS {database}"));
+    psql("postgres", &format!("CREATE DATABASE {database}"));
+    let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+    let env = [
+        ("CABLE_ADAPTER", "postgresql"),
+        ("DATABASE_URL", url.as_str()),
+        ("CABLE_CHANNEL_PREFIX", "app"),
+        ("CABLE_BROADCAST_KEY", KEY),
+        ("CABLE_PUBLIC_STREAMS", "1"),
+    ];
+    let a = start(&env);
+    let b = start(&env);
+    for server in [&a, &b] {
+        let health = http_request(server.addr(), "GET", "/health", &[], None)
+            .await
+            .json();
+        assert_eq!(health["adapter"], "postgres", "{health}");
+        assert_eq!(health["postgres"], "connected", "{health}");
+        assert_eq!(health["status"], "ok", "{health}");
+    }
+    let chat = r#"{"channel":"$pubsub","stream_name":"chat"}"#;
+    let mut on_b = b.client(Connect::new()).await;
+    on_b.confirm(chat).await;
+    let body = serde_json::json!({ "stream": "chat", "data": "{\"from\":\"a\"}" }).to_string();
+    assert_eq!(post(&a, Some(KEY), &body).await.status, 201);
+    on_b.expect_data(chat, &serde_json::json!({ "from": "a" }))
+        .await;
+    let mut on_a = a.client(Connect::new()).await;
+    on_a.confirm(chat).await;
+    psql(&database, r#"NOTIFY "app:chat", '{"from":"rails"}'"#);
+    for client in [&mut on_a, &mut on_b] {
+        client
+            .expect_data(chat, &serde_json::json!({ "from": "rails" }))
+            .await;
+        client.expect_silence(cable_test_support::SILENCE).await;
+    }
+    drop((on_a, on_b, a, b));
+    psql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+    );
+}

@@ -25,6 +25,7 @@ const SETTINGS: &[&str] = &[
     "CABLE_PATH",
     "CABLE_ADAPTER",
     "REDIS_URL",
+    "DATABASE_URL",
     "CABLE_CHANNEL_PREFIX",
     "REDIS_SENTINELS",
     "REDIS_SENTINEL_MASTER",

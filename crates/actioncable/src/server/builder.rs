@@ -66,7 +66,7 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
     }
 
     /// The pub/sub adapter (default: [`MemoryPubSub`]): an adapter value, or one already
-    /// shared as `Arc<dyn PubSub>` (what `actioncable_redis::adapter_from_env` returns).
+    /// shared as `Arc<dyn PubSub>` (what `actioncable_adapters::Adapter::from_env` gives).
     pub fn pubsub(mut self, pubsub: impl PubSub) -> Self {
         self.pubsub = Arc::new(pubsub);
         self
