@@ -16,6 +16,10 @@
 #   redis       REDIS_CLIENTS (1,000) subscribers, SENDERS senders, REDIS_ROUNDS (200) rounds,
 #               example-bench with the in-memory and with the Redis adapter, REDIS_PAIRS (5) times
 #               each: what the Redis hop costs where fan-out does not hide it;
+#   backends    BACKEND_CLIENTS (1,000) subscribers, SENDERS senders, BACKEND_ROUNDS (200) rounds,
+#               example-bench on every pub/sub backend (memory, Redis, PostgreSQL on a private
+#               cluster on a spare port), BACKEND_PAIRS (3) times each: what each backend's hop
+#               costs against the in-memory adapter;
 #   history     HISTORY_CLIENTS (10,000) subscribers, SENDERS senders, HISTORY_ROUNDS (50) rounds:
 #               example-bench with each adapter, history off (stock-protocol clients) and on
 #               (CABLE_HISTORY=on; stock-protocol clients, then extended-protocol clients whose
@@ -33,7 +37,7 @@
 # ratios to the reference.
 #
 # Settings are environment variables: the sizes above; SERIES, the series to run (default all:
-# "broadcast echo broadcast-small redis history metrics connect"); RAILS=0 leaves Rails out (with RAILS=1, the
+# "broadcast echo broadcast-small redis backends history metrics connect"); RAILS=0 leaves Rails out (with RAILS=1, the
 # default, the script stops unless Ruby's ActionCable is installed: apt-get install ruby
 # ruby-actioncable puma ruby-redis); QUICK=1 makes every series tiny, to check that the script
 # and every target work (its figures mean nothing); OUT (a new temporary directory) keeps every
@@ -51,7 +55,8 @@ if [[ "${QUICK:-0}" == 1 ]]; then
   : "${BROADCAST_CLIENTS:=200}" "${ROUNDS:=5}" "${PAIRS:=1}" "${RAILS_BROADCAST_CLIENTS:=50}"
   : "${RAILS_ROUNDS:=3}" "${CONNECT_CLIENTS:=300}" "${CONNECT_PAIRS:=1}" "${RAILS_CONNECT_CLIENTS:=100}"
   : "${ECHO_CLIENTS:=10}" "${ECHO_SECS:=1}" "${REDIS_CLIENTS:=100}" "${REDIS_ROUNDS:=20}" "${REDIS_PAIRS:=1}"
-  : "${HISTORY_CLIENTS:=200}" "${HISTORY_ROUNDS:=5}"
+  : "${HISTORY_CLIENTS:=200}" "${HISTORY_ROUNDS:=5}" "${BACKEND_CLIENTS:=100}" "${BACKEND_ROUNDS:=20}"
+  : "${BACKEND_PAIRS:=1}"
 fi
 BROADCAST_CLIENTS="${BROADCAST_CLIENTS:-10000}"
 SENDERS="${SENDERS:-4}"
@@ -62,6 +67,9 @@ RAILS_ROUNDS="${RAILS_ROUNDS:-10}"
 REDIS_CLIENTS="${REDIS_CLIENTS:-1000}"
 REDIS_ROUNDS="${REDIS_ROUNDS:-200}"
 REDIS_PAIRS="${REDIS_PAIRS:-5}"
+BACKEND_CLIENTS="${BACKEND_CLIENTS:-1000}"
+BACKEND_ROUNDS="${BACKEND_ROUNDS:-200}"
+BACKEND_PAIRS="${BACKEND_PAIRS:-3}"
 HISTORY_CLIENTS="${HISTORY_CLIENTS:-10000}"
 HISTORY_ROUNDS="${HISTORY_ROUNDS:-50}"
 CONNECT_CLIENTS="${CONNECT_CLIENTS:-19000}"
@@ -69,7 +77,7 @@ CONNECT_PAIRS="${CONNECT_PAIRS:-2}"
 RAILS_CONNECT_CLIENTS="${RAILS_CONNECT_CLIENTS:-2000}"
 ECHO_CLIENTS="${ECHO_CLIENTS:-100}"
 ECHO_SECS="${ECHO_SECS:-5}"
-SERIES="${SERIES:-broadcast echo broadcast-small redis history metrics connect}"
+SERIES="${SERIES:-broadcast echo broadcast-small redis backends history metrics connect}"
 RAILS="${RAILS:-1}"
 SERVER_BIN="${SERVER_BIN:-target/release/example-bench}"
 BASELINE_BIN="${BASELINE_BIN:-}"
@@ -109,6 +117,15 @@ on_exit 'for name in "${!PID[@]}"; do stop_server "$name"; done'
 
 step "redis-server on 127.0.0.1 (private, spare port)" >&2
 start_private_redis "$OUT/redis.log"
+# The backends other than Redis, private too, only for the series that uses them.
+BACKENDS=(memory redis)
+if want backends; then
+  step "PostgreSQL on 127.0.0.1 (private cluster, spare port)" >&2
+  # shellcheck disable=SC2016 # expanded when the script exits
+  on_exit 'stop_private_postgres "$OUT/postgres"'
+  start_private_postgres "$OUT/postgres"
+  BACKENDS+=(postgres)
+fi
 
 # start_server NAME: starts target NAME (ref, memory, baseline, redis, memory-history,
 # redis-history, rails) on a new port; sets PID[NAME] and URL[NAME].
@@ -124,6 +141,11 @@ start_server() {
       # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
       env CABLE_ADAPTER="$name" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" PORT="$port" \
         BIND=127.0.0.1 ${EXTRA_SERVER_ENV:-} "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
+      PID[$name]=$! ;;
+    postgres)
+      # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
+      env CABLE_ADAPTER=postgres DATABASE_URL="$PG_URL" PORT="$port" BIND=127.0.0.1 \
+        ${EXTRA_SERVER_ENV:-} "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
       PID[$name]=$! ;;
     memory-metrics)
       # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
@@ -239,6 +261,16 @@ if want redis; then
     done
   done
 fi
+if want backends; then
+  for name in "${BACKENDS[@]}"; do [[ -n "${PID[$name]:-}" ]] || start_server "$name"; done
+  step "backends: $BACKEND_CLIENTS subscribers, $SENDERS senders, $BACKEND_ROUNDS rounds, ${BACKENDS[*]}, $BACKEND_PAIRS× each" >&2
+  for n in $(seq 1 "$BACKEND_PAIRS"); do
+    for name in "${BACKENDS[@]}"; do
+      run backends "$name" "$n" broadcast --clients "$BACKEND_CLIENTS" --senders "$SENDERS" \
+        --rounds "$BACKEND_ROUNDS" --ramp-per-sec 3000 --timeout-secs 90
+    done
+  done
+fi
 if want history; then
   for name in memory-history redis-history; do start_server "$name"; done
   step "history: $HISTORY_CLIENTS subscribers, $SENDERS senders, $HISTORY_ROUNDS rounds, history off and on, $PAIRS× each" >&2
@@ -316,7 +348,8 @@ NAMES = {"ref": "raw reference (cable-ref)", "memory": "example-bench, memory",
          "memory-history-ext": "memory, history on, ext clients",
          "redis-history": "Redis, history on, plain clients",
          "redis-history-ext": "Redis, history on, ext clients",
-         "memory-metrics": "example-bench, memory, metrics on"}
+         "memory-metrics": "example-bench, memory, metrics on",
+         "postgres": "example-bench, PostgreSQL (LISTEN/NOTIFY)"}
 
 def table(title, series, targets, cols, note_rows=()):
     present = [t for t in targets if (series, t) in runs]
@@ -351,6 +384,9 @@ b = table("Broadcast to many subscribers", "broadcast", ["ref", "memory", "basel
 s = table("Broadcast, Rails size", "broadcast-small", ["ref", "memory", "baseline", "rails"], bcols,
           [("memory", "ref"), ("memory", "baseline"), ("rails", "ref")])
 r = table("Redis vs in-memory adapter", "redis", ["memory", "redis"], bcols, [("redis", "memory")])
+BACKEND_TARGETS = ["memory", "redis", "postgres"]
+table("Every backend vs the in-memory adapter", "backends", BACKEND_TARGETS, bcols,
+      [(t, "memory") for t in BACKEND_TARGETS[1:]])
 if r and "memory" in r and "redis" in r:
     rs = runs[("redis", "redis")] + runs[("redis", "memory")]
     late = sum(x.get("late", 0) for x in rs)

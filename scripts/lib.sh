@@ -102,3 +102,28 @@ pg_bin() {
   dir="$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n 1)"
   [[ -n $dir && -x $dir/initdb ]] && echo "$dir"
 }
+
+# start_private_postgres DIR: a private PostgreSQL cluster in DIR (trust authentication, no
+# fsync) on a spare port of 127.0.0.1, run by user postgres when this is root; sets PG_PORT and
+# PG_URL (database postgres). stop_private_postgres DIR stops it.
+start_private_postgres() {
+  local dir="$1" bin as=()
+  bin="$(pg_bin)" || { echo "PostgreSQL is not installed (apt-get install postgresql)" >&2; return 1; }
+  [[ $(id -u) -eq 0 ]] && as=(runuser -u postgres --)
+  mkdir -p "$dir"
+  [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$dir"
+  "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+  PG_PORT="$(free_port)"
+  "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $dir -c fsync=off" start >/dev/null
+  # shellcheck disable=SC2034 # for the caller
+  PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+}
+
+stop_private_postgres() {
+  local dir="$1" bin as=()
+  [[ -f $dir/data/postmaster.pid ]] || return 0
+  bin="$(pg_bin)" || return 0
+  [[ $(id -u) -eq 0 ]] && as=(runuser -u postgres --)
+  "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
