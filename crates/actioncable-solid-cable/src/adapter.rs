@@ -5,8 +5,8 @@ use crate::config::{SolidCableConfig, SolidCableConfigError};
 use crate::db::{DbError, Failure, NewRow};
 use crate::link::{Link, Role};
 use crate::sql::Poll;
-use crate::wire::{Timestamp, channel_hash, channel_name, trims};
 use crate::window::Window;
+use crate::wire::{Timestamp, channel_hash, channel_name, trims};
 use actioncable::PubSubError;
 use actioncable::pubsub::{AdapterEvent, Backoff, Inbound, PubSub};
 use async_trait::async_trait;
@@ -190,8 +190,7 @@ impl Inner {
     /// `id` is committed now: the poller may settle up to it once the commit window passed.
     fn mark(&self, id: i64) {
         let mut window = self.lock_window();
-        let window =
-            window.get_or_insert_with(|| Window::new(id, self.config.commit_window));
+        let window = window.get_or_insert_with(|| Window::new(id, self.config.commit_window));
         window.mark(id, Instant::now());
     }
 
@@ -210,7 +209,10 @@ impl Inner {
         }
         let inner = self.clone();
         self.spawn(async move {
-            let limit = inner.config.publish_timeout.max(inner.config.connect_timeout);
+            let limit = inner
+                .config
+                .publish_timeout
+                .max(inner.config.connect_timeout);
             let mut link = inner.publisher.lock().await;
             if inner.publisher_suspect.swap(false, Ordering::AcqRel) {
                 link.suspect();
@@ -397,7 +399,8 @@ impl PubSub for SolidCablePubSub {
                 drop(link);
                 inner.publisher_up.store(true, Ordering::Release);
                 inner.mark(id);
-                if config.autotrim && trims(config.trim_chance, config.trim_batch_size, inner.draw())
+                if config.autotrim
+                    && trims(config.trim_chance, config.trim_batch_size, inner.draw())
                 {
                     inner.trim();
                 }

@@ -166,9 +166,7 @@ impl SolidCableConfig {
         SolidCableConfig::from_vars(|name| match std::env::var(name) {
             Ok(v) => Ok(Some(v)),
             Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err(SolidCableConfigError::NotUnicode(name))
-            }
+            Err(std::env::VarError::NotUnicode(_)) => Err(SolidCableConfigError::NotUnicode(name)),
         })
     }
 
@@ -208,7 +206,8 @@ impl SolidCableConfig {
             Some(url) => url,
             None => var("DATABASE_URL")?.ok_or(SolidCableConfigError::MissingUrl)?,
         };
-        let mut config = SolidCableConfig::from_url(&url)?.channel_prefix(var("CABLE_CHANNEL_PREFIX")?);
+        let mut config =
+            SolidCableConfig::from_url(&url)?.channel_prefix(var("CABLE_CHANNEL_PREFIX")?);
         if let Some(text) = var("SOLID_CABLE_POLLING_INTERVAL")? {
             config = config.polling_interval(duration("SOLID_CABLE_POLLING_INTERVAL", &text)?);
         }

@@ -136,7 +136,11 @@ mod tests {
         w.mark(100, t0);
         w.take(5, t0);
         w.settle(t0 + W, Some(5));
-        assert_eq!(w.low(), 5, "a full batch ending at 5: rows above it may be unread");
+        assert_eq!(
+            w.low(),
+            5,
+            "a full batch ending at 5: rows above it may be unread"
+        );
         w.settle(t0 + W, None);
         assert_eq!(w.low(), 100);
         w.mark(50, t0 + W);

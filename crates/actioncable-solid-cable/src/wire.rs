@@ -148,7 +148,11 @@ mod tests {
         let whole = Timestamp::at(UNIX_EPOCH + Duration::from_secs(1_714_566_896));
         assert_eq!(whole.to_rails(), "2024-05-01 12:34:56");
         let tiny = Timestamp::at(UNIX_EPOCH + Duration::new(1_714_566_896, 999));
-        assert_eq!(tiny.to_rails(), "2024-05-01 12:34:56", "below a microsecond is cut");
+        assert_eq!(
+            tiny.to_rails(),
+            "2024-05-01 12:34:56",
+            "below a microsecond is cut"
+        );
         let day_before = Timestamp::before(at, Duration::from_secs(86_400));
         assert_eq!(day_before.to_rails(), "2024-04-30 12:34:56.123456");
         assert!(day_before < t);

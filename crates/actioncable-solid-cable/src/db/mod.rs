@@ -91,7 +91,9 @@ impl Conn {
     pub(crate) async fn open(target: &Target, limits: Limits) -> Result<Conn, DbError> {
         let opening = async {
             match target {
-                Target::Postgres(config) => postgres::PgConn::open(config).await.map(Conn::Postgres),
+                Target::Postgres(config) => {
+                    postgres::PgConn::open(config).await.map(Conn::Postgres)
+                }
                 Target::Mysql(opts) => mysql::MyConn::open(opts).await.map(Conn::Mysql),
                 Target::Sqlite(path) => sqlite::LiteConn::open(path, limits.busy)
                     .await

@@ -31,7 +31,10 @@ fn kind(e: &mysql_async::Error) -> Failure {
 fn error(e: &mysql_async::Error) -> DbError {
     let message = match e {
         mysql_async::Error::Server(server) => {
-            format!("{} ({}, SQLSTATE {})", server.message, server.code, server.state)
+            format!(
+                "{} ({}, SQLSTATE {})",
+                server.message, server.code, server.state
+            )
         }
         other => other.to_string(),
     };
