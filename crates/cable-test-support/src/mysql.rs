@@ -101,6 +101,17 @@ impl Drop for MysqlDb {
     }
 }
 
+/// `name` from the `PATH`, or from `/usr/sbin` (where Debian puts `mariadbd`, not on every
+/// user's `PATH`).
+fn program(name: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.unwrap_or_else(|| PathBuf::from("/usr/sbin").join(name))
+}
+
 /// Whether this process runs as root (MariaDB then needs `--user=root` to run).
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -133,7 +144,7 @@ impl MariaDbServer {
             spare_port()
         ));
         std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        let mut install = Command::new("mariadb-install-db");
+        let mut install = Command::new(program("mariadb-install-db"));
         install
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
@@ -162,7 +173,7 @@ impl MariaDbServer {
     fn launch(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.join("server.log")).expect("the server's log");
         let err = log.try_clone().expect("share the server's log");
-        let mut command = Command::new("mariadbd");
+        let mut command = Command::new(program("mariadbd"));
         command
             .arg("--no-defaults")
             .arg(format!("--datadir={}", self.dir.join("data").display()))
