@@ -243,7 +243,8 @@ impl Inner {
         self.spawn(async move {
             let config = &inner.config;
             let cutoff = Timestamp::before(SystemTime::now(), config.message_retention);
-            let limit = config.publish_timeout.max(Duration::from_secs(5));
+            // Publishes wait for the connection meanwhile: no longer than one of them may take.
+            let limit = config.publish_timeout;
             let mut link = inner.publisher.lock().await;
             let outcome = timeout(limit, async {
                 let conn = link.conn().await?;

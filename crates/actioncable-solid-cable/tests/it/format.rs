@@ -248,6 +248,56 @@ async fn rows_inserted_by_hand_like_the_gem_reach_our_subscribers(kind: Kind) {
     client.expect_silence(SILENCE).await;
 }
 
+/// The schema as Rails' schema loader creates it from `db/cable_schema.rb` on each database.
+fn rails_schema(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Postgres => {
+            "CREATE TABLE \"solid_cable_messages\" (\"id\" bigserial primary key, \
+             \"channel\" bytea NOT NULL, \"payload\" bytea NOT NULL, \
+             \"created_at\" timestamp(6) NOT NULL, \"channel_hash\" bigint NOT NULL); \
+             CREATE INDEX \"index_solid_cable_messages_on_channel\" ON \"solid_cable_messages\" (\"channel\"); \
+             CREATE INDEX \"index_solid_cable_messages_on_channel_hash\" ON \"solid_cable_messages\" (\"channel_hash\"); \
+             CREATE INDEX \"index_solid_cable_messages_on_created_at\" ON \"solid_cable_messages\" (\"created_at\")"
+        }
+        Kind::Mysql => {
+            "CREATE TABLE `solid_cable_messages` (`id` bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+             `channel` varbinary(1024) NOT NULL, `payload` longblob NOT NULL, \
+             `created_at` datetime(6) NOT NULL, `channel_hash` bigint NOT NULL, \
+             INDEX `index_solid_cable_messages_on_channel` (`channel`), \
+             INDEX `index_solid_cable_messages_on_channel_hash` (`channel_hash`), \
+             INDEX `index_solid_cable_messages_on_created_at` (`created_at`)) ENGINE=InnoDB"
+        }
+        Kind::Sqlite => {
+            "CREATE TABLE \"solid_cable_messages\" (\"id\" integer PRIMARY KEY AUTOINCREMENT NOT NULL, \
+             \"channel\" blob(1024) NOT NULL, \"payload\" blob(536870912) NOT NULL, \
+             \"created_at\" datetime(6) NOT NULL, \"channel_hash\" integer(8) NOT NULL); \
+             CREATE INDEX \"index_solid_cable_messages_on_channel\" ON \"solid_cable_messages\" (\"channel\"); \
+             CREATE INDEX \"index_solid_cable_messages_on_channel_hash\" ON \"solid_cable_messages\" (\"channel_hash\"); \
+             CREATE INDEX \"index_solid_cable_messages_on_created_at\" ON \"solid_cable_messages\" (\"created_at\")"
+        }
+    }
+}
+
+each_database!(without_create_table_the_migrated_table_is_used);
+async fn without_create_table_the_migrated_table_is_used(kind: Kind) {
+    let db = TestDatabase::new(kind);
+    let pubsub = SolidCablePubSub::new(db.config().create_table(false));
+    let node = node(&pubsub).await;
+    // No table yet: a broadcast is refused, not lost silently.
+    let result = node.handle.broadcast("s", &json!(0)).await;
+    assert!(result.is_err(), "{result:?}");
+    // The app's migration runs; the adapter uses its table from then on.
+    db.sql(rails_schema(kind));
+    let mut client = node.client().await;
+    client.subscribe_stream("s").await;
+    node.handle
+        .broadcast("s", &json!(1))
+        .await
+        .expect("a broadcast");
+    assert_eq!(client.stream_message("s").await, json!(1));
+    eventually("the adapter connected", || pubsub.is_connected()).await;
+}
+
 #[test]
 fn rails_times_are_recognised() {
     assert!(is_rails_time("2024-05-01 12:34:56"));
