@@ -235,11 +235,13 @@
 //! (PostgreSQL 15, `EXPLAIN ANALYZE`, a range scan of the primary key).
 //!
 //! **Build.** The MySQL driver, `mysql_async` with its `minimal-rust` features (no TLS, no
-//! derive macros, compression on `miniz_oxide`), adds 17 crates to the workspace that nothing
-//! else built: about 19 s of compile time on one core for a debug (test) build, measured with
-//! `cargo build --timings` on the 2-core CI machine (`mysql_async` 5.2 s, `mysql_common` 4 s,
-//! `num-bigint` 3 s, `miniz_oxide` 1.5 s, the rest under 1 s each), so about 10 s of wall-clock
-//! time on two cores; PostgreSQL and SQLite use the workspace's `tokio-postgres` and `rusqlite`.
+//! derive macros, compression on `miniz_oxide`), adds 17 crates that nothing else in the
+//! workspace built. Measured with `cargo --timings` on the 2-core CI machine, they take about
+//! 19 s of compile time (summed over units) in a debug build (`mysql_async` 5.2 s,
+//! `mysql_common` 4 s, `num-bigint` 3 s, `miniz_oxide` 1.5 s, the rest under 1 s each) and
+//! 11 s in a check build (what clippy and rustdoc need), about 10 s of wall-clock time each on
+//! two cores: some 20 s on a clean run of `scripts/test.sh`, whose test run of this crate adds
+//! about 30 s more. PostgreSQL and SQLite use the workspace's `tokio-postgres` and `rusqlite`.
 //!
 //! ## What this is built on
 //!
