@@ -8,8 +8,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 # Debian packages the tests run for real: redis-server/redis-cli/redis-sentinel (the Redis
-# adapter's tests start their own servers), postgresql (the PostgreSQL adapter's tests use a
-# server on 127.0.0.1:5432 and start their own with initdb/pg_ctl), openssl (a TLS test's certificates), nginx (the
+# adapter's tests start their own servers), postgresql (the PostgreSQL and Solid Cable adapters'
+# tests use a server on 127.0.0.1:5432 and start their own with initdb/pg_ctl), mariadb-server
+# (the Solid Cable adapter's MySQL tests use a MariaDB on 127.0.0.1:3306 and start their own with
+# mariadb-install-db/mariadbd; it brings the `mariadb` client they run SQL with), openssl (a TLS test's certificates), nginx (the
 # load-balanced topology), python3 (free ports), chromium (the demo page's browser tests drive
 # Debian's Chromium through playwright-core; no browser is ever downloaded), and Ruby's
 # ActionCable under puma (the Rails reference app in interop/rails, which the side-by-side and
@@ -19,6 +21,7 @@ ensure_packages() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
   { pg_bin >/dev/null && command -v psql >/dev/null; } || missing+=(postgresql)
+  { mariadbd_bin >/dev/null && command -v mariadb >/dev/null; } || missing+=(mariadb-server)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v nginx >/dev/null || missing+=(nginx-light)
   command -v curl >/dev/null || missing+=(curl)
@@ -27,6 +30,7 @@ ensure_packages() {
   rails_missing >/dev/null && missing+=("${RAILS_PACKAGES[@]}")
   if ((${#missing[@]})); then
     step "installing ${missing[*]}"
+    [[ " ${missing[*]} " == *" mariadb-server "* ]] && MARIADB_INSTALLED_NOW=1
     local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
     if ! { $sudo apt-get update -qq &&
       DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
@@ -73,6 +77,48 @@ ensure_postgres() {
     psql -X -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atc 'SELECT 1' || exit 1
 }
 
+# mariadbd, which Debian puts in /usr/sbin (not on every user's PATH).
+mariadbd_bin() { command -v mariadbd || { [[ -x /usr/sbin/mariadbd ]] && echo /usr/sbin/mariadbd; }; }
+
+mariadb_answers() { mariadb --no-defaults -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' >/dev/null 2>&1; }
+
+# A MariaDB on 127.0.0.1:3306 that root reaches over TCP without a password: the one running
+# there, or a private server (datadir in /tmp) started for the tests. It is left running, as the
+# Redis above is. Debian's package may start its own server, whose root logs in through the
+# Unix socket only: when this script just installed it, root is also allowed over TCP without a
+# password (a test machine's server); otherwise the script says what to do.
+ensure_mariadb() {
+  if mariadb_answers; then return; fi
+  if port_open 3306; then
+    if [[ ${MARIADB_INSTALLED_NOW:-} == 1 && $(id -u) -eq 0 ]]; then
+      step "allowing root on 127.0.0.1:3306 without a password (the MariaDB just installed)"
+      mariadb --no-defaults -u root -e \
+        "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket" || true
+      mariadb_answers && return
+    fi
+    echo "scripts/test.sh: a MariaDB/MySQL on 127.0.0.1:3306 refuses root without a password." >&2
+    echo "  The Solid Cable tests need it: allow it, or stop that server and rerun (the script then starts its own)." >&2
+    exit 1
+  fi
+  step "starting MariaDB on 127.0.0.1:3306"
+  local bin dir=/tmp/actioncable-test-mariadb user=()
+  bin="$(mariadbd_bin)"
+  [[ $(id -u) -eq 0 ]] && user=(--user=root)
+  if [[ ! -d $dir/data/mysql ]]; then
+    mkdir -p "$dir"
+    if ! mariadb-install-db --no-defaults --datadir="$dir/data" --auth-root-authentication-method=normal \
+      --skip-test-db "${user[@]}" >"$dir.install.log" 2>&1; then
+      cat "$dir.install.log" >&2
+      exit 1
+    fi
+  fi
+  "$bin" --no-defaults --datadir="$dir/data" --port=3306 --bind-address=127.0.0.1 \
+    --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" --skip-log-bin "${user[@]}" \
+    </dev/null >"$dir.log" 2>&1 &
+  disown
+  wait_until "MariaDB on 127.0.0.1:3306" 20 mariadb_answers || { tail -n 20 "$dir.log" >&2; exit 1; }
+}
+
 # The Rails reference app (interop/rails, async adapter) on a spare port for the side-by-side
 # and smoke tests, which find it through RAILS_CABLE_URL; stopped when this script exits. (The
 # Rails interop test starts its own, with the Redis adapter.)
@@ -90,6 +136,7 @@ step "system packages and services"
 ensure_packages
 ensure_redis
 ensure_postgres
+ensure_mariadb
 
 # Work that needs neither the build nor the cores much starts now, in the background, and is
 # waited for where its result is needed: the npm packages (network and disk), and cargo-fuzz
@@ -124,7 +171,7 @@ cargo fmt --all -- --check
 # Each top-level module imports only the layers below it (docs/architecture.md).
 step "module layers"
 python3 scripts/check-layers.py crates/actioncable/src crates/actioncable-redis/src \
-  crates/actioncable-postgres/src
+  crates/actioncable-postgres/src crates/actioncable-solid-cable/src
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings

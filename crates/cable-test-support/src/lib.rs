@@ -27,7 +27,8 @@
 //!   runs in a process of its own), a server binary as a child process ([`ServerProcess`]:
 //!   how it stops on SIGTERM, how it sheds idle connections; or a test serving in a child at a
 //!   low descriptor limit, [`ServerProcess::this_test`]), and real `redis-server`, Sentinel and `redis-cli` processes in
-//!   [`redis`].
+//!   [`redis`]; real PostgreSQL ([`postgres`]: a database of its own on the shared server, or a
+//!   server of its own) and MariaDB ([`mysql`], likewise).
 //! - Oracles in other languages: a Ruby or Node script fed JSON that answers in JSON
 //!   ([`run_json_script`]), for values made by Rails' own code.
 //!
@@ -45,6 +46,8 @@ mod frames;
 mod http;
 mod jwt;
 mod logs;
+pub mod mysql;
+pub mod postgres;
 pub mod presence;
 mod process;
 pub mod redis;
