@@ -11,8 +11,9 @@ source scripts/lib.sh
 # adapter's tests start their own servers), postgresql (the PostgreSQL and Solid Cable adapters'
 # tests use a server on 127.0.0.1:5432 and start their own with initdb/pg_ctl), mariadb-server
 # (the Solid Cable adapter's MySQL tests use a MariaDB on 127.0.0.1:3306 and start their own with
-# mariadb-install-db/mariadbd; it brings the `mariadb` client they run SQL with), openssl (a TLS test's certificates), nginx (the
-# load-balanced topology), python3 (free ports), chromium (the demo page's browser tests drive
+# mariadb-install-db/mariadbd; it brings the `mariadb` client they run SQL with), sqlite3 (the
+# two-node demo test on Solid Cable's SQLite writes a row as Rails would), openssl (a TLS test's
+# certificates), nginx (the load-balanced topology), python3 (free ports), chromium (the demo page's browser tests drive
 # Debian's Chromium through playwright-core; no browser is ever downloaded), and Ruby's
 # ActionCable under puma (the Rails reference app in interop/rails, which the side-by-side and
 # Rails interop tests compare us with; with Ruby's GlobalID, which names records' streams).
@@ -22,6 +23,7 @@ ensure_packages() {
   command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
   { pg_bin >/dev/null && command -v psql >/dev/null; } || missing+=(postgresql)
   { mariadbd_bin >/dev/null && command -v mariadb >/dev/null; } || missing+=(mariadb-server)
+  command -v sqlite3 >/dev/null || missing+=(sqlite3)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v nginx >/dev/null || missing+=(nginx-light)
   command -v curl >/dev/null || missing+=(curl)

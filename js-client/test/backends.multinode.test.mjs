@@ -3,8 +3,8 @@
 // a notification POSTed to one node reaching its user on the other exactly once, and a broadcast
 // written straight into the backend in Rails' format reaching the consumers on both nodes.
 //
-// Each test gets its own backend instance (PostgreSQL: a fresh database on the shared server,
-// dropped after) and its own two nodes; one SQLite file in a temp dir is the demo's database
+// Each test gets its own backend instance (a fresh PostgreSQL or MariaDB database on the shared
+// server, dropped after; a fresh SQLite file) and its own two nodes; one SQLite file in a temp dir is the demo's database
 // for both. Needs ../target/debug/example-demo (`cargo build --workspace --bins`). Logs:
 // test-artifacts/demo/, one file per test and node.
 
@@ -13,12 +13,18 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { subscribe, sleep } from "./support/consumer.mjs";
 import { http } from "./support/demo.mjs";
-import { postgresDatabase, postgresMissing } from "./support/backends.mjs";
+import {
+  postgresDatabase, postgresMissing, solidCablePostgres, solidCableMariadb, solidCableSqlite,
+  mariadbMissing, sqliteMissing,
+} from "./support/backends.mjs";
 import { scoped, connectUser, joinRoom, assertMessage, receivedSince } from "./support/multinode.mjs";
 import { WAIT_MS, QUIET_MS, TEST_TIMEOUT_MS } from "./support/timing.mjs";
 
 const BACKENDS = [
   { name: "PostgreSQL (LISTEN/NOTIFY)", make: postgresDatabase, missing: postgresMissing },
+  { name: "Solid Cable on PostgreSQL", make: solidCablePostgres, missing: postgresMissing },
+  { name: "Solid Cable on MariaDB", make: solidCableMariadb, missing: mariadbMissing },
+  { name: "Solid Cable on SQLite", make: solidCableSqlite, missing: sqliteMissing },
 ];
 
 /** Nodes A and B on `backend`, one SQLite file for both. */

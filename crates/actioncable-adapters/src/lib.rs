@@ -28,13 +28,14 @@
 //! | unset, empty, `memory`, `async` | [`MemoryPubSub`]: this process only | — | `adapter: async` |
 //! | `redis` | `actioncable_redis::RedisPubSub` | `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER` | `adapter: redis` |
 //! | `postgres`, `postgresql` | `actioncable_postgres::PostgresPubSub` | `DATABASE_URL`, `CABLE_CHANNEL_PREFIX` | `adapter: postgresql` |
+//! | `solid_cable` | `actioncable_solid_cable::SolidCablePubSub` | `CABLE_DATABASE_URL` (else `DATABASE_URL`; `postgres://`, `mysql://`, `sqlite://`), `CABLE_CHANNEL_PREFIX`, `SOLID_CABLE_POLLING_INTERVAL`, `SOLID_CABLE_MESSAGE_RETENTION`, `SOLID_CABLE_AUTOTRIM` | `adapter: solid_cable` |
 //!
 //! What each adapter can do beyond carrying broadcasts differs: stream history (the extended
 //! protocol's replay) and presence are kept by the memory and Redis adapters, not by
-//! PostgreSQL's. [`Adapter::keeps_history`] and [`Adapter::keeps_presence`] say which, so an
+//! PostgreSQL's or Solid Cable's. [`Adapter::keeps_history`] and [`Adapter::keeps_presence`] say which, so an
 //! app can turn features on where they work instead of failing to start elsewhere.
 //!
-//! Each backend is a cargo feature (`redis`, `postgres`, all on by default); an app built
+//! Each backend is a cargo feature (`redis`, `postgres`, `solid-cable`, all on by default); an app built
 //! without one refuses its name with [`AdapterError::NotBuilt`].
 //!
 //! [`PubSub`]: actioncable::PubSub
@@ -55,14 +56,17 @@ pub enum AdapterKind {
     Redis,
     /// PostgreSQL `LISTEN`/`NOTIFY`, Rails' format (`postgres`, `postgresql`).
     Postgres,
+    /// Rails 8's Solid Cable table, polled (`solid_cable`).
+    SolidCable,
 }
 
 impl AdapterKind {
     /// Every kind, in the order the docs list them.
-    pub const ALL: [AdapterKind; 3] = [
+    pub const ALL: [AdapterKind; 4] = [
         AdapterKind::Memory,
         AdapterKind::Redis,
         AdapterKind::Postgres,
+        AdapterKind::SolidCable,
     ];
 
     /// The kind `CABLE_ADAPTER` names (trimmed, any case); `None` for an unknown name. Empty
@@ -79,16 +83,18 @@ impl AdapterKind {
             "" | "memory" | "async" => Some(AdapterKind::Memory),
             "redis" => Some(AdapterKind::Redis),
             "postgres" | "postgresql" => Some(AdapterKind::Postgres),
+            "solid_cable" | "solidcable" | "solid-cable" => Some(AdapterKind::SolidCable),
             _ => None,
         }
     }
 
-    /// The name logs and health answers use: `memory`, `redis`, `postgres`.
+    /// The name logs and health answers use: `memory`, `redis`, `postgres`, `solid_cable`.
     pub fn name(self) -> &'static str {
         match self {
             AdapterKind::Memory => "memory",
             AdapterKind::Redis => "redis",
             AdapterKind::Postgres => "postgres",
+            AdapterKind::SolidCable => "solid_cable",
         }
     }
 
@@ -116,7 +122,8 @@ impl fmt::Display for AdapterKind {
 pub enum AdapterError {
     /// `CABLE_ADAPTER` names no adapter.
     #[error(
-        "CABLE_ADAPTER={0:?} is not an adapter: use `memory` (the default), `redis` or `postgres`"
+        "CABLE_ADAPTER={0:?} is not an adapter: use `memory` (the default), `redis`, `postgres` or \
+         `solid_cable`"
     )]
     Unknown(String),
     /// The adapter exists but this program was built without its cargo feature.
@@ -133,6 +140,10 @@ pub enum AdapterError {
     #[cfg(feature = "postgres")]
     #[error("the PostgreSQL settings: {0}")]
     Postgres(#[from] actioncable_postgres::PostgresConfigError),
+    /// An invalid Solid Cable setting.
+    #[cfg(feature = "solid-cable")]
+    #[error("the Solid Cable settings: {0}")]
+    SolidCable(#[from] actioncable_solid_cable::SolidCableConfigError),
 }
 
 /// The adapter the settings chose, ready to give to
@@ -209,6 +220,10 @@ impl Adapter {
             #[cfg(feature = "postgres")]
             AdapterKind::Postgres => Arc::new(actioncable_postgres::PostgresPubSub::new(
                 actioncable_postgres::PostgresConfig::from_lookup(lookup)?,
+            )),
+            #[cfg(feature = "solid-cable")]
+            AdapterKind::SolidCable => Arc::new(actioncable_solid_cable::SolidCablePubSub::new(
+                actioncable_solid_cable::SolidCableConfig::from_lookup(lookup)?,
             )),
             #[allow(unreachable_patterns)]
             other => return Err(AdapterError::NotBuilt(other)),
@@ -290,6 +305,16 @@ mod tests {
         let postgres = Adapter::from_lookup(vars(&[("CABLE_ADAPTER", "postgres")])).unwrap();
         assert!(format!("{postgres:?}").contains("PostgresPubSub"));
         assert!(!postgres.keeps_history() && !postgres.keeps_presence());
+        let solid = Adapter::from_lookup(vars(&[
+            ("CABLE_ADAPTER", "solid_cable"),
+            ("CABLE_DATABASE_URL", "sqlite:///tmp/cable.sqlite3"),
+        ]))
+        .unwrap();
+        assert_eq!(solid.kind(), AdapterKind::SolidCable);
+        assert!(format!("{solid:?}").contains("SolidCablePubSub"));
+        assert!(!solid.keeps_history() && !solid.keeps_presence());
+        let err = Adapter::from_lookup(vars(&[("CABLE_ADAPTER", "solid_cable")])).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
     }
 
     #[test]

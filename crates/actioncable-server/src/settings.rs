@@ -62,6 +62,7 @@ pub(crate) struct Args {
     pub(crate) cable_path: Option<String>,
 
     /// Pub/sub adapter: `redis`, `postgres` (`postgresql`: Rails' PostgreSQL adapter, with
+    /// DATABASE_URL), `solid_cable` (Rails 8's Solid Cable table, with CABLE_DATABASE_URL or
     /// DATABASE_URL) or `memory` (`async` is memory too). Default: `redis` when REDIS_URL or
     /// REDIS_SENTINELS is set, else `memory`.
     #[arg(long, env = "CABLE_ADAPTER")]
@@ -76,7 +77,25 @@ pub(crate) struct Args {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub(crate) database_url: Option<String>,
 
-    /// Prefix of every Redis or PostgreSQL channel, as in `cable.yml`'s `channel_prefix:`.
+    /// The Solid Cable database when it is not DATABASE_URL (Rails' `cable` database, e.g.
+    /// sqlite:///rails/storage/production_cable.sqlite3 or mysql://app@db/app_cable).
+    #[arg(long, env = "CABLE_DATABASE_URL", hide_env_values = true)]
+    pub(crate) cable_database_url: Option<String>,
+
+    /// Solid Cable's `polling_interval` (`0.1.seconds`, or seconds: `0.1`).
+    #[arg(long, env = "SOLID_CABLE_POLLING_INTERVAL")]
+    pub(crate) solid_cable_polling_interval: Option<String>,
+
+    /// Solid Cable's `message_retention` (`1.day`, or seconds).
+    #[arg(long, env = "SOLID_CABLE_MESSAGE_RETENTION")]
+    pub(crate) solid_cable_message_retention: Option<String>,
+
+    /// Solid Cable's `autotrim` (`false` turns it off).
+    #[arg(long, env = "SOLID_CABLE_AUTOTRIM")]
+    pub(crate) solid_cable_autotrim: Option<String>,
+
+    /// Prefix of every channel (Redis, PostgreSQL, Solid Cable), as in `cable.yml`'s
+    /// `channel_prefix:`.
     #[arg(long, env = "CABLE_CHANNEL_PREFIX")]
     pub(crate) channel_prefix: Option<String>,
 
@@ -441,8 +460,8 @@ fn adapter(args: &Args) -> anyhow::Result<Adapter> {
         None => AdapterKind::Memory,
         Some(name) => AdapterKind::from_name(&name).with_context(|| {
             format!(
-                "CABLE_ADAPTER (--adapter) {name:?} is not an adapter: `redis`, `postgres` or \
-                 `memory`"
+                "CABLE_ADAPTER (--adapter) {name:?} is not an adapter: `redis`, `postgres`, \
+                 `solid_cable` or `memory`"
             )
         })?,
     };
@@ -461,6 +480,10 @@ fn adapter(args: &Args) -> anyhow::Result<Adapter> {
         match name {
             "REDIS_URL" => set(&args.redis_url),
             "DATABASE_URL" => set(&args.database_url),
+            "CABLE_DATABASE_URL" => set(&args.cable_database_url),
+            "SOLID_CABLE_POLLING_INTERVAL" => set(&args.solid_cable_polling_interval),
+            "SOLID_CABLE_MESSAGE_RETENTION" => set(&args.solid_cable_message_retention),
+            "SOLID_CABLE_AUTOTRIM" => set(&args.solid_cable_autotrim),
             "CABLE_CHANNEL_PREFIX" => set(&args.channel_prefix),
             "REDIS_SENTINELS" => set(&args.redis_sentinels),
             "REDIS_SENTINEL_MASTER" => set(&args.redis_sentinel_master),
@@ -670,6 +693,23 @@ mod tests {
         assert!(!e.contains("hunter2"), "{e}");
         let e = error(&[SKB, "--adapter=postgres", "--history"]);
         assert!(e.contains("CABLE_HISTORY"), "{e}");
+        let s = settings(&[
+            SKB,
+            "--adapter=solid_cable",
+            "--cable-database-url=sqlite:///tmp/cable.sqlite3",
+            "--solid-cable-polling-interval=0.05.seconds",
+        ])
+        .unwrap();
+        assert_eq!(s.adapter.kind(), AdapterKind::SolidCable);
+        let e = error(&[SKB, "--adapter=solid_cable"]);
+        assert!(e.contains("DATABASE_URL"), "{e}");
+        let e = error(&[
+            SKB,
+            "--adapter=solid_cable",
+            "--cable-database-url=sqlite:///tmp/cable.sqlite3",
+            "--solid-cable-polling-interval=soon",
+        ]);
+        assert!(e.contains("SOLID_CABLE_POLLING_INTERVAL"), "{e}");
         assert!(
             error(&[SKB, "--redis-sentinels=127.0.0.1:26379"]).contains("REDIS_SENTINEL_MASTER")
         );

@@ -1,9 +1,16 @@
 // The pub/sub backends a demo node can run on besides Redis, each as a per-test resource: a
 // fresh PostgreSQL database on the shared server (127.0.0.1:5432, user postgres; created for
-// one test and dropped after it). `env` is what a node needs to use it (CABLE_ADAPTER and the
-// adapter's settings); `raw(sql)` runs SQL on it, as another app on the same database would.
+// one test and dropped after it), Solid Cable's table in a fresh PostgreSQL or MariaDB
+// (127.0.0.1:3306, root) database or a fresh SQLite file. `env` is what a node needs to use it
+// (CABLE_ADAPTER and the adapter's settings); `publishRaw(stream, json)` writes a broadcast
+// straight into the backend exactly as a Rails node would (`pg_notify` for `adapter:
+// postgresql`, the gem's row for `adapter: solid_cable`).
 
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 export const POSTGRES = { host: "127.0.0.1", port: 5432, user: "postgres" };
 
@@ -41,4 +48,95 @@ export function postgresDatabase() {
       psql(name, `SELECT pg_notify('demo:' || $$${stream}$$, $$${payload}$$)`),
     stop: async () => psql("postgres", `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
   };
+}
+
+// --- Solid Cable: Rails 8's table, on PostgreSQL, MariaDB or SQLite ---------------------------
+
+/** `SolidCable::Message.channel_hash_for`: SHA-256's first 8 bytes, signed big-endian. */
+export function solidCableHash(channel) {
+  return createHash("sha256").update(channel, "utf8").digest().readBigInt64BE(0).toString();
+}
+
+const hex = (text) => Buffer.from(text, "utf8").toString("hex");
+
+/** Rails' `created_at` text for now, in UTC with microseconds (`2026-12-07 05:10:11.123000`). */
+const railsNow = () => new Date().toISOString().replace("T", " ").replace("Z", "000");
+
+/**
+ * The row the gem's `SolidCable::Message.broadcast` inserts for `stream` (prefix `demo`), as
+ * SQL for `dialect`: hex literals for the binary columns, so no quoting can go wrong.
+ */
+function solidCableInsert(dialect, stream, payload) {
+  const channel = `demo:${stream}`;
+  const bin = dialect === "postgres" ? (t) => `decode('${hex(t)}', 'hex')` : (t) => `X'${hex(t)}'`;
+  const table = dialect === "mysql" ? "`solid_cable_messages`" : `"solid_cable_messages"`;
+  return `INSERT INTO ${table} (channel, payload, channel_hash, created_at) VALUES ` +
+    `(${bin(channel)}, ${bin(payload)}, ${solidCableHash(channel)}, '${railsNow()}')`;
+}
+
+const SOLID_ENV = { CABLE_ADAPTER: "solid_cable", CABLE_CHANNEL_PREFIX: "demo", SOLID_CABLE_POLLING_INTERVAL: "0.05" };
+
+/** Solid Cable on a fresh PostgreSQL database of the shared server. */
+export function solidCablePostgres() {
+  const db = postgresDatabase();
+  return {
+    name: "solid_cable on PostgreSQL",
+    env: { ...SOLID_ENV, CABLE_DATABASE_URL: db.url },
+    publishRaw: async (stream, payload) => db.raw(solidCableInsert("postgres", stream, payload)),
+    stop: db.stop,
+  };
+}
+
+export const MARIADB = { host: "127.0.0.1", port: 3306, user: "root" };
+
+function mariadb(sql, database) {
+  const args = ["--no-defaults", "-h", MARIADB.host, "-P", String(MARIADB.port), "-u", MARIADB.user, "-N", "-B"];
+  if (database) args.push(database);
+  return execFileSync("mariadb", [...args, "-e", sql], { encoding: "utf8", timeout: 10_000 }).trim();
+}
+
+/** Why MariaDB cannot be used here (a message), or false when it can. */
+export function mariadbMissing() {
+  try {
+    mariadb("SELECT 1");
+    return false;
+  } catch (e) {
+    return `no MariaDB on ${MARIADB.host}:${MARIADB.port} for root (scripts/test.sh starts one): ${e.message.split("\n")[0]}`;
+  }
+}
+
+/** Solid Cable on a fresh MariaDB database of the shared server (dropped after the test). */
+export function solidCableMariadb() {
+  const name = `cable_js_${process.pid}_${++databases}_${Date.now() % 1_000_000}`;
+  mariadb(`CREATE DATABASE ${name}`);
+  return {
+    name: "solid_cable on MariaDB",
+    env: { ...SOLID_ENV, CABLE_DATABASE_URL: `mysql://${MARIADB.user}@${MARIADB.host}:${MARIADB.port}/${name}` },
+    publishRaw: async (stream, payload) => mariadb(solidCableInsert("mysql", stream, payload), name),
+    stop: async () => mariadb(`DROP DATABASE IF EXISTS ${name}`),
+  };
+}
+
+/** Solid Cable on a fresh SQLite file (both nodes on one machine share it). */
+export function solidCableSqlite() {
+  const dir = mkdtempSync(join(tmpdir(), "cable-solid-"));
+  const file = join(dir, "cable.sqlite3");
+  return {
+    name: "solid_cable on SQLite",
+    env: { ...SOLID_ENV, CABLE_DATABASE_URL: `sqlite://${file}` },
+    publishRaw: async (stream, payload) =>
+      execFileSync("sqlite3", ["-cmd", ".timeout 5000", file, solidCableInsert("sqlite", stream, payload)],
+        { encoding: "utf8", timeout: 10_000 }),
+    stop: async () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Why SQLite's command-line shell is missing (a message), or false. */
+export function sqliteMissing() {
+  try {
+    execFileSync("sqlite3", ["-version"], { encoding: "utf8" });
+    return false;
+  } catch {
+    return "sqlite3 is not installed (apt-get install sqlite3; scripts/test.sh installs it)";
+  }
 }
