@@ -1,11 +1,20 @@
-//! [`NatsPubSub`]: the adapter, its connection's life, and one subscription per local stream.
+//! [`NatsPubSub`]: the adapter, its connection's life, one subscription per local stream, and
+//! the history kept in JetStream.
 
 use crate::config::{NatsConfig, NatsConfigError};
 use crate::error::NatsError;
-use crate::wire::{self, Naming, Notices, SENT_HEADER};
+use crate::history::{self, After, Head};
+use crate::wire::{
+    self, EPOCH_HEADER, EXPECTED_LAST_HEADER, Naming, Notices, PREV_HEADER, SENT_HEADER,
+};
 use actioncable::PubSubError;
-use actioncable::pubsub::{AdapterEvent, Backoff, Inbound, PubSub};
+use actioncable::pubsub::{
+    AdapterEvent, Backoff, History, HistorySettings, Inbound, Kept, Position, PubSub,
+};
 use async_nats::connection::State;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{Client, ConnectOptions, Event, HeaderMap, RequestErrorKind, Subscriber};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -55,6 +64,8 @@ struct Inner {
     streams: Mutex<HashMap<String, Reader>>,
     /// Where received messages go, set by `start`.
     inbound: OnceLock<Inbound>,
+    /// Set when the cable keeps history.
+    history: OnceLock<Arc<HistoryState>>,
     notices: Notices,
     syncs: AtomicU64,
     started: AtomicBool,
@@ -90,6 +101,7 @@ impl NatsPubSub {
             }),
             streams: Mutex::new(HashMap::new()),
             inbound: OnceLock::new(),
+            history: OnceLock::new(),
             notices: Notices::default(),
             syncs: AtomicU64::new(0),
             started: AtomicBool::new(false),
@@ -397,6 +409,10 @@ async fn run_link(inner: Arc<Inner>, inbound: Inbound) {
                 match timeout(config.connect_timeout, inner.sync(&client)).await {
                     Ok(Ok(())) => {
                         settling = None;
+                        if let Some(state) = inner.history.get() {
+                            // A restarted server may have lost the history stream.
+                            state.forget_stream().await;
+                        }
                         inner.link.send_replace(Link::Up);
                         if ever_up {
                             tracing::info!("NATS connection restored; subscriptions in place");
@@ -605,5 +621,451 @@ impl PubSub for NatsPubSub {
             task.abort();
         }
         Ok(())
+    }
+
+    fn history(&self, settings: &HistorySettings) -> Result<Arc<dyn History>, PubSubError> {
+        let inner = &self.inner;
+        let state = inner
+            .history
+            .get_or_init(|| Arc::new(HistoryState::new(&inner.config, *settings)))
+            .clone();
+        if state.settings != *settings {
+            return Err(PubSubError::Backend(
+                format!(
+                    "this NatsPubSub already keeps history with {:?}",
+                    state.settings
+                )
+                .into(),
+            ));
+        }
+        Ok(Arc::new(NatsHistory {
+            inner: inner.clone(),
+            state,
+        }))
+    }
+}
+
+/// What this node knows of the history stream (see `history.rs`).
+struct HistoryState {
+    settings: HistorySettings,
+    name: String,
+    stream_config: jetstream::stream::Config,
+    context: OnceLock<jetstream::Context>,
+    /// The history stream once created or updated (forgotten after a reconnection, since a
+    /// restarted server may have lost it).
+    stream: tokio::sync::Mutex<Option<Stream<()>>>,
+    /// Per broadcast stream: this node's kept broadcasts one at a time, and the stream's
+    /// chain head as this node last saw it (`None`: read it from JetStream).
+    heads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Head>>>>>,
+}
+
+/// Broadcast streams whose heads are remembered before the idle ones are forgotten.
+const HEADS: usize = 4096;
+
+/// Attempts at a kept broadcast while other nodes keep getting theirs in first.
+const KEEP_ATTEMPTS: usize = 32;
+
+/// Why a history read failed.
+enum ReadError {
+    /// JetStream does not know the history stream (a restarted server without it).
+    StreamLost,
+    Failed(PubSubError),
+}
+
+impl From<PubSubError> for ReadError {
+    fn from(e: PubSubError) -> Self {
+        ReadError::Failed(e)
+    }
+}
+
+impl HistoryState {
+    fn new(config: &NatsConfig, settings: HistorySettings) -> HistoryState {
+        let name = config.history_stream_name();
+        HistoryState {
+            stream_config: history::stream_config(
+                &config.naming(),
+                &name,
+                &settings,
+                config.history_storage,
+                config.history_replicas,
+            ),
+            name,
+            settings,
+            context: OnceLock::new(),
+            stream: tokio::sync::Mutex::new(None),
+            heads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn forget_stream(&self) {
+        *self.stream.lock().await = None;
+    }
+
+    fn context(&self, client: &Client, timeout: Duration) -> jetstream::Context {
+        self.context
+            .get_or_init(|| {
+                jetstream::ContextBuilder::new()
+                    .timeout(timeout)
+                    .build(client.clone())
+            })
+            .clone()
+    }
+
+    /// The history stream, created (or its settings updated) once per connection.
+    async fn stream(
+        &self,
+        client: &Client,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<Stream<()>, PubSubError> {
+        let mut slot = match timeout_at(deadline, self.stream.lock()).await {
+            Ok(slot) => slot,
+            Err(_) => return Err(slow("the history stream")),
+        };
+        if let Some(stream) = &*slot {
+            return Ok(stream.clone());
+        }
+        let context = self.context(client, timeout);
+        match timeout_at(
+            deadline,
+            context.create_or_update_stream(self.stream_config.clone()),
+        )
+        .await
+        {
+            Ok(Ok(_info)) => {}
+            Ok(Err(e)) => {
+                use async_nats::jetstream::context::CreateStreamErrorKind as Kind;
+                return Err(match e.kind() {
+                    Kind::TimedOut | Kind::JetStreamUnavailable => PubSubError::Unavailable(
+                        format!("JetStream unavailable for the history stream: {e}"),
+                    ),
+                    _ => PubSubError::Backend(Box::new(NatsError::Refused {
+                        what: "the history stream",
+                        reason: e.to_string(),
+                    })),
+                });
+            }
+            Err(_) => return Err(slow("the history stream")),
+        }
+        let stream = context.get_stream_no_info(&self.name).await.map_err(|e| {
+            PubSubError::Backend(Box::new(NatsError::Refused {
+                what: "the history stream",
+                reason: e.to_string(),
+            }))
+        })?;
+        tracing::debug!(stream = self.name, "history stream ready");
+        *slot = Some(stream.clone());
+        Ok(stream)
+    }
+
+    fn head(&self, stream: &str) -> Arc<tokio::sync::Mutex<Option<Head>>> {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        if heads.len() >= HEADS {
+            // Forget the streams nobody is publishing to right now.
+            heads.retain(|_, head| Arc::strong_count(head) > 1);
+        }
+        heads.entry(stream.to_owned()).or_default().clone()
+    }
+}
+
+fn slow(what: &str) -> PubSubError {
+    PubSubError::Unavailable(format!("JetStream did not answer for {what} in time"))
+}
+
+/// A raw-message read's failure.
+fn read_error(e: &async_nats::jetstream::stream::LastRawMessageError) -> ReadError {
+    if let LastRawMessageErrorKind::JetStream(js) = e.kind()
+        && js.error_code() == ErrorCode::STREAM_NOT_FOUND
+    {
+        return ReadError::StreamLost;
+    }
+    ReadError::Failed(PubSubError::Unavailable(format!(
+        "history read failed: {e}"
+    )))
+}
+
+/// The stream kept in JetStream (see `history.rs`): shares the adapter's connection.
+struct NatsHistory {
+    inner: Arc<Inner>,
+    state: Arc<HistoryState>,
+}
+
+impl NatsHistory {
+    /// The message at or after `from` on `subject` (`None`: there is none).
+    async fn next(
+        stream: &Stream<()>,
+        subject: &str,
+        from: u64,
+        deadline: Instant,
+    ) -> Result<Option<async_nats::jetstream::message::StreamMessage>, ReadError> {
+        let read = stream
+            .raw_message_builder()
+            .sequence(from)
+            .next_by_subject(subject.to_owned())
+            .send();
+        match timeout_at(deadline, read).await {
+            Ok(Ok(message)) => Ok(Some(message)),
+            Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Ok(Err(e)) => Err(read_error(&e)),
+            Err(_) => Err(slow("a history read").into()),
+        }
+    }
+
+    /// The last message on `subject`.
+    async fn last(
+        stream: &Stream<()>,
+        subject: &str,
+        deadline: Instant,
+    ) -> Result<Option<async_nats::jetstream::message::StreamMessage>, ReadError> {
+        match timeout_at(deadline, stream.get_last_raw_message_by_subject(subject)).await {
+            Ok(Ok(message)) => Ok(Some(message)),
+            Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Ok(Err(e)) => Err(read_error(&e)),
+            Err(_) => Err(slow("a history read").into()),
+        }
+    }
+
+    /// Runs `read` on the history stream, once more if JetStream lost the stream meanwhile.
+    async fn reading<T, F, Fut>(&self, read: F) -> Result<T, PubSubError>
+    where
+        F: Fn(Stream<()>, Instant) -> Fut,
+        Fut: Future<Output = Result<T, ReadError>>,
+    {
+        let inner = &self.inner;
+        let client = inner.up(None).await?;
+        let limit = inner.config.publish_timeout;
+        let deadline = Instant::now() + limit;
+        let mut lost_once = false;
+        loop {
+            let stream = self.state.stream(&client, limit, deadline).await?;
+            match read(stream, deadline).await {
+                Ok(value) => return Ok(value),
+                Err(ReadError::StreamLost) if !lost_once => {
+                    lost_once = true;
+                    self.state.forget_stream().await;
+                }
+                Err(ReadError::StreamLost) => {
+                    return Err(PubSubError::Unavailable(
+                        "JetStream lost the history stream".into(),
+                    ));
+                }
+                Err(ReadError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Keeps `payload` at the end of `stream`'s chain (see `history.rs`), with its publish time
+    /// when `sent`.
+    async fn keep(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: Option<SystemTime>,
+    ) -> Result<Position, PubSubError> {
+        let inner = &self.inner;
+        let client = inner.up(None).await?;
+        let limit = inner.config.publish_timeout;
+        let deadline = Instant::now() + limit;
+        let subject = inner.naming.history_subject(stream);
+        let slot = self.state.head(stream);
+        let Ok(mut head) = timeout_at(deadline, slot.lock()).await else {
+            return Err(inner.too_slow());
+        };
+        let context = self.state.context(&client, limit);
+        let payload = Bytes::copy_from_slice(payload.as_bytes());
+        let mut lost_once = false;
+        for _ in 0..KEEP_ATTEMPTS {
+            let js_stream = self.state.stream(&client, limit, deadline).await?;
+            if head.is_none() {
+                *head = match Self::last(&js_stream, &subject, deadline).await {
+                    // A last message without an epoch is not ours: start a new chain after it.
+                    Ok(Some(last)) => Some(Head::of(&last).unwrap_or_else(|| Head {
+                        sequence: last.sequence,
+                        epoch: Arc::from(history::fresh_epoch()),
+                    })),
+                    Ok(None) => None,
+                    Err(ReadError::StreamLost) if !lost_once => {
+                        lost_once = true;
+                        self.state.forget_stream().await;
+                        continue;
+                    }
+                    Err(ReadError::StreamLost) => {
+                        return Err(PubSubError::Unavailable(
+                            "JetStream lost the history stream".into(),
+                        ));
+                    }
+                    Err(ReadError::Failed(e)) => return Err(e),
+                };
+            }
+            let (prev, epoch) = match &*head {
+                Some(h) => (h.sequence, h.epoch.clone()),
+                // Nothing kept: a new epoch.
+                None => (0, Arc::from(history::fresh_epoch())),
+            };
+            let prev_text = prev.to_string();
+            let mut headers = HeaderMap::new();
+            headers.insert(EXPECTED_LAST_HEADER, prev_text.as_str());
+            headers.insert(PREV_HEADER, prev_text.as_str());
+            headers.insert(EPOCH_HEADER, &*epoch);
+            if let Some(sent) = sent {
+                headers.insert(SENT_HEADER, wire::sent_value(sent).as_str());
+            }
+            check_size(&client, Some(&headers), payload.len())?;
+            let published = match timeout_at(
+                deadline,
+                context.publish_with_headers(subject.clone(), headers, payload.clone()),
+            )
+            .await
+            {
+                Ok(Ok(ack)) => match timeout_at(deadline, ack).await {
+                    Ok(result) => result,
+                    Err(_) => return Err(inner.too_slow()),
+                },
+                Ok(Err(e)) => Err(e),
+                Err(_) => return Err(inner.too_slow()),
+            };
+            match published {
+                Ok(ack) => {
+                    *head = Some(Head {
+                        sequence: ack.sequence,
+                        epoch: epoch.clone(),
+                    });
+                    return Ok(Position {
+                        epoch,
+                        offset: ack.sequence,
+                    });
+                }
+                Err(e) => match e.kind() {
+                    // Another node kept one first: read the new head and go on from it.
+                    PublishErrorKind::WrongLastSequence => *head = None,
+                    PublishErrorKind::StreamNotFound if !lost_once => {
+                        lost_once = true;
+                        *head = None;
+                        self.state.forget_stream().await;
+                    }
+                    PublishErrorKind::MaxPayloadExceeded => {
+                        return Err(PubSubError::Backend(Box::new(NatsError::Refused {
+                            what: "the kept broadcast",
+                            reason: e.to_string(),
+                        })));
+                    }
+                    PublishErrorKind::TimedOut
+                    | PublishErrorKind::BrokenPipe
+                    | PublishErrorKind::StreamNotFound => {
+                        return Err(PubSubError::Unavailable(format!(
+                            "JetStream did not keep the broadcast: {e}"
+                        )));
+                    }
+                    _ => {
+                        return Err(PubSubError::Backend(Box::new(NatsError::Refused {
+                            what: "the kept broadcast",
+                            reason: e.to_string(),
+                        })));
+                    }
+                },
+            }
+        }
+        Err(PubSubError::Unavailable(format!(
+            "other nodes kept broadcasts to this stream first {KEEP_ATTEMPTS} times in a row"
+        )))
+    }
+}
+
+#[async_trait]
+impl History for NatsHistory {
+    async fn publish(&self, stream: &str, payload: &str) -> Result<Position, PubSubError> {
+        self.keep(stream, payload, None).await
+    }
+
+    /// The publish time is kept in a header with the message and republished with it.
+    async fn publish_traced(
+        &self,
+        stream: &str,
+        payload: &str,
+        sent: SystemTime,
+    ) -> Result<Position, PubSubError> {
+        self.keep(stream, payload, Some(sent)).await
+    }
+
+    async fn after(
+        &self,
+        stream: &str,
+        epoch: &str,
+        offset: u64,
+    ) -> Result<Option<Vec<Kept>>, PubSubError> {
+        let subject = self.inner.naming.history_subject(stream);
+        let most = self.state.settings.limit.saturating_add(64);
+        self.reading(|js_stream, deadline| {
+            let subject = subject.clone();
+            async move {
+                let last = Self::last(&js_stream, &subject, deadline).await?;
+                let head = last.as_ref().and_then(Head::of);
+                match history::after_head(head.as_ref(), epoch, offset) {
+                    After::Refused => return Ok(None),
+                    After::UpToDate => return Ok(Some(Vec::new())),
+                    After::ReadOn => {}
+                }
+                let newest = head.map_or(0, |h| h.sequence);
+                let Some(first) = Self::next(&js_stream, &subject, offset + 1, deadline).await?
+                else {
+                    // Expired meanwhile.
+                    return Ok(None);
+                };
+                if !history::continues(&first, epoch, offset) {
+                    return Ok(None);
+                }
+                let mut sequence = first.sequence;
+                let mut out = vec![history::kept(first)?];
+                while sequence < newest && out.len() < most {
+                    let Some(message) =
+                        Self::next(&js_stream, &subject, sequence + 1, deadline).await?
+                    else {
+                        break;
+                    };
+                    if wire::epoch_of(&message.headers) != Some(epoch) {
+                        break;
+                    }
+                    sequence = message.sequence;
+                    out.push(history::kept(message)?);
+                }
+                Ok(Some(out))
+            }
+        })
+        .await
+    }
+
+    async fn since(&self, stream: &str, unix_secs: u64) -> Result<Vec<Kept>, PubSubError> {
+        let subject = self.inner.naming.history_subject(stream);
+        let most = self.state.settings.limit.saturating_add(64);
+        self.reading(|js_stream, deadline| {
+            let subject = subject.clone();
+            async move {
+                let mut out = Vec::new();
+                let mut from = 0;
+                for _ in 0..most {
+                    let Some(message) = Self::next(&js_stream, &subject, from, deadline).await?
+                    else {
+                        break;
+                    };
+                    from = message.sequence + 1;
+                    let recent =
+                        u64::try_from(message.time.unix_timestamp()).is_ok_and(|t| t >= unix_secs);
+                    if recent && wire::epoch_of(&message.headers).is_some() {
+                        out.push(history::kept(message)?);
+                    }
+                }
+                Ok(out)
+            }
+        })
+        .await
+    }
+}
+
+impl fmt::Debug for NatsHistory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsPubSub history")
+            .field("stream", &self.state.name)
+            .field("settings", &self.state.settings)
+            .finish_non_exhaustive()
     }
 }

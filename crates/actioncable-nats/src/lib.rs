@@ -1,14 +1,16 @@
 //! # actioncable-nats
 //!
 //! The NATS [`PubSub`](actioncable::PubSub) adapter for [`actioncable`]: broadcasts reach the
-//! subscribers of every server node connected to one NATS (a server or a cluster), and
-//! AnyCable's NATS broadcasts are accepted as a source.
+//! subscribers of every server node connected to one NATS (a server or a cluster), AnyCable's
+//! NATS broadcasts are accepted as a source, and with history on, JetStream keeps each
+//! stream's last messages so that any node replays what an `@anycable/core` client missed.
 //!
 //! - [Example](#example)
 //! - [Configuration](#configuration) (with the AnyCable equivalents)
 //! - [Subjects](#subjects): how stream names become NATS subjects
 //! - [How it works](#how-it-works): connection, subscriptions, publishing, outages
 //! - [AnyCable broadcasts](#anycable-broadcasts)
+//! - [Stream history in JetStream](#stream-history-in-jetstream)
 //! - [Guarantees and limits](#guarantees-and-limits)
 //! - [Requirements](#requirements)
 //!
@@ -23,11 +25,11 @@
 //! async fn doc_main() -> Result<(), Box<dyn std::error::Error>> {
 //!     // NATS_URL (or ANYCABLE_NATS_SERVERS), CABLE_CHANNEL_PREFIX, ANYCABLE_NATS_CHANNEL.
 //!     let nats = NatsPubSub::from_env()?;
-//!     let cable = Cable::builder().pubsub(nats).build()?;
+//!     let cable = Cable::builder().pubsub(nats).history(true).build()?;
 //!     let handle = cable.handle();
 //!     let app: Router = Router::new().merge(cable.router("/cable"));
 //!     let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
-//!     // Reaches the subscribers of `chat:lobby` on every node.
+//!     // Reaches the subscribers of `chat:lobby` on every node, kept in JetStream.
 //!     handle.broadcast("chat:lobby", &serde_json::json!({ "text": "hi" })).await?;
 //!     actioncable::serve(listener, app).await?;
 //!     Ok(())
@@ -54,6 +56,10 @@
 //! | connect timeout | [`connect_timeout`](NatsConfig::connect_timeout) | — | — | 2 s |
 //! | reconnect backoff | [`reconnect_backoff`](NatsConfig::reconnect_backoff) | — | `nats_max_reconnect_attempts` (AnyCable gives up after 5; we never do) | 100 ms doubling to 5 s, with jitter |
 //! | health check (ping) | [`health_check_interval`](NatsConfig::health_check_interval) | — | — | every 10 s |
+//! | history stream | [`history_stream`](NatsConfig::history_stream) | — | (`--broker=nats` keeps `_ac_<stream>` streams) | `ACTION_CABLE_HISTORY` |
+//! | history storage | [`history_storage`](NatsConfig::history_storage) | — | — | file |
+//! | history replicas | [`history_replicas`](NatsConfig::history_replicas) | — | (1) | 1 |
+//! | history limit and TTL | `CableBuilder::history_limit`, `history_ttl` | — | `--history_limit`, `--history_ttl` | 100 messages, 5 minutes |
 //!
 //! A Rails app that broadcasts through AnyCable over NATS has, in `config/anycable.yml`,
 //!
@@ -151,30 +157,74 @@
 //! What cannot be honoured: `meta.exclude_socket` (anycable-rails' `to_others`) names an
 //! AnyCable socket id, which our connections do not have, so such a broadcast reaches every
 //! subscriber (logged once). These broadcasts are live only, without a position, as AnyCable's
-//! own NATS broadcaster delivers them (it does not go through its broker). Our nodes never
-//! publish on AnyCable's subject.
+//! own NATS broadcaster delivers them (it does not go through its broker): with history on
+//! they are not kept. Our nodes never publish on AnyCable's subject.
+//!
+//! ## Stream history in JetStream
+//!
+//! With history on (`Cable::builder().history(true)`, for `@anycable/core` clients of the
+//! extended protocol) one JetStream stream keeps every stream's last messages, so all nodes
+//! agree on positions and any node replays what a client missed.
+//!
+//! - **The JetStream stream** (default `ACTION_CABLE_HISTORY`, created or updated when first
+//!   needed on each connection) captures `<subject prefix>.history.<token>`, one subject per
+//!   broadcast stream, with `max_age` = the history TTL, `max_msgs_per_subject` = the history
+//!   limit, old messages discarded, file storage unless configured, and `RePublish` to
+//!   `<subject prefix>.<token>`.
+//! - **A kept broadcast** is a JetStream publish to its stream's history subject, acknowledged
+//!   by JetStream. Its **offset is its JetStream sequence** (as AnyCable's NATS broker,
+//!   `broker/nats.go`); once stored, JetStream republishes it, in sequence order, to the
+//!   stream's ordinary subject with a `Nats-Sequence` header, so every node receives it on the
+//!   subscription it has anyway and delivers it with its position.
+//! - **Offsets and epochs.** AnyCable keeps one JetStream stream per broadcast stream, so its
+//!   sequences count each stream without gaps. Here one JetStream stream holds them all (stream
+//!   names cannot hold every stream name, and per-stream JetStream streams are never
+//!   deleted), so a stream's offsets rise but skip other streams' messages, which the extended
+//!   protocol allows (clients only echo positions back). What is missing is told by two
+//!   headers on each kept message: `Cable-Prev`, the sequence of the stream's previous kept
+//!   message (published with `Nats-Expected-Last-Subject-Sequence` set to it, so JetStream
+//!   refuses the publish if another node kept one meanwhile, and the adapter retries from the
+//!   new last message: a stream's kept messages form one chain), and `Cable-Epoch`, the stream's
+//!   epoch, carried along the chain and drawn afresh when a publish finds the stream holding
+//!   nothing (never kept, all expired, or a JetStream stream made anew). A replay after a
+//!   position is served when the epoch matches and the first kept message after it names a
+//!   predecessor at or before it; otherwise a message in between was evicted or expired, and
+//!   the client gets `reject_history`, as from the memory store.
+//! - **Restarts.** With file storage the history and its positions survive a restart of NATS:
+//!   the chain goes on in the same epoch. With memory storage (or a lost store) the stream
+//!   starts anew and old positions are refused.
+//! - **Reads** (`history` requests) go to the stream leader through the JetStream API
+//!   (`STREAM.MSG.GET`): the stream's last message, then each message after the client's
+//!   position, one request each (at most the history limit).
+//! - **Failures**: without JetStream (a server started without `-js`) or while NATS is down, a
+//!   kept broadcast fails like a plain one and a history read fails, which the server answers
+//!   with `reject_history`. `broadcast_transient` and streams subscribed with
+//!   `StreamOptions::history(false)` need no JetStream.
+//! - **Cost**: a kept broadcast waits for JetStream's acknowledgement (a stored write), and
+//!   another node's write to the same stream in between costs a read and a retry.
 //!
 //! ## Guarantees and limits
 //!
 //! - **At most once, in order per publisher.** Core NATS delivers a node's broadcasts to each
 //!   subscribed node in the order they were published, once; nothing is kept for a node that
-//!   is disconnected.
+//!   is disconnected (kept broadcasts are in the history, for clients that ask).
 //! - **`Err` means not sent**, with one edge: a broadcast handed to the client just as the
 //!   connection broke, before the loss was noticed, fails on its flush timeout but may still
 //!   go out once the connection is back. `Ok` means the message was written to the server's
-//!   connection.
+//!   connection; a kept broadcast's `Ok` means JetStream stored it.
 //! - **Size.** NATS refuses messages larger than its `max_payload` (1 MiB by default, headers
 //!   included; the server's `max_payload` setting raises it, up to 64 MiB). A larger broadcast
 //!   fails at once with [`NatsError::PayloadTooLarge`] (inside `PubSubError::Backend`) and
 //!   nothing is sent; a 1 MiB broadcast with no headers fits exactly.
 //! - **Permissions.** The NATS user needs to publish and subscribe `<subject prefix>.>`,
-//!   subscribe `_INBOX.>` (replies) and AnyCable's subject.
-//! - **Presence** is not kept by this adapter (`PubSub::presence` answers `Unsupported`), nor
-//!   is stream history yet (`PubSub::history` answers `Unsupported`).
+//!   subscribe `_INBOX.>` (replies) and AnyCable's subject, and with history the JetStream API
+//!   (`$JS.API.>`) for the history stream.
+//! - **Presence** is not kept by this adapter (`PubSub::presence` answers `Unsupported`).
 //!
 //! ## Requirements
 //!
-//! - A NATS server (2.2 or newer: headers and "no responders"). Tokio.
+//! - NATS server 2.9 or newer (`RePublish`, `Nats-Expected-Last-Subject-Sequence`); JetStream
+//!   enabled (`-js`) for history. Tokio.
 //! - `async-nats` with only its `jetstream` and `ring` features; `tls://` servers use rustls
 //!   with the system's roots (or [`NatsConfig::tls_root_certificates`]). WebSocket URLs and
 //!   NKey/credentials-file authentication are not supported.
@@ -182,6 +232,7 @@
 mod adapter;
 mod config;
 mod error;
+mod history;
 mod wire;
 
 pub use adapter::NatsPubSub;

@@ -15,6 +15,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The first token(s) of every subject of ours, unless configured otherwise.
 pub(crate) const DEFAULT_SUBJECT_PREFIX: &str = "action_cable";
 
+/// The token between the prefix and a stream's token in its history subject:
+/// `<prefix>.history.<token>`. Live subjects have one token after the prefix, history subjects
+/// two, so no stream name can make the two meet.
+pub(crate) const HISTORY_TOKEN: &str = "history";
+
 /// The token of the subjects that only serve as a round trip to the server
 /// (`<prefix>._sync.<nonce>`), which nobody subscribes to.
 pub(crate) const SYNC_TOKEN: &str = "_sync";
@@ -26,8 +31,14 @@ pub(crate) const MAX_TOKEN: usize = 200;
 pub(crate) const SENT_HEADER: &str = "Cable-Sent";
 /// The header with a kept broadcast's epoch.
 pub(crate) const EPOCH_HEADER: &str = "Cable-Epoch";
+/// The header with the JetStream sequence of the message kept before this one in its stream
+/// and epoch (0 for the first of an epoch).
+pub(crate) const PREV_HEADER: &str = "Cable-Prev";
 /// Set by JetStream on what it republishes: the message's sequence in the history stream.
 pub(crate) const SEQUENCE_HEADER: &str = "Nats-Sequence";
+/// Checked by JetStream: the sequence the subject's last message must have for the publish
+/// to be accepted (0: the subject must have none).
+pub(crate) const EXPECTED_LAST_HEADER: &str = "Nats-Expected-Last-Subject-Sequence";
 
 /// Writes a stream name as one subject token, reversibly.
 ///
@@ -137,6 +148,25 @@ impl Naming {
         format!("{}.{}", self.root, encode_token(&self.name(stream)))
     }
 
+    /// The subject a kept broadcast is published to, captured by the history stream.
+    pub(crate) fn history_subject(&self, stream: &str) -> String {
+        format!(
+            "{}.{HISTORY_TOKEN}.{}",
+            self.root,
+            encode_token(&self.name(stream))
+        )
+    }
+
+    /// The history stream's subjects (and what it republishes).
+    pub(crate) fn history_filter(&self) -> String {
+        format!("{}.{HISTORY_TOKEN}.*", self.root)
+    }
+
+    /// Where JetStream republishes a kept message: its stream's subject.
+    pub(crate) fn republish_destination(&self) -> String {
+        format!("{}.{{{{wildcard(1)}}}}", self.root)
+    }
+
     /// The stream a subject of this naming names: `None` for another subject, a hashed token,
     /// or a name without the channel prefix.
     pub(crate) fn stream_of(&self, subject: &str) -> Option<String> {
@@ -184,6 +214,16 @@ pub(crate) fn position_of(headers: &HeaderMap) -> Option<Position> {
         epoch: Arc::from(epoch),
         offset,
     })
+}
+
+/// The epoch header of a kept message.
+pub(crate) fn epoch_of(headers: &HeaderMap) -> Option<&str> {
+    header(headers, EPOCH_HEADER).filter(|e| !e.is_empty())
+}
+
+/// The previous-sequence header of a kept message; `None` when missing or malformed.
+pub(crate) fn prev_of(headers: &HeaderMap) -> Option<u64> {
+    header(headers, PREV_HEADER)?.parse().ok()
 }
 
 /// Hands one message received on `stream`'s subject to the local subscribers: with its
@@ -505,14 +545,22 @@ mod tests {
     fn subjects_carry_the_prefixes() {
         let n = Naming::new("action_cable", None);
         assert_eq!(n.subject("chat:lobby"), "action_cable.chat:lobby");
+        assert_eq!(
+            n.history_subject("chat lobby"),
+            "action_cable.history.chat%20lobby"
+        );
+        assert_eq!(n.history_filter(), "action_cable.history.*");
+        assert_eq!(n.republish_destination(), "action_cable.{{wildcard(1)}}");
         assert_eq!(n.sync_subject(255), "action_cable._sync.ff");
         let p = Naming::new("apps.cable", Some("myapp"));
         assert_eq!(p.subject("chat"), "apps.cable.myapp:chat");
+        // A stream literally named like the history token stays a one-token subject.
+        assert_eq!(n.subject("history"), "action_cable.history");
         for stream in ["chat:lobby", "a b.c", "", "é"] {
             assert_eq!(p.stream_of(&p.subject(stream)).as_deref(), Some(stream));
         }
         assert_eq!(p.stream_of("apps.cable.other:chat"), None, "another prefix");
-        assert_eq!(n.stream_of("action_cable.a.x"), None, "two tokens");
+        assert_eq!(n.stream_of("action_cable.history.x"), None);
         assert_eq!(n.stream_of("elsewhere.x"), None);
         assert_eq!(n.stream_of(&n.subject(&"x".repeat(300))), None, "hashed");
     }
@@ -533,9 +581,11 @@ mod tests {
         h.insert(SEQUENCE_HEADER, "42");
         assert_eq!(position_of(&h), None);
         h.insert(EPOCH_HEADER, "Ab3dE6gH");
+        h.insert(PREV_HEADER, "40");
         let p = position_of(&h).unwrap();
         assert_eq!((&*p.epoch, p.offset), ("Ab3dE6gH", 42));
-        assert_eq!(headers_len(&h), 54);
+        assert_eq!(prev_of(&h), Some(40));
+        assert_eq!(headers_len(&h), 70);
     }
 
     /// What the `anycable` gem publishes, byte for byte (`BroadcastAdapters::Base`:

@@ -6,5 +6,6 @@
 mod support;
 
 mod anycable;
+mod history;
 mod nodes;
 mod outage;

@@ -223,12 +223,16 @@ async fn on_the_subject_a_broadcast_is_its_json_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampled_broadcasts_are_timed_on_the_node_that_delivers_them() {
     let config = shared_config();
-    {
+    let _cleanup = DropStream {
+        name: config.history_stream_name(),
+    };
+    for history in [false, true] {
         let start = |pubsub: NatsPubSub| {
             spawn_cable(
                 Cable::builder()
                     .channel::<StreamChannel>()
                     .pubsub(pubsub)
+                    .history(history)
                     .metrics(true)
                     .metrics_sampling(1, 1)
                     .allowed_origins(AllowedOrigins::any()),
@@ -259,9 +263,10 @@ async fn sampled_broadcasts_are_timed_on_the_node_that_delivers_them() {
                 .unwrap();
             assert_eq!(client.stream_message("chat:lobby").await, json!({ "n": i }));
         }
-        eventually("node b to time the five deliveries", || {
-            count(&b) == before + 5
-        })
+        eventually(
+            &format!("node b to time the five deliveries (history {history})"),
+            || count(&b) == before + 5,
+        )
         .await;
         assert_eq!(count(&a), 0, "node a wrote nothing");
     }

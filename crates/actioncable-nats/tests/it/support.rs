@@ -124,6 +124,11 @@ impl NatsServer {
         NatsServer::launch_new(false)
     }
 
+    /// With JetStream, file storage in a temporary directory.
+    pub(crate) fn start_jetstream() -> NatsServer {
+        NatsServer::launch_new(true)
+    }
+
     fn launch_new(jetstream: bool) -> NatsServer {
         for _ in 0..5 {
             let port = spare_port();
@@ -233,5 +238,36 @@ impl Drop for NatsServer {
         if let Some(store) = &self.store {
             let _ = std::fs::remove_dir_all(store);
         }
+    }
+}
+
+/// Deletes a test's history stream from the shared server when dropped.
+pub(crate) struct DropStream {
+    pub(crate) name: String,
+}
+
+impl Drop for DropStream {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Best effort, on a thread of its own: drop may run outside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(Ok(client)) =
+                    tokio::time::timeout(Duration::from_secs(2), async_nats::connect(SHARED_URL))
+                        .await
+                {
+                    let js = async_nats::jetstream::new(client);
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), js.delete_stream(&name)).await;
+                }
+            });
+        })
+        .join();
     }
 }
