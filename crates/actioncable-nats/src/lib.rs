@@ -201,7 +201,13 @@
 //!   with `reject_history`. `broadcast_transient` and streams subscribed with
 //!   `StreamOptions::history(false)` need no JetStream.
 //! - **Cost**: a kept broadcast waits for JetStream's acknowledgement (a stored write), and
-//!   another node's write to the same stream in between costs a read and a retry.
+//!   another node's write to the same stream in between costs a read and a retry. Measured on
+//!   a busy 2-core machine against nats-server 2.9.10 with memory storage (the ignored test
+//!   `kept_broadcast_cost_against_a_plain_publish` in `tests/it/history.rs`), 100-byte
+//!   payload: one at a time about 120–150 µs against 25–45 µs for a plain broadcast; with 64
+//!   in flight the server sets the pace, about 8,000 kept broadcasts/s while streams fill up
+//!   and 2,000–3,500/s once they are at the history limit (JetStream then evicts one message
+//!   per write; a bare async-nats client measures the same), against 340,000 plain ones/s.
 //!
 //! ## Guarantees and limits
 //!

@@ -442,3 +442,65 @@ async fn positions_survive_a_restart_of_a_server_with_file_storage() {
     // A client that saw only 1 comes back on node B and gets 2, 3 and 4.
     replay_from(&b, &epoch, at[0].1, &[(2, at[1].1), (3, at[2].1), (4, o4)]).await;
 }
+
+/// What keeping a broadcast costs through JetStream: a kept broadcast (a JetStream publish
+/// with its acknowledgement) against a plain one (a transient broadcast on the same node: a
+/// core `PUB` and a flush), one at a time and 64 in flight. A measurement, not a check:
+/// `cargo test -p actioncable-nats --release --test it -- --ignored --nocapture
+/// kept_broadcast_cost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement; run it on a quiet machine"]
+async fn kept_broadcast_cost_against_a_plain_publish() {
+    let config = shared_config();
+    let _cleanup = DropStream {
+        name: config.history_stream_name(),
+    };
+    let s = HistorySettings::default();
+    let (a, _) = history_node(&config, s).await;
+    let _listener = ext_client(&a, STREAM).await;
+    const N: u32 = 5000;
+    let payload = json!({ "text": "x".repeat(100) });
+    for round in 0..2 {
+        for kept in [false, true] {
+            let started = std::time::Instant::now();
+            for _ in 0..N {
+                if kept {
+                    a.handle.broadcast(STREAM, &payload).await.unwrap();
+                } else {
+                    a.handle
+                        .broadcast_transient(STREAM, &payload)
+                        .await
+                        .unwrap();
+                }
+            }
+            let serial = started.elapsed() / N;
+            let started = std::time::Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for t in 0..64 {
+                let (handle, payload) = (a.handle.clone(), payload.clone());
+                tasks.spawn(async move {
+                    for _ in 0..N / 64 {
+                        let stream = format!("{STREAM}:{t}");
+                        if kept {
+                            handle.broadcast(&stream, &payload).await.unwrap();
+                        } else {
+                            handle.broadcast_transient(&stream, &payload).await.unwrap();
+                        }
+                    }
+                });
+            }
+            tasks.join_all().await;
+            let per_second = f64::from(N / 64 * 64) / started.elapsed().as_secs_f64();
+            if round == 1 {
+                println!(
+                    "{}: {serial:.1?} per broadcast one at a time, {per_second:.0}/s with 64 in flight",
+                    if kept {
+                        "kept (JetStream)"
+                    } else {
+                        "plain (core NATS)"
+                    }
+                );
+            }
+        }
+    }
+}
