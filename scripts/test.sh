@@ -37,6 +37,12 @@ ensure_packages() {
       echo "  sudo apt-get install ${missing[*]}" >&2
       exit 1
     fi
+    # Debian's package starts its own service on 4222 where systemd runs, without JetStream;
+    # installed just now, it is ours to turn off, so that ensure_nats starts one with it.
+    if [[ " ${missing[*]} " == *" nats-server "* ]] && command -v systemctl >/dev/null &&
+      systemctl is-active --quiet nats-server 2>/dev/null; then
+      $sudo systemctl disable --now nats-server >/dev/null 2>&1 || true
+    fi
   fi
   local why
   if why="$(rails_missing)"; then
