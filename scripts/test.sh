@@ -2,7 +2,7 @@
 # The project's one test command: formatting, lints, every Rust test, and the end-to-end
 # tests that drive our servers through the stock @rails/actioncable consumer.
 # It installs what it needs on a fresh machine (Debian packages, npm packages) by itself and
-# starts a Redis on 127.0.0.1:6379 if none answers.
+# starts a Redis on 127.0.0.1:6379 and a NATS with JetStream on 127.0.0.1:4222 if none answers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
@@ -12,9 +12,11 @@ source scripts/lib.sh
 # tests use a server on 127.0.0.1:5432 and start their own with initdb/pg_ctl), mariadb-server
 # (the Solid Cable adapter's MySQL tests use a MariaDB on 127.0.0.1:3306 and start their own with
 # mariadb-install-db/mariadbd; it brings the `mariadb` client they run SQL with), sqlite3 (the
-# two-node demo test on Solid Cable's SQLite writes a row as Rails would), openssl (a TLS test's
-# certificates), nginx (the load-balanced topology), python3 (free ports), chromium (the demo page's browser tests drive
-# Debian's Chromium through playwright-core; no browser is ever downloaded), and Ruby's
+# two-node demo test on Solid Cable's SQLite writes a row as Rails would), nats-server (the NATS
+# adapter's tests use one with JetStream on 127.0.0.1:4222 and start their own for outages),
+# openssl (a TLS test's certificates), nginx (the load-balanced topology), python3 (free ports,
+# NATS's greeting), chromium (the demo page's browser tests drive Debian's Chromium through
+# playwright-core; no browser is ever downloaded), and Ruby's
 # ActionCable under puma (the Rails reference app in interop/rails, which the side-by-side and
 # Rails interop tests compare us with; with Ruby's GlobalID, which names records' streams).
 ensure_packages() {
@@ -24,6 +26,7 @@ ensure_packages() {
   { pg_bin >/dev/null && command -v psql >/dev/null; } || missing+=(postgresql)
   { mariadbd_bin >/dev/null && command -v mariadb >/dev/null; } || missing+=(mariadb-server)
   command -v sqlite3 >/dev/null || missing+=(sqlite3)
+  command -v nats-server >/dev/null || missing+=(nats-server)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v nginx >/dev/null || missing+=(nginx-light)
   command -v curl >/dev/null || missing+=(curl)
@@ -40,6 +43,12 @@ ensure_packages() {
       echo "  sudo apt-get install ${missing[*]}" >&2
       exit 1
     fi
+    # Debian's package starts its own service on 4222 where systemd runs, without JetStream;
+    # installed just now, it is ours to turn off, so that ensure_nats starts one with it.
+    if [[ " ${missing[*]} " == *" nats-server "* ]] && command -v systemctl >/dev/null &&
+      systemctl is-active --quiet nats-server 2>/dev/null; then
+      $sudo systemctl disable --now nats-server >/dev/null 2>&1 || true
+    fi
   fi
   local why
   if why="$(rails_missing)"; then
@@ -55,6 +64,45 @@ ensure_redis() {
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
     --logfile /tmp/actioncable-test-redis.log
   wait_until "redis-server on 127.0.0.1:6379" 5 redis-cli -h 127.0.0.1 -p 6379 ping || exit 1
+}
+
+# nats_info PORT: what the NATS server on 127.0.0.1:PORT says of itself: "jetstream", "core"
+# (no JetStream), or nothing when none answers. Every NATS server greets with `INFO {json}`.
+nats_info() {
+  python3 - "$1" <<'PY' 2>/dev/null
+import json, socket, sys
+try:
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1) as s:
+        line = s.makefile().readline()
+    info = json.loads(line[len("INFO "):]) if line.startswith("INFO ") else None
+except (OSError, ValueError):
+    info = None
+if info is not None:
+    print("jetstream" if info.get("jetstream") else "core")
+PY
+}
+
+nats_has_jetstream() { [[ "$(nats_info "$1")" == jetstream ]]; }
+
+# A NATS server with JetStream on 127.0.0.1:4222 for the NATS adapter's tests: the one running
+# there, or one started here (its store in /tmp), left running as the Redis above is. One that
+# runs without JetStream (Debian's service, as configured out of the box) is not ours to stop.
+ensure_nats() {
+  case "$(nats_info 4222)" in
+    jetstream) return ;;
+    core)
+      echo "scripts/test.sh: the NATS server on 127.0.0.1:4222 runs without JetStream, which the" >&2
+      echo "  NATS adapter's history tests need: enable it (e.g. \`jetstream { store_dir: /var/lib/nats-server }\`" >&2
+      echo "  in /etc/nats-server.conf, then restart it), or stop it and this script starts one." >&2
+      exit 1
+      ;;
+  esac
+  step "starting nats-server with JetStream on 127.0.0.1:4222"
+  mkdir -p /tmp/actioncable-test-nats
+  # Detached (setsid), its output to its log: it must outlive this script and not hold its stdout.
+  setsid nats-server -a 127.0.0.1 -p 4222 -js -sd /tmp/actioncable-test-nats \
+    -l /tmp/actioncable-test-nats.log </dev/null >/dev/null 2>&1 &
+  wait_until "nats-server with JetStream on 127.0.0.1:4222" 10 nats_has_jetstream 4222 || exit 1
 }
 
 # A PostgreSQL on 127.0.0.1:5432 that user postgres reaches without a password: the one running
@@ -139,6 +187,7 @@ ensure_packages
 ensure_redis
 ensure_postgres
 ensure_mariadb
+ensure_nats
 
 # Work that needs neither the build nor the cores much starts now, in the background, and is
 # waited for where its result is needed: the npm packages (network and disk), and cargo-fuzz
@@ -173,7 +222,7 @@ cargo fmt --all -- --check
 # Each top-level module imports only the layers below it (docs/architecture.md).
 step "module layers"
 python3 scripts/check-layers.py crates/actioncable/src crates/actioncable-redis/src \
-  crates/actioncable-postgres/src crates/actioncable-solid-cable/src
+  crates/actioncable-postgres/src crates/actioncable-solid-cable/src crates/actioncable-nats/src
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
