@@ -1,10 +1,11 @@
 // Two example-demo nodes on each pub/sub backend other than Redis (redis.multinode.test.mjs has
 // Redis), driven through the stock @rails/actioncable consumer: chat both ways across the nodes,
 // a notification POSTed to one node reaching its user on the other exactly once, and a broadcast
-// written straight into the backend in Rails' format reaching the consumers on both nodes.
+// written straight into the backend as Rails (or, for NATS, AnyCable) writes it reaching the
+// consumers on both nodes.
 //
 // Each test gets its own backend instance (a fresh PostgreSQL or MariaDB database on the shared
-// server, dropped after; a fresh SQLite file) and its own two nodes; one SQLite file in a temp dir is the demo's database
+// server, dropped after; a fresh SQLite file; NATS subjects of its own) and its own two nodes; one SQLite file in a temp dir is the demo's database
 // for both. Needs ../target/debug/example-demo (`cargo build --workspace --bins`). Logs:
 // test-artifacts/demo/, one file per test and node.
 
@@ -15,7 +16,7 @@ import { subscribe, sleep } from "./support/consumer.mjs";
 import { http } from "./support/demo.mjs";
 import {
   postgresDatabase, postgresMissing, solidCablePostgres, solidCableMariadb, solidCableSqlite,
-  mariadbMissing, sqliteMissing,
+  mariadbMissing, sqliteMissing, natsBackend, natsMissing,
 } from "./support/backends.mjs";
 import { scoped, connectUser, joinRoom, assertMessage, receivedSince } from "./support/multinode.mjs";
 import { WAIT_MS, QUIET_MS, TEST_TIMEOUT_MS } from "./support/timing.mjs";
@@ -25,6 +26,7 @@ const BACKENDS = [
   { name: "Solid Cable on PostgreSQL", make: solidCablePostgres, missing: postgresMissing },
   { name: "Solid Cable on MariaDB", make: solidCableMariadb, missing: mariadbMissing },
   { name: "Solid Cable on SQLite", make: solidCableSqlite, missing: sqliteMissing },
+  { name: "NATS", make: natsBackend, missing: natsMissing },
 ];
 
 /** Nodes A and B on `backend`, one SQLite file for both. */
@@ -91,7 +93,7 @@ for (const { name, make, missing } of BACKENDS) {
       assert.deepEqual(receivedSince(bobN), [push], "bob gets it exactly once");
     }));
 
-    const outside = `${name}: a broadcast written into the backend in Rails' format reaches both nodes`;
+    const outside = `${name}: a broadcast written into the backend as Rails or AnyCable does reaches both nodes`;
     test(outside, { timeout: TEST_TIMEOUT_MS }, scoped(outside, async (scope) => {
       const { backend, a, b } = await twoNodes(scope, make, missing);
       const alice = await joinRoom(await connectUser(scope, a, "alice"), "lobby");

@@ -29,13 +29,15 @@
 //! | `redis` | `actioncable_redis::RedisPubSub` | `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER` | `adapter: redis` |
 //! | `postgres`, `postgresql` | `actioncable_postgres::PostgresPubSub` | `DATABASE_URL`, `CABLE_CHANNEL_PREFIX` | `adapter: postgresql` |
 //! | `solid_cable` | `actioncable_solid_cable::SolidCablePubSub` | `CABLE_DATABASE_URL` (else `DATABASE_URL`; `postgres://`, `mysql://`, `sqlite://`), `CABLE_CHANNEL_PREFIX`, `SOLID_CABLE_POLLING_INTERVAL`, `SOLID_CABLE_MESSAGE_RETENTION`, `SOLID_CABLE_AUTOTRIM` | `adapter: solid_cable` |
+//! | `nats` | `actioncable_nats::NatsPubSub` | `NATS_URL` (else `ANYCABLE_NATS_SERVERS`), `CABLE_CHANNEL_PREFIX`, `ANYCABLE_NATS_CHANNEL` | AnyCable's `broadcast_adapter: nats` (and `--broker=nats` for history) |
 //!
 //! What each adapter can do beyond carrying broadcasts differs: stream history (the extended
-//! protocol's replay) and presence are kept by the memory and Redis adapters, not by
-//! PostgreSQL's or Solid Cable's. [`Adapter::keeps_history`] and [`Adapter::keeps_presence`] say which, so an
+//! protocol's replay) is kept by the memory, Redis and NATS (in JetStream) adapters, presence
+//! by the memory and Redis ones; PostgreSQL's and Solid Cable's keep neither. [`Adapter::keeps_history`] and [`Adapter::keeps_presence`] say which, so an
 //! app can turn features on where they work instead of failing to start elsewhere.
 //!
-//! Each backend is a cargo feature (`redis`, `postgres`, `solid-cable`, all on by default); an app built
+//! Each backend is a cargo feature (`redis`, `postgres`, `solid-cable`, `nats`, all on by
+//! default); an app built
 //! without one refuses its name with [`AdapterError::NotBuilt`].
 //!
 //! [`PubSub`]: actioncable::PubSub
@@ -58,15 +60,18 @@ pub enum AdapterKind {
     Postgres,
     /// Rails 8's Solid Cable table, polled (`solid_cable`).
     SolidCable,
+    /// NATS core subjects, AnyCable's NATS broadcasts, history in JetStream (`nats`).
+    Nats,
 }
 
 impl AdapterKind {
     /// Every kind, in the order the docs list them.
-    pub const ALL: [AdapterKind; 4] = [
+    pub const ALL: [AdapterKind; 5] = [
         AdapterKind::Memory,
         AdapterKind::Redis,
         AdapterKind::Postgres,
         AdapterKind::SolidCable,
+        AdapterKind::Nats,
     ];
 
     /// The kind `CABLE_ADAPTER` names (trimmed, any case); `None` for an unknown name. Empty
@@ -84,23 +89,29 @@ impl AdapterKind {
             "redis" => Some(AdapterKind::Redis),
             "postgres" | "postgresql" => Some(AdapterKind::Postgres),
             "solid_cable" | "solidcable" | "solid-cable" => Some(AdapterKind::SolidCable),
+            "nats" => Some(AdapterKind::Nats),
             _ => None,
         }
     }
 
-    /// The name logs and health answers use: `memory`, `redis`, `postgres`, `solid_cable`.
+    /// The name logs and health answers use: `memory`, `redis`, `postgres`, `solid_cable`,
+    /// `nats`.
     pub fn name(self) -> &'static str {
         match self {
             AdapterKind::Memory => "memory",
             AdapterKind::Redis => "redis",
             AdapterKind::Postgres => "postgres",
             AdapterKind::SolidCable => "solid_cable",
+            AdapterKind::Nats => "nats",
         }
     }
 
     /// Whether the kind's adapter keeps stream history.
     fn keeps_history(self) -> bool {
-        matches!(self, AdapterKind::Memory | AdapterKind::Redis)
+        matches!(
+            self,
+            AdapterKind::Memory | AdapterKind::Redis | AdapterKind::Nats
+        )
     }
 
     /// Whether the kind's adapter keeps presence.
@@ -122,8 +133,8 @@ impl fmt::Display for AdapterKind {
 pub enum AdapterError {
     /// `CABLE_ADAPTER` names no adapter.
     #[error(
-        "CABLE_ADAPTER={0:?} is not an adapter: use `memory` (the default), `redis`, `postgres` or \
-         `solid_cable`"
+        "CABLE_ADAPTER={0:?} is not an adapter: use `memory` (the default), `redis`, `postgres`, \
+         `solid_cable` or `nats`"
     )]
     Unknown(String),
     /// The adapter exists but this program was built without its cargo feature.
@@ -144,6 +155,10 @@ pub enum AdapterError {
     #[cfg(feature = "solid-cable")]
     #[error("the Solid Cable settings: {0}")]
     SolidCable(#[from] actioncable_solid_cable::SolidCableConfigError),
+    /// An invalid NATS setting.
+    #[cfg(feature = "nats")]
+    #[error("the NATS settings: {0}")]
+    Nats(#[from] actioncable_nats::NatsConfigError),
 }
 
 /// The adapter the settings chose, ready to give to
@@ -224,6 +239,10 @@ impl Adapter {
             #[cfg(feature = "solid-cable")]
             AdapterKind::SolidCable => Arc::new(actioncable_solid_cable::SolidCablePubSub::new(
                 actioncable_solid_cable::SolidCableConfig::from_lookup(lookup)?,
+            )),
+            #[cfg(feature = "nats")]
+            AdapterKind::Nats => Arc::new(actioncable_nats::NatsPubSub::new(
+                actioncable_nats::NatsConfig::from_lookup(lookup)?,
             )),
             #[allow(unreachable_patterns)]
             other => return Err(AdapterError::NotBuilt(other)),
@@ -313,6 +332,14 @@ mod tests {
         assert_eq!(solid.kind(), AdapterKind::SolidCable);
         assert!(format!("{solid:?}").contains("SolidCablePubSub"));
         assert!(!solid.keeps_history() && !solid.keeps_presence());
+        let nats = Adapter::from_lookup(vars(&[
+            ("CABLE_ADAPTER", "nats"),
+            ("NATS_URL", "nats://127.0.0.1:1"),
+        ]))
+        .unwrap();
+        assert_eq!(nats.kind(), AdapterKind::Nats);
+        assert!(format!("{nats:?}").contains("NatsPubSub"));
+        assert!(nats.keeps_history() && !nats.keeps_presence());
         let err = Adapter::from_lookup(vars(&[("CABLE_ADAPTER", "solid_cable")])).unwrap_err();
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
     }

@@ -63,7 +63,7 @@ pub(crate) struct Args {
 
     /// Pub/sub adapter: `redis`, `postgres` (`postgresql`: Rails' PostgreSQL adapter, with
     /// DATABASE_URL), `solid_cable` (Rails 8's Solid Cable table, with CABLE_DATABASE_URL or
-    /// DATABASE_URL) or `memory` (`async` is memory too). Default: `redis` when REDIS_URL or
+    /// DATABASE_URL), `nats` (with NATS_URL) or `memory` (`async` is memory too). Default: `redis` when REDIS_URL or
     /// REDIS_SENTINELS is set, else `memory`.
     #[arg(long, env = "CABLE_ADAPTER")]
     pub(crate) adapter: Option<String>,
@@ -81,6 +81,16 @@ pub(crate) struct Args {
     /// sqlite:///rails/storage/production_cable.sqlite3 or mysql://app@db/app_cable).
     #[arg(long, env = "CABLE_DATABASE_URL", hide_env_values = true)]
     pub(crate) cable_database_url: Option<String>,
+
+    /// The NATS servers of `CABLE_ADAPTER=nats`, comma-separated (AnyCable's
+    /// ANYCABLE_NATS_SERVERS is read too when this is unset).
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
+    pub(crate) nats_url: Option<String>,
+
+    /// With `nats`: the subject of AnyCable's broadcasts (AnyCable's `nats_channel`, default
+    /// `__anycable__`), so a Rails app's anycable-rails broadcasts reach our clients.
+    #[arg(long, env = "ANYCABLE_NATS_CHANNEL")]
+    pub(crate) anycable_nats_channel: Option<String>,
 
     /// Solid Cable's `polling_interval` (`0.1.seconds`, or seconds: `0.1`).
     #[arg(long, env = "SOLID_CABLE_POLLING_INTERVAL")]
@@ -461,7 +471,7 @@ fn adapter(args: &Args) -> anyhow::Result<Adapter> {
         Some(name) => AdapterKind::from_name(&name).with_context(|| {
             format!(
                 "CABLE_ADAPTER (--adapter) {name:?} is not an adapter: `redis`, `postgres`, \
-                 `solid_cable` or `memory`"
+                 `solid_cable`, `nats` or `memory`"
             )
         })?,
     };
@@ -481,6 +491,9 @@ fn adapter(args: &Args) -> anyhow::Result<Adapter> {
             "REDIS_URL" => set(&args.redis_url),
             "DATABASE_URL" => set(&args.database_url),
             "CABLE_DATABASE_URL" => set(&args.cable_database_url),
+            "NATS_URL" => set(&args.nats_url),
+            "ANYCABLE_NATS_SERVERS" => std::env::var("ANYCABLE_NATS_SERVERS").ok(),
+            "ANYCABLE_NATS_CHANNEL" => set(&args.anycable_nats_channel),
             "SOLID_CABLE_POLLING_INTERVAL" => set(&args.solid_cable_polling_interval),
             "SOLID_CABLE_MESSAGE_RETENTION" => set(&args.solid_cable_message_retention),
             "SOLID_CABLE_AUTOTRIM" => set(&args.solid_cable_autotrim),
@@ -493,7 +506,10 @@ fn adapter(args: &Args) -> anyhow::Result<Adapter> {
     // The error names the setting and never a URL's password (the adapters' own words).
     let adapter = Adapter::of_kind(kind, lookup).context("the pub/sub adapter settings")?;
     if args.history && !adapter.keeps_history() {
-        bail!("CABLE_HISTORY=on: the {kind} adapter keeps no stream history (memory and redis do)");
+        bail!(
+            "CABLE_HISTORY=on: the {kind} adapter keeps no stream history (memory, redis and \
+             nats do)"
+        );
     }
     Ok(adapter)
 }
@@ -710,6 +726,14 @@ mod tests {
             "--solid-cable-polling-interval=soon",
         ]);
         assert!(e.contains("SOLID_CABLE_POLLING_INTERVAL"), "{e}");
+        let s = settings(&[
+            SKB,
+            "--adapter=nats",
+            "--nats-url=nats://127.0.0.1:1",
+            "--history",
+        ])
+        .unwrap();
+        assert_eq!(s.adapter.kind(), AdapterKind::Nats);
         assert!(
             error(&[SKB, "--redis-sentinels=127.0.0.1:26379"]).contains("REDIS_SENTINEL_MASTER")
         );

@@ -173,7 +173,7 @@ impl Config {
         let history = match non_blank("CABLE_HISTORY").as_deref().map(str::trim) {
             None => adapter.keeps_history(),
             Some("on" | "1" | "true") if !adapter.keeps_history() => bail!(
-                "CABLE_HISTORY=on: the {} adapter keeps no stream history (memory and redis do)",
+                "CABLE_HISTORY=on: the {} adapter keeps no stream history (memory, redis and nats do)",
                 adapter.kind()
             ),
             Some("on" | "1" | "true") => true,

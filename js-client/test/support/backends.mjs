@@ -1,16 +1,18 @@
 // The pub/sub backends a demo node can run on besides Redis, each as a per-test resource: a
 // fresh PostgreSQL database on the shared server (127.0.0.1:5432, user postgres; created for
 // one test and dropped after it), Solid Cable's table in a fresh PostgreSQL or MariaDB
-// (127.0.0.1:3306, root) database or a fresh SQLite file. `env` is what a node needs to use it
+// (127.0.0.1:3306, root) database or a fresh SQLite file, NATS (the shared server on
+// 127.0.0.1:4222, subjects of the test's own). `env` is what a node needs to use it
 // (CABLE_ADAPTER and the adapter's settings); `publishRaw(stream, json)` writes a broadcast
 // straight into the backend exactly as a Rails node would (`pg_notify` for `adapter:
-// postgresql`, the gem's row for `adapter: solid_cable`).
+// postgresql`, the gem's row for `adapter: solid_cable`, AnyCable's broadcast for NATS).
 
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect } from "node:net";
 
 export const POSTGRES = { host: "127.0.0.1", port: 5432, user: "postgres" };
 
@@ -139,4 +141,63 @@ export function sqliteMissing() {
   } catch {
     return "sqlite3 is not installed (apt-get install sqlite3; scripts/test.sh installs it)";
   }
+}
+
+// --- NATS (with JetStream, for the history), the shared server on 127.0.0.1:4222 ------------
+
+export const NATS = { host: "127.0.0.1", port: 4222 };
+
+/**
+ * Publishes `payload` on `subject` the way any NATS client does (the protocol's text commands:
+ * CONNECT, PUB, then PING, and waits for the PONG that says the server has processed the PUB).
+ */
+export function natsPublish(subject, payload) {
+  return new Promise((resolve, reject) => {
+    const body = Buffer.from(payload, "utf8");
+    const socket = connect(NATS.port, NATS.host);
+    let seen = "";
+    const timer = setTimeout(() => { socket.destroy(); reject(new Error("no PONG from NATS within 5 s")); }, 5000);
+    socket.on("error", (e) => { clearTimeout(timer); reject(e); });
+    socket.on("data", (chunk) => {
+      seen += chunk.toString("utf8");
+      if (seen.startsWith("INFO") && !socket.sent) {
+        socket.sent = true;
+        socket.write(Buffer.concat([
+          Buffer.from(`CONNECT {"verbose":false,"pedantic":false}\r\nPUB ${subject} ${body.length}\r\n`),
+          body, Buffer.from("\r\nPING\r\n"),
+        ]));
+      }
+      if (seen.includes("-ERR")) { clearTimeout(timer); socket.destroy(); reject(new Error(seen)); }
+      if (seen.includes("PONG")) { clearTimeout(timer); socket.end(); resolve(); }
+    });
+  });
+}
+
+/** Why NATS cannot be used here (a message), or false when it can. */
+export function natsMissing() {
+  try {
+    execFileSync("bash", ["-c", `exec 3<>/dev/tcp/${NATS.host}/${NATS.port} && head -c 4 <&3`], { encoding: "utf8", timeout: 5000 });
+    return false;
+  } catch (e) {
+    return `no NATS on ${NATS.host}:${NATS.port} (scripts/test.sh starts one with JetStream): ${e.message.split("\n")[0]}`;
+  }
+}
+
+/**
+ * The NATS adapter on the shared server, with a channel prefix and an AnyCable subject of its
+ * own (so tests never hear each other). `publishRaw` sends what anycable-rails' NATS broadcaster
+ * sends: `{"stream","data"}` on the AnyCable subject, `data` the JSON text.
+ */
+export function natsBackend() {
+  const tag = `js_${process.pid}_${++databases}_${Date.now() % 1_000_000}`;
+  const anycableSubject = `__anycable_${tag}__`;
+  return {
+    name: "nats",
+    env: {
+      CABLE_ADAPTER: "nats", NATS_URL: `nats://${NATS.host}:${NATS.port}`,
+      CABLE_CHANNEL_PREFIX: `demo_${tag}`, ANYCABLE_NATS_CHANNEL: anycableSubject,
+    },
+    publishRaw: async (stream, payload) => natsPublish(anycableSubject, JSON.stringify({ stream, data: payload })),
+    stop: async () => {},
+  };
 }
