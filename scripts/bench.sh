@@ -18,7 +18,8 @@
 #               each: what the Redis hop costs where fan-out does not hide it;
 #   backends    BACKEND_CLIENTS (1,000) subscribers, SENDERS senders, BACKEND_ROUNDS (200) rounds,
 #               example-bench on every pub/sub backend (memory, Redis, PostgreSQL on a private
-#               cluster on a spare port, Solid Cable in that cluster), BACKEND_PAIRS (3) times
+#               cluster on a spare port, Solid Cable in that cluster, NATS on a private
+#               nats-server), BACKEND_PAIRS (3) times
 #               each: what each backend's hop costs against the in-memory adapter (Solid Cable's
 #               is bounded by its polling interval, 0.1 s);
 #   history     HISTORY_CLIENTS (10,000) subscribers, SENDERS senders, HISTORY_ROUNDS (50) rounds:
@@ -125,7 +126,11 @@ if want backends; then
   # shellcheck disable=SC2016 # expanded when the script exits
   on_exit 'stop_private_postgres "$OUT/postgres"'
   start_private_postgres "$OUT/postgres"
-  BACKENDS+=(postgres solid_cable)
+  step "nats-server with JetStream on 127.0.0.1 (private, spare port)" >&2
+  # shellcheck disable=SC2016 # expanded when the script exits
+  on_exit 'stop_pid "${NATS_PID:-}" TERM'
+  start_private_nats "$OUT/nats"
+  BACKENDS+=(postgres solid_cable nats)
 fi
 
 # start_server NAME: starts target NAME (ref, memory, baseline, redis, memory-history,
@@ -151,6 +156,11 @@ start_server() {
     solid_cable)
       # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
       env CABLE_ADAPTER=solid_cable CABLE_DATABASE_URL="$PG_URL" PORT="$port" BIND=127.0.0.1 \
+        ${EXTRA_SERVER_ENV:-} "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
+      PID[$name]=$! ;;
+    nats)
+      # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
+      env CABLE_ADAPTER=nats NATS_URL="nats://127.0.0.1:$NATS_PORT" PORT="$port" BIND=127.0.0.1 \
         ${EXTRA_SERVER_ENV:-} "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
       PID[$name]=$! ;;
     memory-metrics)
@@ -356,7 +366,8 @@ NAMES = {"ref": "raw reference (cable-ref)", "memory": "example-bench, memory",
          "redis-history-ext": "Redis, history on, ext clients",
          "memory-metrics": "example-bench, memory, metrics on",
          "postgres": "example-bench, PostgreSQL (LISTEN/NOTIFY)",
-         "solid_cable": "example-bench, Solid Cable (PostgreSQL, polling 0.1 s)"}
+         "solid_cable": "example-bench, Solid Cable (PostgreSQL, polling 0.1 s)",
+         "nats": "example-bench, NATS (core subjects)"}
 
 def table(title, series, targets, cols, note_rows=()):
     present = [t for t in targets if (series, t) in runs]
@@ -391,7 +402,7 @@ b = table("Broadcast to many subscribers", "broadcast", ["ref", "memory", "basel
 s = table("Broadcast, Rails size", "broadcast-small", ["ref", "memory", "baseline", "rails"], bcols,
           [("memory", "ref"), ("memory", "baseline"), ("rails", "ref")])
 r = table("Redis vs in-memory adapter", "redis", ["memory", "redis"], bcols, [("redis", "memory")])
-BACKEND_TARGETS = ["memory", "redis", "postgres", "solid_cable"]
+BACKEND_TARGETS = ["memory", "redis", "postgres", "solid_cable", "nats"]
 table("Every backend vs the in-memory adapter", "backends", BACKEND_TARGETS, bcols,
       [(t, "memory") for t in BACKEND_TARGETS[1:]])
 if r and "memory" in r and "redis" in r:

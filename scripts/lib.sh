@@ -111,7 +111,17 @@ start_private_postgres() {
   bin="$(pg_bin)" || { echo "PostgreSQL is not installed (apt-get install postgresql)" >&2; return 1; }
   [[ $(id -u) -eq 0 ]] && as=(runuser -u postgres --)
   mkdir -p "$dir"
-  [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$dir"
+  if [[ $(id -u) -eq 0 ]]; then
+    chown postgres:postgres "$dir"
+    # User postgres must reach DIR: a caller's private directory (mktemp -d is 0700) gets
+    # search permission, nothing more (its files stay unlistable and unreadable).
+    local up
+    up="$(dirname "$(realpath "$dir")")"
+    while [[ $up != / ]]; do
+      [[ $(stat -c %A "$up") == *x ]] || chmod o+x "$up"
+      up="$(dirname "$up")"
+    done
+  fi
   "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
   PG_PORT="$(free_port)"
   "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w \
@@ -126,4 +136,20 @@ stop_private_postgres() {
   bin="$(pg_bin)" || return 0
   [[ $(id -u) -eq 0 ]] && as=(runuser -u postgres --)
   "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+# start_private_nats DIR: a nats-server with JetStream (its store in DIR) on a spare port of
+# 127.0.0.1, a child of this shell; sets NATS_PORT and NATS_PID and waits until it accepts
+# connections. The caller stops it (stop_pid "$NATS_PID").
+start_private_nats() {
+  local dir="$1"
+  command -v nats-server >/dev/null ||
+    { echo "nats-server is not installed (apt-get install nats-server)" >&2; return 1; }
+  mkdir -p "$dir"
+  NATS_PORT="$(free_port)"
+  nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$dir" -l "$dir/nats.log" \
+    </dev/null >/dev/null 2>&1 &
+  # shellcheck disable=SC2034 # for the caller
+  NATS_PID=$!
+  wait_until "nats-server on port $NATS_PORT" 10 port_open "$NATS_PORT"
 }
