@@ -60,7 +60,7 @@
 //!
 //! | feature | what |
 //! |---|---|
-//! | `ext` | AnyCable's extended protocol, `actioncable-v1-ext-json`, offered when asked for ([`ConsumerBuilder::extended_protocol`]): a dropped connection resumes its session, and each subscription is sent the messages it missed, from the stream positions it saw (the project's `docs/reliability.md`) |
+//! | `ext` | AnyCable's extended protocol, `actioncable-v1-ext-json`, offered when asked for (`ConsumerBuilder::extended_protocol`): a dropped connection resumes its session, and each subscription is sent the messages it missed, from the stream positions it saw (the project's `docs/reliability.md`) |
 //!
 //! # Where it differs from the stock consumer
 //!
