@@ -85,3 +85,35 @@ pub use consumer::{ConnectionState, Consumer, ConsumerBuilder, DisconnectReason}
 pub use error::Error;
 pub use subscription::{Event, Subscription, SubscriptionHandle};
 pub use wire::{EXT_PROTOCOL, PROTOCOL, UNSUPPORTED_PROTOCOL};
+
+#[cfg(test)]
+mod tests {
+    /// The README shows the crate docs' example (compiled here as a doctest; the README's copy
+    /// is not compiled, the `actioncable` crate compiles the README's blocks without this
+    /// crate), so the two must stay the same.
+    #[test]
+    fn the_readme_shows_the_crate_docs_example() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split_once("## Consuming a cable in Rust")
+            .expect("the README's client section")
+            .1;
+        let block = section
+            .split_once("```rust,ignore\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .expect("the README's client example")
+            .0;
+        let docs = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let example = docs
+            .split_once("```no_run\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .expect("the crate docs' example")
+            .0;
+        assert_eq!(block, example);
+    }
+}
