@@ -249,7 +249,7 @@ impl SubscriptionHandle {
             });
         }
         self.writer
-            .send(wire::message(&self.identifier, &data.to_string()))
+            .send(wire::message(&self.identifier, &wire::json_text(&data)))
             .await
     }
 }

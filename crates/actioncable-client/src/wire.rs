@@ -101,7 +101,15 @@ pub(crate) fn perform_data(action: &str, data: serde_json::Value) -> Result<Stri
         other => return Err(DataError(kind_of(&other))),
     };
     map.insert("action".to_owned(), action.into());
-    Ok(serde_json::Value::Object(map).to_string())
+    Ok(json_text(&serde_json::Value::Object(map)))
+}
+
+/// A value's JSON text. `serde_json::to_string` writes straight into a buffer, where `Display`
+/// (`to_string()`) goes through the formatter piece by piece: a few thousand instructions less
+/// for every `perform`.
+pub(crate) fn json_text(value: &serde_json::Value) -> String {
+    // A `Value` always serializes: its keys are strings.
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// What a value that should have been a JSON object was.
