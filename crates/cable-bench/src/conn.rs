@@ -3,9 +3,11 @@
 //! subscription; plus the frames the modes send and the parts of received frames they read.
 
 use crate::{ConnectArgs, secs};
+use actioncable_client::{ConnectionState, Consumer, Event, Subscription};
 use anyhow::{Context as _, anyhow, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +28,9 @@ pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// The subscription identifier every client uses (the client's exact string is echoed back).
 pub(crate) const IDENTIFIER: &str = r#"{"channel":"BenchmarkChannel"}"#;
+
+/// [`IDENTIFIER`] as a consumer's subscription params (a channel name alone).
+const IDENTIFIER_PARAMS: &str = "BenchmarkChannel";
 
 /// The subprotocol the clients offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,6 +59,14 @@ pub(crate) struct Target {
     addr: SocketAddr,
     origin: Option<HeaderValue>,
     bind_ips: Vec<IpAddr>,
+}
+
+/// A subscribed [`Consumer`] (the `echo` mode's client): the consumer and its
+/// `BenchmarkChannel` subscription, with messages read as `T`.
+#[derive(Debug)]
+pub(crate) struct Subscribed<T> {
+    pub(crate) consumer: Consumer,
+    pub(crate) subscription: Subscription<T>,
 }
 
 impl Target {
@@ -99,6 +112,50 @@ impl Target {
 
     pub(crate) fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// Client `index` as an `actioncable-client` consumer, returned once its subscription is
+    /// confirmed. The consumer would reconnect by itself; the modes count a disconnect as a
+    /// lost connection and stop the consumer instead.
+    ///
+    /// With `--protocol ext` the consumer offers the extended protocol and, unlike
+    /// [`open`](Self::open), goes on with the plain one if the server selects that.
+    pub(crate) async fn subscribe<T>(&self, index: usize) -> anyhow::Result<Subscribed<T>>
+    where
+        T: DeserializeOwned,
+    {
+        let mut builder = Consumer::builder(self.url.as_str())
+            .read_buffer_size(4096)
+            .extended_protocol(self.protocol == Protocol::Ext);
+        if let Some(origin) = &self.origin {
+            builder = builder.origin(origin.to_str().context("--origin")?);
+        }
+        if !self.bind_ips.is_empty() {
+            builder = builder.local_address(self.bind_ips[index % self.bind_ips.len()]);
+        }
+        let consumer = builder.connect()?;
+        let mut subscription = consumer.subscribe::<T>(IDENTIFIER_PARAMS)?;
+        let mut state = consumer.state_changes();
+        let failed = state.wait_for(|s| {
+            matches!(
+                s,
+                ConnectionState::Disconnected { .. } | ConnectionState::Closed { .. }
+            )
+        });
+        tokio::select! {
+            event = subscription.recv() => match event {
+                Some(Event::Connected { .. }) => Ok(Subscribed { consumer, subscription }),
+                Some(Event::Rejected) => bail!("the server rejected {IDENTIFIER}"),
+                Some(Event::Disconnected { reason, .. }) => bail!("disconnected: {reason}"),
+                Some(_) | None => bail!("the consumer stopped before the subscription was confirmed"),
+            },
+            state = failed => match state.as_deref() {
+                Ok(ConnectionState::Disconnected { reason } | ConnectionState::Closed { reason }) => {
+                    bail!("cannot connect: {reason}")
+                }
+                _ => bail!("the consumer stopped"),
+            },
+        }
     }
 
     /// Connects client `index` and returns it once its subscription is confirmed.
@@ -286,6 +343,28 @@ impl Ramp {
         F: Fn(usize, Ws) -> Fut + Send + Sync + Clone + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let open = |target: Arc<Target>, index| async move { target.open(index).await };
+        self.open_all_with(count, deadline, tasks, open, session)
+            .await
+    }
+
+    /// [`open_all`](Self::open_all) with clients that `open` makes (client `index` of the
+    /// target, subscribed), such as [`Target::subscribe`]'s consumers.
+    pub(crate) async fn open_all_with<C, O, OFut, F, Fut>(
+        &self,
+        count: usize,
+        deadline: Instant,
+        tasks: &mut JoinSet<()>,
+        open: O,
+        session: F,
+    ) -> anyhow::Result<Duration>
+    where
+        C: Send + 'static,
+        O: Fn(Arc<Target>, usize) -> OFut + Send + Sync + Clone + 'static,
+        OFut: Future<Output = anyhow::Result<C>> + Send + 'static,
+        F: Fn(usize, C) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let started = Instant::now();
         let handshakes = Arc::new(Semaphore::new(self.max_handshakes));
         let (ready_tx, mut ready_rx) = mpsc::channel::<anyhow::Result<()>>(1024);
@@ -310,7 +389,7 @@ impl Ramp {
                     let index = launched;
                     launched += 1;
                     tasks.spawn(connect_one(
-                        self.target.clone(),
+                        open(self.target.clone(), index),
                         index,
                         self.connect_timeout,
                         permit,
@@ -327,27 +406,28 @@ impl Ramp {
     }
 }
 
-async fn connect_one<F, Fut>(
-    target: Arc<Target>,
+async fn connect_one<C, OFut, F, Fut>(
+    open: OFut,
     index: usize,
     limit: Duration,
     permit: OwnedSemaphorePermit,
     ready: mpsc::Sender<anyhow::Result<()>>,
     session: F,
 ) where
-    F: Fn(usize, Ws) -> Fut,
+    OFut: Future<Output = anyhow::Result<C>>,
+    F: Fn(usize, C) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let opened = match tokio::time::timeout(limit, target.open(index)).await {
+    let opened = match tokio::time::timeout(limit, open).await {
         Ok(opened) => opened,
         Err(_) => Err(anyhow!("not subscribed within {limit:?}")),
     };
     drop(permit);
     match opened {
-        Ok(ws) => {
+        Ok(client) => {
             // The closure's synchronous part (e.g. handing over the write half) runs before
             // the connection counts as ready.
-            let run = session(index, ws);
+            let run = session(index, client);
             if ready.send(Ok(())).await.is_ok() {
                 drop(ready);
                 run.await;

@@ -29,6 +29,9 @@
 //!   low descriptor limit, [`ServerProcess::this_test`]), and real `redis-server`, Sentinel and `redis-cli` processes in
 //!   [`redis`]; real PostgreSQL ([`postgres`]: a database of its own on the shared server, or a
 //!   server of its own) and MariaDB ([`mysql`], likewise).
+//! - A network between client and server that can freeze or drop every connection
+//!   ([`TcpProxy`]), a cable started again on the port of one that stopped
+//!   ([`spawn_cable_at`]), and the Rails reference app (`interop/rails`, [`RailsApp`]).
 //! - Oracles in other languages: a Ruby or Node script fed JSON that answers in JSON
 //!   ([`run_json_script`]), for values made by Rails' own code.
 //!
@@ -50,6 +53,8 @@ pub mod mysql;
 pub mod postgres;
 pub mod presence;
 mod process;
+mod proxy;
+mod rails;
 pub mod redis;
 mod script;
 mod server;
@@ -68,6 +73,8 @@ pub use http::{HttpReply, http_raw, http_request, raw_upgrade, upgrade_request};
 pub use jwt::{mint_hs256, unix_now};
 pub use logs::{LogCapture, init_tracing};
 pub use process::{own_process, rss_kib, spare_port};
+pub use proxy::TcpProxy;
+pub use rails::{RAILS_ORIGIN, RailsApp};
 pub use script::run_json_script;
-pub use server::{ADMIN_KEY, CableServer, ShutdownSignal, TestServer, spawn_cable};
+pub use server::{ADMIN_KEY, CableServer, ShutdownSignal, TestServer, spawn_cable, spawn_cable_at};
 pub use timing::{POLL, SHUTDOWN_WAIT, SILENCE, WAIT, WHOLE_TEST, eventually, within, within_for};

@@ -9,6 +9,7 @@ use std::fmt::Display;
 use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -71,10 +72,21 @@ impl<H> TestServer<H> {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Display,
     {
-        init_tracing();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
+        TestServer::start_on(listener, handle, serve)
+    }
+
+    /// As [`start`](Self::start), on `listener`: e.g. the address of a server that was
+    /// stopped, for a test of clients that reconnect to a restarted server.
+    pub fn start_on<F, Fut, E>(listener: TcpListener, handle: H, serve: F) -> TestServer<H>
+    where
+        F: FnOnce(TcpListener, ShutdownSignal) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display,
+    {
+        init_tracing();
         let addr = listener.local_addr().expect("the bound address");
         let (stop, stopped) = oneshot::channel::<()>();
         let signal: ShutdownSignal = Box::pin(async move {
@@ -151,6 +163,37 @@ pub const ADMIN_KEY: &str = "test-operator-key-0123456789abcdef";
 /// [`shutdown`](TestServer::shutdown) shuts the cable down first (every client gets
 /// `server_restart`, bounded by [`WAIT`]), then stops serving.
 pub async fn spawn_cable<S: Send + Sync + 'static>(builder: CableBuilder<S>) -> CableServer {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    serve_cable(listener, builder)
+}
+
+/// [`spawn_cable`] on `addr`, which must be free: the same port as a cable that was shut
+/// down, so that its clients reconnect to a restarted server. Binding is retried for a while
+/// (the old listener's port may take a moment to be free).
+pub async fn spawn_cable_at<S: Send + Sync + 'static>(
+    addr: SocketAddr,
+    builder: CableBuilder<S>,
+) -> CableServer {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%addr, error = %e, "port not free yet");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot bind {addr} again within {WAIT:?}: {e}"),
+        }
+    };
+    serve_cable(listener, builder)
+}
+
+fn serve_cable<S: Send + Sync + 'static>(
+    listener: TcpListener,
+    builder: CableBuilder<S>,
+) -> CableServer {
     init_tracing();
     let cable = builder.build().expect("the test cable builds");
     let handle = cable.handle();
@@ -159,13 +202,12 @@ pub async fn spawn_cable<S: Send + Sync + 'static>(builder: CableBuilder<S>) -> 
         .merge(handle.readiness_router("/ready"))
         .merge(handle.stats_router("/admin/stats", ADMIN_KEY));
     let cable_handle = handle.clone();
-    TestServer::start(handle, |listener, stop| {
+    TestServer::start_on(listener, handle, |listener, stop| {
         serve_router(listener, router, async move {
             stop.await;
             cable_handle.shutdown(WAIT).await;
         })
     })
-    .await
 }
 
 #[cfg(test)]
