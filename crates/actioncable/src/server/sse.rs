@@ -171,90 +171,144 @@ pub(crate) async fn events<S: Send + Sync + 'static>(
     };
     let id = registry.next_id();
     let span = tracing::info_span!("cable", conn = %id, identity = %untrusted(&*identity), transport = "sse");
-    async move {
-        // The extended protocol's dispatcher: positions (the events' ids) and presence events.
-        let (mut dispatcher, frames) = Dispatcher::open(shared.clone(), identity, id, true).await;
-        let SseRequest {
-            identifier,
-            history,
-            raw,
-            ..
-        } = wanted;
-        let subscribe = Command::Subscribe {
-            identifier: identifier.clone(),
-        };
-        let extras = Extras {
-            history,
-            ..Extras::default()
-        };
-        // Its outcome is logged where it happened; whether it stands is the dispatcher's.
-        let _ = dispatcher.run_with(subscribe, extras).await;
-        if !dispatcher.subscriptions.contains_key(identifier.as_str()) {
-            if let Some(metrics) = &metrics {
-                metrics.rejected("subscription_rejected");
-            }
-            tracing::info!(identifier = %untrusted(&identifier), "event stream refused: its subscription was rejected");
-            drop(reservation);
-            drop(admission);
-            dispatcher.close().await;
-            return refusal(StatusCode::BAD_REQUEST, "subscription rejected");
-        }
-        let link = Arc::new(Link::default());
-        let welcome = (!raw).then(|| {
-            let frame = ServerMessage::WELCOME.encode();
-            Event::default().event("welcome").data(frame)
-        });
-        let body = Body {
-            frames,
-            link: link.clone(),
-            raw,
-            first: welcome,
-            metrics: metrics.clone(),
-            done: false,
-        };
-        if let Some(metrics) = &metrics {
-            metrics.connections(Transport::Sse).inc();
-            metrics.accepted.inc();
-            metrics.welcome.observe(started.elapsed().as_secs_f64());
-        }
-        if let Some(handle) = &connection_handle {
-            handle.hand_over();
-        }
-        tracing::debug!(identifier = %untrusted(&identifier), raw, "event stream open");
-        let session = Session {
-            dispatcher,
-            link,
-            reservation,
-            admission,
-            connection: connection_handle,
-            metrics,
-        };
-        let tracker = shared.handle.registry().tracker().clone();
-        tokio::spawn(tracker.track_future(session.run().in_current_span()));
-        let stream = futures_util::stream::unfold(body, Body::next);
-        let mut response = Sse::new(stream).into_response();
-        let headers = response.headers_mut();
-        // anycable-go's headers: never cached, never buffered by a proxy (nginx).
-        headers.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
-        );
-        headers.insert(
-            HeaderName::from_static("x-accel-buffering"),
-            HeaderValue::from_static("no"),
-        );
-        if let Some(origin) = cors {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
+    // From here on the connection exists: it is opened and subscribed on a task of its own,
+    // which hands the response body back. hyper drops this handler if the client leaves
+    // meanwhile; the task then finds nobody to hand the body to and cleans up.
+    let (ready, body) = tokio::sync::oneshot::channel();
+    let opening = Opening {
+        identity,
+        id,
+        wanted,
+        reservation,
+        admission,
+        connection: connection_handle,
+        started,
+        ready,
+    };
+    let tracker = registry.tracker().clone();
+    tokio::spawn(tracker.track_future(run(shared, opening).instrument(span)));
+    let body = match body.await {
+        Ok(Some(body)) => body,
+        Ok(None) => return refusal(StatusCode::BAD_REQUEST, "subscription rejected"),
+        Err(_) => {
+            return refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the event stream could not start",
             );
-            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
         }
-        response
+    };
+    let stream = futures_util::stream::unfold(body, Body::next);
+    let mut response = Sse::new(stream).into_response();
+    let headers = response.headers_mut();
+    // anycable-go's headers: never cached, never buffered by a proxy (nginx).
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    if let Some(origin) = cors {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
-    .instrument(span)
-    .await
+    response
+}
+
+/// What the session task starts from: an authenticated, admitted, reserved connection and
+/// what it asked for.
+struct Opening {
+    identity: Arc<crate::connection::Identity>,
+    id: crate::connection::ConnectionId,
+    wanted: SseRequest,
+    reservation: Reservation,
+    admission: Admission,
+    connection: Option<ConnectionHandle>,
+    started: std::time::Instant,
+    /// The response body, once subscribed; `None` when the subscription was rejected.
+    ready: tokio::sync::oneshot::Sender<Option<Body>>,
+}
+
+/// The session task: opens the connection, subscribes, hands the body to the handler, then
+/// watches the stream until it ends and cleans up.
+async fn run<S: Send + Sync + 'static>(shared: Arc<Shared<S>>, opening: Opening) {
+    let Opening {
+        identity,
+        id,
+        wanted,
+        reservation,
+        admission,
+        connection,
+        started,
+        ready,
+    } = opening;
+    let metrics = shared.handle.hub().metrics().cloned();
+    // The extended protocol's dispatcher: positions (the events' ids) and presence events.
+    let (mut dispatcher, frames) = Dispatcher::open(shared, identity, id, true).await;
+    let SseRequest {
+        identifier,
+        history,
+        raw,
+        ..
+    } = wanted;
+    let subscribe = Command::Subscribe {
+        identifier: identifier.clone(),
+    };
+    let extras = Extras {
+        history,
+        ..Extras::default()
+    };
+    // Its outcome is logged where it happened; whether it stands is the dispatcher's.
+    let _ = dispatcher.run_with(subscribe, extras).await;
+    if !dispatcher.subscriptions.contains_key(identifier.as_str()) {
+        if let Some(metrics) = &metrics {
+            metrics.rejected("subscription_rejected");
+        }
+        tracing::info!(identifier = %untrusted(&identifier), "event stream refused: its subscription was rejected");
+        drop(reservation);
+        drop(admission);
+        dispatcher.close().await;
+        let _ = ready.send(None);
+        return;
+    }
+    let link = Arc::new(Link::default());
+    let welcome = (!raw).then(|| {
+        let frame = ServerMessage::WELCOME.encode();
+        Event::default().event("welcome").data(frame)
+    });
+    let body = Body {
+        frames,
+        link: link.clone(),
+        raw,
+        first: welcome,
+        metrics: metrics.clone(),
+        done: false,
+    };
+    if let Some(metrics) = &metrics {
+        metrics.connections(Transport::Sse).inc();
+        metrics.accepted.inc();
+        metrics.welcome.observe(started.elapsed().as_secs_f64());
+    }
+    if let Some(handle) = &connection {
+        handle.hand_over();
+    }
+    tracing::debug!(identifier = %untrusted(&identifier), raw, "event stream open");
+    // A handler that is gone drops the body it was sent: the stream ends as the client's.
+    let _ = ready.send(Some(body));
+    let session = Session {
+        dispatcher,
+        link,
+        reservation,
+        admission,
+        connection,
+        metrics,
+    };
+    session.run().await;
 }
 
 /// What the session task and the response body share.
