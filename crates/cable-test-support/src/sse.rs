@@ -307,6 +307,17 @@ impl SseClient {
         }
     }
 
+    /// The next unnamed event: what `EventSource` hands to `onmessage` (named events, such as
+    /// `presence`, go only to listeners of their name).
+    pub async fn next_message(&mut self) -> SseEvent {
+        loop {
+            let event = self.next_event().await;
+            if event.event.is_empty() {
+                return event;
+            }
+        }
+    }
+
     /// The next event, which must be named `name`; returns it.
     pub async fn expect_event(&mut self, name: &str) -> SseEvent {
         let event = self.next_event().await;
