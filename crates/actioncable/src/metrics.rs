@@ -119,7 +119,11 @@ pub(crate) enum Transport {
 impl Transport {
     /// The WebSocket protocol a session negotiated.
     pub(crate) fn websocket(ext: bool) -> Transport {
-        if ext { Transport::Ext } else { Transport::Plain }
+        if ext {
+            Transport::Ext
+        } else {
+            Transport::Plain
+        }
     }
 }
 

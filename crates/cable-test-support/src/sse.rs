@@ -128,11 +128,7 @@ impl SseOpen {
 impl SseClient {
     /// `GET path_and_query` with `Accept: text/event-stream` and `headers`, as a browser's
     /// `EventSource` (or `curl -N`) asks; reads the response head.
-    pub async fn open(
-        addr: SocketAddr,
-        path_and_query: &str,
-        headers: &[(&str, &str)],
-    ) -> SseOpen {
+    pub async fn open(addr: SocketAddr, path_and_query: &str, headers: &[(&str, &str)]) -> SseOpen {
         let mut tcp = within("TCP connect", TcpStream::connect(addr))
             .await
             .expect("TCP connect");
@@ -247,8 +243,7 @@ impl SseClient {
             if self.raw.len() < start + size + 2 {
                 return;
             }
-            self.body
-                .extend_from_slice(&self.raw[start..start + size]);
+            self.body.extend_from_slice(&self.raw[start..start + size]);
             self.raw.drain(..start + size + 2);
         }
     }

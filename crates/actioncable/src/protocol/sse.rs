@@ -317,10 +317,10 @@ pub fn last_event_id(offset: u64, epoch: &str, stream: &str) -> String {
 /// A message's text for a `data` field: a JSON string's contents, any other JSON as it is.
 fn unquoted(message: &RawValue) -> Cow<'_, str> {
     let text = message.get();
-    if text.starts_with('"') {
-        if let Ok(inner) = serde_json::from_str::<Cow<'_, str>>(text) {
-            return inner;
-        }
+    if text.starts_with('"')
+        && let Ok(inner) = serde_json::from_str::<Cow<'_, str>>(text)
+    {
+        return inner;
     }
     Cow::Borrowed(text)
 }
@@ -379,7 +379,12 @@ mod tests {
                 .identifier,
             r#"{"channel":"A"}"#
         );
-        for nothing in [None, Some(""), Some("token=x"), Some("identifier=&channel=")] {
+        for nothing in [
+            None,
+            Some(""),
+            Some("token=x"),
+            Some("identifier=&channel="),
+        ] {
             assert_eq!(
                 SseRequest::parse(nothing, None),
                 Err(SseRequestError::NoChannel)

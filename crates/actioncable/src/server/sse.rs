@@ -446,10 +446,8 @@ impl<S: Send + Sync + 'static> Session<S> {
     /// Runs control events until the stream must end.
     async fn watch(&mut self, outbox: &Outbox) -> End {
         let timeout = self.dispatcher.shared.config.client_timeout;
-        let mut check = tokio::time::interval_at(
-            tokio::time::Instant::now() + timeout / 2,
-            timeout / 2,
-        );
+        let mut check =
+            tokio::time::interval_at(tokio::time::Instant::now() + timeout / 2, timeout / 2);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stall = Stall::default();
         loop {
@@ -592,7 +590,10 @@ mod tests {
         );
         // A multi-line string message: one `data:` line per line.
         let lines = r#"{"identifier":"i","message":"a\r\nb"}"#;
-        assert_eq!(bytes(event_of(lines, false).unwrap()), "data: a\ndata: b\n\n");
+        assert_eq!(
+            bytes(event_of(lines, false).unwrap()),
+            "data: a\ndata: b\n\n"
+        );
     }
 
     #[test]

@@ -1154,10 +1154,13 @@ async fn events_stream_a_room_with_the_cables_credentials_and_401_without() {
             json!({"type":"joined","user":"alice"})
         );
         // The cookie, as a same-origin `EventSource` sends it.
-        let mut by_cookie =
-            SseClient::open(addr, &events_path(NOTIFICATIONS, ""), &[("Cookie", &alice_cookie)])
-                .await
-                .stream();
+        let mut by_cookie = SseClient::open(
+            addr,
+            &events_path(NOTIFICATIONS, ""),
+            &[("Cookie", &alice_cookie)],
+        )
+        .await
+        .stream();
         by_cookie.expect_confirmed().await;
 
         // bob speaks over the WebSocket; alice's stream gets the message alone.
@@ -1172,10 +1175,22 @@ async fn events_stream_a_room_with_the_cables_credentials_and_401_without() {
         let said = by_token.next_message().await;
         assert_eq!(said.event, "", "a message event: {said:?}");
         let said = said.json();
-        assert_eq!((said["type"].as_str(), said["user"].as_str(), said["text"].as_str()),
-            (Some("message"), Some("bob"), Some("hello over SSE")));
+        assert_eq!(
+            (
+                said["type"].as_str(),
+                said["user"].as_str(),
+                said["text"].as_str()
+            ),
+            (Some("message"), Some("bob"), Some("hello over SSE"))
+        );
         // A notification posted over HTTP reaches the cookie's stream.
-        let r = post_as(addr, &bob_token, "/notifications", json!({"user":"alice","message":"ping"})).await;
+        let r = post_as(
+            addr,
+            &bob_token,
+            "/notifications",
+            json!({"user":"alice","message":"ping"}),
+        )
+        .await;
         assert_eq!(r.status, 201, "{r:?}");
         assert_eq!(by_cookie.next_message().await.json()["message"], "ping");
 
@@ -1191,12 +1206,22 @@ async fn events_stream_a_room_with_the_cables_credentials_and_401_without() {
 
         // Logging out ends alice's streams for good (`retry` of a year), not bob's socket.
         let bearer = format!("Bearer {alice_token}");
-        let r = http_request(addr, "POST", "/logout", &[("Authorization", &bearer)], Some("{}")).await;
+        let r = http_request(
+            addr,
+            "POST",
+            "/logout",
+            &[("Authorization", &bearer)],
+            Some("{}"),
+        )
+        .await;
         assert_eq!(r.status, 204, "{r:?}");
         for sse in [&mut by_token, &mut by_cookie] {
             let last = sse.until_end(WAIT).await.pop().expect("a last event");
             assert_eq!(last.event, "disconnect");
-            assert_eq!(last.json(), json!({"type":"disconnect","reason":"remote","reconnect":false}));
+            assert_eq!(
+                last.json(),
+                json!({"type":"disconnect","reason":"remote","reconnect":false})
+            );
             assert_eq!(last.retry, Some(31_536_000_000));
         }
         // bob's own message first, then alice leaving the room.
