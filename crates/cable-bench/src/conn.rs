@@ -54,6 +54,8 @@ pub(crate) struct Target {
     addr: SocketAddr,
     origin: Option<HeaderValue>,
     bind_ips: Vec<IpAddr>,
+    /// The request target of an event stream (`--events-path`).
+    events_path: String,
 }
 
 impl Target {
@@ -90,6 +92,7 @@ impl Target {
             addr,
             origin,
             bind_ips: args.bind_ips.clone(),
+            events_path: args.events_path.clone(),
         })
     }
 
@@ -101,8 +104,23 @@ impl Target {
         self.protocol
     }
 
-    /// Connects client `index` and returns it once its subscription is confirmed.
-    pub(crate) async fn open(&self, index: usize) -> anyhow::Result<Ws> {
+    /// The server's address (the host and port of `--url`).
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The path and query event-stream clients request (`--events-path`).
+    pub(crate) fn events_path(&self) -> &str {
+        &self.events_path
+    }
+
+    /// The `Origin` header to send, if any.
+    pub(crate) fn origin(&self) -> Option<&HeaderValue> {
+        self.origin.as_ref()
+    }
+
+    /// A TCP connection to the server for client `index`, from the next of `--bind-ips`.
+    pub(crate) async fn tcp(&self, index: usize) -> anyhow::Result<TcpStream> {
         let socket = if self.addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -119,6 +137,12 @@ impl Target {
             .await
             .with_context(|| format!("TCP connect to {}", self.addr))?;
         stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Connects client `index` and returns it once its subscription is confirmed.
+    pub(crate) async fn open(&self, index: usize) -> anyhow::Result<Ws> {
+        let stream = self.tcp(index).await?;
 
         let mut request = self.url.as_str().into_client_request()?;
         let headers = request.headers_mut();
@@ -248,6 +272,18 @@ pub(crate) fn payload(sender: u32, seq: u32, sent_ns: u64, pad: &str) -> serde_j
     payload
 }
 
+/// A subscribed client of some transport, as [`Ramp::open_all`] opens them.
+pub(crate) trait Client: Sized + Send + 'static {
+    /// Connects client `index` and returns it once its subscription is confirmed.
+    fn open(target: &Target, index: usize) -> impl Future<Output = anyhow::Result<Self>> + Send;
+}
+
+impl Client for Ws {
+    fn open(target: &Target, index: usize) -> impl Future<Output = anyhow::Result<Self>> + Send {
+        target.open(index)
+    }
+}
+
 /// Settings for opening many connections.
 #[derive(Debug)]
 pub(crate) struct Ramp {
@@ -275,7 +311,7 @@ impl Ramp {
     /// `session` happens before the connection counts as ready; the future it returns runs
     /// after). Returns once `count` connections are subscribed. Fails at the first connection that fails, or
     /// at `deadline`.
-    pub(crate) async fn open_all<F, Fut>(
+    pub(crate) async fn open_all<C, F, Fut>(
         &self,
         count: usize,
         deadline: Instant,
@@ -283,7 +319,8 @@ impl Ramp {
         session: F,
     ) -> anyhow::Result<Duration>
     where
-        F: Fn(usize, Ws) -> Fut + Send + Sync + Clone + 'static,
+        C: Client,
+        F: Fn(usize, C) -> Fut + Send + Sync + Clone + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let started = Instant::now();
@@ -327,7 +364,7 @@ impl Ramp {
     }
 }
 
-async fn connect_one<F, Fut>(
+async fn connect_one<C, F, Fut>(
     target: Arc<Target>,
     index: usize,
     limit: Duration,
@@ -335,19 +372,20 @@ async fn connect_one<F, Fut>(
     ready: mpsc::Sender<anyhow::Result<()>>,
     session: F,
 ) where
-    F: Fn(usize, Ws) -> Fut,
+    C: Client,
+    F: Fn(usize, C) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let opened = match tokio::time::timeout(limit, target.open(index)).await {
+    let opened = match tokio::time::timeout(limit, C::open(&target, index)).await {
         Ok(opened) => opened,
         Err(_) => Err(anyhow!("not subscribed within {limit:?}")),
     };
     drop(permit);
     match opened {
-        Ok(ws) => {
+        Ok(client) => {
             // The closure's synchronous part (e.g. handing over the write half) runs before
             // the connection counts as ready.
-            let run = session(index, ws);
+            let run = session(index, client);
             if ready.send(Ok(())).await.is_ok() {
                 drop(ready);
                 run.await;
