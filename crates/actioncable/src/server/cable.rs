@@ -3,8 +3,8 @@
 
 use super::builder::CableBuilder;
 use super::config::Config;
-use super::{handler, sse};
 use super::resume::ParkedSessions;
+use super::{handler, sse};
 use crate::channel::Callbacks;
 use crate::channel::erased::ErasedFactory;
 use crate::connection::Connection;
@@ -81,7 +81,7 @@ impl<S: Send + Sync + 'static> Cable<S> {
     /// With [`CableBuilder::history`](crate::CableBuilder::history) each kept message's event
     /// carries its position as `id`, and a browser that reconnects with `Last-Event-ID` gets
     /// what it missed, once, in order. Without credentials the answer is `401`, for a rejected
-    /// subscription `400`. `docs/protocol.md` lists every event and answer.
+    /// subscription `400`. `docs/sse.md` lists every event and answer.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
