@@ -26,8 +26,8 @@
 //!   what the Server-Sent Events standard suggests for keeping a connection alive, is invisible
 //!   to every client, and survives `raw` mode, where AnyCable sends no heartbeat at all.
 //!
-//! Everything here is text in, text out: the transport that writes the events is
-//! `server/sse.rs`.
+//! Everything here is text in, text out, the events' bytes included ([`write_event`]); the
+//! transport that sends them is `server/sse.rs`.
 
 use super::{HistoryRequest, StreamPosition};
 use serde::Deserialize;
@@ -312,6 +312,64 @@ pub fn sse_event(frame: &str) -> SseEvent<'_> {
 /// ```
 pub fn last_event_id(offset: u64, epoch: &str, stream: &str) -> String {
     format!("{offset}/{epoch}/{stream}")
+}
+
+/// Appends `event` to `out` as a stream carries it: its fields in the order `event`, `data` (one
+/// `data:` line per line of the text), `id`, `retry`, then the blank line that ends it; a
+/// heartbeat is a comment line. Several events written one after the other are one valid piece
+/// of a stream, which is how the transport sends the events it finds waiting.
+///
+/// ```
+/// use actioncable::protocol::sse::{sse_event, write_event};
+/// let mut out = String::new();
+/// write_event(&sse_event(r#"{"type":"welcome"}"#), &mut out);
+/// write_event(&sse_event(r#"{"identifier":"i","message":"a\nb","stream_id":"s","epoch":"e","offset":2}"#), &mut out);
+/// write_event(&sse_event(r#"{"type":"ping","message":1}"#), &mut out);
+/// assert_eq!(out, "event: welcome\ndata: {\"type\":\"welcome\"}\n\ndata: a\ndata: b\nid: 2/e/s\n\n: ping\n\n");
+/// ```
+pub fn write_event(event: &SseEvent<'_>, out: &mut String) {
+    match event {
+        SseEvent::Heartbeat => {
+            out.push_str(": ");
+            out.push_str(HEARTBEAT);
+            out.push('\n');
+        }
+        SseEvent::Typed {
+            name,
+            data,
+            no_reconnect,
+        } => {
+            field(out, "event", name);
+            data_lines(out, data);
+            if *no_reconnect {
+                field(out, "retry", &NO_RECONNECT_RETRY.as_millis().to_string());
+            }
+        }
+        SseEvent::Message { data, id } => {
+            data_lines(out, data);
+            if let Some(id) = id {
+                field(out, "id", id);
+            }
+        }
+    }
+    out.push('\n');
+}
+
+/// `name: value` and its line break (`value` has none: [`sse_event`] sees to it).
+fn field(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str(": ");
+    out.push_str(value);
+    out.push('\n');
+}
+
+/// One `data:` line per line of `text`, whichever line breaks it has (a whole frame passed
+/// through as data may hold the app's own between JSON tokens).
+fn data_lines(out: &mut String, text: &str) {
+    let text = single_line_breaks(Cow::Borrowed(text));
+    for line in text.split('\n') {
+        field(out, "data", line);
+    }
 }
 
 /// A message's text for a `data` field: a JSON string's contents, any other JSON as it is.

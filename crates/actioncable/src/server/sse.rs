@@ -1,6 +1,6 @@
 //! The Server-Sent Events transport: a connection whose client only listens (a browser's
 //! `EventSource`, `curl -N`), one subscription per request, its frames written as events into
-//! an axum [`Sse`] response.
+//! a streamed `text/event-stream` response.
 //!
 //! **Why it is a transport and not a second server.** Everything but the socket is the
 //! WebSocket's: the request authenticates with the app's `Connection` (the same
@@ -43,8 +43,8 @@ use crate::untrusted::untrusted;
 use axum::extract::ws::Utf8Bytes;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -198,8 +198,12 @@ pub(crate) async fn events<S: Send + Sync + 'static>(
         }
     };
     let stream = futures_util::stream::unfold(body, Body::next);
-    let mut response = Sse::new(stream).into_response();
+    let mut response = Response::new(axum::body::Body::from_stream(stream));
     let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     // anycable-go's headers: never cached, never buffered by a proxy (nginx).
     headers.insert(
         header::CACHE_CONTROL,
@@ -277,15 +281,11 @@ async fn run<S: Send + Sync + 'static>(shared: Arc<Shared<S>>, opening: Opening)
         return;
     }
     let link = Arc::new(Link::default());
-    let welcome = (!raw).then(|| {
-        let frame = ServerMessage::WELCOME.encode();
-        Event::default().event("welcome").data(frame)
-    });
     let body = Body {
         frames,
         link: link.clone(),
         raw,
-        first: welcome,
+        welcome: (!raw).then(|| ServerMessage::WELCOME.encode()),
         metrics: metrics.clone(),
         done: false,
     };
@@ -324,15 +324,19 @@ struct Link {
     taken: AtomicU64,
 }
 
-/// The response body's state: the connection's frame queue, turned into events one by one as
-/// hyper asks for them.
+/// At most about this many bytes of events in one chunk of the response.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The response body's state: the connection's frame queue, turned into events as hyper asks
+/// for them: every event waiting when it asks goes into one chunk (up to [`CHUNK_BYTES`]), as
+/// a WebSocket session writes its waiting frames and flushes once.
 struct Body {
     frames: Frames,
     link: Arc<Link>,
     /// Data events only ([`SseRequest::raw`]).
     raw: bool,
-    /// The `welcome` event, sent before anything queued.
-    first: Option<Event>,
+    /// The `welcome` frame, sent before anything queued (none in raw mode).
+    welcome: Option<String>,
     metrics: Option<Arc<Metrics>>,
     /// The last event was handed out: the stream ends.
     done: bool,
@@ -345,72 +349,64 @@ impl Drop for Body {
 }
 
 impl Body {
-    /// The next event of the stream; `None` once the session has ended it.
-    async fn next(mut self) -> Option<(Result<Event, Infallible>, Body)> {
-        if let Some(first) = self.first.take() {
-            return Some((Ok(first), self));
+    /// The next chunk of the stream: the events waiting, at least one; `None` once the session
+    /// has ended it.
+    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Body)> {
+        let mut out = String::new();
+        if let Some(welcome) = self.welcome.take() {
+            write_frame(&welcome, false, &mut out);
         }
-        loop {
-            if self.done {
-                return None;
-            }
-            let frame = tokio::select! {
-                biased;
-                () = self.link.finish.cancelled() => {
-                    self.done = true;
-                    let last = lock(&self.link.last).take();
-                    match last {
-                        Some(frame) => Utf8Bytes::from(frame),
-                        None => return None,
-                    }
-                }
-                frame = self.frames.recv() => {
-                    self.link.taken.fetch_add(1, Ordering::Relaxed);
-                    if let Some(metrics) = &self.metrics {
-                        for trace in self.frames.written_traces() {
-                            metrics.written(trace);
+        while !self.done && out.len() < CHUNK_BYTES {
+            let frame = if out.is_empty() {
+                tokio::select! {
+                    biased;
+                    () = self.link.finish.cancelled() => {
+                        self.done = true;
+                        let last = lock(&self.link.last).take();
+                        match last {
+                            Some(frame) => Utf8Bytes::from(frame),
+                            None => break,
                         }
                     }
-                    frame
+                    frame = self.frames.recv() => self.took(frame),
+                }
+            } else if self.link.finish.is_cancelled() {
+                // The end comes next, in a chunk of its own.
+                break;
+            } else {
+                match self.frames.try_recv() {
+                    Some(frame) => self.took(frame),
+                    None => break,
                 }
             };
-            if let Some(event) = event_of(frame.as_str(), self.raw) {
-                return Some((Ok(event), self));
+            write_frame(frame.as_str(), self.raw, &mut out);
+        }
+        if out.is_empty() {
+            return None;
+        }
+        Some((Ok(Bytes::from(out)), self))
+    }
+
+    /// Counts a frame taken from the outbox (the stall check reads it), and times the traced.
+    fn took(&mut self, frame: Utf8Bytes) -> Utf8Bytes {
+        self.link.taken.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            for trace in self.frames.written_traces() {
+                metrics.written(trace);
             }
         }
+        frame
     }
 }
 
-/// The event a frame becomes (`protocol/sse.rs`); `None` for a protocol event in raw mode.
-fn event_of(frame: &str, raw: bool) -> Option<Event> {
-    // The wire layer guarantees what axum's `Event` asserts: names, ids and comments without
-    // line breaks, ids without NUL.
-    match wire::sse_event(frame) {
-        SseEvent::Heartbeat => Some(Event::default().comment(wire::HEARTBEAT)),
-        SseEvent::Typed { .. } if raw => None,
-        SseEvent::Typed {
-            name,
-            data,
-            no_reconnect,
-        } => {
-            let event = Event::default().event(name).data(data);
-            Some(if no_reconnect {
-                event.retry(wire::NO_RECONNECT_RETRY)
-            } else {
-                event
-            })
-        }
-        SseEvent::Message { data, id } => {
-            let event = Event::default().data(data);
-            Some(match id {
-                Some(id) => event.id(id),
-                None => event,
-            })
-        }
-        // A kind this transport does not know yet: nothing to write.
-        #[allow(unreachable_patterns)]
-        _ => None,
+/// Appends the event a frame becomes (`protocol/sse.rs`) to `out`; nothing for a protocol
+/// event in raw mode.
+fn write_frame(frame: &str, raw: bool, out: &mut String) {
+    let event = wire::sse_event(frame);
+    if raw && matches!(event, SseEvent::Typed { .. }) {
+        return;
     }
+    wire::write_event(&event, out);
 }
 
 /// How an event stream ended.
@@ -547,52 +543,44 @@ impl Stall {
 mod tests {
     use super::*;
 
-    fn bytes(event: Event) -> String {
-        use axum::body::HttpBody as _;
-        // One event through axum's own body: the bytes on the wire.
-        let stream = futures_util::stream::iter([Ok::<_, Infallible>(event)]);
-        let mut body = Box::pin(Sse::new(stream).into_response().into_body());
-        let waker = futures_util::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        match body.as_mut().poll_frame(&mut cx) {
-            std::task::Poll::Ready(Some(Ok(frame))) => {
-                String::from_utf8(frame.into_data().unwrap_or_default().to_vec())
-                    .unwrap_or_default()
-            }
-            other => panic!("no event: {other:?}"),
-        }
+    /// What `frame` becomes on the wire.
+    fn text(frame: &str, raw: bool) -> String {
+        let mut out = String::new();
+        write_frame(frame, raw, &mut out);
+        out
     }
 
     #[test]
     fn frames_are_written_as_anycable_writes_them() {
         let confirm = r#"{"identifier":"{\"channel\":\"C\"}","type":"confirm_subscription"}"#;
         assert_eq!(
-            bytes(event_of(confirm, false).unwrap()),
+            text(confirm, false),
             format!("event: confirm_subscription\ndata: {confirm}\n\n")
         );
-        assert!(event_of(confirm, true).is_none(), "raw: data only");
+        assert_eq!(text(confirm, true), "", "raw: data only");
         let at = r#"{"identifier":"i","message":{"n":1},"stream_id":"s/1","epoch":"e","offset":2}"#;
-        assert_eq!(
-            bytes(event_of(at, true).unwrap()),
-            "data: {\"n\":1}\nid: 2/e/s/1\n\n"
-        );
+        assert_eq!(text(at, true), "data: {\"n\":1}\nid: 2/e/s/1\n\n");
         let gone = r#"{"type":"disconnect","reason":"remote","reconnect":false}"#;
         assert_eq!(
-            bytes(event_of(gone, false).unwrap()),
+            text(gone, false),
             format!("event: disconnect\ndata: {gone}\nretry: 31536000000\n\n")
         );
         let ping = r#"{"type":"ping","message":1}"#;
-        assert_eq!(bytes(event_of(ping, false).unwrap()), ": ping\n\n");
-        assert_eq!(
-            bytes(event_of(ping, true).unwrap()),
-            ": ping\n\n",
-            "heartbeats in raw mode too"
-        );
+        assert_eq!(text(ping, false), ": ping\n\n");
+        assert_eq!(text(ping, true), ": ping\n\n", "heartbeats in raw mode too");
         // A multi-line string message: one `data:` line per line.
         let lines = r#"{"identifier":"i","message":"a\r\nb"}"#;
+        assert_eq!(text(lines, false), "data: a\ndata: b\n\n");
+        // A frame passed through whole keeps no raw line break inside a line.
+        let spaced = "{\"type\":\"note\",\r\n\"n\":1}";
         assert_eq!(
-            bytes(event_of(lines, false).unwrap()),
-            "data: a\ndata: b\n\n"
+            text(spaced, false),
+            "event: note\ndata: {\"type\":\"note\",\ndata: \"n\":1}\n\n"
+        );
+        // An empty message is still a message (an empty `data:` line).
+        assert_eq!(
+            text(r#"{"identifier":"i","message":""}"#, false),
+            "data: \n\n"
         );
     }
 
