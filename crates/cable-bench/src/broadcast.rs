@@ -326,8 +326,10 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
                     sse_read_loop(stream, tracker.clone(), clock)
                 }
             };
+            let open =
+                |target: Arc<Target>, index| async move { EventStream::open(&target, index).await };
             let streams = ramp
-                .open_all(args.clients, deadline, &mut tasks, listener)
+                .open_all_with(args.clients, deadline, &mut tasks, open, listener)
                 .await?;
             streams
                 + ramp

@@ -272,18 +272,6 @@ pub(crate) fn payload(sender: u32, seq: u32, sent_ns: u64, pad: &str) -> serde_j
     payload
 }
 
-/// A subscribed client of some transport, as [`Ramp::open_all`] opens them.
-pub(crate) trait Client: Sized + Send + 'static {
-    /// Connects client `index` and returns it once its subscription is confirmed.
-    fn open(target: &Target, index: usize) -> impl Future<Output = anyhow::Result<Self>> + Send;
-}
-
-impl Client for Ws {
-    fn open(target: &Target, index: usize) -> impl Future<Output = anyhow::Result<Self>> + Send {
-        target.open(index)
-    }
-}
-
 /// Settings for opening many connections.
 #[derive(Debug)]
 pub(crate) struct Ramp {
@@ -311,7 +299,7 @@ impl Ramp {
     /// `session` happens before the connection counts as ready; the future it returns runs
     /// after). Returns once `count` connections are subscribed. Fails at the first connection that fails, or
     /// at `deadline`.
-    pub(crate) async fn open_all<C, F, Fut>(
+    pub(crate) async fn open_all<F, Fut>(
         &self,
         count: usize,
         deadline: Instant,
@@ -319,7 +307,29 @@ impl Ramp {
         session: F,
     ) -> anyhow::Result<Duration>
     where
-        C: Client,
+        F: Fn(usize, Ws) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let open = |target: Arc<Target>, index| async move { target.open(index).await };
+        self.open_all_with(count, deadline, tasks, open, session)
+            .await
+    }
+
+    /// [`open_all`](Self::open_all) with clients that `open` makes (client `index` of the
+    /// target, subscribed), such as event streams
+    /// ([`EventStream::open`](crate::sse::EventStream::open)).
+    pub(crate) async fn open_all_with<C, O, OFut, F, Fut>(
+        &self,
+        count: usize,
+        deadline: Instant,
+        tasks: &mut JoinSet<()>,
+        open: O,
+        session: F,
+    ) -> anyhow::Result<Duration>
+    where
+        C: Send + 'static,
+        O: Fn(Arc<Target>, usize) -> OFut + Send + Sync + Clone + 'static,
+        OFut: Future<Output = anyhow::Result<C>> + Send + 'static,
         F: Fn(usize, C) -> Fut + Send + Sync + Clone + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
@@ -347,7 +357,7 @@ impl Ramp {
                     let index = launched;
                     launched += 1;
                     tasks.spawn(connect_one(
-                        self.target.clone(),
+                        open(self.target.clone(), index),
                         index,
                         self.connect_timeout,
                         permit,
@@ -364,19 +374,19 @@ impl Ramp {
     }
 }
 
-async fn connect_one<C, F, Fut>(
-    target: Arc<Target>,
+async fn connect_one<C, OFut, F, Fut>(
+    open: OFut,
     index: usize,
     limit: Duration,
     permit: OwnedSemaphorePermit,
     ready: mpsc::Sender<anyhow::Result<()>>,
     session: F,
 ) where
-    C: Client,
+    OFut: Future<Output = anyhow::Result<C>>,
     F: Fn(usize, C) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let opened = match tokio::time::timeout(limit, C::open(&target, index)).await {
+    let opened = match tokio::time::timeout(limit, open).await {
         Ok(opened) => opened,
         Err(_) => Err(anyhow!("not subscribed within {limit:?}")),
     };

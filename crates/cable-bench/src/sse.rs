@@ -5,7 +5,7 @@
 //! `actioncable::protocol::sse` follows: a delivery is an unnamed event whose data is the
 //! message alone).
 
-use crate::conn::{Client, Target};
+use crate::conn::Target;
 use anyhow::{Context as _, bail};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -61,15 +61,10 @@ impl Event {
     }
 }
 
-impl Client for EventStream {
-    fn open(target: &Target, index: usize) -> impl Future<Output = anyhow::Result<Self>> + Send {
-        EventStream::open(target, index)
-    }
-}
-
 impl EventStream {
-    /// Requests the stream and reads it up to its `confirm_subscription` event.
-    async fn open(target: &Target, index: usize) -> anyhow::Result<EventStream> {
+    /// Requests the stream for client `index` and reads it up to its `confirm_subscription`
+    /// event.
+    pub(crate) async fn open(target: &Target, index: usize) -> anyhow::Result<EventStream> {
         let mut tcp = target.tcp(index).await?;
         let mut head = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
