@@ -28,6 +28,11 @@
 #               frames carry positions), PAIRS times each: what keeping history costs;
 #   metrics     BROADCAST_CLIENTS subscribers, SENDERS senders, ROUNDS rounds: example-bench
 #               (memory) with metrics off and on (METRICS=on), PAIRS times each: what counting costs;
+#   sse         SSE_CLIENTS (10,000) subscribers, SENDERS senders, SSE_ROUNDS (50) rounds:
+#               example-bench (memory) with its subscribers on WebSocket and on Server-Sent Events
+#               (`/events`, `cable-bench broadcast --transport sse`; the senders are then WebSocket
+#               clients besides), alternating, SSE_PAIRS (5) pairs: what the event-stream transport
+#               costs per delivery against the WebSocket, with each pair's ratios;
 #   connect     CONNECT_CLIENTS (19,000) idle subscribed connections against a fresh reference
 #               and a fresh example-bench, CONNECT_PAIRS (2) times each, and RAILS_CONNECT_CLIENTS
 #               (2,000) against a fresh Rails; the server's RSS per connection.
@@ -39,7 +44,7 @@
 # ratios to the reference.
 #
 # Settings are environment variables: the sizes above; SERIES, the series to run (default all:
-# "broadcast echo broadcast-small redis backends history metrics connect"); RAILS=0 leaves Rails out (with RAILS=1, the
+# "broadcast echo broadcast-small redis backends history metrics sse connect"); RAILS=0 leaves Rails out (with RAILS=1, the
 # default, the script stops unless Ruby's ActionCable is installed: apt-get install ruby
 # ruby-actioncable puma ruby-redis); QUICK=1 makes every series tiny, to check that the script
 # and every target work (its figures mean nothing); OUT (a new temporary directory) keeps every
@@ -58,7 +63,7 @@ if [[ "${QUICK:-0}" == 1 ]]; then
   : "${RAILS_ROUNDS:=3}" "${CONNECT_CLIENTS:=300}" "${CONNECT_PAIRS:=1}" "${RAILS_CONNECT_CLIENTS:=100}"
   : "${ECHO_CLIENTS:=10}" "${ECHO_SECS:=1}" "${REDIS_CLIENTS:=100}" "${REDIS_ROUNDS:=20}" "${REDIS_PAIRS:=1}"
   : "${HISTORY_CLIENTS:=200}" "${HISTORY_ROUNDS:=5}" "${BACKEND_CLIENTS:=100}" "${BACKEND_ROUNDS:=20}"
-  : "${BACKEND_PAIRS:=1}"
+  : "${BACKEND_PAIRS:=1}" "${SSE_CLIENTS:=200}" "${SSE_ROUNDS:=5}" "${SSE_PAIRS:=1}"
 fi
 BROADCAST_CLIENTS="${BROADCAST_CLIENTS:-10000}"
 SENDERS="${SENDERS:-4}"
@@ -74,12 +79,15 @@ BACKEND_ROUNDS="${BACKEND_ROUNDS:-200}"
 BACKEND_PAIRS="${BACKEND_PAIRS:-3}"
 HISTORY_CLIENTS="${HISTORY_CLIENTS:-10000}"
 HISTORY_ROUNDS="${HISTORY_ROUNDS:-50}"
+SSE_CLIENTS="${SSE_CLIENTS:-10000}"
+SSE_ROUNDS="${SSE_ROUNDS:-50}"
+SSE_PAIRS="${SSE_PAIRS:-5}"
 CONNECT_CLIENTS="${CONNECT_CLIENTS:-19000}"
 CONNECT_PAIRS="${CONNECT_PAIRS:-2}"
 RAILS_CONNECT_CLIENTS="${RAILS_CONNECT_CLIENTS:-2000}"
 ECHO_CLIENTS="${ECHO_CLIENTS:-100}"
 ECHO_SECS="${ECHO_SECS:-5}"
-SERIES="${SERIES:-broadcast echo broadcast-small redis backends history metrics connect}"
+SERIES="${SERIES:-broadcast echo broadcast-small redis backends history metrics sse connect}"
 RAILS="${RAILS:-1}"
 SERVER_BIN="${SERVER_BIN:-target/release/example-bench}"
 BASELINE_BIN="${BASELINE_BIN:-}"
@@ -215,8 +223,8 @@ run() {
   fi
   tail -n 1 "$file.txt" | python3 -c '
 import json, sys
-d = json.load(sys.stdin); d["target"] = sys.argv[1]; d["series"] = sys.argv[2]
-print(json.dumps(d))' "$label" "$series" >"$file.json"
+d = json.load(sys.stdin); d["target"] = sys.argv[1]; d["series"] = sys.argv[2]; d["pair"] = int(sys.argv[3])
+print(json.dumps(d))' "$label" "$series" "$n" >"$file.json"
   echo "  $series $label #$n: $(sed -n 2p "$file.txt" | tr -s ' ')" >&2
 }
 
@@ -312,6 +320,17 @@ if want metrics; then
     done
   done
 fi
+if want sse; then
+  [[ -n "${PID[memory]:-}" ]] || start_server memory
+  step "sse: $SSE_CLIENTS subscribers on WebSocket and on Server-Sent Events, $SENDERS senders, $SSE_ROUNDS rounds, $SSE_PAIRS pairs" >&2
+  for n in $(seq 1 "$SSE_PAIRS"); do
+    for transport in websocket sse; do
+      LABEL="$transport" run sse memory "$n" broadcast --transport "$transport" \
+        --clients "$SSE_CLIENTS" --senders "$SENDERS" --rounds "$SSE_ROUNDS" \
+        --ramp-per-sec 3000 --timeout-secs 120
+    done
+  done
+fi
 for name in "${!PID[@]}"; do stop_server "$name"; done
 
 if want connect; then
@@ -367,7 +386,9 @@ NAMES = {"ref": "raw reference (cable-ref)", "memory": "example-bench, memory",
          "memory-metrics": "example-bench, memory, metrics on",
          "postgres": "example-bench, PostgreSQL (LISTEN/NOTIFY)",
          "solid_cable": "example-bench, Solid Cable (PostgreSQL, polling 0.1 s)",
-         "nats": "example-bench, NATS (core subjects)"}
+         "nats": "example-bench, NATS (core subjects)",
+         "websocket": "example-bench, memory: WebSocket subscribers",
+         "sse": "example-bench, memory: Server-Sent Events subscribers"}
 
 def table(title, series, targets, cols, note_rows=()):
     present = [t for t in targets if (series, t) in runs]
@@ -412,6 +433,31 @@ if r and "memory" in r and "redis" in r:
           f"per-delivery p50 {r['redis'][2] - r['memory'][2]:+.2f} ms; "
           f"{rs[0]['clients']:,} subscribers, {rs[0]['senders']} senders, {rs[0]['rounds']} rounds per run; "
           f"{sum(x['lost'] for x in rs)} lost and {late} late in all runs.")
+sse = table("Server-Sent Events vs WebSocket", "sse", ["websocket", "sse"], bcols, [("sse", "websocket")])
+if sse and "sse" in sse and "websocket" in sse:
+    # Each pair ran back to back on the same server: its ratios are the least noisy figures.
+    pairs = {}
+    for t in ("websocket", "sse"):
+        for r_ in runs[("sse", t)]:
+            pairs.setdefault(r_["pair"], {})[t] = r_
+    rows = []
+    for n in sorted(pairs):
+        p = pairs[n]
+        if "websocket" in p and "sse" in p:
+            w, e = p["websocket"], p["sse"]
+            cpu = (e.get("server_cpu_us_per_delivery"), w.get("server_cpu_us_per_delivery"))
+            rows.append((n, e["time_to_all_ms"]["p50"] / w["time_to_all_ms"]["p50"],
+                         e["time_to_all_ms"]["p99"] / w["time_to_all_ms"]["p99"],
+                         cpu[0] / cpu[1] if cpu[0] and cpu[1] else None, cpu[0], cpu[1]))
+    if rows:
+        print("\nPer pair, SSE/WebSocket: " + "; ".join(
+            f"#{n}: time-to-all p50 {a:.2f}×, p99 {b:.2f}×, CPU/delivery "
+            + (f"{c:.2f}× ({e:.2f} vs {w:.2f} µs)" if c else "–")
+            for n, a, b, c, e, w in rows))
+        cs = [r_[3] for r_ in rows if r_[3]]
+        print(f"Median of the pairs' ratios: time-to-all p50 {statistics.median(r_[1] for r_ in rows):.2f}×, "
+              f"p99 {statistics.median(r_[2] for r_ in rows):.2f}×"
+              + (f", server CPU per delivery {statistics.median(cs):.2f}×" if cs else "") + ".")
 hcols = bcols + [("positioned deliveries", lambda r: r.get("positioned", 0), 0)]
 h = table("Stream history off and on", "history",
           ["memory", "memory-history", "memory-history-ext", "redis", "redis-history", "redis-history-ext"], hcols,

@@ -105,6 +105,28 @@ pub(crate) const COMMAND_KINDS: [&str; 7] = [
     "pong",
 ];
 
+/// How a connection reaches its client, as the `protocol` label of `connections` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// A WebSocket speaking `actioncable-v1-json`.
+    Plain,
+    /// A WebSocket speaking `actioncable-v1-ext-json`.
+    Ext,
+    /// A Server-Sent Events response.
+    Sse,
+}
+
+impl Transport {
+    /// The WebSocket protocol a session negotiated.
+    pub(crate) fn websocket(ext: bool) -> Transport {
+        if ext {
+            Transport::Ext
+        } else {
+            Transport::Plain
+        }
+    }
+}
+
 /// A histogram constructor a family can hold.
 #[derive(Clone, Copy)]
 struct Buckets(fn() -> Histogram);
@@ -133,8 +155,8 @@ pub(crate) struct Metrics {
     /// Broadcasts published here, for sampling.
     published_seq: AtomicU64,
 
-    /// Open connections: `[plain, ext]`.
-    pub(crate) connections: [Gauge; 2],
+    /// Open connections: `[plain, ext, sse]`, as [`Transport`] orders them.
+    connections: [Gauge; 3],
     subscriptions: Family<Label, Gauge>,
     streams: Gauge,
     queued: Gauge,
@@ -168,10 +190,13 @@ impl Metrics {
         let ext = connections_family
             .get_or_create(&[("protocol", "ext")])
             .clone();
-        let connections = [plain, ext];
+        let sse = connections_family
+            .get_or_create(&[("protocol", "sse")])
+            .clone();
+        let connections = [plain, ext, sse];
         registry.register(
             "connections",
-            "Open WebSocket connections, by protocol (plain: actioncable-v1-json, ext: actioncable-v1-ext-json)",
+            "Open connections, by protocol (plain: actioncable-v1-json, ext: actioncable-v1-ext-json, sse: Server-Sent Events)",
             connections_family,
         );
         let subscriptions = Family::<Label, Gauge>::default();
@@ -202,7 +227,7 @@ impl Metrics {
         let rejected = Family::<Label, Counter>::default();
         registry.register(
             "connections_rejected",
-            "Connections refused, by reason (unauthorized, token_expired, too_many_connections, origin, over_capacity, shutting_down)",
+            "Connections refused, by reason (unauthorized, token_expired, too_many_connections, origin, over_capacity, shutting_down; event streams also bad_request, subscription_rejected)",
             rejected.clone(),
         );
         let commands_family = Family::<Label, Counter>::default();
@@ -313,6 +338,11 @@ impl Metrics {
         let n = self.published_seq.fetch_add(1, Ordering::Relaxed);
         n.is_multiple_of(u64::from(self.sampling.broadcasts))
             .then(Trace::now)
+    }
+
+    /// The gauge of open connections of `transport`.
+    pub(crate) fn connections(&self, transport: Transport) -> &Gauge {
+        &self.connections[transport as usize]
     }
 
     /// One delivery in how many of a sampled broadcast is followed to its socket.

@@ -25,6 +25,10 @@
 //! plain client is answered exactly as before. `whisper` (AnyCable's client sends it with either
 //! protocol) is decoded by both.
 //!
+//! The Server-Sent Events transport speaks neither: a request names one subscription in its
+//! query and gets the frames back as events. What it asks for and what each frame becomes, as
+//! AnyCable maps them, is [`sse`].
+//!
 //! ```
 //! use actioncable::protocol::{Command, ServerMessage};
 //!
@@ -40,6 +44,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
+
+pub mod sse;
 
 /// The subprotocol the stock consumer offers first and the server selects.
 pub const PROTOCOL: &str = "actioncable-v1-json";

@@ -31,8 +31,18 @@
 //! Graceful shutdown is axum's: the signal runs on a task of its own while everything is served;
 //! then the listener is closed, each connection is asked to finish (hyper closes idle ones at
 //! once), and a task tracker waits for them all.
+//!
+//! A request's handler finds its connection's [`ConnectionHandle`] among the request's
+//! extensions. A long-lived response that is a cable connection of its own (the event stream
+//! of `server/sse.rs`) hands its connection over with it, as an upgrade does: its place among
+//! the pending connections is given back, since `max_connections` counts it from then on. And
+//! it can cut the connection: hyper stops polling a response body whose client does not read,
+//! so a stream that must end (a slow client dropped, a shutdown) could not otherwise end while
+//! the client refuses to read its last bytes. Under another server the extension is absent and
+//! neither happens.
 
 use crate::error::ServeError;
+use crate::sync::lock;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -44,8 +54,8 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -463,15 +473,58 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Serves one accepted connection until it closes, upgrades, times out or is shut down;
-/// `_permit` holds its place under `max_pending_connections` until then.
+/// What a request's handler may do with the connection the request came on: a request
+/// extension [`serve`] adds to every request (absent under any other server).
+#[derive(Clone)]
+pub(crate) struct ConnectionHandle(Arc<HandleInner>);
+
+struct HandleInner {
+    /// The connection's place among `max_pending_connections`, until handed over or closed.
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Cancelled to close the connection at once.
+    abort: CancellationToken,
+}
+
+impl ConnectionHandle {
+    fn new(permit: OwnedSemaphorePermit) -> ConnectionHandle {
+        ConnectionHandle(Arc::new(HandleInner {
+            permit: Mutex::new(Some(permit)),
+            abort: CancellationToken::new(),
+        }))
+    }
+
+    /// The connection now carries a cable connection of its own (counted by
+    /// `max_connections`): it gives back its place among the pending connections, as an
+    /// upgraded one does. It keeps the idle timeout.
+    pub(crate) fn hand_over(&self) {
+        lock(&self.0.permit).take();
+    }
+
+    /// Closes the connection now, whatever it is doing: a response in flight is abandoned.
+    pub(crate) fn abort(&self) {
+        self.0.abort.cancel();
+    }
+}
+
+/// Gives the connection's place back when its task ends, whoever still holds its handle.
+struct ReleaseOnDrop(ConnectionHandle);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.hand_over();
+    }
+}
+
+/// Serves one accepted connection until it closes, upgrades, times out, is aborted through its
+/// [`ConnectionHandle`] or is shut down; `permit` holds its place under
+/// `max_pending_connections` until then, or until the handle hands it over.
 async fn connection(
     stream: TcpStream,
     remote: SocketAddr,
     router: Router,
     settings: Settings,
     stop: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     configure(&stream, &settings, remote);
     let activity = Arc::new(AtomicU64::new(0));
@@ -479,9 +532,13 @@ async fn connection(
         stream,
         activity: activity.clone(),
     });
+    let handle = ConnectionHandle::new(permit);
+    let aborted = handle.0.abort.clone();
+    let _release = ReleaseOnDrop(handle.clone());
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(remote));
+        request.extensions_mut().insert(handle.clone());
         router.clone().oneshot(request)
     });
     let mut http = http1::Builder::new();
@@ -506,6 +563,10 @@ async fn connection(
             }
             () = idle.as_mut() => {
                 tracing::debug!(%remote, "closing an HTTP connection idle for longer than idle_timeout");
+                return;
+            }
+            () = aborted.cancelled() => {
+                tracing::debug!(%remote, "closing an HTTP connection its handler gave up on");
                 return;
             }
         }

@@ -1,9 +1,14 @@
 //! `broadcast` mode: N subscribed clients; S of them perform `broadcast`, one message each per
 //! round; a round ends when every client got every message of it, or at the round timeout,
 //! when whatever is missing is counted lost.
+//!
+//! With `--transport sse` the N subscribers are event streams (`--events-path`), which only
+//! listen; the S senders are then S more WebSocket clients, whose own copies of the messages
+//! are read and not counted (S × S frames a round, against N × S counted deliveries).
 
 use crate::conn::{self, BenchData, Incoming, Ramp, Target, Ws};
 use crate::procfs::CpuMeter;
+use crate::sse::EventStream;
 use crate::{Clock, ConnectArgs, secs, stats};
 use anyhow::bail;
 use clap::Args;
@@ -37,6 +42,28 @@ pub(crate) struct BroadcastArgs {
     /// deliveries count as lost.
     #[arg(long, default_value_t = 5.0)]
     round_timeout_secs: f64,
+    /// How the N subscribers are connected: `websocket` (`--url`), or `sse`, event streams
+    /// (`--events-path`), with S more WebSocket clients as the senders.
+    #[arg(long, value_enum, default_value = "websocket")]
+    transport: Transport,
+}
+
+/// The subscribers' transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    /// WebSocket clients, the senders among them.
+    Websocket,
+    /// Server-Sent Events streams; the senders are WebSocket clients besides.
+    Sse,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::Sse => "sse",
+        }
+    }
 }
 
 type Sink = SplitSink<Ws, Message>;
@@ -156,8 +183,14 @@ impl Tracker {
     }
 }
 
-/// One client's reading half: records every broadcast delivery; answers nothing.
-async fn read_loop(mut stream: SplitStream<Ws>, tracker: Arc<Tracker>, clock: Clock) {
+/// One client's reading half: records every broadcast delivery (none when `counted` is
+/// false: an SSE run's senders); answers nothing.
+async fn read_loop(
+    mut stream: SplitStream<Ws>,
+    tracker: Arc<Tracker>,
+    clock: Clock,
+    counted: bool,
+) {
     while let Some(frame) = stream.next().await {
         let text = match frame {
             Ok(Message::Text(text)) => text,
@@ -166,6 +199,10 @@ async fn read_loop(mut stream: SplitStream<Ws>, tracker: Arc<Tracker>, clock: Cl
         };
         let received_ns = clock.now_ns();
         match Incoming::parse(&text) {
+            Some(Incoming::Data(BenchData {
+                action: Some(action),
+                ..
+            })) if action == "broadcast" && !counted => {}
             Some(Incoming::Data(BenchData {
                 action: Some(action),
                 payload: Some(payload),
@@ -194,9 +231,53 @@ async fn read_loop(mut stream: SplitStream<Ws>, tracker: Arc<Tracker>, clock: Cl
     tracker.disconnected.fetch_add(1, Ordering::Relaxed);
 }
 
+/// One event stream: records every broadcast delivery (an unnamed event whose data is the
+/// message); `id` says it carried a stream position.
+async fn sse_read_loop(mut stream: EventStream, tracker: Arc<Tracker>, clock: Clock) {
+    loop {
+        let event = match stream.next_event().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("  an event stream failed: {e:#}");
+                break;
+            }
+        };
+        let received_ns = clock.now_ns();
+        if !event.name.is_empty() {
+            if event.name == "disconnect" {
+                eprintln!("  server sent {}", event.data);
+            } else {
+                tracker.other.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
+        match serde_json::from_str::<BenchData<'_>>(&event.data) {
+            Ok(BenchData {
+                action: Some(action),
+                payload: Some(payload),
+                ..
+            }) if action == "broadcast" => {
+                if event.has_id {
+                    tracker.positioned.fetch_add(1, Ordering::Relaxed);
+                }
+                tracker.deliver(&payload, received_ns);
+            }
+            _ => {
+                tracker.other.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    tracker.disconnected.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Runs the mode; prints the report and returns the JSON summary line.
 pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
-    if args.clients == 0 || args.senders == 0 || args.senders > args.clients {
+    let transport = args.transport;
+    if args.clients == 0
+        || args.senders == 0
+        || (transport == Transport::Websocket && args.senders > args.clients)
+    {
         bail!("need 1 <= --senders <= --clients");
     }
     let Ok(clients) = u32::try_from(args.clients) else {
@@ -210,7 +291,8 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
     let target = Target::resolve(&args.connect).await?;
     let ramp = Ramp::new(target, &args.connect)?;
     eprintln!(
-        "broadcast: {clients} clients, {senders} senders, {} rounds against {}",
+        "broadcast: {clients} {} clients, {senders} senders, {} rounds against {}",
+        transport.name(),
         args.rounds,
         ramp.target.url()
     );
@@ -218,6 +300,9 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
     let tracker = Arc::new(Tracker::new(clients, senders));
     let sinks: Arc<Mutex<Vec<(usize, Sink)>>> = Arc::default();
     let mut tasks = JoinSet::new();
+    // An SSE run's senders are WebSocket clients besides the subscribers: their copies are
+    // not counted.
+    let counted = transport == Transport::Websocket;
     let session = {
         let (tracker, sinks) = (tracker.clone(), sinks.clone());
         move |index: usize, ws: Ws| {
@@ -226,12 +311,32 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push((index, sink));
-            read_loop(stream, tracker.clone(), clock)
+            read_loop(stream, tracker.clone(), clock, counted)
         }
     };
-    let connect_time = ramp
-        .open_all(args.clients, deadline, &mut tasks, session)
-        .await?;
+    let connect_time = match transport {
+        Transport::Websocket => {
+            ramp.open_all(args.clients, deadline, &mut tasks, session)
+                .await?
+        }
+        Transport::Sse => {
+            let listener = {
+                let tracker = tracker.clone();
+                move |_index: usize, stream: EventStream| {
+                    sse_read_loop(stream, tracker.clone(), clock)
+                }
+            };
+            let open =
+                |target: Arc<Target>, index| async move { EventStream::open(&target, index).await };
+            let streams = ramp
+                .open_all_with(args.clients, deadline, &mut tasks, open, listener)
+                .await?;
+            streams
+                + ramp
+                    .open_all(senders, deadline, &mut tasks, session)
+                    .await?
+        }
+    };
     eprintln!(
         "  {clients} subscribed in {:.2} s",
         connect_time.as_secs_f64()
@@ -299,7 +404,8 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
     let messages = u64::from(rounds_run) * senders as u64;
     let deliveries_per_sec = deliveries as f64 / phase_time.as_secs_f64().max(1e-9);
     println!(
-        "broadcast: {clients} clients, {senders} senders, {rounds_run}/{} rounds, {messages} messages, {}",
+        "broadcast: {clients} {} clients, {senders} senders, {rounds_run}/{} rounds, {messages} messages, {}",
+        transport.name(),
         args.rounds,
         ramp.target.url()
     );
@@ -312,7 +418,7 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
     println!(
         "  lost {lost} deliveries ({incomplete} of {messages} messages incomplete); late {late}; unexpected {unexpected}; send errors {send_errors}; connections lost {disconnected}"
     );
-    if ramp.target.protocol() == conn::Protocol::Ext {
+    if ramp.target.protocol() == conn::Protocol::Ext || transport == Transport::Sse {
         println!("  {positioned} of the deliveries carried a stream position");
     }
     if rounds_run < args.rounds {
@@ -352,6 +458,7 @@ pub(crate) async fn run(args: BroadcastArgs) -> anyhow::Result<String> {
         "payload_bytes": args.connect.payload_bytes,
         "url": ramp.target.url(),
         "protocol": ramp.target.protocol().name(),
+        "transport": transport.name(),
         "positioned": positioned,
     });
     if let Some(cpu) = server_cpu {

@@ -59,6 +59,8 @@ pub(crate) struct Target {
     addr: SocketAddr,
     origin: Option<HeaderValue>,
     bind_ips: Vec<IpAddr>,
+    /// The request target of an event stream (`--events-path`).
+    events_path: String,
 }
 
 /// A subscribed [`Consumer`] (the `echo` mode's client): the consumer and its
@@ -103,6 +105,7 @@ impl Target {
             addr,
             origin,
             bind_ips: args.bind_ips.clone(),
+            events_path: args.events_path.clone(),
         })
     }
 
@@ -158,8 +161,23 @@ impl Target {
         }
     }
 
-    /// Connects client `index` and returns it once its subscription is confirmed.
-    pub(crate) async fn open(&self, index: usize) -> anyhow::Result<Ws> {
+    /// The server's address (the host and port of `--url`).
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The path and query event-stream clients request (`--events-path`).
+    pub(crate) fn events_path(&self) -> &str {
+        &self.events_path
+    }
+
+    /// The `Origin` header to send, if any.
+    pub(crate) fn origin(&self) -> Option<&HeaderValue> {
+        self.origin.as_ref()
+    }
+
+    /// A TCP connection to the server for client `index`, from the next of `--bind-ips`.
+    pub(crate) async fn tcp(&self, index: usize) -> anyhow::Result<TcpStream> {
         let socket = if self.addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -176,6 +194,12 @@ impl Target {
             .await
             .with_context(|| format!("TCP connect to {}", self.addr))?;
         stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Connects client `index` and returns it once its subscription is confirmed.
+    pub(crate) async fn open(&self, index: usize) -> anyhow::Result<Ws> {
+        let stream = self.tcp(index).await?;
 
         let mut request = self.url.as_str().into_client_request()?;
         let headers = request.headers_mut();
@@ -349,7 +373,8 @@ impl Ramp {
     }
 
     /// [`open_all`](Self::open_all) with clients that `open` makes (client `index` of the
-    /// target, subscribed), such as [`Target::subscribe`]'s consumers.
+    /// target, subscribed), such as [`Target::subscribe`]'s consumers or event streams
+    /// ([`EventStream::open`](crate::sse::EventStream::open)).
     pub(crate) async fn open_all_with<C, O, OFut, F, Fut>(
         &self,
         count: usize,

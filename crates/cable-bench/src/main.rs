@@ -6,7 +6,8 @@
 //!
 //! - `cable-bench broadcast`: N subscribed clients, S of them senders, R rounds; measures the
 //!   time from a send to the last client receiving it (time-to-all), every delivery's latency,
-//!   lost messages and deliveries per second;
+//!   lost messages and deliveries per second; with `--transport sse` the subscribers are
+//!   Server-Sent Events streams (`--events-path`) and the senders WebSocket clients besides;
 //! - `cable-bench echo`: C clients in a closed loop of `echo` round trips for D seconds;
 //! - `cable-bench connect`: N idle subscribed clients; the server's resident memory per
 //!   connection, read from `/proc/<pid>/status`.
@@ -22,6 +23,7 @@ mod conn;
 mod connect;
 mod echo;
 mod procfs;
+mod sse;
 mod stats;
 
 use clap::{Args, Parser, Subcommand};
@@ -86,6 +88,11 @@ struct ConnectArgs {
     /// if the server selects another.
     #[arg(long, value_enum, default_value = "plain")]
     protocol: conn::Protocol,
+    /// The path and query of the server's event streams, on `--url`'s host and port, for the
+    /// clients of `broadcast --transport sse` (the `BenchmarkChannel` subscription in
+    /// AnyCable's `?channel=` form).
+    #[arg(long, default_value = "/events?channel=BenchmarkChannel")]
+    events_path: String,
     /// Extra bytes of padding in every payload.
     #[arg(long, default_value_t = 0)]
     payload_bytes: usize,

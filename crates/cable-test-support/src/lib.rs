@@ -18,7 +18,8 @@
 //!   bounded waits built on them ([`eventually`], [`within`]). Every wait in the tests is
 //!   bounded; a test that hangs is a failure, never a stuck CI job.
 //! - Raw HTTP/1.1 over a `TcpStream` ([`http_raw`], [`http_request`], [`raw_upgrade`]) for what
-//!   a WebSocket library will not send.
+//!   a WebSocket library will not send, and an event-stream reader ([`SseClient`]) that reads a
+//!   Server-Sent Events response as `curl -N` does, exact bytes and parsed events.
 //! - Floods of connections that never send a whole request ([`HeldConnections`],
 //!   [`half_sent_upgrade`]) and a probe that checks a server answers meanwhile ([`HttpProbe`]).
 //! - JWTs from another issuer ([`mint_hs256`]), expired or malformed ones included.
@@ -58,6 +59,7 @@ mod rails;
 pub mod redis;
 mod script;
 mod server;
+mod sse;
 mod timing;
 
 pub use binary::ServerProcess;
@@ -77,4 +79,5 @@ pub use proxy::TcpProxy;
 pub use rails::{RAILS_ORIGIN, RailsApp};
 pub use script::run_json_script;
 pub use server::{ADMIN_KEY, CableServer, ShutdownSignal, TestServer, spawn_cable, spawn_cable_at};
+pub use sse::{SseClient, SseEvent, SseOpen};
 pub use timing::{POLL, SHUTDOWN_WAIT, SILENCE, WAIT, WHOLE_TEST, eventually, within, within_for};

@@ -159,7 +159,8 @@ async fn serve_router(
 /// The operator key of [`spawn_cable`]'s stats route (`GET /admin/stats`).
 pub const ADMIN_KEY: &str = "test-operator-key-0123456789abcdef";
 
-/// Serves `builder`'s cable at `/cable` on a free loopback port. Its graceful
+/// Serves `builder`'s cable at `/cable` (and its event streams at `/events`) on a free
+/// loopback port. Its graceful
 /// [`shutdown`](TestServer::shutdown) shuts the cable down first (every client gets
 /// `server_restart`, bounded by [`WAIT`]), then stops serving.
 pub async fn spawn_cable<S: Send + Sync + 'static>(builder: CableBuilder<S>) -> CableServer {
@@ -199,6 +200,7 @@ fn serve_cable<S: Send + Sync + 'static>(
     let handle = cable.handle();
     let router: Router = cable
         .router("/cable")
+        .merge(cable.sse_router("/events"))
         .merge(handle.readiness_router("/ready"))
         .merge(handle.stats_router("/admin/stats", ADMIN_KEY));
     let cable_handle = handle.clone();

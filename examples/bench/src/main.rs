@@ -8,6 +8,9 @@
 //! - action `broadcast`: broadcasts the data to `"all"`, then transmits it back to the sender
 //!   with `"action":"broadcastResult"`.
 //!
+//! The channel is also served over Server-Sent Events at `/events` (`?channel=BenchmarkChannel`,
+//! listen-only), which `cable-bench broadcast --transport sse` measures against the WebSocket.
+//!
 //! Any connection is accepted, with or without an `Origin` header (load tools send none).
 //! Settings: `PORT` (3000), `BIND` (127.0.0.1), `CABLE_ADAPTER` (`memory` or `redis`, with
 //! `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`),
@@ -88,6 +91,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handle = cable.handle();
     let app = axum::Router::new()
         .merge(cable.router("/cable"))
+        // The same channel over Server-Sent Events (`/events?channel=BenchmarkChannel`), for
+        // `cable-bench broadcast --transport sse` to compare the two transports on one server.
+        .merge(cable.sse_router("/events"))
         .merge(cable.metrics_router("/metrics"))
         // Liveness (the process answers) and readiness (not while shutting down or while the
         // pub/sub adapter is down): docs/operations.md.

@@ -12,8 +12,10 @@
 //! - [`assets`]: the web page (`js-client/public`), the consumer's ES module, and the security
 //!   headers every answer carries.
 //!
-//! [`app`] wires them into one axum router with the cable mounted at `/cable` and the page at
-//! `/`; [`serve`] runs it with graceful shutdown.
+//! [`app`] wires them into one axum router with the cable mounted at `/cable`, its
+//! Server-Sent Events transport at `/events` (the same credentials; the channel identifier in
+//! the `identifier` query parameter, for a browser's `EventSource`) and the page at `/`;
+//! [`serve`] runs it with graceful shutdown.
 
 pub mod assets;
 pub mod auth;
@@ -38,7 +40,7 @@ pub const CABLE_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// How long plain HTTP requests get to finish after the cable has shut down.
 pub const HTTP_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The assembled app: the router (HTTP API + `/cable`) and the cable's handle.
+/// The assembled app: the router (HTTP API, `/cable`, `/events`) and the cable's handle.
 #[derive(Debug)]
 pub struct Demo {
     /// Serve this (with connect info, see [`serve`]).
@@ -94,6 +96,9 @@ pub fn app(config: &Config) -> anyhow::Result<Demo> {
     // `/ready`: not ready while shutting down or while Redis is down (`/health` is liveness).
     let mut routes = http::routes(http_state)
         .merge(cable.router("/cable"))
+        // Listen-only clients (`EventSource`): `?identifier=<channel params JSON>` plus the
+        // same `?token=` or cookie as `/cable`; 401 without them.
+        .merge(cable.sse_router("/events"))
         .merge(cable.handle().readiness_router("/ready"))
         .merge(cable.metrics_router("/metrics"));
     // The node's counts, top streams and slowest queues, for operators holding `ADMIN_KEY`.

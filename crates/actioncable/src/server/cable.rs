@@ -3,8 +3,8 @@
 
 use super::builder::CableBuilder;
 use super::config::Config;
-use super::handler;
 use super::resume::ParkedSessions;
+use super::{handler, sse};
 use crate::channel::Callbacks;
 use crate::channel::erased::ErasedFactory;
 use crate::connection::Connection;
@@ -63,6 +63,42 @@ impl<S: Send + Sync + 'static> Cable<S> {
             path,
             any(handler::cable::<S>).with_state(self.shared.clone()),
         )
+    }
+
+    /// An axum router serving the cable's Server-Sent Events transport at `path` (AnyCable's
+    /// default is `/events`): for clients that only listen, a browser's `EventSource` or
+    /// `curl -N`. Merge it next to [`router`](Self::router); it works with any router state.
+    ///
+    /// A `GET` request names one subscription in its query, as AnyCable's: `identifier` (the
+    /// JSON of the channel's params, what the consumer would send), or `channel` (a channel
+    /// without params), or `stream` / `signed_stream` (AnyCable's `$pubsub` channel, when the
+    /// app registers one). It is authenticated by the cable's
+    /// [`Connection`](crate::Connection) from the same request (cookies, headers, query
+    /// parameters such as `token`), and counts as a connection for every limit and statistic.
+    /// The response is `text/event-stream`: `welcome`, `confirm_subscription` and the other
+    /// protocol frames as named events (`event: confirm_subscription`), every delivery as an
+    /// unnamed event whose data is the message, heartbeats as comments every `ping_interval`.
+    /// With [`CableBuilder::history`](crate::CableBuilder::history) each kept message's event
+    /// carries its position as `id`, and a browser that reconnects with `Last-Event-ID` gets
+    /// what it missed, once, in order. Without credentials the answer is `401`, for a rejected
+    /// subscription `400`. `docs/sse.md` lists every event and answer.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use actioncable::Cable;
+    /// let cable = Cable::builder().history(true).build().unwrap();
+    /// let app: axum::Router = axum::Router::new()
+    ///     .merge(cable.router("/cable"))
+    ///     .merge(cable.sse_router("/events"));
+    /// // In a browser:
+    /// // new EventSource("/events?identifier=" + encodeURIComponent(JSON.stringify(
+    /// //   {channel: "ChatChannel", room: "lobby"})))
+    /// //   .onmessage = (e) => console.log(JSON.parse(e.data));
+    /// # let _ = app;
+    /// # }
+    /// ```
+    pub fn sse_router<RS: Clone + Send + Sync + 'static>(&self, path: &str) -> Router<RS> {
+        Router::new().route(path, any(sse::events::<S>).with_state(self.shared.clone()))
     }
 
     /// An axum router serving this node's metrics at `path`, in the Prometheus text format

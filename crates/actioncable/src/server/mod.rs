@@ -7,7 +7,9 @@
 //!   with `origin.rs` ([`AllowedOrigins`]);
 //! - `session.rs`: one task per WebSocket, moving frames between the socket and
 //! - `dispatch.rs`: what a connection's commands and control events do, without a socket
-//!   (shared with the `testing` harness and the fuzz targets).
+//!   (shared with the `testing` harness and the fuzz targets);
+//! - `sse.rs`: the Server-Sent Events transport, a listen-only connection on the same
+//!   dispatcher, whose frames are written as events into an HTTP response.
 //!
 //! ```no_run
 //! use actioncable::{AcceptAll, Cable};
@@ -37,6 +39,7 @@ mod handler;
 mod origin;
 mod resume;
 mod session;
+mod sse;
 
 pub use builder::CableBuilder;
 pub use cable::Cable;

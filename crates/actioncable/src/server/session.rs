@@ -13,7 +13,7 @@ use super::Shared;
 use super::dispatch::Dispatcher;
 use super::resume::{self, Parked, Resumed};
 use crate::connection::{Identity, Reject};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Transport};
 use crate::outbox::{Control, Frames, Outbox};
 use crate::protocol::{self, Command, DisconnectReason, EXT_PROTOCOL, Extras, ServerMessage};
 use crate::registry::{Admission, Reservation};
@@ -390,7 +390,7 @@ impl<S: Send + Sync + 'static> Session<S> {
             None => ServerMessage::WELCOME.encode(),
         };
         if let Some(metrics) = &self.metrics {
-            metrics.connections[usize::from(self.ext)].inc();
+            metrics.connections(Transport::websocket(self.ext)).inc();
         }
         let end = match self.socket.send(Message::Text(welcome.into())).await {
             Ok(()) => {
@@ -696,7 +696,7 @@ impl<S: Send + Sync + 'static> Session<S> {
         drop(socket);
         drop(admission);
         if let Some(metrics) = &metrics {
-            metrics.connections[usize::from(ext)].dec();
+            metrics.connections(Transport::websocket(ext)).dec();
             metrics.disconnected(match end {
                 End::Gone => "gone",
                 End::ClientClosed => "client_close",

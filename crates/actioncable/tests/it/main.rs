@@ -29,5 +29,6 @@ mod resume;
 mod security;
 mod slow_consumer;
 mod soak;
+mod sse;
 mod subscriptions;
 mod timers;

@@ -1111,3 +1111,127 @@ async fn the_admin_stats_route_exists_only_with_admin_key_and_needs_it() {
     })
     .await;
 }
+
+/// `/events?identifier=<identifier>&<query>`.
+fn events_path(identifier: &str, query: &str) -> String {
+    let encoded: String = identifier
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/events?identifier={encoded}&{query}")
+}
+
+#[tokio::test]
+async fn events_stream_a_room_with_the_cables_credentials_and_401_without() {
+    bounded(async {
+        let server = start_demo().await;
+        let addr = server.addr;
+        let (alice_token, alice_cookie) = login(addr, "alice").await;
+        let (bob_token, _) = login(addr, "bob").await;
+
+        // No credentials, a forged token: 401, as `/cable` refuses them.
+        for query in ["", "token=not.a.token"] {
+            let (status, _) = SseClient::open(addr, &events_path(LOBBY, query), &[])
+                .await
+                .refused();
+            assert_eq!(status, 401, "{query:?}");
+        }
+
+        // The token, as the page puts it on `/cable`.
+        let mut by_token = SseClient::open(
+            addr,
+            &events_path(LOBBY, &format!("token={alice_token}")),
+            &[],
+        )
+        .await
+        .stream();
+        by_token.expect_confirmed().await;
+        assert_eq!(
+            by_token.next_message().await.json(),
+            json!({"type":"joined","user":"alice"})
+        );
+        // The cookie, as a same-origin `EventSource` sends it.
+        let mut by_cookie = SseClient::open(
+            addr,
+            &events_path(NOTIFICATIONS, ""),
+            &[("Cookie", &alice_cookie)],
+        )
+        .await
+        .stream();
+        by_cookie.expect_confirmed().await;
+
+        // bob speaks over the WebSocket; alice's stream gets the message alone.
+        let mut bob = welcome(&server, &format!("?token={bob_token}"), None).await;
+        join(&mut bob, LOBBY, "bob").await;
+        assert_eq!(
+            by_token.next_message().await.json(),
+            json!({"type":"joined","user":"bob"})
+        );
+        bob.send_data(LOBBY, &json!({"action":"speak","text":"hello over SSE"}))
+            .await;
+        let said = by_token.next_message().await;
+        assert_eq!(said.event, "", "a message event: {said:?}");
+        let said = said.json();
+        assert_eq!(
+            (
+                said["type"].as_str(),
+                said["user"].as_str(),
+                said["text"].as_str()
+            ),
+            (Some("message"), Some("bob"), Some("hello over SSE"))
+        );
+        // A notification posted over HTTP reaches the cookie's stream.
+        let r = post_as(
+            addr,
+            &bob_token,
+            "/notifications",
+            json!({"user":"alice","message":"ping"}),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        assert_eq!(by_cookie.next_message().await.json()["message"], "ping");
+
+        // A private room turns a non-member's stream away: 400, as AnyCable answers a rejection.
+        let (status, _) = SseClient::open(
+            addr,
+            &events_path(STAFF, &format!("token={alice_token}")),
+            &[],
+        )
+        .await
+        .refused();
+        assert_eq!(status, 400);
+
+        // Logging out ends alice's streams for good (`retry` of a year), not bob's socket.
+        let bearer = format!("Bearer {alice_token}");
+        let r = http_request(
+            addr,
+            "POST",
+            "/logout",
+            &[("Authorization", &bearer)],
+            Some("{}"),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{r:?}");
+        for sse in [&mut by_token, &mut by_cookie] {
+            let last = sse.until_end(WAIT).await.pop().expect("a last event");
+            assert_eq!(last.event, "disconnect");
+            assert_eq!(
+                last.json(),
+                json!({"type":"disconnect","reason":"remote","reconnect":false})
+            );
+            assert_eq!(last.retry, Some(31_536_000_000));
+        }
+        // bob's own message first, then alice leaving the room.
+        assert_eq!(bob.recv_message(LOBBY).await["type"], "message");
+        assert_eq!(
+            bob.recv_message(LOBBY).await,
+            json!({"type":"left","user":"alice"})
+        );
+        drop(bob);
+        server.shutdown().await;
+    })
+    .await;
+}
