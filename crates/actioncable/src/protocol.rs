@@ -194,13 +194,118 @@ pub enum DecodeError {
     BadPresence,
 }
 
-#[derive(Deserialize)]
-struct RawCommand {
-    command: Option<Value>,
-    identifier: Option<Value>,
-    data: Option<Value>,
-    history: Option<Value>,
-    presence: Option<Value>,
+/// The fields of a command frame that decoding reads, each the JSON text of its value, borrowed
+/// from the frame: the frame is read once, without building a `serde_json::Value` (a map, a
+/// `String` per key and per value) only to take three strings out of it. Other keys are skipped;
+/// of a key given twice the last counts, as in a parsed object (and in Rails' `JSON.parse`).
+#[derive(Default)]
+struct Fields<'a> {
+    command: Option<&'a RawValue>,
+    identifier: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+    history: Option<&'a RawValue>,
+    presence: Option<&'a RawValue>,
+}
+
+/// A key of a command frame: one of the fields decoding reads, or another.
+enum Key {
+    Command,
+    Identifier,
+    Data,
+    History,
+    Presence,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            // Keys with escapes arrive unescaped here too: `"comm\u0061nd"` is `command`.
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "command" => Key::Command,
+                    "identifier" => Key::Identifier,
+                    "data" => Key::Data,
+                    "history" => Key::History,
+                    "presence" => Key::Presence,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Fields<'de>, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    let slot = match key {
+                        Key::Command => &mut fields.command,
+                        Key::Identifier => &mut fields.identifier,
+                        Key::Data => &mut fields.data,
+                        Key::History => &mut fields.history,
+                        Key::Presence => &mut fields.presence,
+                        Key::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// Reads a frame's fields; an error says what [`Command::decode`] reports.
+    fn read(frame: &'a str) -> Result<Fields<'a>, DecodeError> {
+        serde_json::from_str(frame).map_err(|e| match e.classify() {
+            // Only the top level can have the wrong type: it is valid JSON, or not JSON at all.
+            serde_json::error::Category::Data => {
+                match serde_json::from_str::<serde::de::IgnoredAny>(frame) {
+                    Ok(_) => DecodeError::NotAnObject,
+                    Err(e) => DecodeError::Json(e.to_string()),
+                }
+            }
+            _ => DecodeError::Json(e.to_string()),
+        })
+    }
+}
+
+/// The string a JSON value is, or `None` when it is another kind of value.
+fn json_string(raw: &RawValue) -> Option<String> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    // Without escapes the text between the quotes is the string: no second pass over it.
+    match serde_json::from_str::<&str>(text) {
+        Ok(plain) => Some(plain.to_owned()),
+        Err(_) => serde_json::from_str::<String>(text).ok(),
+    }
+}
+
+/// The value as a `serde_json::Value`, `None` for `null` (the fields read rarely: history,
+/// presence, a whisper's data).
+fn json_value(raw: Option<&RawValue>) -> Option<Value> {
+    raw.and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        .filter(|value| !value.is_null())
 }
 
 impl Command {
@@ -236,24 +341,23 @@ impl Command {
     }
 
     fn decode_as(frame: &str, ext: bool) -> Result<(Command, Extras), DecodeError> {
-        let value: Value =
-            serde_json::from_str(frame).map_err(|e| DecodeError::Json(e.to_string()))?;
-        if !value.is_object() {
-            return Err(DecodeError::NotAnObject);
-        }
-        let mut raw: RawCommand =
-            serde_json::from_value(value).map_err(|e| DecodeError::Json(e.to_string()))?;
-        let command = match raw.command {
-            Some(Value::String(c)) => c,
-            Some(other) => return Err(DecodeError::UnknownCommand(other.to_string())),
+        let fields = Fields::read(frame)?;
+        let command = match fields.command {
+            Some(raw) => match json_string(raw) {
+                Some(command) => command,
+                None => {
+                    return Err(DecodeError::UnknownCommand(
+                        json_value(Some(raw)).map_or_else(|| raw.get().to_owned(), |v| v.to_string()),
+                    ));
+                }
+            },
             None => return Err(DecodeError::UnknownCommand(String::new())),
         };
-        let identifier = match raw.identifier {
-            Some(Value::String(id)) => Some(id),
-            _ => None,
-        };
-        let history = match raw.history {
-            Some(value) if ext => Some(parse_history(value)?),
+        let identifier = fields.identifier.and_then(json_string);
+        let history = match fields.history {
+            Some(raw) if ext => Some(parse_history(
+                serde_json::from_str::<Value>(raw.get()).map_err(|_| DecodeError::BadHistory)?,
+            )?),
             _ => None,
         };
         let command = match command.as_str() {
@@ -265,9 +369,9 @@ impl Command {
             },
             "message" => {
                 let identifier = identifier.ok_or(DecodeError::MissingIdentifier)?;
-                match raw.data {
-                    Some(Value::String(data)) => Command::Message { identifier, data },
-                    _ => return Err(DecodeError::MissingData),
+                match fields.data.and_then(json_string) {
+                    Some(data) => Command::Message { identifier, data },
+                    None => return Err(DecodeError::MissingData),
                 }
             }
             "history" if ext => {
@@ -284,7 +388,7 @@ impl Command {
             "pong" if ext => return Ok((Command::Pong, Extras::default())),
             "join" if ext => Command::Join {
                 identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
-                presence: parse_presence(raw.presence.take())?,
+                presence: parse_presence(json_value(fields.presence))?,
             },
             "leave" if ext => Command::Leave {
                 identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
@@ -294,10 +398,12 @@ impl Command {
             },
             "whisper" => {
                 let identifier = identifier.ok_or(DecodeError::MissingIdentifier)?;
-                match raw.data {
-                    Some(data) => Command::Whisper {
+                match fields.data {
+                    // Re-encoded compactly, as the parsed value always was.
+                    Some(raw) => Command::Whisper {
                         identifier,
-                        data: data.to_string(),
+                        data: serde_json::from_str::<Value>(raw.get())
+                            .map_or_else(|_| raw.get().to_owned(), |v| v.to_string()),
                     },
                     None => return Err(DecodeError::MissingData),
                 }
@@ -309,10 +415,7 @@ impl Command {
         }
         // A `subscribe` with a malformed `presence` is still a subscribe (AnyCable subscribes,
         // then logs the failed join): the presence is dropped, not the subscription.
-        let presence = match raw.presence {
-            None | Some(Value::Null) => None,
-            some => parse_presence(some).ok(),
-        };
+        let presence = json_value(fields.presence).and_then(|p| parse_presence(Some(p)).ok());
         Ok((command, Extras { history, presence }))
     }
 
@@ -932,6 +1035,58 @@ mod tests {
             encode_data("id", msg),
             r#"{"identifier":"id","message":{"a": [1, 2]}}"#
         );
+    }
+
+    #[test]
+    fn fields_are_read_as_a_parsed_object_reads_them() {
+        // Escaped keys are their unescaped selves; the last of a repeated key counts; `null` is
+        // absent; other keys, nested as deep as they like, are skipped.
+        assert_eq!(
+            Command::decode(
+                r#"{"comm\u0061nd":"message","identifier":"a","identifier":"b","data":"{}","x":[{"y":[1,{"z":null}]}]}"#
+            ),
+            Ok(Command::Message {
+                identifier: "b".into(),
+                data: "{}".into()
+            })
+        );
+        assert_eq!(
+            Command::decode(r#"{"command":"subscribe","identifier":"x","identifier":null}"#),
+            Err(DecodeError::MissingIdentifier)
+        );
+        assert_eq!(
+            Command::decode(r#"{"command":null,"identifier":"x"}"#),
+            Err(DecodeError::UnknownCommand(String::new()))
+        );
+        assert_eq!(
+            Command::decode(r#"{"command":[1, 2],"identifier":"x"}"#),
+            Err(DecodeError::UnknownCommand("[1,2]".into()))
+        );
+        // Escapes inside the strings are undone.
+        assert_eq!(
+            Command::decode(r#"{"command":"subscribe","identifier":"\u00e9\"\n"}"#),
+            Ok(Command::Subscribe {
+                identifier: "\u{e9}\"\n".into()
+            })
+        );
+        assert_eq!(
+            Command::decode(r#"{"command":"whisper","identifier":"x","data":{ "a" : [1, 2] }}"#),
+            Ok(Command::Whisper {
+                identifier: "x".into(),
+                data: r#"{"a":[1,2]}"#.into()
+            })
+        );
+        assert_eq!(
+            Command::decode(r#"{"command":"whisper","identifier":"x","data":null}"#),
+            Err(DecodeError::MissingData)
+        );
+        assert_eq!(Command::decode("[1,2]"), Err(DecodeError::NotAnObject));
+        assert_eq!(Command::decode(r#""command""#), Err(DecodeError::NotAnObject));
+        assert!(matches!(Command::decode("[1,"), Err(DecodeError::Json(_))));
+        assert!(matches!(
+            Command::decode(r#"{"command":"message"} x"#),
+            Err(DecodeError::Json(_))
+        ));
     }
 
     #[test]
