@@ -194,17 +194,81 @@ pub enum DecodeError {
     BadPresence,
 }
 
-/// The fields of a command frame that decoding reads, each the JSON text of its value, borrowed
-/// from the frame: the frame is read once, without building a `serde_json::Value` (a map, a
-/// `String` per key and per value) only to take three strings out of it. Other keys are skipped;
-/// of a key given twice the last counts, as in a parsed object (and in Rails' `JSON.parse`).
+/// The fields of a command frame that decoding reads: the frame is read once, without building
+/// a `serde_json::Value` of the whole object (a map, a `String` per key) only to take two or
+/// three strings out of it. A field that is a string (what the consumer sends) is decoded
+/// straight from the frame; another value is parsed as a `Value`, as before, and so is any other
+/// key's value, so a frame is accepted or refused exactly as when it was parsed whole (valid
+/// escapes, numbers in range, nesting within serde_json's limit). Of a key given twice the last
+/// counts, and `null` is absent, as in a parsed object (and in Rails' `JSON.parse`).
 #[derive(Default)]
-struct Fields<'a> {
-    command: Option<&'a RawValue>,
-    identifier: Option<&'a RawValue>,
-    data: Option<&'a RawValue>,
-    history: Option<&'a RawValue>,
-    presence: Option<&'a RawValue>,
+struct Fields {
+    command: Option<Field>,
+    identifier: Option<Field>,
+    data: Option<Field>,
+    history: Option<Field>,
+    presence: Option<Field>,
+}
+
+/// One field's value.
+enum Field {
+    Str(String),
+    Other(Value),
+}
+
+impl Field {
+    fn into_string(self) -> Option<String> {
+        match self {
+            Field::Str(s) => Some(s),
+            Field::Other(_) => None,
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            Field::Str(s) => Value::String(s),
+            Field::Other(v) => v,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Field, D::Error> {
+        struct FieldVisitor;
+        impl<'de> serde::de::Visitor<'de> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Field, E> {
+                Ok(Field::Str(s.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Field, E> {
+                Ok(Field::Str(s))
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Field, E> {
+                Ok(Field::Other(Value::Bool(b)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Field, E> {
+                Ok(Field::Other(Value::from(n)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Field, E> {
+                Ok(Field::Other(Value::from(n)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Field, E> {
+                Ok(Field::Other(Value::from(n)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Field, A::Error> {
+                let de = serde::de::value::SeqAccessDeserializer::new(seq);
+                Value::deserialize(de).map(Field::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Field, A::Error> {
+                let de = serde::de::value::MapAccessDeserializer::new(map);
+                Value::deserialize(de).map(Field::Other)
+            }
+        }
+        deserializer.deserialize_any(FieldVisitor)
+    }
 }
 
 /// A key of a command frame: one of the fields decoding reads, or another.
@@ -241,15 +305,18 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-impl<'de> Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Fields<'de>, D::Error> {
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Fields, D::Error> {
         struct FieldsVisitor;
         impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
-            type Value = Fields<'de>;
+            type Value = Fields;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields, A::Error> {
                 let mut fields = Fields::default();
                 while let Some(key) = map.next_key::<Key>()? {
                     let slot = match key {
@@ -259,11 +326,13 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                         Key::History => &mut fields.history,
                         Key::Presence => &mut fields.presence,
                         Key::Other => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
+                            // Parsed, not skipped: what a parsed object refuses is refused.
+                            map.next_value::<Value>()?;
                             continue;
                         }
                     };
-                    *slot = Some(map.next_value()?);
+                    // `null` reads as absent.
+                    *slot = map.next_value::<Option<Field>>()?;
                 }
                 Ok(fields)
             }
@@ -272,40 +341,18 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
-impl<'a> Fields<'a> {
+impl Fields {
     /// Reads a frame's fields; an error says what [`Command::decode`] reports.
-    fn read(frame: &'a str) -> Result<Fields<'a>, DecodeError> {
+    fn read(frame: &str) -> Result<Fields, DecodeError> {
         serde_json::from_str(frame).map_err(|e| match e.classify() {
             // Only the top level can have the wrong type: it is valid JSON, or not JSON at all.
-            serde_json::error::Category::Data => {
-                match serde_json::from_str::<serde::de::IgnoredAny>(frame) {
-                    Ok(_) => DecodeError::NotAnObject,
-                    Err(e) => DecodeError::Json(e.to_string()),
-                }
-            }
+            serde_json::error::Category::Data => match serde_json::from_str::<Value>(frame) {
+                Ok(_) => DecodeError::NotAnObject,
+                Err(e) => DecodeError::Json(e.to_string()),
+            },
             _ => DecodeError::Json(e.to_string()),
         })
     }
-}
-
-/// The string a JSON value is, or `None` when it is another kind of value.
-fn json_string(raw: &RawValue) -> Option<String> {
-    let text = raw.get();
-    if !text.starts_with('"') {
-        return None;
-    }
-    // Without escapes the text between the quotes is the string: no second pass over it.
-    match serde_json::from_str::<&str>(text) {
-        Ok(plain) => Some(plain.to_owned()),
-        Err(_) => serde_json::from_str::<String>(text).ok(),
-    }
-}
-
-/// The value as a `serde_json::Value`, `None` for `null` (the fields read rarely: history,
-/// presence, a whisper's data).
-fn json_value(raw: Option<&RawValue>) -> Option<Value> {
-    raw.and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
-        .filter(|value| !value.is_null())
 }
 
 impl Command {
@@ -341,23 +388,17 @@ impl Command {
     }
 
     fn decode_as(frame: &str, ext: bool) -> Result<(Command, Extras), DecodeError> {
-        let fields = Fields::read(frame)?;
+        let mut fields = Fields::read(frame)?;
         let command = match fields.command {
-            Some(raw) => match json_string(raw) {
-                Some(command) => command,
-                None => {
-                    return Err(DecodeError::UnknownCommand(
-                        json_value(Some(raw)).map_or_else(|| raw.get().to_owned(), |v| v.to_string()),
-                    ));
-                }
-            },
+            Some(Field::Str(command)) => command,
+            Some(Field::Other(other)) => {
+                return Err(DecodeError::UnknownCommand(other.to_string()));
+            }
             None => return Err(DecodeError::UnknownCommand(String::new())),
         };
-        let identifier = fields.identifier.and_then(json_string);
+        let identifier = fields.identifier.and_then(Field::into_string);
         let history = match fields.history {
-            Some(raw) if ext => Some(parse_history(
-                serde_json::from_str::<Value>(raw.get()).map_err(|_| DecodeError::BadHistory)?,
-            )?),
+            Some(value) if ext => Some(parse_history(value.into_value())?),
             _ => None,
         };
         let command = match command.as_str() {
@@ -369,7 +410,7 @@ impl Command {
             },
             "message" => {
                 let identifier = identifier.ok_or(DecodeError::MissingIdentifier)?;
-                match fields.data.and_then(json_string) {
+                match fields.data.and_then(Field::into_string) {
                     Some(data) => Command::Message { identifier, data },
                     None => return Err(DecodeError::MissingData),
                 }
@@ -388,7 +429,7 @@ impl Command {
             "pong" if ext => return Ok((Command::Pong, Extras::default())),
             "join" if ext => Command::Join {
                 identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
-                presence: parse_presence(json_value(fields.presence))?,
+                presence: parse_presence(fields.presence.take().map(Field::into_value))?,
             },
             "leave" if ext => Command::Leave {
                 identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
@@ -399,11 +440,10 @@ impl Command {
             "whisper" => {
                 let identifier = identifier.ok_or(DecodeError::MissingIdentifier)?;
                 match fields.data {
-                    // Re-encoded compactly, as the parsed value always was.
-                    Some(raw) => Command::Whisper {
+                    // JSON text, compact whatever the client's spacing.
+                    Some(data) => Command::Whisper {
                         identifier,
-                        data: serde_json::from_str::<Value>(raw.get())
-                            .map_or_else(|_| raw.get().to_owned(), |v| v.to_string()),
+                        data: data.into_value().to_string(),
                     },
                     None => return Err(DecodeError::MissingData),
                 }
@@ -415,7 +455,9 @@ impl Command {
         }
         // A `subscribe` with a malformed `presence` is still a subscribe (AnyCable subscribes,
         // then logs the failed join): the presence is dropped, not the subscription.
-        let presence = json_value(fields.presence).and_then(|p| parse_presence(Some(p)).ok());
+        let presence = fields
+            .presence
+            .and_then(|p| parse_presence(Some(p.into_value())).ok());
         Ok((command, Extras { history, presence }))
     }
 
@@ -1081,7 +1123,10 @@ mod tests {
             Err(DecodeError::MissingData)
         );
         assert_eq!(Command::decode("[1,2]"), Err(DecodeError::NotAnObject));
-        assert_eq!(Command::decode(r#""command""#), Err(DecodeError::NotAnObject));
+        assert_eq!(
+            Command::decode(r#""command""#),
+            Err(DecodeError::NotAnObject)
+        );
         assert!(matches!(Command::decode("[1,"), Err(DecodeError::Json(_))));
         assert!(matches!(
             Command::decode(r#"{"command":"message"} x"#),
