@@ -137,6 +137,9 @@ impl Assemble<'_> {
             .build()
             .context("the cable")?;
         let mut router = cable.router(&self.settings.cable_path);
+        if let Some(path) = &self.settings.sse_path {
+            router = router.merge(cable.sse_router(path));
+        }
         if self.settings.metrics {
             router = router.merge(cable.metrics_router(METRICS_PATH));
         }
@@ -250,6 +253,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         identification = %settings.identification.describe(),
         adapter = %settings.adapter.kind(),
         broadcast_endpoint = settings.broadcast_key.is_some(),
+        sse_path = settings.sse_path.as_deref().unwrap_or("off"),
         "actioncable-server ready"
     );
     println!(

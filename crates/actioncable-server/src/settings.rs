@@ -61,6 +61,12 @@ pub(crate) struct Args {
     #[arg(long, env = "CABLE_PATH")]
     pub(crate) cable_path: Option<String>,
 
+    /// Also serve the channels over Server-Sent Events at this path (AnyCable's `/events`:
+    /// `?identifier=…`, `?channel=…`, `?turbo_signed_stream_name=…`, `?signed_stream=…`),
+    /// identified as the cable identifies; docs/sse.md. Off unless set.
+    #[arg(long, env = "CABLE_SSE_PATH")]
+    pub(crate) sse_path: Option<String>,
+
     /// Pub/sub adapter: `redis`, `postgres` (`postgresql`: Rails' PostgreSQL adapter, with
     /// DATABASE_URL), `solid_cable` (Rails 8's Solid Cable table, with CABLE_DATABASE_URL or
     /// DATABASE_URL), `nats` (with NATS_URL) or `memory` (`async` is memory too). Default: `redis` when REDIS_URL or
@@ -297,6 +303,7 @@ pub(crate) struct GidModel {
 pub(crate) struct Settings {
     pub(crate) addr: SocketAddr,
     pub(crate) cable_path: String,
+    pub(crate) sse_path: Option<String>,
     pub(crate) adapter: Adapter,
     pub(crate) allowed_origins: AllowedOrigins,
     pub(crate) identification: Identification,
@@ -340,6 +347,16 @@ impl Settings {
         let cable_path = match set(&args.cable_path) {
             Some(path) => check_path(&path).context("CABLE_PATH (--cable-path)")?,
             None => "/cable".to_owned(),
+        };
+        let sse_path = match set(&args.sse_path) {
+            Some(path) => {
+                let path = check_path(&path).context("CABLE_SSE_PATH (--sse-path)")?;
+                if path == cable_path {
+                    bail!("CABLE_SSE_PATH (--sse-path) {path:?} is the cable's own path");
+                }
+                Some(path)
+            }
+            None => None,
         };
 
         let adapter = adapter(args)?;
@@ -441,6 +458,7 @@ impl Settings {
         Ok(Settings {
             addr: SocketAddr::new(args.bind, args.port),
             cable_path,
+            sse_path,
             adapter,
             allowed_origins,
             identification,
@@ -850,6 +868,17 @@ mod tests {
         assert_eq!(s.cable_path, "/cable");
         assert_eq!(s.identification, Identification::Public);
         assert_eq!(s.adapter.kind(), AdapterKind::Memory);
+    }
+
+    #[test]
+    fn event_streams_are_off_unless_given_a_path_of_their_own() {
+        assert_eq!(settings(&[SKB]).unwrap().sse_path, None);
+        let s = settings(&[SKB, "--sse-path=/events"]).unwrap();
+        assert_eq!(s.sse_path.as_deref(), Some("/events"));
+        for bad in ["/cable", "/health", "events"] {
+            let e = error(&[SKB, &format!("--sse-path={bad}")]);
+            assert!(e.contains("CABLE_SSE_PATH"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -261,10 +261,18 @@ async fn two_servers_share_broadcasts_through_postgres() {
     let a = start(&env);
     let b = start(&env);
     for server in [&a, &b] {
-        let health = http_request(server.addr(), "GET", "/health", &[], None)
-            .await
-            .json();
-        assert_eq!(health["adapter"], "postgres", "{health}");
+        // The adapter connects in the background: `disconnected` until it has.
+        let deadline = tokio::time::Instant::now() + cable_test_support::WAIT;
+        let health = loop {
+            let health = http_request(server.addr(), "GET", "/health", &[], None)
+                .await
+                .json();
+            assert_eq!(health["adapter"], "postgres", "{health}");
+            if health["postgres"] == "connected" || tokio::time::Instant::now() >= deadline {
+                break health;
+            }
+            tokio::time::sleep(cable_test_support::POLL).await;
+        };
         assert_eq!(health["postgres"], "connected", "{health}");
         assert_eq!(health["status"], "ok", "{health}");
     }

@@ -4,8 +4,8 @@
 
 use crate::support::{REDIS_URL, Rails, start, unique_prefix};
 use cable_test_support::{
-    CableClient, Connect, SILENCE, ServerProcess, SubscribeReply, disconnect_frame, mint_hs256,
-    unix_now,
+    CableClient, Connect, SILENCE, ServerProcess, SseClient, SubscribeReply, disconnect_frame,
+    mint_hs256, unix_now,
 };
 use serde_json::json;
 
@@ -147,6 +147,60 @@ async fn turbo_names_signed_by_rails_subscribe_and_receive_rails_broadcasts() {
 /// the connection here whose AnyCable token names that user: the identity is Rails'
 /// `connection_identifier` (a record's `to_gid_param`), and the disconnect comes over Redis on
 /// Rails' internal channel. Another user's connection stays.
+/// `value` for a query string: every byte but letters, digits and `-._~` percent-encoded.
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// With `CABLE_SSE_PATH`, a page that only listens follows a Turbo stream as AnyCable serves it:
+/// `GET /events?turbo_signed_stream_name=<signed by Rails>` gets the subscription confirmed and
+/// each of Rails' broadcasts as a `data:` event whose data is the `<turbo-stream>` HTML itself
+/// (what Turbo's `connectStreamSource` renders); a name signed with another key is refused with AnyCable's 400. Without the setting
+/// there is no such route.
+#[tokio::test]
+async fn event_streams_follow_turbo_streams_rails_broadcasts() {
+    let prefix = unique_prefix("sse");
+    let server = start_on_redis(&prefix, &[("CABLE_SSE_PATH", "/events")]);
+    let rails = Rails::app().with("channel_prefix", &prefix);
+    let stream = "Z2lkOi8vaW50ZXJvcC9Sb29tLzE:messages";
+    let path = format!(
+        "/events?turbo_signed_stream_name={}",
+        query_value(&rails.turbo_signed(stream))
+    );
+    let mut events = SseClient::open(server.addr(), &path, &[]).await.stream();
+    events.expect_confirmed().await;
+
+    let html = r#"<turbo-stream action="append" target="messages"><template><p>hi</p></template></turbo-stream>"#;
+    let payload = rails.broadcast(stream, &json!(html));
+    assert_eq!(
+        serde_json::from_str::<String>(&payload).ok().as_deref(),
+        Some(html)
+    );
+    // A string message is its text, as AnyCable sends it: what Turbo's stream source renders.
+    let event = events.next_message().await;
+    assert_eq!(event.data, html, "{event:?}");
+
+    let wrong = Rails::app().with("turbo_streams_secret", "another key, not the app's");
+    let forged = format!(
+        "/events?turbo_signed_stream_name={}",
+        query_value(&wrong.turbo_signed(stream))
+    );
+    let (status, _) = SseClient::open(server.addr(), &forged, &[]).await.refused();
+    assert_eq!(status, 400, "a forged name is a rejected subscription");
+
+    let without = start_on_redis(&unique_prefix("sse_off"), &[]);
+    let (status, _) = SseClient::open(without.addr(), &path, &[]).await.refused();
+    assert_eq!(status, 404, "no CABLE_SSE_PATH, no event streams");
+}
+
 #[tokio::test]
 async fn a_rails_remote_disconnect_closes_the_users_jwt_connection() {
     let prefix = unique_prefix("remote-disconnect");

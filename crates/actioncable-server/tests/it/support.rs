@@ -23,6 +23,7 @@ const SETTINGS: &[&str] = &[
     "PORT",
     "BIND",
     "CABLE_PATH",
+    "CABLE_SSE_PATH",
     "CABLE_ADAPTER",
     "REDIS_URL",
     "DATABASE_URL",
