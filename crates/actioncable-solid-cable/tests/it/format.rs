@@ -282,7 +282,7 @@ each_database!(without_create_table_the_migrated_table_is_used);
 async fn without_create_table_the_migrated_table_is_used(kind: Kind) {
     let db = TestDatabase::new(kind);
     let pubsub = SolidCablePubSub::new(db.config().create_table(false));
-    let node = node(&pubsub).await;
+    let node = node_now(&pubsub).await;
     // No table yet: a broadcast is refused, not lost silently.
     let result = node.handle.broadcast("s", &json!(0)).await;
     assert!(result.is_err(), "{result:?}");

@@ -168,7 +168,7 @@ async fn starts_while_the_database_is_down_and_connects_when_it_comes_up() {
     let mut server = MariaDbServer::start();
     server.stop();
     let pubsub = SolidCablePubSub::new(config(&server.url()));
-    let node = node(&pubsub).await;
+    let node = node_now(&pubsub).await;
     let started = Instant::now();
     assert!(node.handle.broadcast("s", &json!(1)).await.is_err());
     assert!(started.elapsed() < Duration::from_secs(3));

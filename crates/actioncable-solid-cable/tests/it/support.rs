@@ -99,8 +99,17 @@ pub(crate) fn config(url: &str) -> SolidCableConfig {
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
 }
 
-/// A cable node of `StreamChannel` on `pubsub`.
+/// A cable node of `StreamChannel` on `pubsub`, returned once the adapter's two connections are
+/// up: a broadcast made while a connection is still being (re)tried fails at once, by design,
+/// and on a loaded machine the first attempt can miss.
 pub(crate) async fn node(pubsub: &SolidCablePubSub) -> Node {
+    let node = node_now(pubsub).await;
+    cable_test_support::eventually("the adapter's connections up", || pubsub.is_connected()).await;
+    node
+}
+
+/// A cable node of `StreamChannel` on `pubsub`, at once, whether or not the database answers.
+pub(crate) async fn node_now(pubsub: &SolidCablePubSub) -> Node {
     stream_node(Arc::new(pubsub.clone())).await
 }
 
