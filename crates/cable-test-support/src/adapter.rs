@@ -1,6 +1,7 @@
 //! What every pub/sub adapter's tests share: a channel that streams what its identifier names,
-//! a cable node made of it on the adapter under test, and client methods for that channel. The
-//! Redis and PostgreSQL adapters' tests both run on it.
+//! a cable node made of it on the adapter under test, client methods for that channel, and the
+//! wait for delivery to resume after an outage. The Redis, PostgreSQL and NATS adapters' tests
+//! run on it.
 
 use crate::{CableClient, CableServer, SubscribeReply, WAIT, spawn_cable};
 use actioncable::{
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// `{"channel":"StreamChannel","stream":"<s>"}` streams `s`. With `"hello": true` it also
 /// broadcasts `{"hello":"<s>"}` to `s` right after `stream_from` returns, i.e. right after
@@ -59,6 +61,46 @@ pub async fn stream_node(pubsub: Arc<dyn PubSub>) -> Node {
             .allowed_origins(AllowedOrigins::any()),
     )
     .await
+}
+
+/// Broadcasts `{"probe": n}` from `node` until `client` receives one (pub/sub drops what is
+/// published while a node's connection is being re-established), bounded by [`WAIT`]; then
+/// drains late probes, so the next message the client sees is the next one broadcast.
+pub async fn until_delivered(node: &Node, client: &mut CableClient, stream: &str) {
+    let deadline = Instant::now() + WAIT;
+    for n in 0.. {
+        assert!(
+            Instant::now() < deadline,
+            "delivery on {stream} did not resume within {WAIT:?}"
+        );
+        if node
+            .handle
+            .broadcast(stream, &json!({ "probe": n }))
+            .await
+            .is_ok()
+        {
+            if let Some(m) = client
+                .try_stream_message(stream, Duration::from_millis(300))
+                .await
+            {
+                assert!(m["probe"].is_number(), "unexpected message {m}");
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    node.handle
+        .broadcast(stream, &json!({ "marker": true }))
+        .await
+        .expect("a broadcast once delivery works");
+    loop {
+        let m = client.stream_message(stream).await;
+        if m["marker"] == true {
+            return;
+        }
+        assert!(m["probe"].is_number(), "unexpected message {m}");
+    }
 }
 
 /// The identifier the client sends for stream `s`.

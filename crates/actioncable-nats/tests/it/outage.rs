@@ -9,46 +9,6 @@ use serde_json::json;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Broadcasts `{"probe": n}` from `from` until `client` receives one (what is published while
-/// a node reconnects is lost, as with any pub/sub), bounded by `WAIT`; then drains late probes,
-/// so the next message the client sees is the next one broadcast.
-async fn until_delivered(from: &Node, client: &mut CableClient, stream: &str) {
-    let deadline = Instant::now() + WAIT;
-    for n in 0.. {
-        assert!(
-            Instant::now() < deadline,
-            "delivery on {stream} did not resume within {WAIT:?}"
-        );
-        if from
-            .handle
-            .broadcast(stream, &json!({ "probe": n }))
-            .await
-            .is_ok()
-        {
-            if let Some(m) = client
-                .try_stream_message(stream, Duration::from_millis(300))
-                .await
-            {
-                assert!(m["probe"].is_number(), "unexpected message {m}");
-                break;
-            }
-        } else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    from.handle
-        .broadcast(stream, &json!({ "marker": true }))
-        .await
-        .expect("a broadcast once delivery works");
-    loop {
-        let m = client.stream_message(stream).await;
-        if m["marker"] == true {
-            return;
-        }
-        assert!(m["probe"].is_number(), "unexpected message {m}");
-    }
-}
-
 fn counter(node: &CableServer, name: &str) -> u64 {
     let text = node.handle.metrics().expect("metrics are on");
     text.lines()

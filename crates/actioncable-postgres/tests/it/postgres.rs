@@ -27,46 +27,6 @@ fn sha1_hex(text: &str) -> String {
         .collect()
 }
 
-/// Broadcasts `{"probe": n}` until `client` receives one (notifications sent while the
-/// listening connection is being replaced are lost), bounded by `WAIT`. Then drains late
-/// probes, so the next message the client sees is the next one broadcast.
-async fn until_delivered(node: &Node, client: &mut CableClient, stream: &str) {
-    let deadline = Instant::now() + WAIT;
-    for n in 0.. {
-        assert!(
-            Instant::now() < deadline,
-            "delivery on {stream} did not resume within {WAIT:?}"
-        );
-        if node
-            .handle
-            .broadcast(stream, &json!({ "probe": n }))
-            .await
-            .is_ok()
-        {
-            if let Some(m) = client
-                .try_stream_message(stream, Duration::from_millis(300))
-                .await
-            {
-                assert!(m["probe"].is_number(), "unexpected message {m}");
-                break;
-            }
-        } else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    node.handle
-        .broadcast(stream, &json!({ "marker": true }))
-        .await
-        .expect("a broadcast once delivery works");
-    loop {
-        let m = client.stream_message(stream).await;
-        if m["marker"] == true {
-            return;
-        }
-        assert!(m["probe"].is_number(), "unexpected message {m}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_exchange_broadcasts_on_prefixed_channels() {
     let db = TestDb::create();
