@@ -458,49 +458,5 @@ async fn kept_broadcast_cost_against_a_plain_publish() {
     let s = HistorySettings::default();
     let (a, _) = history_node(&config, s).await;
     let _listener = ext_client(&a, STREAM).await;
-    const N: u32 = 5000;
-    let payload = json!({ "text": "x".repeat(100) });
-    for round in 0..2 {
-        for kept in [false, true] {
-            let started = std::time::Instant::now();
-            for _ in 0..N {
-                if kept {
-                    a.handle.broadcast(STREAM, &payload).await.unwrap();
-                } else {
-                    a.handle
-                        .broadcast_transient(STREAM, &payload)
-                        .await
-                        .unwrap();
-                }
-            }
-            let serial = started.elapsed() / N;
-            let started = std::time::Instant::now();
-            let mut tasks = tokio::task::JoinSet::new();
-            for t in 0..64 {
-                let (handle, payload) = (a.handle.clone(), payload.clone());
-                tasks.spawn(async move {
-                    for _ in 0..N / 64 {
-                        let stream = format!("{STREAM}:{t}");
-                        if kept {
-                            handle.broadcast(&stream, &payload).await.unwrap();
-                        } else {
-                            handle.broadcast_transient(&stream, &payload).await.unwrap();
-                        }
-                    }
-                });
-            }
-            tasks.join_all().await;
-            let per_second = f64::from(N / 64 * 64) / started.elapsed().as_secs_f64();
-            if round == 1 {
-                println!(
-                    "{}: {serial:.1?} per broadcast one at a time, {per_second:.0}/s with 64 in flight",
-                    if kept {
-                        "kept (JetStream)"
-                    } else {
-                        "plain (core NATS)"
-                    }
-                );
-            }
-        }
-    }
+    kept_broadcast_cost(&a, STREAM, ("kept (JetStream)", "plain (core NATS)")).await;
 }
