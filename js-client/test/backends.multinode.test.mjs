@@ -38,7 +38,21 @@ async function twoNodes(scope, make, missing) {
   const database = join(scope.tempDir(), "demo.sqlite3");
   const a = await scope.nodeOn("node-a", backend, { database });
   const b = await scope.nodeOn("node-b", backend, { database });
+  // Ready as a load balancer would see them: the adapter's connections up (a broadcast made
+  // while one is still being retried is refused, and reported, by design).
+  for (const node of [a, b]) await ready(node);
   return { backend, a, b };
+}
+
+/** Waits until `node`'s /ready answers 200, within WAIT_MS. */
+async function ready(node) {
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const { status, body } = await http(node.baseUrl, "/ready");
+    if (status === 200) return;
+    assert.ok(Date.now() < deadline, `${node.baseUrl}/ready still answers ${status}: ${body}`);
+    await sleep(50);
+  }
 }
 
 for (const { name, make, missing } of BACKENDS) {
