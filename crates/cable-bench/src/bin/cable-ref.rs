@@ -1,12 +1,12 @@
 //! `cable-ref`: the raw reference server the framework is measured against.
 //!
-//! The leanest Tokio server that speaks just what `cable-bench` needs of the ActionCable
-//! protocol (`actioncable-v1-json`) with the websocket-shootout `BenchmarkChannel`: it stands
-//! for what this machine can do, so the framework's `example-bench` is reported as a ratio to
-//! it, measured in the same run. It is not a server to use for anything else.
+//! The leanest correct Tokio server that speaks just what `cable-bench` needs of the
+//! ActionCable protocol (`actioncable-v1-json`) with the websocket-shootout `BenchmarkChannel`:
+//! it stands for what this machine can do, so the framework's `example-bench` is reported as a
+//! ratio to it, measured in the same run. It is not a server to use for anything else.
 //!
 //! - every connection gets `{"type":"welcome"}`, and one timer sends every connection
-//!   `{"type":"ping","message":<unix seconds>}` every 3 s;
+//!   `{"type":"ping","message":<unix seconds>}` every 3 s (one frame, shared);
 //! - `subscribe` to `{"channel":"BenchmarkChannel"}` is confirmed (any other channel is
 //!   rejected); the subscriber then receives the stream `all`;
 //! - action `echo` transmits the data back; action `broadcast` sends the data to every
@@ -14,28 +14,38 @@
 //!   `Utf8Bytes`) by every subscriber with the same identifier, then transmits the data back to
 //!   the sender with `"action":"broadcastResult"` — exactly what `example-bench` does.
 //!
-//! WebSocket framing is tungstenite's. Each connection is one task that owns its socket and an
-//! unbounded queue of frames to write; a broadcast only pushes the shared frame onto every
-//! queue. Anything a client sends that is not understood is ignored. On SIGINT or SIGTERM
-//! every client gets `{"type":"disconnect","reason":"server_restart","reconnect":true}` and a
-//! close, as from the framework.
+//! What makes it lean, so that the ratios point at the real limit:
+//! - one task per connection, which owns its socket; the WebSocket handshake's future is boxed
+//!   and gone once the connection is open, so the task stays small while it idles;
+//! - no channel per connection: a connection's queue is a `Mutex<VecDeque>` with a `Notify`
+//!   (nothing is allocated until a frame waits), and the registry of connections is a slab
+//!   (`Vec` slots reused through a free list), not a hash map;
+//! - the identifier string is stored once and shared by every connection that subscribes with
+//!   it (and by the broadcast's frame cache);
+//! - commands are read borrowed (`Cow<str>`, `RawValue`): no `serde_json::Value` for `echo`;
+//! - whatever is queued leaves in one write per flush (tungstenite's write buffer).
+//!
+//! WebSocket framing is tungstenite's. Anything a client sends that is not understood is
+//! ignored. On SIGINT or SIGTERM every client gets
+//! `{"type":"disconnect","reason":"server_restart","reconnect":true}` and a close, as from the
+//! framework.
 //!
 //! Settings (environment, like `example-bench`): `PORT` (3001), `BIND` (127.0.0.1),
 //! `READ_BUFFER` (tungstenite's read buffer per connection, bytes; 1024, the framework's
 //! default), `WRITE_BUFFER` (bytes of frames gathered before a write; 8192, the framework's
-//! default: what is queued leaves in one write per flush). The path of the request is not
-//! checked.
+//! default). The path of the request is not checked.
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -50,36 +60,117 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// Frames written per flush when several are queued.
 const WRITE_BATCH: usize = 64;
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A connection's queue of frames to write, filled by broadcasts and pings.
+#[derive(Default)]
+struct Queue {
+    frames: Mutex<VecDeque<Utf8Bytes>>,
+    ready: Notify,
+    /// Set at shutdown: write what is queued, then close.
+    closing: AtomicBool,
+}
+
+impl Queue {
+    fn push(&self, frame: Utf8Bytes) {
+        lock(&self.frames).push_back(frame);
+        self.ready.notify_one();
+    }
+
+    fn pop(&self) -> Option<Utf8Bytes> {
+        let mut frames = lock(&self.frames);
+        let frame = frames.pop_front();
+        if frames.is_empty() && frames.capacity() > 0 {
+            // A queue that grew in a burst gives its memory back once drained.
+            *frames = VecDeque::new();
+        }
+        frame
+    }
+}
+
 /// One connection as the rest of the server sees it.
 struct Peer {
-    tx: mpsc::UnboundedSender<Utf8Bytes>,
+    queue: Arc<Queue>,
     /// The identifier it subscribed with, exactly as sent; `None` until it subscribes.
     identifier: Option<Arc<str>>,
 }
 
-/// Every open connection, for pings and broadcasts.
+/// Every open connection, in slots reused through a free list.
+#[derive(Default)]
+struct Peers {
+    slots: Vec<Option<Peer>>,
+    free: Vec<usize>,
+    /// Every identifier in use, once.
+    identifiers: HashSet<Arc<str>>,
+}
+
 #[derive(Default)]
 struct Registry {
-    peers: Mutex<HashMap<u64, Peer>>,
-    next_id: AtomicU64,
+    peers: Mutex<Peers>,
     /// Connection tasks still running, for shutdown.
     open: AtomicUsize,
 }
 
 impl Registry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Peer>> {
-        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    fn insert(&self, queue: Arc<Queue>) -> usize {
+        let mut peers = lock(&self.peers);
+        let peer = Some(Peer {
+            queue,
+            identifier: None,
+        });
+        match peers.free.pop() {
+            Some(slot) => {
+                peers.slots[slot] = peer;
+                slot
+            }
+            None => {
+                peers.slots.push(peer);
+                peers.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&self, slot: usize) {
+        let mut peers = lock(&self.peers);
+        let Some(peer) = peers.slots.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        peers.free.push(slot);
+        // The set's and this peer's: nobody else uses the identifier any more.
+        if let Some(identifier) = peer.identifier.filter(|id| Arc::strong_count(id) == 2) {
+            peers.identifiers.remove(&identifier);
+        }
+    }
+
+    /// Records `slot`'s subscription; the identifier is shared with any other connection that
+    /// subscribed with the same one.
+    fn subscribe(&self, slot: usize, identifier: &str) -> Arc<str> {
+        let mut peers = lock(&self.peers);
+        let shared = match peers.identifiers.get(identifier) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = Arc::from(identifier);
+                peers.identifiers.insert(shared.clone());
+                shared
+            }
+        };
+        if let Some(Some(peer)) = peers.slots.get_mut(slot) {
+            peer.identifier = Some(shared.clone());
+        }
+        shared
     }
 
     /// Queues `{"identifier":…,"message":<data>}` for every subscriber: one encoding per
     /// distinct identifier, shared by all who use it.
     fn broadcast(&self, data: &RawValue) {
         let mut frames: Vec<(Arc<str>, Utf8Bytes)> = Vec::with_capacity(1);
-        for peer in self.lock().values() {
+        for peer in lock(&self.peers).slots.iter().flatten() {
             let Some(identifier) = &peer.identifier else {
                 continue;
             };
-            let frame = match frames.iter().find(|(id, _)| id == identifier) {
+            let frame = match frames.iter().find(|(id, _)| Arc::ptr_eq(id, identifier)) {
                 Some((_, frame)) => frame.clone(),
                 None => {
                     let frame = data_frame(identifier, data);
@@ -87,15 +178,16 @@ impl Registry {
                     frame
                 }
             };
-            let _ = peer.tx.send(frame);
+            peer.queue.push(frame);
         }
     }
 
-    /// Tells every client to reconnect and drops their queues, which ends their tasks once
-    /// the last frame is written.
+    /// Tells every client to reconnect; each task closes once its queue is written.
     fn shut_down(&self) {
-        for (_, peer) in self.lock().drain() {
-            let _ = peer.tx.send(Utf8Bytes::from_static(SERVER_RESTART));
+        let frame = Utf8Bytes::from_static(SERVER_RESTART);
+        for peer in lock(&self.peers).slots.iter().flatten() {
+            peer.queue.closing.store(true, Ordering::Release);
+            peer.queue.push(frame.clone());
         }
     }
 
@@ -104,8 +196,8 @@ impl Registry {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let frame = Utf8Bytes::from(format!(r#"{{"type":"ping","message":{now}}}"#));
-        for peer in self.lock().values() {
-            let _ = peer.tx.send(frame.clone());
+        for peer in lock(&self.peers).slots.iter().flatten() {
+            peer.queue.push(frame.clone());
         }
     }
 }
@@ -164,7 +256,7 @@ struct Action<'a> {
 fn handle(
     text: &str,
     subscribed: &mut Option<Arc<str>>,
-    id: u64,
+    slot: usize,
     registry: &Registry,
     out: &mut Vec<Utf8Bytes>,
 ) {
@@ -181,11 +273,8 @@ fn handle(
                 }
                 return;
             }
-            let identifier: Arc<str> = Arc::from(command.identifier.as_ref());
+            let identifier = registry.subscribe(slot, &command.identifier);
             out.push(typed_frame(&identifier, "confirm_subscription"));
-            if let Some(peer) = registry.lock().get_mut(&id) {
-                peer.identifier = Some(identifier.clone());
-            }
             *subscribed = Some(identifier);
         }
         "message" => {
@@ -244,80 +333,83 @@ fn select_protocol(request: &Request, mut response: Response) -> Result<Response
 
 async fn connection(stream: TcpStream, registry: Arc<Registry>, config: WebSocketConfig) {
     let _ = stream.set_nodelay(true);
-    let Ok(mut ws) =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, select_protocol, Some(config))
-            .await
-    else {
+    // Boxed: the handshake's future is large and only lives until the connection is open.
+    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        select_protocol,
+        Some(config),
+    ));
+    let Ok(ws) = handshake.await else {
         return;
     };
-    let id = registry.next_id.fetch_add(1, Ordering::Relaxed);
     registry.open.fetch_add(1, Ordering::AcqRel);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    registry.lock().insert(
-        id,
-        Peer {
-            tx,
-            identifier: None,
-        },
-    );
-    let mut subscribed = None;
-    let mut out = Vec::new();
-    // Whether the server dropped this connection's queue: it is shutting down.
-    let mut dropped = false;
-    if ws
-        .send(Message::text(r#"{"type":"welcome"}"#))
-        .await
-        .is_ok()
-    {
-        loop {
-            tokio::select! {
-                frame = rx.recv() => {
-                    let Some(frame) = frame else { dropped = true; break };
-                    if write(&mut ws, &mut rx, frame).await.is_err() {
-                        break;
-                    }
-                }
-                message = ws.next() => match message {
-                    Some(Ok(Message::Text(text))) => {
-                        handle(&text, &mut subscribed, id, &registry, &mut out);
-                        for frame in out.drain(..) {
-                            if ws.feed(Message::Text(frame)).await.is_err() {
-                                break;
-                            }
-                        }
-                        if ws.flush().await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-    }
-    registry.lock().remove(&id);
-    if dropped {
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
-    } else {
-        // tungstenite queued the reply to a client's close; send it if the socket takes it.
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
-    }
+    let queue = Arc::new(Queue::default());
+    let slot = registry.insert(queue.clone());
+    serve(ws, &queue, slot, &registry).await;
+    registry.remove(slot);
     registry.open.fetch_sub(1, Ordering::AcqRel);
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once.
-async fn write(
-    ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>,
-    rx: &mut mpsc::UnboundedReceiver<Utf8Bytes>,
-    first: Utf8Bytes,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    ws.feed(Message::Text(first)).await?;
-    for _ in 1..WRITE_BATCH {
-        match rx.try_recv() {
-            Ok(frame) => ws.feed(Message::Text(frame)).await?,
-            Err(_) => break,
+/// The open connection's loop: the client's commands, and the queue's frames.
+async fn serve(
+    mut ws: WebSocketStream<TcpStream>,
+    queue: &Queue,
+    slot: usize,
+    registry: &Registry,
+) {
+    let mut subscribed = None;
+    let mut out = Vec::new();
+    if ws
+        .send(Message::text(r#"{"type":"welcome"}"#))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = queue.ready.notified() => {
+                if write(&mut ws, queue).await.is_err() {
+                    return;
+                }
+                if queue.closing.load(Ordering::Acquire) {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                    return;
+                }
+            }
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    handle(&text, &mut subscribed, slot, registry, &mut out);
+                    for frame in out.drain(..) {
+                        if ws.feed(Message::Text(frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if ws.flush().await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
         }
     }
+    // tungstenite queued the reply to a client's close; send it if the socket takes it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+}
+
+/// Writes what is queued (up to a batch), then flushes once; a longer queue is notified again.
+async fn write(
+    ws: &mut WebSocketStream<TcpStream>,
+    queue: &Queue,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    for _ in 0..WRITE_BATCH {
+        match queue.pop() {
+            Some(frame) => ws.feed(Message::Text(frame)).await?,
+            None => return ws.flush().await,
+        }
+    }
+    queue.ready.notify_one();
     ws.flush().await
 }
 
