@@ -187,22 +187,25 @@ impl Hub {
         self.presence.as_ref()
     }
 
-    /// Adds a subscriber and returns once the stream is live in the adapter.
+    /// Adds a subscriber and returns once the stream is live in the adapter, with the hub's
+    /// copy of the stream's name (one per stream, shared by its subscribers).
     pub(crate) async fn add(
         &self,
         stream: &str,
         identifier: &Arc<str>,
         connection: &ConnectionRef,
         listen: Listen,
-    ) -> Result<(), PubSubError> {
-        let gate = {
+    ) -> Result<Arc<str>, PubSubError> {
+        let (name, gate) = {
             let mut streams = write(&self.streams);
-            let entry = streams
-                .entry(Arc::from(stream))
-                .or_insert_with(|| StreamEntry {
-                    groups: HashMap::new(),
-                    gate: Arc::new(tokio::sync::Mutex::new(false)),
-                });
+            let name = match streams.get_key_value(stream) {
+                Some((name, _)) => name.clone(),
+                None => Arc::from(stream),
+            };
+            let entry = streams.entry(name.clone()).or_insert_with(|| StreamEntry {
+                groups: HashMap::new(),
+                gate: Arc::new(tokio::sync::Mutex::new(false)),
+            });
             entry
                 .groups
                 .entry(identifier.clone())
@@ -220,7 +223,7 @@ impl Hub {
                     }),
                     presence: listen.presence,
                 });
-            entry.gate.clone()
+            (name, entry.gate.clone())
         };
         let mut live = gate.lock().await;
         if !*live {
@@ -231,7 +234,7 @@ impl Hub {
             }
             *live = true;
         }
-        Ok(())
+        Ok(name)
     }
 
     /// Removes a subscriber; unsubscribes the adapter when it was the stream's last.

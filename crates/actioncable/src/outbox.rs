@@ -73,7 +73,7 @@ struct Mailbox {
 /// The frames waiting for the client, and their total size.
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<Utf8Bytes>,
+    frames: FrameQueue,
     bytes: usize,
     /// Frames taken from the queue so far: a frame's number is this plus its index.
     taken: u64,
@@ -90,8 +90,42 @@ pub(crate) struct Frames {
     taken: Vec<Trace>,
 }
 
-/// A queue that grew past this during a burst gives its memory back once drained.
-const KEEP_CAPACITY: usize = 16;
+/// A FIFO of frames whose first frame is held inline: most connections have one frame
+/// waiting at a time (a ping, one broadcast), which then costs no allocation, and an idle
+/// connection holds no buffer at all. Frames behind the first go to a `VecDeque`.
+#[derive(Default)]
+struct FrameQueue {
+    head: Option<Utf8Bytes>,
+    rest: VecDeque<Utf8Bytes>,
+}
+
+impl FrameQueue {
+    fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    fn push_back(&mut self, frame: Utf8Bytes) {
+        if self.head.is_none() {
+            self.head = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.head.take()?;
+        self.head = self.rest.pop_front();
+        // Drained: a burst's buffer goes back (one allocation per burst of two or more).
+        if self.head.is_none() && self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
+        Some(frame)
+    }
+}
 
 impl Outbox {
     /// A mailbox whose frame queue holds at most `capacity` frames and `byte_capacity` bytes.
@@ -241,9 +275,6 @@ impl Frames {
             if traces.is_empty() {
                 queue.traces = None;
             }
-        }
-        if queue.frames.is_empty() && queue.frames.capacity() > KEEP_CAPACITY {
-            queue.frames = VecDeque::new();
         }
         Some(frame)
     }

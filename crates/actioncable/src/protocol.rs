@@ -533,12 +533,23 @@ fn parse_history(value: Value) -> Result<HistoryRequest, DecodeError> {
 
 /// A subscription identifier: the exact string the client sent, plus its parsed params.
 ///
-/// The string is what the consumer compares, so it is never re-serialized.
-#[derive(Clone, PartialEq)]
-pub struct Identifier {
+/// The string is what the consumer compares, so it is never re-serialized. Cloning is cheap
+/// (one reference count), and the server shares one parse between the subscriptions that
+/// use the same string.
+#[derive(Clone)]
+pub struct Identifier(Arc<Parsed>);
+
+struct Parsed {
     raw: Arc<str>,
-    params: Arc<Map<String, Value>>,
-    channel: Arc<str>,
+    params: Map<String, Value>,
+    channel: Box<str>,
+}
+
+impl PartialEq for Identifier {
+    fn eq(&self, other: &Identifier) -> bool {
+        // The params are a function of the string.
+        self.0.raw == other.0.raw
+    }
 }
 
 /// Why an identifier cannot name a subscription.
@@ -575,45 +586,57 @@ impl Identifier {
             return Err(IdentifierError::NotAnObject);
         };
         let channel = match params.get("channel") {
-            Some(Value::String(c)) => Arc::from(c.as_str()),
+            Some(Value::String(c)) => c.as_str().into(),
             _ => return Err(IdentifierError::NoChannel),
         };
-        Ok(Identifier {
+        Ok(Identifier(Arc::new(Parsed {
             raw: Arc::from(raw),
-            params: Arc::new(params),
+            params,
             channel,
-        })
+        })))
     }
 
     /// The identifier exactly as the client sent it.
     pub fn as_str(&self) -> &str {
-        &self.raw
+        &self.0.raw
     }
 
     /// The channel class named by the identifier, e.g. `ChatChannel`.
     pub fn channel_class(&self) -> &str {
-        &self.channel
+        &self.0.channel
     }
 
     /// All params, including `channel`.
     pub fn params(&self) -> &Map<String, Value> {
-        &self.params
+        &self.0.params
     }
 
     pub(crate) fn shared_str(&self) -> Arc<str> {
-        self.raw.clone()
+        self.0.raw.clone()
+    }
+
+    /// Whether anything holds this parse or its string beyond `parses` handles on the parse
+    /// and `strings` on the string (the string's own handle in the parse included).
+    pub(crate) fn used_beyond(&self, parses: usize, strings: usize) -> bool {
+        Arc::strong_count(&self.0) > parses || Arc::strong_count(&self.0.raw) > strings
+    }
+
+    /// The same parse (not only an equal string).
+    #[cfg(test)]
+    pub(crate) fn same_as(&self, other: &Identifier) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
 impl fmt::Debug for Identifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Identifier").field(&self.raw).finish()
+        f.debug_tuple("Identifier").field(&self.0.raw).finish()
     }
 }
 
 impl fmt::Display for Identifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
+        f.write_str(&self.0.raw)
     }
 }
 

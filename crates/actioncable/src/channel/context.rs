@@ -44,8 +44,8 @@ pub struct ChannelContext<S = ()> {
     /// The connection speaks the extended protocol: presence events can reach it.
     ext: bool,
     /// The stream opened with presence (one per subscription), and who this subscription is
-    /// in it.
-    presence: Option<PresenceStream>,
+    /// in it. Boxed: most subscriptions have none, and every one would carry its size.
+    presence: Option<Box<PresenceStream>>,
     /// The stream opened for whispers (one per subscription).
     whisper: Option<Arc<str>>,
     /// A refused whisper was logged already: further ones are not.
@@ -406,8 +406,7 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
         filter: Option<StreamFilter>,
         options: StreamOptions,
     ) -> Result<(), ChannelError> {
-        let stream: Arc<str> = Arc::from(stream);
-        if self.streams.contains(&stream) {
+        if self.streams.iter().any(|s| **s == *stream) {
             return Ok(());
         }
         if options.presence {
@@ -431,7 +430,9 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             hold: positions && self.holding,
             presence: options.presence && self.ext,
         };
-        self.handle
+        // The hub's own copy of the name, shared by every subscriber of the stream.
+        let stream = self
+            .handle
             .hub()
             .add(&stream, &id, &self.connection, listen)
             .await?;
@@ -439,15 +440,19 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
             self.positioned.push(stream.clone());
         }
         if options.presence {
-            self.presence = Some(PresenceStream {
+            self.presence = Some(Box::new(PresenceStream {
                 stream: stream.clone(),
                 joined: None,
                 pending: None,
                 leaving: None,
-            });
+            }));
         }
         if options.whisper {
             self.whisper = Some(stream.clone());
+        }
+        // Most subscriptions have a stream or two: grow one slot at a time at first, not four.
+        if self.streams.len() < 4 {
+            self.streams.reserve_exact(1);
         }
         self.streams.push(stream);
         Ok(())

@@ -85,7 +85,12 @@ impl ConnectionRef {
     }
 
     pub(crate) fn add_subscription(&self, identifier: &Arc<str>) {
-        lock(&self.inner.subscriptions).push(identifier.clone());
+        let mut subscriptions = lock(&self.inner.subscriptions);
+        // Most connections have a few subscriptions: one slot at a time at first, not four.
+        if subscriptions.len() < 4 {
+            subscriptions.reserve_exact(1);
+        }
+        subscriptions.push(identifier.clone());
     }
 
     pub(crate) fn remove_subscription(&self, identifier: &str) {

@@ -4,6 +4,7 @@
 use super::AllowedOrigins;
 use super::cable::{Cable, Shared, spawn_beat};
 use super::config::Config;
+use super::identifiers::Identifiers;
 use super::resume::ParkedSessions;
 use crate::channel::erased::{ErasedFactory, Factory};
 use crate::channel::{Callbacks, Channel};
@@ -119,11 +120,12 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
         self
     }
 
-    /// WebSocket read buffer per connection (default 1 KiB). It is allocated and zero-filled
-    /// for every connection, so it is a large part of what an idle connection costs (4 KiB
-    /// made an idle connection about 3 KiB dearer in `docs/benchmarks.md`), and tungstenite
-    /// zeroes it again before every read. Commands are small; a larger message is still read
-    /// whole, in reads of this size.
+    /// WebSocket read buffer per connection (default 512 bytes). It is allocated and
+    /// zero-filled for every connection and kept while it idles, so it is a large part of what
+    /// an idle connection costs (`docs/benchmarks.md`), and tungstenite zeroes it again before
+    /// every read. Commands are small (a subscribe or an action is typically 100–300 bytes); a
+    /// larger message is still read whole, in reads of this size, so a cable whose clients
+    /// send large messages trades density for fewer reads with a larger buffer (4–8 KiB).
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.config.read_buffer_size = bytes;
         self
@@ -372,6 +374,7 @@ impl<S: Send + Sync + 'static> CableBuilder<S> {
             channels,
             callbacks: self.callbacks,
             parked: ParkedSessions::new(),
+            identifiers: Identifiers::default(),
         };
         spawn_beat(&shared);
         Ok(Cable {

@@ -3,6 +3,7 @@
 
 use super::builder::CableBuilder;
 use super::config::Config;
+use super::identifiers::Identifiers;
 use super::resume::ParkedSessions;
 use super::{handler, sse};
 use crate::channel::Callbacks;
@@ -34,6 +35,8 @@ pub(crate) struct Shared<S> {
     pub(crate) callbacks: Vec<Arc<dyn Callbacks<S>>>,
     /// Extended-protocol sessions kept for a reconnect with their `sid` (`resume.rs`).
     pub(crate) parked: ParkedSessions<S>,
+    /// One parse per identifier string in use.
+    pub(crate) identifiers: Identifiers,
 }
 
 /// A configured ActionCable server. Mount it with [`router`](Cable::router); broadcast through

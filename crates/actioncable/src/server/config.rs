@@ -53,7 +53,7 @@ impl Default for Config {
             max_identifier_size: 4096,
             outbound_capacity: 1024,
             outbound_bytes: 8 * 1024 * 1024,
-            read_buffer_size: 1024,
+            read_buffer_size: 512,
             write_buffer_size: 8192,
             close_timeout: Duration::from_secs(2),
             max_connections: 50_000,

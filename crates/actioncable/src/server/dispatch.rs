@@ -60,7 +60,7 @@ pub(crate) struct Dispatcher<S> {
     pub(crate) subscriptions: HashMap<Arc<str>, Box<Subscription<S>>>,
     next_subscription: u64,
     /// The internal stream for remote disconnects, when the connection is identified.
-    internal: Option<String>,
+    internal: Option<Arc<str>>,
     /// The extended protocol: its subscriptions may get positions and presence events.
     ext: bool,
     /// Closes the connection when its credential expires (`Identity::expiry`).
@@ -124,7 +124,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
                 )
                 .await
             {
-                Ok(()) => Some(stream),
+                Ok(name) => Some(name),
                 Err(e) => {
                     tracing::warn!(error = %untrusted(&e), "remote disconnect is unavailable for this connection");
                     None
@@ -209,12 +209,17 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         }
         // A registered class only (a label never holds client text).
         let class = match &command {
-            Command::Subscribe { identifier } => Identifier::parse(identifier).ok().and_then(|p| {
-                self.shared
-                    .channels
-                    .get_key_value(p.channel_class())
-                    .map(|(&class, _)| class)
-            }),
+            Command::Subscribe { identifier } => self
+                .shared
+                .identifiers
+                .parse(identifier)
+                .ok()
+                .and_then(|p| {
+                    self.shared
+                        .channels
+                        .get_key_value(p.channel_class())
+                        .map(|(&class, _)| class)
+                }),
             other => self
                 .subscriptions
                 .get(other.identifier())
@@ -248,7 +253,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             Command::Message { data, .. } => peek_action(data),
             _ => None,
         };
-        let channel = Identifier::parse(&identifier).ok();
+        let channel = self.shared.identifiers.parse(&identifier).ok();
         let identity = self.connection.shared_identity().clone();
         let info = CommandInfo {
             kind,
@@ -372,7 +377,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
             tracing::debug!(identifier = %untrusted(&identifier), "already subscribed; ignored");
             return Ok(());
         }
-        let parsed = match Identifier::parse(&identifier) {
+        let parsed = match self.shared.identifiers.parse(&identifier) {
             Ok(parsed) => parsed,
             Err(e) => {
                 tracing::warn!(identifier = %untrusted(&identifier), error = %untrusted(&e), "rejecting a subscription");

@@ -110,7 +110,7 @@ pub(crate) async fn cable<S: Send + Sync + 'static>(
         .max_frame_size(config.max_message_size)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| {
-            tracker.track_future(session::run(
+            tracker.track_future(session::start(
                 socket, shared, opening, remote, admission, started,
             ))
         })

@@ -2,7 +2,8 @@
 //! for each connection.
 //!
 //! - `config.rs`: the settings, their defaults and validation; `builder.rs`: [`CableBuilder`];
-//!   `cable.rs`: [`Cable`], what its sessions share, and the beat;
+//!   `cable.rs`: [`Cable`], what its sessions share, and the beat; `identifiers.rs`: one parse
+//!   per identifier string in use, shared by its subscriptions;
 //! - `handler.rs`: the axum side of an upgrade (origin check, admission, `Connection::connect`),
 //!   with `origin.rs` ([`AllowedOrigins`]);
 //! - `session.rs`: one task per WebSocket, moving frames between the socket and
@@ -36,6 +37,7 @@ mod cable;
 mod config;
 pub(crate) mod dispatch;
 mod handler;
+mod identifiers;
 mod origin;
 mod resume;
 mod session;

@@ -44,7 +44,7 @@ struct Session<S> {
     liveness: Liveness,
     budget: Budget,
     /// Binary frames refused so far (only the first is logged).
-    binary_frames: u64,
+    binary_frames: u32,
     /// This connection's place among its identity's; freed as soon as the session ends.
     reservation: Reservation,
     /// The client negotiated the extended protocol (`actioncable-v1-ext-json`).
@@ -56,14 +56,13 @@ struct Session<S> {
     admission: Admission,
     /// The cable's metrics, when on.
     metrics: Option<Arc<Metrics>>,
-    /// When the upgrade request arrived (for the time to `welcome`).
-    started: std::time::Instant,
 }
 
 /// Dead-peer detection: when the client was last heard from, and whether it was pinged since.
 /// The timer is re-armed only when it fires, so a busy connection does not touch it per frame.
+/// The timeout itself is the cable's (`client_timeout`), passed in rather than kept here: every
+/// byte of a session is paid by every idle connection.
 struct Liveness {
-    timeout: Duration,
     last_heard: Instant,
     pinged: bool,
     timer: Pin<Box<Sleep>>,
@@ -80,7 +79,6 @@ impl Liveness {
     fn new(timeout: Duration) -> Liveness {
         let now = Instant::now();
         Liveness {
-            timeout,
             last_heard: now,
             pinged: false,
             timer: Box::pin(tokio::time::sleep_until(now + timeout / 2)),
@@ -93,17 +91,17 @@ impl Liveness {
     }
 
     /// Called when the timer fired: re-arms it and says what to do.
-    fn check(&mut self) -> Alive {
+    fn check(&mut self, timeout: Duration) -> Alive {
         let now = Instant::now();
-        let (next, verdict) = if now < self.last_heard + self.timeout / 2 {
-            (self.last_heard + self.timeout / 2, Alive::Yes)
-        } else if now >= self.last_heard + self.timeout {
-            (now + self.timeout, Alive::Dead)
+        let (next, verdict) = if now < self.last_heard + timeout / 2 {
+            (self.last_heard + timeout / 2, Alive::Yes)
+        } else if now >= self.last_heard + timeout {
+            (now + timeout, Alive::Dead)
         } else if self.pinged {
-            (self.last_heard + self.timeout, Alive::Yes)
+            (self.last_heard + timeout, Alive::Yes)
         } else {
             self.pinged = true;
-            (self.last_heard + self.timeout, Alive::Ping)
+            (self.last_heard + timeout, Alive::Ping)
         };
         self.timer.as_mut().reset(next);
         verdict
@@ -116,20 +114,19 @@ impl Liveness {
 struct Backlog {
     frames: VecDeque<Utf8Bytes>,
     bytes: usize,
-    max_bytes: usize,
 }
 
 impl Backlog {
-    fn new(max_bytes: usize) -> Backlog {
+    fn new() -> Backlog {
         Backlog {
             frames: VecDeque::new(),
             bytes: 0,
-            max_bytes,
         }
     }
 
-    fn has_room(&self) -> bool {
-        self.frames.len() < READ_AHEAD && self.bytes < self.max_bytes
+    /// `max_bytes`: the cable's `max_message_size`.
+    fn has_room(&self, max_bytes: usize) -> bool {
+        self.frames.len() < READ_AHEAD && self.bytes < max_bytes
     }
 
     fn push(&mut self, frame: Utf8Bytes) {
@@ -241,7 +238,15 @@ pub(crate) enum Opening<S: Send + Sync + 'static> {
     Resume(Resumed<S>),
 }
 
-pub(crate) async fn run<S: Send + Sync + 'static>(
+/// Opens a session on an upgraded socket: refuses it, or builds its [`Session`] and spawns the
+/// task that serves it.
+///
+/// The session gets a task of its own, spawned here once the opening work is done, rather than
+/// running inside the upgrade's task: a task's future is as large as its largest state, and the
+/// upgrade's (axum's upgrade and WebSocket setup, this function's authentication outcome,
+/// refusals, `Dispatcher::open`) would otherwise stay allocated beside every idle session. The
+/// spawned future is [`Session::run`] alone.
+pub(crate) async fn start<S: Send + Sync + 'static>(
     socket: WebSocket,
     shared: Arc<Shared<S>>,
     opening: Opening<S>,
@@ -252,7 +257,6 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
     let metrics = shared.handle.hub().metrics().cloned();
     let liveness = Liveness::new(shared.config.client_timeout);
     let budget = Budget::new(shared.config.max_commands_per_second, metrics.as_deref());
-    let max_message_size = shared.config.max_message_size;
     // The protocol the upgrade selected (`handler.rs`); anything but the extended one is the
     // plain protocol, byte for byte.
     let ext = socket.protocol().is_some_and(|p| p == EXT_PROTOCOL);
@@ -273,16 +277,15 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
                 socket,
                 frames,
                 dispatcher,
-                backlog: Backlog::new(max_message_size),
+                backlog: Backlog::new(),
                 binary_frames: 0,
                 reservation,
                 ext,
                 sid: ext.then(resume::new_sid),
                 admission,
                 metrics,
-                started,
             };
-            session.run(Some(restored)).instrument(span).await;
+            launch(session, Some(restored), started, span).await;
             return;
         }
     };
@@ -309,27 +312,46 @@ pub(crate) async fn run<S: Send + Sync + 'static>(
         return;
     };
     let span = tracing::info_span!("cable", conn = %id, identity = %untrusted(&*identity));
-    async move {
-        let (dispatcher, frames) = Dispatcher::open(shared, identity, id, ext).await;
-        let session = Session {
-            liveness,
-            budget,
-            socket,
-            frames,
-            dispatcher,
-            backlog: Backlog::new(max_message_size),
-            binary_frames: 0,
-            reservation,
-            ext,
-            sid: ext.then(resume::new_sid),
-            admission,
-            metrics,
-            started,
-        };
-        session.run(None).await;
-    }
-    .instrument(span)
-    .await;
+    let (dispatcher, frames) = Dispatcher::open(shared, identity, id, ext)
+        .instrument(span.clone())
+        .await;
+    let session = Session {
+        liveness,
+        budget,
+        socket,
+        frames,
+        dispatcher,
+        backlog: Backlog::new(),
+        binary_frames: 0,
+        reservation,
+        ext,
+        sid: ext.then(resume::new_sid),
+        admission,
+        metrics,
+    };
+    launch(session, None, started, span).await;
+}
+
+/// Welcomes the client, then gives the session its own task, tracked for shutdown like the
+/// upgrade's.
+async fn launch<S: Send + Sync + 'static>(
+    mut session: Session<S>,
+    restored: Option<Vec<Arc<str>>>,
+    started: std::time::Instant,
+    span: tracing::Span,
+) {
+    let ended = session
+        .welcome(restored.as_deref(), started)
+        .instrument(span.clone())
+        .await;
+    let tracker = session
+        .dispatcher
+        .shared
+        .handle
+        .registry()
+        .tracker()
+        .clone();
+    tracker.spawn(session.run(ended).instrument(span));
 }
 
 /// Rails: upgrade, `disconnect` unauthorized without reconnect, close 1000, no welcome (or
@@ -382,30 +404,50 @@ async fn close_politely(
 }
 
 impl<S: Send + Sync + 'static> Session<S> {
-    /// `restored`: the identifiers of a resumed session's subscriptions.
-    async fn run(mut self, restored: Option<Vec<Arc<str>>>) {
+    /// Serves the client until the connection ends (`ended`: it already has), then finishes.
+    ///
+    /// Not an `async fn`: its arguments would be stored twice in its future (once as passed,
+    /// once moved into the body), which for a `Session` is most of what an idle connection's
+    /// task holds. The block below captures `self` once and works on it in place.
+    // The lint's suggestion is exactly the double storage this avoids.
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self, ended: Option<End>) -> impl Future<Output = ()> + Send {
+        async move {
+            let end = match ended {
+                Some(end) => end,
+                None => self.serve().await,
+            };
+            // Boxed, as the command futures below: the session future stays small while idle.
+            Box::pin(self.finish(end)).await;
+        }
+    }
+
+    /// Sends `welcome` (with the identifiers of a resumed session's subscriptions, `restored`);
+    /// `None` when it went, else how the session ends. It runs before the session's task is
+    /// spawned, so that task's future holds none of it.
+    async fn welcome(
+        &mut self,
+        restored: Option<&[Arc<str>]>,
+        started: std::time::Instant,
+    ) -> Option<End> {
         tracing::debug!(resumed = restored.is_some(), "connected");
         let welcome = match &self.sid {
-            Some(sid) => protocol::encode_welcome_ext(sid, restored.as_deref()),
+            Some(sid) => protocol::encode_welcome_ext(sid, restored),
             None => ServerMessage::WELCOME.encode(),
         };
         if let Some(metrics) = &self.metrics {
             metrics.connections(Transport::websocket(self.ext)).inc();
         }
-        let end = match self.socket.send(Message::Text(welcome.into())).await {
+        match self.socket.send(Message::Text(welcome.into())).await {
             Ok(()) => {
                 if let Some(metrics) = &self.metrics {
                     metrics.accepted.inc();
-                    metrics
-                        .welcome
-                        .observe(self.started.elapsed().as_secs_f64());
+                    metrics.welcome.observe(started.elapsed().as_secs_f64());
                 }
-                self.serve().await
+                None
             }
-            Err(_) => End::Gone,
-        };
-        // Boxed, as the command futures below: the session future stays small while idle.
-        Box::pin(self.finish(end)).await;
+            Err(_) => Some(End::Gone),
+        }
     }
 
     async fn serve(&mut self) -> End {
@@ -432,7 +474,9 @@ impl<S: Send + Sync + 'static> Session<S> {
                         return end;
                     }
                 }
-                () = &mut self.liveness.timer => if let Some(end) = self.liveness_due().await { return end },
+                // Boxed: it runs once per ping interval at most, and inline it would grow every
+                // idle session's future.
+                () = &mut self.liveness.timer => if let Some(end) = Box::pin(self.liveness_due()).await { return end },
                 message = self.socket.recv(), if throttled.is_none() => {
                     self.liveness.heard();
                     match message {
@@ -457,7 +501,9 @@ impl<S: Send + Sync + 'static> Session<S> {
                         return end;
                     }
                 }
-                () = tokio::time::sleep_until(throttled.unwrap_or_else(Instant::now)), if throttled.is_some() => {}
+                // Boxed, and only made while throttled: a `Sleep` inline would sit in every idle
+                // session's future.
+                () = throttle_sleep(throttled), if throttled.is_some() => {}
             }
         }
     }
@@ -476,7 +522,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                 tokio::select! {
                     biased;
                     (reason, reconnect) = outbox.closed() => return Some(End::Disconnect(reason, reconnect)),
-                    () = &mut self.liveness.timer => match self.liveness.check() {
+                    () = &mut self.liveness.timer => match self.liveness.check(self.dispatcher.shared.config.client_timeout) {
                         Alive::Dead => return Some(End::TimedOut),
                         Alive::Ping => ping_owed = true,
                         Alive::Yes => {}
@@ -491,14 +537,18 @@ impl<S: Send + Sync + 'static> Session<S> {
             }
         }
         if ping_owed {
-            return self.send_ping().await;
+            // Boxed: a ping with its timeout inline would grow every session's future.
+            return Box::pin(self.send_ping()).await;
         }
         None
     }
 
     /// The liveness timer fired: ping a quiet client, or give up on a silent one.
     async fn liveness_due(&mut self) -> Option<End> {
-        match self.liveness.check() {
+        match self
+            .liveness
+            .check(self.dispatcher.shared.config.client_timeout)
+        {
             Alive::Yes => None,
             Alive::Dead => Some(End::TimedOut),
             Alive::Ping => self.send_ping().await,
@@ -539,6 +589,7 @@ impl<S: Send + Sync + 'static> Session<S> {
             ..
         } = self;
         let outbox = dispatcher.outbox().clone();
+        let max_read_ahead = dispatcher.shared.config.max_message_size;
         let (run, subscribing) = match work {
             Work::Frame(text) => {
                 let decoded = if *ext {
@@ -577,7 +628,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                 (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
                 // Reading ahead is bounded by the backlog and by the command budget, which
                 // binary frames spend too.
-                message = socket.recv(), if backlog.has_room() && budget.has_token() => match message.inspect(|_| liveness.heard()) {
+                message = socket.recv(), if backlog.has_room(max_read_ahead) && budget.has_token() => match message.inspect(|_| liveness.heard()) {
                     Some(Ok(Message::Text(next))) => {
                         if subscribing.as_deref().is_some_and(|id| is_subscribe_to(&next, id)) {
                             tracing::debug!(identifier = %untrusted(subscribing.as_deref().unwrap_or_default()),
@@ -609,10 +660,18 @@ impl<S: Send + Sync + 'static> Session<S> {
     }
 }
 
+/// Sleeps until `until`, or never.
+async fn throttle_sleep(until: Option<Instant>) {
+    match until {
+        Some(until) => Box::pin(tokio::time::sleep_until(until)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A binary frame is not a command (Rails refuses them too: "Couldn't handle non-string
 /// message"). It costs a command's budget, so a flood of them is read no faster than commands
 /// are, and only the first is logged: a flood cannot flood the log.
-fn refuse_binary(count: &mut u64, len: usize) {
+fn refuse_binary(count: &mut u32, len: usize) {
     *count += 1;
     if *count == 1 {
         tracing::warn!(
@@ -754,22 +813,50 @@ mod tests {
 
     #[test]
     fn the_read_ahead_is_bounded_in_frames_and_in_bytes() {
-        let mut backlog = Backlog::new(1000);
+        let mut backlog = Backlog::new();
         backlog.push(Utf8Bytes::from("x".repeat(600)));
-        assert!(backlog.has_room());
+        assert!(backlog.has_room(1000));
         backlog.push(Utf8Bytes::from("y".repeat(600)));
-        assert!(!backlog.has_room(), "1,200 bytes read ahead: stop reading");
+        assert!(
+            !backlog.has_room(1000),
+            "1,200 bytes read ahead: stop reading"
+        );
         assert_eq!(backlog.pop().map(|f| f.len()), Some(600));
-        assert!(backlog.has_room());
+        assert!(backlog.has_room(1000));
 
-        let mut small = Backlog::new(usize::MAX);
+        let mut small = Backlog::new();
         for _ in 0..READ_AHEAD {
-            assert!(small.has_room());
+            assert!(small.has_room(usize::MAX));
             small.push(Utf8Bytes::from_static("{}"));
         }
         assert!(
-            !small.has_room(),
+            !small.has_room(usize::MAX),
             "{READ_AHEAD} frames read ahead: stop reading"
+        );
+    }
+}
+
+#[cfg(test)]
+mod size {
+    use super::*;
+
+    /// The size of the future `f` returns, without running it.
+    fn future_size<A, F>(_: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// What an idle connection's task holds is mostly this future (`docs/benchmarks.md`,
+    /// "Memory per idle connection"): tokio rounds a task up to 128 bytes, and above about
+    /// 1,300 bytes it takes the next step, 128 bytes more for every connection. A field or an
+    /// inline future added to the session should be a deliberate choice, so this fails first.
+    #[test]
+    fn an_idle_session_future_stays_within_its_budget() {
+        let run = future_size(|s: Session<()>| s.run(None));
+        assert!(
+            run <= 1_264,
+            "the session future grew to {run} bytes (Session {} + serve {}); box what runs rarely",
+            std::mem::size_of::<Session<()>>(),
+            future_size(|s: &mut Session<()>| s.serve()),
         );
     }
 }

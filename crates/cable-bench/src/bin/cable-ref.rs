@@ -31,7 +31,7 @@
 //! framework.
 //!
 //! Settings (environment, like `example-bench`): `PORT` (3001), `BIND` (127.0.0.1),
-//! `READ_BUFFER` (tungstenite's read buffer per connection, bytes; 1024, the framework's
+//! `READ_BUFFER` (tungstenite's read buffer per connection, bytes; 512, the framework's
 //! default), `WRITE_BUFFER` (bytes of frames gathered before a write; 8192, the framework's
 //! default). The path of the request is not checked.
 
@@ -427,7 +427,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bind: String = env_or("BIND", "127.0.0.1".to_owned())?;
     let port: u16 = env_or("PORT", 3001)?;
     let config = WebSocketConfig::default()
-        .read_buffer_size(env_or("READ_BUFFER", 1024)?)
+        .read_buffer_size(env_or("READ_BUFFER", 512)?)
         .write_buffer_size(env_or("WRITE_BUFFER", 8192)?)
         .max_message_size(Some(1 << 20))
         .max_frame_size(Some(1 << 20));
