@@ -90,6 +90,9 @@ pub(crate) struct Frames {
     taken: Vec<Trace>,
 }
 
+/// Slots a drained queue keeps (behind its inline first slot).
+const KEEP_CAPACITY: usize = 16;
+
 /// A FIFO of frames whose first frame is held inline: most connections have one frame
 /// waiting at a time (a ping, one broadcast), which then costs no allocation, and an idle
 /// connection holds no buffer at all. Frames behind the first go to a `VecDeque`.
@@ -119,8 +122,9 @@ impl FrameQueue {
     fn pop_front(&mut self) -> Option<Utf8Bytes> {
         let frame = self.head.take()?;
         self.head = self.rest.pop_front();
-        // Drained: a burst's buffer goes back (one allocation per burst of two or more).
-        if self.head.is_none() && self.rest.capacity() > 0 {
+        // A queue that grew in a large burst gives its memory back once drained; a small one
+        // keeps its few slots, so a busy stream does not allocate for every burst.
+        if self.head.is_none() && self.rest.capacity() > KEEP_CAPACITY {
             self.rest = VecDeque::new();
         }
         Some(frame)

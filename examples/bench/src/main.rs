@@ -16,14 +16,21 @@
 //! `REDIS_URL`, `CABLE_CHANNEL_PREFIX`, `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`),
 //! `CABLE_HISTORY` (`off` or `on`: keep stream history, so that extended-protocol clients get
 //! positions; default off), `METRICS` (`off` or `on`: count and serve Prometheus metrics at
-//! `/metrics`; default off, so that the benchmark measures the bare server unless asked).
+//! `/metrics`; default off, so that the benchmark measures the bare server unless asked),
+//! `PRESENCE` (`off` or `on`: the channel streams `"all"` with presence, so that
+//! extended-protocol clients may join it and get presence events; default off).
 
 use actioncable::AnyAction;
 use actioncable::{
-    AcceptAll, AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams, async_trait,
+    AcceptAll, AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams,
+    StreamOptions, async_trait,
 };
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// `PRESENCE=on`: the channel's stream tracks presence.
+static PRESENCE: AtomicBool = AtomicBool::new(false);
 
 /// The websocket-shootout channel.
 struct BenchmarkChannel;
@@ -35,7 +42,12 @@ impl Channel for BenchmarkChannel {
     type Action = AnyAction;
 
     async fn subscribed(ctx: &mut ChannelContext, _: NoParams) -> Result<Self, ChannelError> {
-        ctx.stream_from("all").await?;
+        if PRESENCE.load(Ordering::Relaxed) {
+            ctx.stream_from_with_options("all", StreamOptions::new().presence(true))
+                .await?;
+        } else {
+            ctx.stream_from("all").await?;
+        }
         Ok(BenchmarkChannel)
     }
 
@@ -67,16 +79,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `CABLE_ADAPTER=memory|redis|postgres` (+ `REDIS_URL`, `DATABASE_URL`,
     // `CABLE_CHANNEL_PREFIX`, …), like cable.yml.
     let pubsub = actioncable_adapters::Adapter::from_env()?.pubsub();
-    let history = match std::env::var("CABLE_HISTORY").as_deref() {
-        Err(_) | Ok("" | "off") => false,
-        Ok("on") => true,
-        Ok(other) => return Err(format!("CABLE_HISTORY={other:?} is neither on nor off").into()),
-    };
-    let metrics = match std::env::var("METRICS").as_deref() {
-        Err(_) | Ok("" | "off") => false,
-        Ok("on") => true,
-        Ok(other) => return Err(format!("METRICS={other:?} is neither on nor off").into()),
-    };
+    let history = on_or_off("CABLE_HISTORY")?;
+    let metrics = on_or_off("METRICS")?;
+    PRESENCE.store(on_or_off("PRESENCE")?, Ordering::Relaxed);
     let cable = Cable::builder()
         .connection(AcceptAll)
         .channel::<BenchmarkChannel>()
@@ -118,4 +123,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
     Ok(())
+}
+
+/// A switch from the environment: unset, empty or `off`, or `on`.
+fn on_or_off(name: &str) -> Result<bool, String> {
+    match std::env::var(name).as_deref() {
+        Err(_) | Ok("" | "off") => Ok(false),
+        Ok("on") => Ok(true),
+        Ok(other) => Err(format!("{name}={other:?} is neither on nor off")),
+    }
 }
