@@ -621,6 +621,12 @@ impl<S: Send + Sync + 'static> Session<S> {
             ),
         };
         tokio::pin!(run);
+        // Most commands finish without waiting (an action that transmits, an unsubscribe):
+        // then there is nothing to write meanwhile, and no reason to set up the watch below.
+        let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
+        if polled.is_ready() {
+            return None;
+        }
         let end = loop {
             tokio::select! {
                 biased;
