@@ -90,7 +90,7 @@ pub trait Channel<S: Send + Sync + 'static = ()>: Sized + Send + 'static {
     /// Use [`AnyAction`] for untyped dispatch. Data that does not deserialize (an unknown
     /// action, a field of the wrong type) goes to [`rescue`](Channel::rescue) as an
     /// [`InvalidAction`](crate::InvalidAction).
-    type Action: DeserializeOwned + Send;
+    type Action: DeserializeOwned + Send + 'static;
 
     /// The subscription starts: set up streams and return the channel, or reject with
     /// [`ChannelError::reject`]. Any error rejects (and is logged). The client gets
