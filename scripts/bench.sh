@@ -9,7 +9,9 @@
 #
 #   broadcast   BROADCAST_CLIENTS (10,000) subscribers, SENDERS (4) senders, ROUNDS (50) rounds,
 #               against the reference and both adapters, PAIRS (3) times each;
-#   echo        ECHO_CLIENTS (100) clients for ECHO_SECS (5) s against every target, PAIRS times;
+#   echo        ECHO_CLIENTS (100; a list such as "100 1000" runs each size, the first as series
+#               `echo`, the others as `echo-N`) clients for ECHO_SECS (5) s against every target,
+#               PAIRS times;
 #   broadcast-small
 #               RAILS_BROADCAST_CLIENTS (1,000) subscribers, RAILS_ROUNDS (10) rounds, against
 #               Rails, the reference and example-bench at Rails' size, PAIRS times;
@@ -269,12 +271,21 @@ if want broadcast; then
 fi
 
 if want echo; then
-  step "echo: $ECHO_CLIENTS clients, ${ECHO_SECS} s, $PAIRS× each" >&2
-  ECHO_TARGETS=("${TARGETS[@]}")
-  if ((RAILS_ON)); then ECHO_TARGETS+=(rails); fi
-  for n in $(seq 1 "$PAIRS"); do
-    for name in "${ECHO_TARGETS[@]}"; do
-      run echo "$name" "$n" echo --clients "$ECHO_CLIENTS" --duration-secs "$ECHO_SECS" --timeout-secs 60
+  first_size=1
+  for clients in $ECHO_CLIENTS; do
+    step "echo: $clients clients, ${ECHO_SECS} s, $PAIRS× each" >&2
+    series=echo
+    ECHO_TARGETS=("${TARGETS[@]}")
+    if ((first_size)); then
+      if ((RAILS_ON)); then ECHO_TARGETS+=(rails); fi
+    else
+      series="echo-$clients"
+    fi
+    first_size=0
+    for n in $(seq 1 "$PAIRS"); do
+      for name in "${ECHO_TARGETS[@]}"; do
+        run "$series" "$name" "$n" echo --clients "$clients" --duration-secs "$ECHO_SECS" --timeout-secs 60
+      done
     done
   done
 fi
@@ -525,6 +536,13 @@ ecols = [
 ]
 e = table("Echo round trips", "echo", ["ref", "memory", "baseline", "redis", "rails"], ecols,
           [("memory", "ref"), ("memory", "baseline"), ("redis", "ref"), ("rails", "ref")])
+# Further client counts (ECHO_CLIENTS="100 1000"): series echo-N.
+echo_sizes = [("echo", e)] if e else []
+for s_ in sorted({s_ for (s_, _) in runs if s_.startswith("echo-")}, key=lambda x: int(x[5:])):
+    t_ = table(f"Echo round trips, {int(s_[5:]):,} clients", s_, ["ref", "memory", "baseline", "redis"], ecols,
+               [("memory", "ref"), ("memory", "baseline"), ("redis", "ref")])
+    if t_:
+        echo_sizes.append((s_, t_))
 
 print("\n### Targets\n")
 def check(name, ok, detail):
@@ -567,11 +585,12 @@ if ft and "memory-all-ext" in ft and "ref" in ft:
 if c and "memory" in c and c["memory"][1] is not None:
     check(f"{int(c['memory'][0]):,} idle connections at ≤ 4 KiB RSS each", c["memory"][1] <= 4096,
           f"{c['memory'][1]:,.0f} bytes")
-if e and "memory" in e and "ref" in e:
-    clients = runs[("echo", "memory")][0]["clients"]
-    check(f"echo, {clients} clients: round trips/s ≥ 0.9× reference", e["memory"][0] >= 0.9 * e["ref"][0], ratio(e["memory"][0], e["ref"][0]))
-    if e["memory"][3] and e["ref"][3]:
-        check(f"echo, {clients} clients: server CPU per round trip ≤ 1.25× reference", e["memory"][3] <= 1.25 * e["ref"][3], ratio(e["memory"][3], e["ref"][3]))
+for s_, t_ in echo_sizes:
+    if "memory" in t_ and "ref" in t_:
+        clients = runs[(s_, "memory")][0]["clients"]
+        check(f"echo, {clients:,} clients: round trips/s ≥ 0.9× reference", t_["memory"][0] >= 0.9 * t_["ref"][0], ratio(t_["memory"][0], t_["ref"][0]))
+        if t_["memory"][3] and t_["ref"][3]:
+            check(f"echo, {clients:,} clients: server CPU per round trip ≤ 1.25× reference", t_["memory"][3] <= 1.25 * t_["ref"][3], ratio(t_["memory"][3], t_["ref"][3]))
 
 # One line for the dated history in docs/benchmarks.md: the headline ratios of this run.
 import datetime, subprocess
@@ -579,10 +598,12 @@ def cell(d, i):
     return ratio(d["memory"][i], d["ref"][i]) if d and "memory" in d and "ref" in d else "–"
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 idle = f"{c['memory'][1]:,.0f} B" if c and "memory" in c and c["memory"][1] else "–"
-echo_clients = runs[("echo", "memory")][0]["clients"] if ("echo", "memory") in runs else "–"
+def echo_cell(i):
+    cells = [f"{cell(t_, i)} ({runs[(s_, 'memory')][0]['clients']:,})" for s_, t_ in echo_sizes if (s_, "memory") in runs]
+    return ", ".join(cells) or "–"
 print("\nHistory row (docs/benchmarks.md, \"History\"):\n")
 print(f"| {datetime.date.today()} | `{commit}` | {cell(b, 0)} | {cell(b, 1)} | {cell(b, 5)} | "
-      f"{cell(e, 0)} ({echo_clients}) | {cell(e, 3)} | {idle} ({cell(c, 1)}) |")
+      f"{echo_cell(0)} | {echo_cell(3)} | {idle} ({cell(c, 1)}) |")
 EOF
 echo
 echo "(per-run reports and JSON lines: $OUT)"
