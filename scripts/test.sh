@@ -190,9 +190,10 @@ ensure_mariadb
 ensure_nats
 
 # Work that needs neither the build nor the cores much starts now, in the background, and is
-# waited for where its result is needed: the npm packages (network and disk), and cargo-fuzz
-# when the nightly toolchain is there to use it (a one-time build that would otherwise run
-# alone, after the tests).
+# waited for where its result is needed: the npm packages (network and disk), and, when the
+# nightly toolchain is there to use it, cargo-fuzz and the fuzz targets' build (its own target
+# directory, niced: it fills the cores while the tests below wait on sockets, instead of
+# running alone after them).
 npm_log="$(mktemp -t actioncable-npm-ci.XXXXXX)"
 npm_pid=""
 if [[ -f js-client/package.json ]]; then
@@ -202,8 +203,13 @@ if [[ -f js-client/package.json ]]; then
 fi
 fuzz_install_log="$(mktemp -t actioncable-cargo-fuzz.XXXXXX)"
 fuzz_install_pid=""
-if [[ "${FUZZ_SECS:-20}" != 0 ]] && cargo +nightly --version >/dev/null 2>&1 && ! command -v cargo-fuzz >/dev/null; then
-  nice cargo install cargo-fuzz --locked >"$fuzz_install_log" 2>&1 &
+if [[ "${FUZZ_SECS:-20}" != 0 ]] && cargo +nightly --version >/dev/null 2>&1; then
+  (
+    if ! command -v cargo-fuzz >/dev/null; then
+      nice cargo install cargo-fuzz --locked || exit 1
+    fi
+    cd crates/actioncable && nice cargo +nightly fuzz build
+  ) >"$fuzz_install_log" 2>&1 &
   fuzz_install_pid=$!
   on_exit "kill $fuzz_install_pid 2>/dev/null || true"
 fi
@@ -252,8 +258,15 @@ cargo test --workspace
 FUZZ_TARGETS=(command_decode command_handling)
 if [[ "${FUZZ_SECS:-20}" != 0 ]] && cargo +nightly --version >/dev/null 2>&1; then
   if [[ -n "$fuzz_install_pid" ]]; then
-    step "cargo-fuzz (installed in the background)"
-    wait_background "$fuzz_install_pid" "$fuzz_install_log" "cargo install cargo-fuzz"
+    step "cargo-fuzz and the fuzz targets (built in the background)"
+    wait_background "$fuzz_install_pid" "$fuzz_install_log" "cargo install cargo-fuzz / cargo fuzz build"
+  fi
+  # The node tests' servers build meanwhile (another target directory; a fuzz run uses one core).
+  if [[ -f js-client/package.json ]]; then
+    bins_log="$(mktemp -t actioncable-bins.XXXXXX)"
+    cargo build --workspace --bins >"$bins_log" 2>&1 &
+    bins_pid=$!
+    on_exit "kill $bins_pid 2>/dev/null || true"
   fi
   for target in "${FUZZ_TARGETS[@]}"; do
     step "cargo fuzz run $target (${FUZZ_SECS:-20} s)"
@@ -277,8 +290,12 @@ fi
 if [[ -f js-client/package.json ]]; then
   step "js-client: build example servers"
   # Every server binary the node tests start: the examples' and actioncable-server's
-  # (test/actioncable-server.e2e.test.mjs).
-  cargo build --workspace --bins
+  # (test/actioncable-server.e2e.test.mjs). Built during the fuzz runs when there were any.
+  if [[ -n "${bins_pid:-}" ]]; then
+    wait_background "$bins_pid" "$bins_log" "cargo build --workspace --bins"
+  else
+    cargo build --workspace --bins
+  fi
   step "js-client: the Rails reference app for the side-by-side tests"
   start_rails_app
   step "js-client: node --test"
