@@ -255,11 +255,7 @@ pub(crate) async fn start<S: Send + Sync + 'static>(
     started: std::time::Instant,
 ) {
     let metrics = shared.handle.hub().metrics().cloned();
-    let liveness = Liveness::new(shared.config.client_timeout);
-    let budget = Budget::new(shared.config.max_commands_per_second, metrics.as_deref());
-    // The protocol the upgrade selected (`handler.rs`); anything but the extended one is the
-    // plain protocol, byte for byte.
-    let ext = socket.protocol().is_some_and(|p| p == EXT_PROTOCOL);
+    let ext = is_ext(&socket);
     let outcome = match opening {
         Opening::Connect(outcome) => outcome,
         Opening::Resume(resumed) => {
@@ -271,20 +267,7 @@ pub(crate) async fn start<S: Send + Sync + 'static>(
             let restored: Vec<Arc<str>> = dispatcher.subscriptions.keys().cloned().collect();
             let span = tracing::info_span!("cable", conn = %dispatcher.id(),
                 identity = %untrusted(dispatcher.connection.identity()));
-            let session = Session {
-                liveness,
-                budget,
-                socket,
-                frames,
-                dispatcher,
-                backlog: Backlog::new(),
-                binary_frames: 0,
-                reservation,
-                ext,
-                sid: ext.then(resume::new_sid),
-                admission,
-                metrics,
-            };
+            let session = Session::new(socket, dispatcher, frames, reservation, admission);
             launch(session, Some(restored), started, span).await;
             return;
         }
@@ -315,21 +298,14 @@ pub(crate) async fn start<S: Send + Sync + 'static>(
     let (dispatcher, frames) = Dispatcher::open(shared, identity, id, ext)
         .instrument(span.clone())
         .await;
-    let session = Session {
-        liveness,
-        budget,
-        socket,
-        frames,
-        dispatcher,
-        backlog: Backlog::new(),
-        binary_frames: 0,
-        reservation,
-        ext,
-        sid: ext.then(resume::new_sid),
-        admission,
-        metrics,
-    };
+    let session = Session::new(socket, dispatcher, frames, reservation, admission);
     launch(session, None, started, span).await;
+}
+
+/// The protocol the upgrade selected (`handler.rs`): anything but the extended one is the
+/// plain protocol, byte for byte.
+fn is_ext(socket: &WebSocket) -> bool {
+    socket.protocol().is_some_and(|p| p == EXT_PROTOCOL)
 }
 
 /// Welcomes the client, then gives the session its own task, tracked for shutdown like the
@@ -404,6 +380,33 @@ async fn close_politely(
 }
 
 impl<S: Send + Sync + 'static> Session<S> {
+    /// A session for an opened (or resumed) dispatcher: its timers and limits start now.
+    fn new(
+        socket: WebSocket,
+        dispatcher: Dispatcher<S>,
+        frames: Frames,
+        reservation: Reservation,
+        admission: Admission,
+    ) -> Session<S> {
+        let config = &dispatcher.shared.config;
+        let metrics = dispatcher.shared.handle.hub().metrics().cloned();
+        let ext = is_ext(&socket);
+        Session {
+            liveness: Liveness::new(config.client_timeout),
+            budget: Budget::new(config.max_commands_per_second, metrics.as_deref()),
+            socket,
+            frames,
+            dispatcher,
+            backlog: Backlog::new(),
+            binary_frames: 0,
+            reservation,
+            ext,
+            sid: ext.then(resume::new_sid),
+            admission,
+            metrics,
+        }
+    }
+
     /// Serves the client until the connection ends (`ended`: it already has), then finishes.
     ///
     /// Not an `async fn`: its arguments would be stored twice in its future (once as passed,
