@@ -42,6 +42,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -202,67 +203,76 @@ pub enum DecodeError {
 /// escapes, numbers in range, nesting within serde_json's limit). Of a key given twice the last
 /// counts, and `null` is absent, as in a parsed object (and in Rails' `JSON.parse`).
 #[derive(Default)]
-struct Fields {
-    command: Option<Field>,
-    identifier: Option<Field>,
-    data: Option<Field>,
-    history: Option<Field>,
-    presence: Option<Field>,
+struct Fields<'de> {
+    command: Option<Field<'de>>,
+    identifier: Option<Field<'de>>,
+    data: Option<Field<'de>>,
+    history: Option<Field<'de>>,
+    presence: Option<Field<'de>>,
 }
 
-/// One field's value.
-enum Field {
-    Str(String),
+/// One field's value; a string without escapes is borrowed from the frame.
+enum Field<'de> {
+    Str(Cow<'de, str>),
     Other(Value),
 }
 
-impl Field {
+impl Field<'_> {
     fn into_string(self) -> Option<String> {
         match self {
-            Field::Str(s) => Some(s),
+            Field::Str(s) => Some(s.into_owned()),
             Field::Other(_) => None,
         }
     }
 
     fn into_value(self) -> Value {
         match self {
-            Field::Str(s) => Value::String(s),
+            Field::Str(s) => Value::String(s.into_owned()),
             Field::Other(v) => v,
         }
     }
 }
 
-impl<'de> Deserialize<'de> for Field {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Field, D::Error> {
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Field<'de>, D::Error> {
         struct FieldVisitor;
         impl<'de> serde::de::Visitor<'de> for FieldVisitor {
-            type Value = Field;
+            type Value = Field<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Field, E> {
-                Ok(Field::Str(s.to_owned()))
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Field<'de>, E> {
+                Ok(Field::Str(Cow::Borrowed(s)))
             }
-            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Field, E> {
-                Ok(Field::Str(s))
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Field<'de>, E> {
+                Ok(Field::Str(Cow::Owned(s.to_owned())))
             }
-            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Field, E> {
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Field<'de>, E> {
+                Ok(Field::Str(Cow::Owned(s)))
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Field<'de>, E> {
                 Ok(Field::Other(Value::Bool(b)))
             }
-            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Field, E> {
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Field<'de>, E> {
                 Ok(Field::Other(Value::from(n)))
             }
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Field, E> {
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Field<'de>, E> {
                 Ok(Field::Other(Value::from(n)))
             }
-            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Field, E> {
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Field<'de>, E> {
                 Ok(Field::Other(Value::from(n)))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Field, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Field<'de>, A::Error> {
                 let de = serde::de::value::SeqAccessDeserializer::new(seq);
                 Value::deserialize(de).map(Field::Other)
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Field, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Field<'de>, A::Error> {
                 let de = serde::de::value::MapAccessDeserializer::new(map);
                 Value::deserialize(de).map(Field::Other)
             }
@@ -305,18 +315,18 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-impl<'de> Deserialize<'de> for Fields {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Fields, D::Error> {
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Fields<'de>, D::Error> {
         struct FieldsVisitor;
         impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
-            type Value = Fields;
+            type Value = Fields<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<Fields, A::Error> {
+            ) -> Result<Fields<'de>, A::Error> {
                 let mut fields = Fields::default();
                 while let Some(key) = map.next_key::<Key>()? {
                     let slot = match key {
@@ -332,7 +342,7 @@ impl<'de> Deserialize<'de> for Fields {
                         }
                     };
                     // `null` reads as absent.
-                    *slot = map.next_value::<Option<Field>>()?;
+                    *slot = map.next_value::<Option<Field<'de>>>()?;
                 }
                 Ok(fields)
             }
@@ -341,9 +351,9 @@ impl<'de> Deserialize<'de> for Fields {
     }
 }
 
-impl Fields {
+impl<'de> Fields<'de> {
     /// Reads a frame's fields; an error says what [`Command::decode`] reports.
-    fn read(frame: &str) -> Result<Fields, DecodeError> {
+    fn read(frame: &'de str) -> Result<Fields<'de>, DecodeError> {
         serde_json::from_str(frame).map_err(|e| match e.classify() {
             // Only the top level can have the wrong type: it is valid JSON, or not JSON at all.
             serde_json::error::Category::Data => match serde_json::from_str::<Value>(frame) {
@@ -401,7 +411,7 @@ impl Command {
             Some(value) if ext => Some(parse_history(value.into_value())?),
             _ => None,
         };
-        let command = match command.as_str() {
+        let command = match &*command {
             "subscribe" => Command::Subscribe {
                 identifier: identifier.ok_or(DecodeError::MissingIdentifier)?,
             },
@@ -448,7 +458,7 @@ impl Command {
                     None => return Err(DecodeError::MissingData),
                 }
             }
-            _ => return Err(DecodeError::UnknownCommand(command)),
+            _ => return Err(DecodeError::UnknownCommand(command.into_owned())),
         };
         if !matches!(command, Command::Subscribe { .. }) || !ext {
             return Ok((command, Extras::default()));
@@ -802,23 +812,23 @@ impl ServerMessage<'_> {
         // Serializing these shapes cannot fail: every field is a string, a number, a bool or
         // already-valid JSON. The fallback keeps this function total anyway.
         let out = match self {
-            ServerMessage::Confirm { identifier } => serde_json::to_string(&Typed {
+            ServerMessage::Confirm { identifier } => to_exact_string(&Typed {
                 identifier,
                 kind: "confirm_subscription",
             }),
-            ServerMessage::Reject { identifier } => serde_json::to_string(&Typed {
+            ServerMessage::Reject { identifier } => to_exact_string(&Typed {
                 identifier,
                 kind: "reject_subscription",
             }),
-            ServerMessage::ConfirmHistory { identifier } => serde_json::to_string(&Typed {
+            ServerMessage::ConfirmHistory { identifier } => to_exact_string(&Typed {
                 identifier,
                 kind: "confirm_history",
             }),
-            ServerMessage::RejectHistory { identifier } => serde_json::to_string(&Typed {
+            ServerMessage::RejectHistory { identifier } => to_exact_string(&Typed {
                 identifier,
                 kind: "reject_history",
             }),
-            other => serde_json::to_string(other),
+            other => to_exact_string(other),
         };
         out.unwrap_or_default()
     }
@@ -906,6 +916,54 @@ pub fn parse_internal_message(payload: &str) -> Option<(DisconnectReason, bool)>
         .and_then(DisconnectReason::from_wire)
         .unwrap_or(DisconnectReason::Remote);
     (msg.kind == "disconnect").then(|| (reason, msg.reconnect.unwrap_or(true)))
+}
+
+/// A data frame whose message is serialized in place.
+#[derive(Serialize)]
+struct DataOf<'a, T: ?Sized> {
+    identifier: &'a str,
+    message: &'a T,
+}
+
+/// Encodes a data frame `{"identifier":…,"message":…}` with `message` serialized straight into
+/// it: one pass, one allocation (what `transmit` sends).
+pub(crate) fn encode_data_of<T: Serialize + ?Sized>(
+    identifier: &str,
+    message: &T,
+) -> Result<String, serde_json::Error> {
+    to_exact_string(&DataOf {
+        identifier,
+        message,
+    })
+}
+
+/// Scratch buffers above this size are not kept for the next frame.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    /// Each thread's buffer to serialize frames in: a frame costs one allocation of its exact
+    /// size, whatever growing the serializer needed on the way.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `serde_json::to_string`, in one allocation of exactly the output's size (a frame's `Bytes`
+/// then needs no allocation of its own either).
+pub(crate) fn to_exact_string<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<String, serde_json::Error> {
+    SCRATCH.with(|cell| {
+        // A serializer that sends a frame from inside `Serialize` finds the buffer in use.
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return serde_json::to_string(value);
+        };
+        buf.clear();
+        let written = serde_json::to_writer(&mut *buf, value);
+        let out = written.map(|()| String::from_utf8_lossy(&buf).into_owned());
+        if buf.capacity() > SCRATCH_KEEP {
+            *buf = Vec::new();
+        }
+        out
+    })
 }
 
 /// Encodes a data frame `{"identifier":…,"message":…}` around an already-encoded payload.

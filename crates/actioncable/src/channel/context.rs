@@ -288,8 +288,9 @@ impl<S: Send + Sync + 'static> ChannelContext<S> {
     /// # Errors
     /// When `message` does not serialize to JSON.
     pub fn transmit<T: Serialize + ?Sized>(&self, message: &T) -> Result<(), ChannelError> {
-        let json = serde_json::to_string(message)?;
-        self.transmit_json(&json)
+        let frame = protocol::encode_data_of(self.identifier.as_str(), message)?;
+        self.connection.outbox().push(Utf8Bytes::from(frame));
+        Ok(())
     }
 
     /// Sends an already-encoded JSON message to this subscription's client.

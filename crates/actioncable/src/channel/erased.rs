@@ -145,13 +145,16 @@ fn action_from<A: DeserializeOwned + 'static>(
         let Value::Object(data) = data else {
             return A::deserialize(&data);
         };
-        let any: Box<dyn Any> = Box::new(AnyAction {
+        let mut any = Some(AnyAction {
             name: name.to_owned(),
             data,
         });
-        return match any.downcast::<A>() {
-            Ok(action) => Ok(*action),
-            Err(_) => Err(serde::de::Error::custom("an AnyAction that is not one")),
+        // Through a reference: no box to hand the value over in.
+        return match (&mut any as &mut dyn Any).downcast_mut::<Option<A>>() {
+            Some(slot) => slot
+                .take()
+                .ok_or_else(|| serde::de::Error::custom("an AnyAction taken twice")),
+            None => Err(serde::de::Error::custom("an AnyAction that is not one")),
         };
     }
     A::deserialize(&data)

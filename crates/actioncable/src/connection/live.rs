@@ -108,7 +108,7 @@ impl ConnectionRef {
     /// # Errors
     /// When `message` does not serialize to JSON.
     pub fn transmit<T: Serialize + ?Sized>(&self, message: &T) -> Result<(), ChannelError> {
-        let json = serde_json::to_string(message)?;
+        let json = crate::protocol::to_exact_string(message)?;
         self.outbox.push(json.into());
         Ok(())
     }
