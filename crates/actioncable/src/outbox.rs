@@ -19,18 +19,22 @@
 //! handed the trace. Nothing else about a frame changes, and a queue that never carried a
 //! trace holds none of this.
 //!
-//! The queues are plain `Mutex<VecDeque>`s with a `Notify`, not tokio channels: a channel
-//! allocates its first block of slots up front (about 1.5 KB), which every idle connection
-//! would pay. This module sits below everything that talks to a connection (the fan-out, the
+//! The queues are plain `Mutex<VecDeque>`s, not tokio channels: a channel allocates its first
+//! block of slots up front (about 1.5 KB), which every idle connection would pay. The frame
+//! queue has exactly one reader ([`Frames`], taken by `&mut`), so it wakes that reader through
+//! an `AtomicWaker` (no lock, no list of waiters) rather than a `Notify`: every command's reply
+//! and every delivery goes through it. This module sits below everything that talks to a connection (the fan-out, the
 //! connection handle, channels), so it knows nothing about any of them.
 
 use crate::metrics::Trace;
 use crate::protocol::DisconnectReason;
 use crate::sync::lock;
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use tokio::sync::Notify;
 
 /// Work for a session that does not come from its client: it runs in order with the client's
@@ -50,22 +54,35 @@ pub(crate) enum Control {
     },
 }
 
+/// What [`Outbox::next_event`] hands the session.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Send `disconnect` with this reason and close.
+    Close(DisconnectReason, bool),
+    Control(Control),
+}
+
 /// The sending side of a connection's mailbox; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Outbox(Arc<Mailbox>);
 
 struct Mailbox {
     frames: Mutex<Queue>,
-    frames_ready: Notify,
+    /// The task of the one reader of `frames` ([`Frames`]), when it waits.
+    frames_ready: AtomicWaker,
     /// Most frames queued at once.
     capacity: usize,
     /// Most bytes queued at once (one frame larger than this still fits an empty queue).
     byte_capacity: usize,
-    close: Mutex<Option<(DisconnectReason, bool)>>,
-    close_requested: Notify,
+    /// The close request: set once, the first reason wins.
+    close: OnceLock<(DisconnectReason, bool)>,
     dropped: AtomicU64,
     control: Mutex<VecDeque<Control>>,
-    control_ready: Notify,
+    /// Wakes whoever waits for a close request or a control event. One `Notify` for both, as
+    /// a session waits for both at once: one registration per wait instead of two. Waking
+    /// uses `notify_waiters`, so a task waiting for one kind is never woken in place of a
+    /// task waiting for the other (see [`Outbox::next_event`]).
+    events: Notify,
     /// The session has finished: frames and control events are refused.
     ended: AtomicBool,
 }
@@ -136,14 +153,13 @@ impl Outbox {
     pub(crate) fn new(capacity: usize, byte_capacity: usize) -> (Outbox, Frames) {
         let mailbox = Arc::new(Mailbox {
             frames: Mutex::new(Queue::default()),
-            frames_ready: Notify::new(),
+            frames_ready: AtomicWaker::new(),
             capacity: capacity.max(1),
             byte_capacity,
-            close: Mutex::new(None),
-            close_requested: Notify::new(),
+            close: OnceLock::new(),
             dropped: AtomicU64::new(0),
             control: Mutex::new(VecDeque::new()),
-            control_ready: Notify::new(),
+            events: Notify::new(),
             ended: AtomicBool::new(false),
         });
         (
@@ -189,23 +205,41 @@ impl Outbox {
             }
             queue.frames.push_back(frame);
         }
-        mailbox.frames_ready.notify_one();
+        mailbox.frames_ready.wake();
         true
     }
 
     /// Asks the session to send `disconnect` with `reason` and close. The first reason wins.
     pub(crate) fn close(&self, reason: DisconnectReason, reconnect: bool) {
-        lock(&self.0.close).get_or_insert((reason, reconnect));
-        self.0.close_requested.notify_one();
+        // The first reason wins: a later one is not an error.
+        let _ = self.0.close.set((reason, reconnect));
+        self.0.events.notify_waiters();
     }
 
     /// Resolves once [`close`](Self::close) was called, with the reason.
     pub(crate) async fn closed(&self) -> (DisconnectReason, bool) {
         loop {
-            if let Some(request) = *lock(&self.0.close) {
+            // Made before looking: `notify_waiters` reaches a `Notified` from its creation.
+            let notified = self.0.events.notified();
+            if let Some(&request) = self.0.close.get() {
                 return request;
             }
-            self.0.close_requested.notified().await;
+            notified.await;
+        }
+    }
+
+    /// The next thing for the session to act on besides its client: the close request once
+    /// made (it comes first, and again at every call), else the next control event.
+    pub(crate) async fn next_event(&self) -> Event {
+        loop {
+            let notified = self.0.events.notified();
+            if let Some(&(reason, reconnect)) = self.0.close.get() {
+                return Event::Close(reason, reconnect);
+            }
+            if let Some(event) = self.try_control() {
+                return Event::Control(event);
+            }
+            notified.await;
         }
     }
 
@@ -215,17 +249,19 @@ impl Outbox {
             return false;
         }
         lock(&self.0.control).push_back(event);
-        self.0.control_ready.notify_one();
+        self.0.events.notify_waiters();
         true
     }
 
-    /// The next control event, waiting for one.
+    /// The next control event, waiting for one (the test harness's driver runs them).
+    #[cfg(feature = "testing")]
     pub(crate) async fn next_control(&self) -> Control {
         loop {
+            let notified = self.0.events.notified();
             if let Some(event) = self.try_control() {
                 return event;
             }
-            self.0.control_ready.notified().await;
+            notified.await;
         }
     }
 
@@ -255,12 +291,15 @@ impl Outbox {
 impl Frames {
     /// The next frame, waiting for one.
     pub(crate) async fn recv(&mut self) -> Utf8Bytes {
-        loop {
-            if let Some(frame) = self.try_recv() {
-                return frame;
+        std::future::poll_fn(|cx| {
+            // Registered before looking, so a frame pushed in between still wakes this task.
+            self.mailbox.frames_ready.register(cx.waker());
+            match self.try_recv() {
+                Some(frame) => Poll::Ready(frame),
+                None => Poll::Pending,
             }
-            self.mailbox.frames_ready.notified().await;
-        }
+        })
+        .await
     }
 
     /// The next frame, if one is queued.
@@ -356,6 +395,65 @@ mod tests {
             lock(&outbox.0.frames).traces.is_none(),
             "nothing kept once all are taken"
         );
+    }
+
+    fn tick() -> Control {
+        Control::Unsubscribe {
+            identifier: Arc::from("i"),
+            subscription: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_close_request_comes_before_control_events_and_stays() {
+        let (outbox, _frames) = Outbox::new(4, PLENTY);
+        assert!(outbox.push_control(tick()));
+        assert!(matches!(outbox.next_event().await, Event::Control(_)));
+        assert!(outbox.push_control(tick()));
+        outbox.close(DisconnectReason::ServerRestart, true);
+        for _ in 0..2 {
+            assert!(matches!(
+                outbox.next_event().await,
+                Event::Close(DisconnectReason::ServerRestart, true)
+            ));
+        }
+    }
+
+    /// One `Notify` serves both kinds of event: a task waiting for one kind must not be woken
+    /// in place of a task waiting for the other, whichever came first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_in_different_tasks_each_get_their_event() {
+        let (outbox, mut frames) = Outbox::new(4, PLENTY);
+        let closed = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.closed().await }
+        });
+        let event = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.next_event().await }
+        });
+        let frame = tokio::spawn(async move { frames.recv().await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(outbox.push_control(tick()));
+        let within = std::time::Duration::from_secs(5);
+        let got = tokio::time::timeout(within, event)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(matches!(got, Event::Control(_)));
+        assert!(!closed.is_finished(), "a control event is not a close");
+        assert!(outbox.push(Utf8Bytes::from_static("f")));
+        let got = tokio::time::timeout(within, frame)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(got.as_str(), "f");
+        outbox.close(DisconnectReason::Remote, false);
+        let got = tokio::time::timeout(within, closed)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(got, (DisconnectReason::Remote, false));
     }
 
     #[test]

@@ -186,11 +186,26 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
     /// Returns its outcome, already logged.
     /// `extras` is what a `subscribe` of the extended protocol carried.
     /// With metrics on, it is counted by kind and timed by channel class.
-    pub(crate) async fn run_with(
+    ///
+    /// Without callbacks or metrics, the command runs as is; with them, their work is boxed,
+    /// so that the plain case's future (allocated for every command) stays small.
+    // Not an `async fn`: its arguments would be stored twice in its future.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn run_with(
         &mut self,
         command: Command,
         extras: Extras,
-    ) -> Result<(), ChannelError> {
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send + '_ {
+        async move {
+            if self.shared.callbacks.is_empty() && self.shared.handle.hub().metrics().is_none() {
+                return self.run_plain(command, extras).await;
+            }
+            Box::pin(self.run_observed(command, extras)).await
+        }
+    }
+
+    /// [`run_with`](Self::run_with) with metrics or callbacks on.
+    async fn run_observed(&mut self, command: Command, extras: Extras) -> Result<(), ChannelError> {
         let Some(metrics) = self.shared.handle.hub().metrics().cloned() else {
             return self.run_command(command, extras).await;
         };
@@ -290,26 +305,42 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
         result
     }
 
-    async fn run_plain(&mut self, command: Command, extras: Extras) -> Result<(), ChannelError> {
-        match command {
-            Command::Subscribe { identifier } => self.subscribe(identifier, extras).await,
-            Command::Unsubscribe { identifier } => self.unsubscribe(&identifier).await,
-            Command::Message { identifier, data } => self.message(&identifier, &data).await,
-            Command::History {
-                identifier,
-                request,
-            } => self.history(&identifier, &request).await,
-            Command::Join {
-                identifier,
-                presence,
-            } => self.join(&identifier, presence).await,
-            Command::Leave { identifier } => self.leave(&identifier).await,
-            Command::Presence { identifier } => self.presence(&identifier).await,
-            Command::Whisper { identifier, data } => self.whisper(&identifier, &data).await,
-            Command::Pong => Ok(()),
-            // Decoded by a newer protocol module than this dispatcher knows: nothing to run.
-            #[allow(unreachable_patterns)]
-            _ => Ok(()),
+    /// Runs one command. The commands other than `message` and `whisper` are boxed: a future
+    /// is as large as its largest branch, and `subscribe`'s (the app's callback, streams,
+    /// history, presence) would otherwise be allocated and moved for every action a client
+    /// performs.
+    // Not an `async fn`: its arguments would be stored twice in its future.
+    #[allow(clippy::manual_async_fn)]
+    fn run_plain(
+        &mut self,
+        command: Command,
+        extras: Extras,
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send + '_ {
+        async move {
+            match command {
+                Command::Message { identifier, data } => self.message(&identifier, &data).await,
+                Command::Whisper { identifier, data } => self.whisper(&identifier, &data).await,
+                Command::Subscribe { identifier } => {
+                    Box::pin(self.subscribe(identifier, extras)).await
+                }
+                Command::Unsubscribe { identifier } => {
+                    Box::pin(self.unsubscribe(&identifier)).await
+                }
+                Command::History {
+                    identifier,
+                    request,
+                } => Box::pin(self.history(&identifier, &request)).await,
+                Command::Join {
+                    identifier,
+                    presence,
+                } => Box::pin(self.join(&identifier, presence)).await,
+                Command::Leave { identifier } => Box::pin(self.leave(&identifier)).await,
+                Command::Presence { identifier } => Box::pin(self.presence(&identifier)).await,
+                Command::Pong => Ok(()),
+                // Decoded by a newer protocol module than this dispatcher knows: nothing to run.
+                #[allow(unreachable_patterns)]
+                _ => Ok(()),
+            }
         }
     }
 

@@ -12,7 +12,7 @@
 //! `unsubscribed` for each subscription, then `disconnect`, exactly once.
 
 use super::dispatch::Dispatcher;
-use crate::outbox::Frames;
+use crate::outbox::{Event, Frames};
 use crate::registry::Reservation;
 use crate::sync::lock;
 use crate::untrusted::untrusted;
@@ -167,10 +167,13 @@ pub(crate) async fn park<S: Send + Sync + 'static>(
     loop {
         tokio::select! {
             biased;
-            (reason, _) = outbox.closed() => {
-                tracing::info!(%reason, "a kept session ended by the server");
-                break;
-            }
+            event = outbox.next_event() => match event {
+                Event::Close(reason, _) => {
+                    tracing::info!(%reason, "a kept session ended by the server");
+                    break;
+                }
+                Event::Control(event) => dispatcher.control(event).await,
+            },
             claim = &mut claims => {
                 let Ok(reply) = claim else { break };
                 for sub in dispatcher.subscriptions.values_mut() {
@@ -193,7 +196,6 @@ pub(crate) async fn park<S: Send + Sync + 'static>(
                 tracing::debug!(sid = redact(&sid), "a kept session expired unresumed");
                 break;
             }
-            event = outbox.next_control() => dispatcher.control(event).await,
             // Nobody to read them: transmits, pings and unpositioned deliveries are dropped.
             _ = frames.recv() => {}
         }

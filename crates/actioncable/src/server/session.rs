@@ -14,16 +14,17 @@ use super::dispatch::Dispatcher;
 use super::resume::{self, Parked, Resumed};
 use crate::connection::{Identity, Reject};
 use crate::metrics::{Metrics, Transport};
-use crate::outbox::{Control, Frames, Outbox};
+use crate::outbox::{Control, Event, Frames, Outbox};
 use crate::protocol::{self, Command, DisconnectReason, EXT_PROTOCOL, Extras, ServerMessage};
 use crate::registry::{Admission, Reservation};
 use crate::untrusted::untrusted;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use futures_util::{FutureExt as _, SinkExt as _};
+use futures_util::SinkExt as _;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument as _;
@@ -212,9 +213,21 @@ impl Budget {
 }
 
 /// What the session runs next: a client frame or a control event.
-enum Work<'a> {
-    Frame(&'a str),
+enum Work {
+    Frame(Utf8Bytes),
     Control(Control),
+}
+
+/// What a session does once it stops waiting.
+enum Next {
+    /// Run a client's command (read now, or earlier into the backlog).
+    Command(Utf8Bytes),
+    Control(Control),
+    /// Write this queued frame and those behind it.
+    Write(Utf8Bytes),
+    LivenessDue,
+    /// Nothing to run (a pong, a refused binary frame, the throttle lifted).
+    Nothing,
 }
 
 /// How the read loop ended.
@@ -457,57 +470,73 @@ impl<S: Send + Sync + 'static> Session<S> {
         let outbox = self.dispatcher.outbox().clone();
         loop {
             let throttled = self.budget.wait();
-            if throttled.is_none()
+            let next = if throttled.is_none()
                 && let Some(text) = self.backlog.pop()
             {
-                self.budget.spend();
-                if let Some(end) = Box::pin(self.handle_while_writing(Work::Frame(&text))).await {
-                    return end;
+                Next::Command(text)
+            } else {
+                match self.wait(&outbox, throttled).await {
+                    Ok(next) => next,
+                    Err(end) => return end,
                 }
-                continue;
+            };
+            // Each step below runs after the wait is over, so the session's future holds
+            // either the wait or the step, never both.
+            let ended = match next {
+                Next::Command(text) => {
+                    self.budget.spend();
+                    match self.handle(Work::Frame(text), &outbox).await {
+                        Some(end) => Some(end),
+                        None => self.write_replies(&outbox).await,
+                    }
+                }
+                Next::Control(event) => match self.handle(Work::Control(event), &outbox).await {
+                    Some(end) => Some(end),
+                    None => self.write_replies(&outbox).await,
+                },
+                Next::Write(frame) => self.write_watching(frame, &outbox).await,
+                // Boxed: it runs once per ping interval at most.
+                Next::LivenessDue => Box::pin(self.liveness_due()).await,
+                Next::Nothing => None,
+            };
+            if let Some(end) = ended {
+                return end;
             }
-            // The socket is read before queued frames are written: a steady stream of
-            // deliveries must not keep the client's commands and pongs unread (reading is
-            // bounded by the command budget and the read-ahead).
-            tokio::select! {
-                biased;
-                (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
-                event = outbox.next_control() => {
-                    if let Some(end) = Box::pin(self.handle_while_writing(Work::Control(event))).await {
-                        return end;
+        }
+    }
+
+    /// Waits for the session's next step: a close request, a control event, the liveness
+    /// timer, a client frame (unless `throttled`) or a frame to write.
+    async fn wait(&mut self, outbox: &Outbox, throttled: Option<Instant>) -> Result<Next, End> {
+        // The socket is read before queued frames are written: a steady stream of
+        // deliveries must not keep the client's commands and pongs unread (reading is
+        // bounded by the command budget and the read-ahead).
+        tokio::select! {
+            biased;
+            event = outbox.next_event() => match event {
+                Event::Close(reason, reconnect) => Err(End::Disconnect(reason, reconnect)),
+                Event::Control(event) => Ok(Next::Control(event)),
+            },
+            () = &mut self.liveness.timer => Ok(Next::LivenessDue),
+            message = self.socket.recv(), if throttled.is_none() => {
+                self.liveness.heard();
+                match message {
+                    Some(Ok(Message::Text(text))) => Ok(Next::Command(text)),
+                    Some(Ok(Message::Binary(bytes))) => {
+                        self.budget.spend();
+                        refuse_binary(&mut self.binary_frames, bytes.len());
+                        Ok(Next::Nothing)
                     }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(Next::Nothing),
+                    Some(Ok(Message::Close(_))) => Err(End::ClientClosed),
+                    None => Err(End::Gone),
+                    Some(Err(e)) => Err(read_error(e)),
                 }
-                // Boxed: it runs once per ping interval at most, and inline it would grow every
-                // idle session's future.
-                () = &mut self.liveness.timer => if let Some(end) = Box::pin(self.liveness_due()).await { return end },
-                message = self.socket.recv(), if throttled.is_none() => {
-                    self.liveness.heard();
-                    match message {
-                        Some(Ok(Message::Text(text))) => {
-                            self.budget.spend();
-                            if let Some(end) = Box::pin(self.handle_while_writing(Work::Frame(&text))).await {
-                                return end;
-                            }
-                        }
-                        Some(Ok(Message::Binary(bytes))) => {
-                            self.budget.spend();
-                            refuse_binary(&mut self.binary_frames, bytes.len());
-                        }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        Some(Ok(Message::Close(_))) => return End::ClientClosed,
-                        None => return End::Gone,
-                        Some(Err(e)) => return read_error(e),
-                    }
-                }
-                frame = self.frames.recv() => {
-                    if let Some(end) = self.write_watching(frame, &outbox).await {
-                        return end;
-                    }
-                }
-                // Boxed, and only made while throttled: a `Sleep` inline would sit in every idle
-                // session's future.
-                () = throttle_sleep(throttled), if throttled.is_some() => {}
             }
+            frame = self.frames.recv() => Ok(Next::Write(frame)),
+            // Boxed, and only made while throttled: a `Sleep` inline would sit in every idle
+            // session's future.
+            () = throttle_sleep(throttled), if throttled.is_some() => Ok(Next::Nothing),
         }
     }
 
@@ -521,6 +550,10 @@ impl<S: Send + Sync + 'static> Session<S> {
             let metrics = self.metrics.as_deref();
             let write = write_batch(&mut self.socket, &mut self.frames, first, metrics);
             tokio::pin!(write);
+            // A socket with room takes the batch at once: then there is nothing to watch.
+            if let Poll::Ready(written) = poll_once(write.as_mut()).await {
+                return written.is_err().then_some(End::Gone);
+            }
             loop {
                 tokio::select! {
                     biased;
@@ -546,6 +579,14 @@ impl<S: Send + Sync + 'static> Session<S> {
         None
     }
 
+    /// Writes what a command or control event just queued (its reply, say) before the session
+    /// waits again: the common command answers at once, and going round the loop for it would
+    /// cost a full wait on every source for nothing.
+    async fn write_replies(&mut self, outbox: &Outbox) -> Option<End> {
+        let first = self.frames.try_recv()?;
+        self.write_watching(first, outbox).await
+    }
+
     /// The liveness timer fired: ping a quiet client, or give up on a silent one.
     async fn liveness_due(&mut self) -> Option<End> {
         match self
@@ -567,35 +608,21 @@ impl<S: Send + Sync + 'static> Session<S> {
         }
     }
 
-    /// Runs one command while still writing the frames queued meanwhile (its own transmits,
-    /// stream deliveries, pings), so a command that awaits something does not make its own
-    /// client look too slow, and while reading the next commands into the backlog. The command
-    /// itself is never cancelled: dropping it half-way could leave streams registered for a
-    /// subscription that no longer exists. A close request or a dead socket only stops the
-    /// writing; the command finishes first.
+    /// Runs one command or control event. Most finish without waiting (an action that
+    /// transmits, an unsubscribe): the run is polled once and, done, the session goes on. One
+    /// that waits (for the pub/sub adapter, the app's own I/O) is watched by
+    /// [`run_while_writing`](Self::run_while_writing).
     ///
-    /// While a `subscribe` waits (for the pub/sub adapter, say), the stock consumer resends it
-    /// every 500 ms. Those copies are dropped here: the subscription already exists, pending,
-    /// as Rails would see it. Run later, after a rejection the client has already accepted,
-    /// they would subscribe it to something it no longer knows about.
-    async fn handle_while_writing(&mut self, work: Work<'_>) -> Option<End> {
-        let Session {
-            socket,
-            frames,
-            dispatcher,
-            backlog,
-            liveness,
-            budget,
-            binary_frames,
-            ext,
-            metrics,
-            ..
-        } = self;
-        let outbox = dispatcher.outbox().clone();
-        let max_read_ahead = dispatcher.shared.config.max_message_size;
-        let (run, subscribing) = match work {
+    /// The run is boxed: a session's future is as large as the largest thing it awaits, and a
+    /// command's run (the app's callbacks, a `subscribe` with its streams) would otherwise sit
+    /// in every idle connection's task.
+    async fn handle(&mut self, work: Work, outbox: &Outbox) -> Option<End> {
+        let max_read_ahead = self.dispatcher.shared.config.max_message_size;
+        let (mut run, subscribing): (Pin<Box<dyn Future<Output = ()> + Send + '_>>, _) = match work
+        {
             Work::Frame(text) => {
-                let decoded = if *ext {
+                let text = text.as_str();
+                let decoded = if self.ext {
                     Command::decode_ext(text)
                 } else {
                     Command::decode(text).map(|command| (command, Extras::default()))
@@ -611,25 +638,77 @@ impl<S: Send + Sync + 'static> Session<S> {
                     Command::Subscribe { identifier } => Some(identifier.clone()),
                     _ => None,
                 };
-                (
-                    futures_util::future::Either::Left(
-                        dispatcher.run_with(command, extras).map(|_| ()),
-                    ),
-                    subscribing,
-                )
+                let run = self.dispatcher.run_with(command, extras);
+                (Box::pin(async move { drop(run.await) }), subscribing)
             }
-            Work::Control(event) => (
-                futures_util::future::Either::Right(dispatcher.control(event)),
-                None,
-            ),
+            Work::Control(event) => (Box::pin(self.dispatcher.control(event)), None),
         };
-        tokio::pin!(run);
-        // Most commands finish without waiting (an action that transmits, an unsubscribe):
-        // then there is nothing to write meanwhile, and no reason to set up the watch below.
-        let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
-        if polled.is_ready() {
+        if poll_once(run.as_mut()).await.is_ready() {
             return None;
         }
+        let Session {
+            socket,
+            frames,
+            backlog,
+            liveness,
+            budget,
+            binary_frames,
+            metrics,
+            ..
+        } = self;
+        let watch = Watch {
+            socket,
+            frames,
+            backlog,
+            liveness,
+            budget,
+            binary_frames,
+            metrics: metrics.as_deref(),
+        };
+        Box::pin(watch.run_while_writing(run, subscribing, outbox, max_read_ahead)).await
+    }
+}
+
+/// What a session watches while a command runs: every part of it but the dispatcher, which
+/// the command holds.
+struct Watch<'a> {
+    socket: &'a mut WebSocket,
+    frames: &'a mut Frames,
+    backlog: &'a mut Backlog,
+    liveness: &'a mut Liveness,
+    budget: &'a mut Budget,
+    binary_frames: &'a mut u32,
+    metrics: Option<&'a Metrics>,
+}
+
+impl Watch<'_> {
+    /// Finishes `run` while still writing the frames queued meanwhile (its own transmits,
+    /// stream deliveries, pings), so a command that awaits something does not make its own
+    /// client look too slow, and while reading the next commands into the backlog. The command
+    /// itself is never cancelled: dropping it half-way could leave streams registered for a
+    /// subscription that no longer exists. A close request or a dead socket only stops the
+    /// writing; the command finishes first.
+    ///
+    /// While a `subscribe` waits (for the pub/sub adapter, say), the stock consumer resends it
+    /// every 500 ms. Those copies are dropped here: the subscription already exists, pending,
+    /// as Rails would see it. Run later, after a rejection the client has already accepted,
+    /// they would subscribe it to something it no longer knows about.
+    async fn run_while_writing(
+        self,
+        mut run: Pin<Box<dyn Future<Output = ()> + Send + '_>>,
+        subscribing: Option<String>,
+        outbox: &Outbox,
+        max_read_ahead: usize,
+    ) -> Option<End> {
+        let Watch {
+            socket,
+            frames,
+            backlog,
+            liveness,
+            budget,
+            binary_frames,
+            metrics,
+        } = self;
         let end = loop {
             tokio::select! {
                 biased;
@@ -659,7 +738,7 @@ impl<S: Send + Sync + 'static> Session<S> {
                     tokio::select! {
                         biased;
                         (reason, reconnect) = outbox.closed() => break End::Disconnect(reason, reconnect),
-                        written = write_batch(socket, frames, frame, metrics.as_deref()) => if written.is_err() { break End::Gone },
+                        written = write_batch(socket, frames, frame, metrics) => if written.is_err() { break End::Gone },
                     }
                 }
             }
@@ -667,6 +746,12 @@ impl<S: Send + Sync + 'static> Session<S> {
         run.await;
         Some(end)
     }
+}
+
+/// Polls `future` once, in the caller's task: `Pending` leaves it registered for a wake-up
+/// and ready to be awaited (or selected on) from where it stands.
+async fn poll_once<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
 }
 
 /// Sleeps until `until`, or never.

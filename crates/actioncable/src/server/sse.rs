@@ -33,7 +33,7 @@ use super::Shared;
 use super::dispatch::Dispatcher;
 use crate::connection::ConnectRequest;
 use crate::metrics::{Metrics, Transport};
-use crate::outbox::{Frames, Outbox};
+use crate::outbox::{Event, Frames, Outbox};
 use crate::protocol::sse::{self as wire, SseEvent, SseRequest};
 use crate::protocol::{Command, Extras, ServerMessage};
 use crate::registry::{Admission, Reservation};
@@ -449,9 +449,11 @@ impl<S: Send + Sync + 'static> Session<S> {
         loop {
             tokio::select! {
                 biased;
-                (reason, reconnect) = outbox.closed() => return End::Disconnect(reason, reconnect),
+                event = outbox.next_event() => match event {
+                    Event::Close(reason, reconnect) => return End::Disconnect(reason, reconnect),
+                    Event::Control(event) => Box::pin(self.dispatcher.control(event)).await,
+                },
                 () = self.link.gone.cancelled() => return End::Gone,
-                event = outbox.next_control() => Box::pin(self.dispatcher.control(event)).await,
                 _ = check.tick() => {
                     let taken = self.link.taken.load(Ordering::Relaxed);
                     if stall.stalled(taken, outbox.queued()) {
