@@ -90,6 +90,12 @@ pub trait Channel<S: Send + Sync + 'static = ()>: Sized + Send + 'static {
     /// Use [`AnyAction`] for untyped dispatch. Data that does not deserialize (an unknown
     /// action, a field of the wrong type) goes to [`rescue`](Channel::rescue) as an
     /// [`InvalidAction`](crate::InvalidAction).
+    ///
+    /// A typed action is read straight from the message's text, so a field of a struct action
+    /// may be a `Box<serde_json::value::RawValue>` (not within a `tag`ged enum, whose fields
+    /// serde buffers): a payload the channel passes on (transmits, broadcasts) without parsing
+    /// it, byte for byte as the client sent it. An [`AnyAction`]
+    /// parses the whole object into a map instead (a few allocations per key and string).
     type Action: DeserializeOwned + Send + 'static;
 
     /// The subscription starts: set up streams and return the channel, or reject with
