@@ -11,7 +11,8 @@
 #               against the reference and both adapters, PAIRS (3) times each;
 #   echo        ECHO_CLIENTS (100; a list such as "100 1000" runs each size, the first as series
 #               `echo`, the others as `echo-N`) clients for ECHO_SECS (5) s against every target,
-#               PAIRS times;
+#               and against example-bench with `ACTIONS=any` (its channel untyped: what
+#               `AnyAction` costs), PAIRS times;
 #   broadcast-small
 #               RAILS_BROADCAST_CLIENTS (1,000) subscribers, RAILS_ROUNDS (10) rounds, against
 #               Rails, the reference and example-bench at Rails' size, PAIRS times;
@@ -189,6 +190,11 @@ start_server() {
       env CABLE_ADAPTER=memory PRESENCE=on PORT="$port" BIND=127.0.0.1 ${EXTRA_SERVER_ENV:-} \
         "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
       PID[$name]=$! ;;
+    memory-any)
+      # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
+      env CABLE_ADAPTER=memory ACTIONS=any PORT="$port" BIND=127.0.0.1 ${EXTRA_SERVER_ENV:-} \
+        "$SERVER_BIN" >"$OUT/server-$name.log" 2>&1 &
+      PID[$name]=$! ;;
     memory-all)
       # shellcheck disable=SC2086 # EXTRA_SERVER_ENV is a list of NAME=value words
       env CABLE_ADAPTER=memory CABLE_HISTORY=on METRICS=on PRESENCE=on PORT="$port" \
@@ -257,6 +263,7 @@ if [[ -n "$BASELINE_BIN" ]]; then
 fi
 if want broadcast || want echo || want broadcast-small || want redis || want history || want metrics || want features; then
   for name in "${TARGETS[@]}"; do start_server "$name"; done
+  if want echo; then start_server memory-any; fi
   if ((RAILS_ON)) && { want echo || want broadcast-small; }; then start_server rails; fi
 fi
 
@@ -275,7 +282,7 @@ if want echo; then
   for clients in $ECHO_CLIENTS; do
     step "echo: $clients clients, ${ECHO_SECS} s, $PAIRS× each" >&2
     series=echo
-    ECHO_TARGETS=("${TARGETS[@]}")
+    ECHO_TARGETS=("${TARGETS[@]}" memory-any)
     if ((first_size)); then
       if ((RAILS_ON)); then ECHO_TARGETS+=(rails); fi
     else
@@ -423,6 +430,7 @@ def ratio(a, b):
 NAMES = {"ref": "raw reference (cable-ref)", "memory": "example-bench, memory",
          "baseline": "example-bench, baseline build (memory)",
          "redis": "example-bench, Redis", "rails": "Rails 6.1 ActionCable (puma)",
+         "memory-any": "example-bench, memory, AnyAction channel",
          "memory-history": "memory, history on, plain clients",
          "memory-history-ext": "memory, history on, ext clients",
          "redis-history": "Redis, history on, plain clients",
@@ -534,13 +542,13 @@ ecols = [
     ("round trip p99 (ms)", lat("p99"), 2),
     ("server CPU µs/round trip", lambda r: r.get("server_cpu_us_per_round_trip"), 2),
 ]
-e = table("Echo round trips", "echo", ["ref", "memory", "baseline", "redis", "rails"], ecols,
-          [("memory", "ref"), ("memory", "baseline"), ("redis", "ref"), ("rails", "ref")])
+e = table("Echo round trips", "echo", ["ref", "memory", "baseline", "redis", "memory-any", "rails"], ecols,
+          [("memory", "ref"), ("memory", "baseline"), ("redis", "ref"), ("memory-any", "memory"), ("rails", "ref")])
 # Further client counts (ECHO_CLIENTS="100 1000"): series echo-N.
 echo_sizes = [("echo", e)] if e else []
 for s_ in sorted({s_ for (s_, _) in runs if s_.startswith("echo-")}, key=lambda x: int(x[5:])):
-    t_ = table(f"Echo round trips, {int(s_[5:]):,} clients", s_, ["ref", "memory", "baseline", "redis"], ecols,
-               [("memory", "ref"), ("memory", "baseline"), ("redis", "ref")])
+    t_ = table(f"Echo round trips, {int(s_[5:]):,} clients", s_, ["ref", "memory", "baseline", "redis", "memory-any"], ecols,
+               [("memory", "ref"), ("memory", "baseline"), ("redis", "ref"), ("memory-any", "memory")])
     if t_:
         echo_sizes.append((s_, t_))
 

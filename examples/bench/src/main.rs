@@ -8,6 +8,10 @@
 //! - action `broadcast`: broadcasts the data to `"all"`, then transmits it back to the sender
 //!   with `"action":"broadcastResult"`.
 //!
+//! The actions are typed, their `payload` kept as raw JSON; `ACTIONS=any` serves the same
+//! channel with `AnyAction` instead (the data parsed into a map and serialized back), so that
+//! `scripts/bench.sh` can state what the untyped way costs.
+//!
 //! The channel is also served over Server-Sent Events at `/events` (`?channel=BenchmarkChannel`,
 //! listen-only), which `cable-bench broadcast --transport sse` measures against the WebSocket.
 //!
@@ -25,30 +29,77 @@ use actioncable::{
     AcceptAll, AllowedOrigins, Cable, Channel, ChannelContext, ChannelError, NoParams,
     StreamOptions, async_trait,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// `PRESENCE=on`: the channel's stream tracks presence.
 static PRESENCE: AtomicBool = AtomicBool::new(false);
 
-/// The websocket-shootout channel.
+/// What the shootout's clients send: `{"action":…,"payload":…}`. The payload stays the raw
+/// JSON it came as, echoed and broadcast byte for byte and never parsed, as a Rust app
+/// relaying data it does not read would write it (`ACTIONS=any` measures the untyped way).
+#[derive(Deserialize, Serialize)]
+struct BenchAction {
+    action: Kind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payload: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+enum Kind {
+    Echo,
+    Broadcast,
+    BroadcastResult,
+}
+
+/// The websocket-shootout channel, its actions typed.
 struct BenchmarkChannel;
 
 #[async_trait]
 impl Channel for BenchmarkChannel {
     const CLASS: &'static str = "BenchmarkChannel";
     type Params = NoParams;
+    type Action = BenchAction;
+
+    async fn subscribed(ctx: &mut ChannelContext, _: NoParams) -> Result<Self, ChannelError> {
+        stream_all(ctx).await?;
+        Ok(BenchmarkChannel)
+    }
+
+    async fn perform(
+        &mut self,
+        ctx: &mut ChannelContext,
+        mut action: BenchAction,
+    ) -> Result<(), ChannelError> {
+        match action.action {
+            Kind::Echo => ctx.transmit(&action),
+            Kind::Broadcast => {
+                ctx.broadcast("all", &action).await?;
+                action.action = Kind::BroadcastResult;
+                ctx.transmit(&action)
+            }
+            Kind::BroadcastResult => Err(ChannelError::msg("broadcastResult is a reply")),
+        }
+    }
+}
+
+/// The same channel with [`AnyAction`] (`ACTIONS=any`): each message's data parsed into a map
+/// and serialized back, whatever its keys.
+struct AnyBenchmarkChannel;
+
+#[async_trait]
+impl Channel for AnyBenchmarkChannel {
+    const CLASS: &'static str = "BenchmarkChannel";
+    type Params = NoParams;
     type Action = AnyAction;
 
     async fn subscribed(ctx: &mut ChannelContext, _: NoParams) -> Result<Self, ChannelError> {
-        if PRESENCE.load(Ordering::Relaxed) {
-            ctx.stream_from_with_options("all", StreamOptions::new().presence(true))
-                .await?;
-        } else {
-            ctx.stream_from("all").await?;
-        }
-        Ok(BenchmarkChannel)
+        stream_all(ctx).await?;
+        Ok(AnyBenchmarkChannel)
     }
 
     async fn perform(
@@ -69,6 +120,16 @@ impl Channel for BenchmarkChannel {
     }
 }
 
+/// Every subscriber streams `"all"` (with presence when `PRESENCE=on`).
+async fn stream_all(ctx: &mut ChannelContext) -> Result<(), ChannelError> {
+    if PRESENCE.load(Ordering::Relaxed) {
+        ctx.stream_from_with_options("all", StreamOptions::new().presence(true))
+            .await
+    } else {
+        ctx.stream_from("all").await
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -82,9 +143,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let history = on_or_off("CABLE_HISTORY")?;
     let metrics = on_or_off("METRICS")?;
     PRESENCE.store(on_or_off("PRESENCE")?, Ordering::Relaxed);
-    let cable = Cable::builder()
-        .connection(AcceptAll)
-        .channel::<BenchmarkChannel>()
+    let builder = Cable::builder().connection(AcceptAll);
+    let builder = match std::env::var("ACTIONS").as_deref() {
+        Err(_) | Ok("" | "typed") => builder.channel::<BenchmarkChannel>(),
+        Ok("any") => builder.channel::<AnyBenchmarkChannel>(),
+        Ok(other) => return Err(format!("ACTIONS={other:?} is neither typed nor any").into()),
+    };
+    let cable = builder
         .allowed_origins(AllowedOrigins::any())
         .pubsub(pubsub)
         // A load generator's clients run closed loops of thousands of commands per second;
