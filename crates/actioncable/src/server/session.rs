@@ -943,6 +943,19 @@ mod size {
     /// "Memory per idle connection"): tokio rounds a task up to 128 bytes, and above about
     /// 1,300 bytes it takes the next step, 128 bytes more for every connection. A field or an
     /// inline future added to the session should be a deliberate choice, so this fails first.
+    /// A command's run is boxed for every command a client sends (`Session::handle`): at this
+    /// size the allocation comes from the allocator's per-thread cache (glibc's ends at 1,032
+    /// bytes). A larger one (the 2,456-byte watch used to be boxed whole) costs every command.
+    #[test]
+    fn a_commands_run_stays_a_small_allocation() {
+        let run =
+            future_size(|d: &mut Dispatcher<()>| d.run_with(Command::Pong, Extras::default()));
+        assert!(
+            run <= 1_000,
+            "a command's run grew to {run} bytes; box what only rare commands do"
+        );
+    }
+
     #[test]
     fn an_idle_session_future_stays_within_its_budget() {
         let run = future_size(|s: Session<()>| s.run(None));
