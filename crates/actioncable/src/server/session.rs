@@ -646,24 +646,15 @@ impl<S: Send + Sync + 'static> Session<S> {
         if poll_once(run.as_mut()).await.is_ready() {
             return None;
         }
-        let Session {
-            socket,
-            frames,
-            backlog,
-            liveness,
-            budget,
-            binary_frames,
-            metrics,
-            ..
-        } = self;
+        // Every part of the session but the dispatcher, which `run` holds.
         let watch = Watch {
-            socket,
-            frames,
-            backlog,
-            liveness,
-            budget,
-            binary_frames,
-            metrics: metrics.as_deref(),
+            socket: &mut self.socket,
+            frames: &mut self.frames,
+            backlog: &mut self.backlog,
+            liveness: &mut self.liveness,
+            budget: &mut self.budget,
+            binary_frames: &mut self.binary_frames,
+            metrics: self.metrics.as_deref(),
         };
         Box::pin(watch.run_while_writing(run, subscribing, outbox, max_read_ahead)).await
     }
