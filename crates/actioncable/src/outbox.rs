@@ -23,8 +23,9 @@
 //! block of slots up front (about 1.5 KB), which every idle connection would pay. The frame
 //! queue has exactly one reader ([`Frames`], taken by `&mut`), so it wakes that reader through
 //! an `AtomicWaker` (no lock, no list of waiters) rather than a `Notify`: every command's reply
-//! and every delivery goes through it. This module sits below everything that talks to a connection (the fan-out, the
-//! connection handle, channels), so it knows nothing about any of them.
+//! and every delivery goes through it. This module sits below everything that talks to a
+//! connection (the fan-out, the connection handle, channels), so it knows nothing about any of
+//! them.
 
 use crate::metrics::Trace;
 use crate::protocol::DisconnectReason;

@@ -81,38 +81,26 @@ where
         data: &str,
     ) -> Result<(), PerformError> {
         // A typed action is read straight from the text when the data is what a well-behaved
-        // client sends; anything else takes the general path below, which then decides (and
-        // words the error) exactly as it always has.
-        if let Some((name, action)) = typed_action::<C::Action>(data) {
-            let result = self.0.perform(ctx, action).await;
-            return match result {
-                Ok(()) => Ok(()),
-                Err(error) => {
-                    self.0
-                        .rescue(ctx, &name, error)
-                        .await
-                        .map_err(|error| PerformError {
-                            action: name,
-                            error,
-                        })
-                }
-            };
-        }
-        let (name, result) = match parse_message(data) {
-            Err(invalid) => {
-                let name = invalid.action().to_owned();
-                (name, Err(ChannelError::new(invalid)))
-            }
-            Ok((None, data)) => ("receive".to_owned(), self.0.receive(ctx, data).await),
-            Ok((Some(name), data)) => match action_from::<C::Action>(&name, data) {
-                Ok(action) => {
-                    let result = self.0.perform(ctx, action).await;
-                    (name, result)
-                }
-                Err(e) => {
-                    let invalid = InvalidAction::new(name.clone(), e);
+        // client sends; anything else takes the general path, which then decides (and words
+        // the error) exactly as it always has.
+        let (name, result) = match typed_action::<C::Action>(data) {
+            Some((name, action)) => (name, self.0.perform(ctx, action).await),
+            None => match parse_message(data) {
+                Err(invalid) => {
+                    let name = invalid.action().to_owned();
                     (name, Err(ChannelError::new(invalid)))
                 }
+                Ok((None, data)) => ("receive".to_owned(), self.0.receive(ctx, data).await),
+                Ok((Some(name), data)) => match action_from::<C::Action>(&name, data) {
+                    Ok(action) => {
+                        let result = self.0.perform(ctx, action).await;
+                        (name, result)
+                    }
+                    Err(e) => {
+                        let invalid = InvalidAction::new(name.clone(), e);
+                        (name, Err(ChannelError::new(invalid)))
+                    }
+                },
             },
         };
         let fail = |action: &str, error: ChannelError| PerformError {
